@@ -1,0 +1,29 @@
+"""Test configuration: two logical CPUs (for MirroredStrategy tests), quiet TF."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+# Logical devices must be configured before TensorFlow initialises its
+# runtime, i.e. at import time of the test session.
+_cpus = tf.config.list_physical_devices("CPU")
+try:
+    tf.config.set_logical_device_configuration(
+        _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
+    )
+except RuntimeError:
+    pass  # Already initialised (e.g. imported by a plugin); tests adapt.
+
+
+@pytest.fixture(autouse=True)
+def _reset_keras_state():
+    """Each test starts from float32 and a fresh Keras name scope."""
+    keras.mixed_precision.set_dtype_policy("float32")
+    keras.backend.clear_session()
+    yield
+    keras.mixed_precision.set_dtype_policy("float32")

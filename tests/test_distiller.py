@@ -1,0 +1,381 @@
+"""Tests of the base `tfkd.Distiller` (Hinton KD) and its machinery."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfkd
+from tfkd import testing
+from tfkd.callbacks import NonFiniteLossError
+from tfkd.callbacks import StopOnNonFiniteLoss
+
+
+def _pair(teacher_width=16, student_width=4, **kwargs):
+    teacher = testing.tiny_conv_model("teacher", width=teacher_width,
+                                      seed=1, **kwargs)
+    student = testing.tiny_conv_model("student", width=student_width,
+                                      seed=2, **kwargs)
+    return teacher, student
+
+
+def test_fit_battery_plain_kd():
+    teacher, student = _pair()
+    x, y = testing.random_images(48)
+    testing.run_distiller_test(
+        tfkd.Distiller(teacher, student, alpha=0.5, temperature=4.0), x, y,
+        expected_metrics=["class_loss", "kd_loss"],
+    )
+
+
+def test_fit_battery_with_taps_and_tf_data():
+    teacher, student = _pair()
+    distiller = tfkd.Distiller(
+        teacher, student, teacher_layer=["conv1", "conv2"],
+        student_layer=["conv1", "conv2"],
+    )
+    distiller.compile(optimizer="adam", metrics=["accuracy"])
+    data = tfkd.data.load_digits(image_size=8, batch_size=64)
+    history = distiller.fit(data.train, validation_data=data.validation,
+                            epochs=1, verbose=0)
+    assert {"loss", "class_loss", "kd_loss", "accuracy", "val_loss",
+            "val_class_loss", "val_kd_loss", "val_accuracy"} <= set(
+                history.history)
+    results = distiller.evaluate(data.test, return_dict=True, verbose=0)
+    assert set(results) == {"loss", "class_loss", "kd_loss", "accuracy"}
+
+
+def test_total_loss_is_weighted_sum_of_terms():
+    teacher, student = _pair()
+    x, y = testing.random_images(32)
+    distiller = tfkd.Distiller(teacher, student, alpha=0.3, temperature=2.0)
+    distiller.compile(optimizer="sgd")
+    r = distiller.evaluate(x, y, batch_size=32, return_dict=True, verbose=0)
+    assert r["loss"] == pytest.approx(
+        0.3 * r["class_loss"] + 0.7 * r["kd_loss"], rel=1e-5)
+    t_logits, s_logits = teacher.predict(x, verbose=0), student.predict(
+        x, verbose=0)
+    ce = keras.losses.sparse_categorical_crossentropy(y, s_logits,
+                                                      from_logits=True)
+    assert r["class_loss"] == pytest.approx(float(np.mean(ce)), rel=1e-5)
+    kd = tfkd.losses.kd_loss(t_logits, s_logits, temperature=2.0)
+    assert r["kd_loss"] == pytest.approx(float(np.mean(kd)), rel=1e-5)
+
+
+class _CountCalls(keras.layers.Layer):
+    """Identity layer that counts how often it runs (inside graphs too)."""
+
+    def build(self, input_shape):
+        self.calls = self.add_weight(shape=(), initializer="zeros",
+                                     trainable=False, dtype="float32",
+                                     name="calls")
+
+    def call(self, x):
+        self.calls.assign_add(1.0)
+        return x
+
+
+def _counted_model(name, width):
+    inputs = keras.Input((8, 8, 1))
+    counter = _CountCalls(name="counter")
+    x = counter(inputs)
+    x = keras.layers.Conv2D(width, 3, padding="same", activation="relu",
+                            name="conv1")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inputs, keras.layers.Dense(10, name="logits")(x),
+                       name=name), counter
+
+
+@pytest.mark.parametrize("taps", [False, True])
+def test_each_network_runs_forward_once_per_step(taps):
+    teacher, t_counter = _counted_model("teacher", 8)
+    student, s_counter = _counted_model("student", 4)
+    layer = "conv1" if taps else None
+    distiller = tfkd.Distiller(teacher, student, teacher_layer=layer,
+                               student_layer=layer)
+    distiller.compile(optimizer="sgd")
+    x, y = testing.random_images(40)
+    distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert float(t_counter.calls) == 5.0
+    assert float(s_counter.calls) == 5.0
+    distiller.evaluate(x, y, batch_size=20, verbose=0)
+    assert float(t_counter.calls) == 7.0
+    assert float(s_counter.calls) == 7.0
+
+
+def test_one_hot_labels_and_sample_weights():
+    teacher, student = _pair()
+    x, y = testing.random_images(32)
+    distiller = tfkd.Distiller(teacher, student, alpha=1.0)
+    distiller.compile(optimizer="sgd")
+    sparse = distiller.evaluate(x, y, return_dict=True, verbose=0)
+    one_hot = distiller.evaluate(x, keras.utils.to_categorical(y, 10),
+                                 return_dict=True, verbose=0)
+    assert one_hot["class_loss"] == pytest.approx(sparse["class_loss"],
+                                                  rel=1e-5)
+    weights = np.zeros(32, "float32")
+    weighted = distiller.evaluate(x, y, sample_weight=weights,
+                                  return_dict=True, verbose=0)
+    assert weighted["loss"] == pytest.approx(0.0, abs=1e-7)
+
+
+def test_distiller_owned_variables_exclude_teacher():
+    teacher, student = _pair()
+    distiller = tfkd.Distiller(teacher, student)
+    ids = {id(v) for v in distiller.trainable_variables_for_step()}
+    assert ids == {id(v) for v in student.trainable_weights}
+    assert not teacher.trainable
+    assert not distiller.teacher.trainable_weights
+
+
+def test_config_round_trip():
+    teacher, student = _pair()
+    distiller = tfkd.Distiller(teacher, student, alpha=0.2, temperature=3.0,
+                               teacher_layer="conv2", student_layer="conv2")
+    config = distiller.get_config()
+    clone = tfkd.Distiller.from_config(config)
+    assert clone.alpha == 0.2 and clone.temperature == 3.0
+    assert clone.teacher_layer == ["conv2"]
+    assert clone.get_config()["student"] == config["student"]
+    assert keras.saving.get_registered_name(tfkd.Distiller) == \
+        "tfkd>Distiller"
+
+
+def test_keras_round_trip_resumes_training(tmp_path):
+    teacher, student = _pair()
+    x, y = testing.random_images(32)
+    distiller = tfkd.Distiller(teacher, student)
+    distiller.compile(optimizer="adam")
+    distiller.fit(x, y, epochs=1, verbose=0)
+    path = str(tmp_path / "d.keras")
+    distiller.save(path)
+    restored = keras.models.load_model(path, safe_mode=True)
+    assert restored.optimizer.iterations.numpy() == \
+        distiller.optimizer.iterations.numpy()
+    distiller.fit(x, y, epochs=1, verbose=0, shuffle=False)
+    restored.fit(x, y, epochs=1, verbose=0, shuffle=False)
+    for a, b in zip(distiller.student.weights, restored.student.weights):
+        np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-6)
+
+
+def test_mirrored_strategy_matches_single_device():
+    devices = tf.config.list_logical_devices("CPU")
+    if len(devices) < 2:
+        pytest.skip("needs 2 logical CPU devices (set up in conftest)")
+    x, y = testing.random_images(64, seed=3)
+    results = []
+    for strategy in (tf.distribute.get_strategy(),
+                     tf.distribute.MirroredStrategy(
+                         [d.name for d in devices[:2]])):
+        with strategy.scope():
+            teacher, student = _pair()
+            distiller = tfkd.Distiller(teacher, student,
+                                       teacher_layer="conv1",
+                                       student_layer="conv1")
+            distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+        history = distiller.fit(x, y, batch_size=32, epochs=2, verbose=0,
+                                shuffle=False)
+        results.append((history.history,
+                        [np.array(w) for w in student.weights]))
+    (h1, w1), (h2, w2) = results
+    for name in h1:
+        np.testing.assert_allclose(h1[name], h2[name], rtol=1e-5)
+    for a, b in zip(w1, w2):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_step(policy):
+    keras.mixed_precision.set_dtype_policy(policy)
+    teacher, student = _pair()
+    distiller = tfkd.Distiller(teacher, student, teacher_layer="conv1",
+                               student_layer="conv1")
+    distiller.compile(optimizer="adam")
+    if policy == "mixed_float16":
+        assert isinstance(distiller.optimizer,
+                          keras.optimizers.LossScaleOptimizer)
+    x, y = testing.random_images(32)
+    before = [np.array(w) for w in student.trainable_weights]
+    history = distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert all(np.isfinite(v[0]) for v in history.history.values())
+    assert student.trainable_weights[0].dtype == "float32"
+    assert any(not np.array_equal(b, np.array(a))
+               for b, a in zip(before, student.trainable_weights))
+
+
+def test_jit_compile_step():
+    teacher, student = _pair()
+    distiller = tfkd.Distiller(teacher, student)
+    distiller.compile(optimizer="adam", jit_compile=True)
+    x, y = testing.random_images(32)
+    history = distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+def _linear(name):
+    return keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                             keras.layers.Dense(10)], name=name)
+
+
+def test_nan_in_data_stops_with_named_term():
+    # Linear models: ReLU kernels may map NaN to 0 and hide it.
+    teacher, student = _linear("teacher"), _linear("student")
+    x, y = testing.random_images(32)
+    x[3] = np.nan
+    distiller = tfkd.Distiller(teacher, student)
+    distiller.compile(optimizer="sgd")
+    with pytest.raises(NonFiniteLossError, match="loss term `.*loss`"):
+        distiller.fit(x, y, batch_size=8, epochs=1, verbose=0,
+                      callbacks=[StopOnNonFiniteLoss()])
+
+
+def test_predict_is_the_student():
+    teacher, student = _pair()
+    x, _ = testing.random_images(8)
+    distiller = tfkd.Distiller(teacher, student)
+    np.testing.assert_allclose(distiller.predict(x, verbose=0),
+                               student.predict(x, verbose=0), atol=1e-6)
+
+
+class _Subclassed(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = keras.layers.Conv2D(4, 3, name="conv1")
+        self.pool = keras.layers.GlobalAveragePooling2D()
+        self.out = keras.layers.Dense(10)
+
+    def call(self, x):
+        return self.out(self.pool(self.conv(x)))
+
+
+def test_subclassed_student_without_taps_trains():
+    teacher, _ = _pair()
+    student = _Subclassed(name="sub")
+    student(np.zeros((1, 8, 8, 1), "float32"))
+    distiller = tfkd.Distiller(teacher, student)
+    distiller.compile(optimizer="sgd")
+    x, y = testing.random_images(16)
+    distiller.fit(x, y, epochs=1, verbose=0)
+
+
+# ----------------------------------------------------------------------
+# Bad input: each a clear error naming the argument, the value, the fix.
+
+def _bad_cases():
+    t, s = _pair()
+    return t, s
+
+
+BAD_CONSTRUCTOR_CASES = [
+    ("teacher_not_model",
+     lambda t, s: tfkd.Distiller("teacher", s), TypeError,
+     r"`teacher` must be a `keras.Model`.*Received: teacher='teacher'"),
+    ("student_not_model",
+     lambda t, s: tfkd.Distiller(t, 3), TypeError,
+     r"`student` must be a `keras.Model`.*Received: student=3"),
+    ("same_object",
+     lambda t, s: tfkd.Distiller(t, t), ValueError, "same model object"),
+    ("temperature_zero",
+     lambda t, s: tfkd.Distiller(t, s, temperature=0), ValueError,
+     r"`temperature` must be a finite number > 0. Received: temperature=0"),
+    ("temperature_negative",
+     lambda t, s: tfkd.Distiller(t, s, temperature=-2.0), ValueError,
+     "temperature=-2.0"),
+    ("temperature_string",
+     lambda t, s: tfkd.Distiller(t, s, temperature="4"), TypeError,
+     "temperature='4'"),
+    ("alpha_above_one",
+     lambda t, s: tfkd.Distiller(t, s, alpha=1.5), ValueError,
+     r"`alpha` must be in \[0, 1\]. Received: alpha=1.5"),
+    ("alpha_negative",
+     lambda t, s: tfkd.Distiller(t, s, alpha=-0.1), ValueError,
+     "alpha=-0.1"),
+    ("unknown_teacher_layer",
+     lambda t, s: tfkd.Distiller(t, s, teacher_layer="conv9",
+                                 student_layer="conv1"), ValueError,
+     r"teacher_layer`='conv9'.*Existing layers: \['images', 'conv1', "
+     r"'conv2', 'pool', 'logits'\]"),
+    ("unknown_student_layer",
+     lambda t, s: tfkd.Distiller(t, s, teacher_layer="conv1",
+                                 student_layer="nope"), ValueError,
+     r"student_layer`='nope'.*Existing layers"),
+    ("unpaired_layers",
+     lambda t, s: tfkd.Distiller(t, s, teacher_layer=["conv1", "conv2"],
+                                 student_layer="conv1"), ValueError,
+     "same length"),
+    ("layer_not_string",
+     lambda t, s: tfkd.Distiller(t, s, teacher_layer=3, student_layer=3),
+     TypeError, "teacher_layer=3"),
+    ("input_shape_mismatch",
+     lambda t, s: tfkd.Distiller(
+         t, testing.tiny_conv_model("s", input_shape=(16, 16, 1))),
+     ValueError, r"same inputs.*\(8, 8, 1\).*\(16, 16, 1\)"),
+    ("logit_shape_mismatch",
+     lambda t, s: tfkd.Distiller(
+         t, testing.tiny_conv_model("s", num_classes=7)),
+     ValueError, r"logits must have the same shape.*\(10,\).*\(7,\)"),
+]
+
+
+@pytest.mark.parametrize(
+    "factory, error, match",
+    [case[1:] for case in BAD_CONSTRUCTOR_CASES],
+    ids=[case[0] for case in BAD_CONSTRUCTOR_CASES],
+)
+def test_bad_constructor_arguments(factory, error, match):
+    teacher, student = _pair()
+    with pytest.raises(error, match=match):
+        factory(teacher, student)
+
+
+def test_subclassed_model_cannot_be_tapped():
+    teacher, _ = _pair()
+    student = _Subclassed(name="sub")
+    student(np.zeros((1, 8, 8, 1), "float32"))
+    with pytest.raises(ValueError, match="subclassed model.*functional API"):
+        tfkd.Distiller(teacher, student, teacher_layer="conv1",
+                       student_layer="conv1")
+
+
+def test_labels_out_of_range():
+    teacher, student = _pair()
+    x, _ = testing.random_images(16)
+    y = np.full((16,), 12, "int32")
+    distiller = tfkd.Distiller(teacher, student)
+    distiller.compile(optimizer="sgd")
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match="class ids in \\[0, num_classes\\)"):
+        distiller.fit(x, y, epochs=1, verbose=0)
+
+
+def test_missing_labels():
+    teacher, student = _pair()
+    x, _ = testing.random_images(16)
+    distiller = tfkd.Distiller(teacher, student)
+    distiller.compile(optimizer="sgd")
+    with pytest.raises(ValueError, match="Distillers need labels"):
+        distiller.fit(x, epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("empty", ["array", "dataset"])
+def test_empty_data(empty):
+    teacher, student = _pair()
+    distiller = tfkd.Distiller(teacher, student)
+    distiller.compile(optimizer="sgd")
+    x = np.zeros((0, 8, 8, 1), "float32")
+    y = np.zeros((0,), "int32")
+    with pytest.raises(ValueError, match="empty|no examples"):
+        if empty == "array":
+            distiller.fit(x, y, epochs=1, verbose=0)
+        else:
+            ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+            distiller.fit(ds, epochs=1, verbose=0)
+
+
+def test_non_finite_callback_names_term_without_raising():
+    callback = StopOnNonFiniteLoss(raise_error=False)
+    callback.set_model(keras.Sequential([keras.Input((1,))]))
+    callback.on_train_batch_end(0, {"loss": 1.0, "kd_loss": float("inf"),
+                                    "accuracy": float("nan")})
+    assert "`kd_loss` became inf" in callback.message
+    assert callback.model.stop_training

@@ -1,0 +1,15 @@
+"""tfkd: knowledge distillation for Keras 3 / TensorFlow.
+
+A large, frozen teacher teaches a small student; the student is then
+exported to TFLite. Distillers are `keras.Model` subclasses: build one,
+`compile` it and `fit` it like any Keras model.
+"""
+
+__version__ = "0.1.0"
+
+from tfkd import callbacks  # noqa: F401
+from tfkd import data  # noqa: F401
+from tfkd import layers  # noqa: F401
+from tfkd import losses  # noqa: F401
+from tfkd import models  # noqa: F401
+from tfkd.distillers import Distiller  # noqa: F401

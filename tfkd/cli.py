@@ -1,0 +1,51 @@
+"""The `tfkd` command line: `tfkd demo`, `tfkd export`, `tfkd tune`, ...
+
+Each sub-command lives in its own module that provides
+`register(subparsers)`; it adds its parser and sets `func` to a callable
+taking the parsed `argparse.Namespace` and returning an exit code.
+User errors (`ValueError`, `TypeError`, `FileNotFoundError`) print one line
+and exit with code 2, without a traceback.
+"""
+
+import argparse
+import importlib
+import os
+import sys
+
+# Modules that contribute sub-commands, in the order `--help` lists them.
+_COMMAND_MODULES = (
+    "tfkd.demo",
+    "tfkd.export.cli",
+)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="tfkd",
+        description="Knowledge distillation for Keras 3 / TensorFlow.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for name in _COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv=None):
+    """Entry point of the `tfkd` console script; returns the exit code."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        message = " ".join(str(e).split())
+        print(f"tfkd {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"tfkd {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

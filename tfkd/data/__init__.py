@@ -1,0 +1,10 @@
+"""Data: the embedded digits set and tensorflow-datasets loaders."""
+
+from tfkd.data.digits import DataSplits  # noqa: F401
+from tfkd.data.digits import digits_arrays  # noqa: F401
+from tfkd.data.digits import load_digits  # noqa: F401
+from tfkd.data.tfds_data import DATASETS  # noqa: F401
+from tfkd.data.tfds_data import DatasetNotFoundError  # noqa: F401
+from tfkd.data.tfds_data import is_deterministic  # noqa: F401
+from tfkd.data.tfds_data import load_dataset  # noqa: F401
+from tfkd.data.tfds_data import load_tfds  # noqa: F401

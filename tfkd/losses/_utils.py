@@ -1,0 +1,136 @@
+"""Shared helpers for the loss functions (argument checks, dtype handling)."""
+
+import math
+import numbers
+
+import tensorflow as tf
+
+
+def to_float32(x, name):
+    """Converts `x` to a float32 tensor; losses compute in float32 so that
+    mixed-precision students keep exact softmax and Gram arithmetic."""
+    try:
+        x = tf.convert_to_tensor(x)
+    except (TypeError, ValueError) as e:
+        raise TypeError(
+            f"`{name}` must be a tensor or array. Received: {name}={x!r} "
+            f"of type {type(x).__name__}."
+        ) from e
+    if not (x.dtype.is_floating or x.dtype.is_integer):
+        raise TypeError(
+            f"`{name}` must have a numeric dtype. Received dtype {x.dtype.name}."
+        )
+    return tf.cast(x, tf.float32)
+
+
+def check_positive(value, name):
+    """Raises a `ValueError` unless `value` is a finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"`{name}` must be a number. Received: {name}={value!r} "
+            f"of type {type(value).__name__}."
+        )
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(
+            f"`{name}` must be a finite number > 0. Received: {name}={value}."
+        )
+    return float(value)
+
+
+def check_unit_interval(value, name):
+    """Raises a `ValueError` unless `0 <= value <= 1`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"`{name}` must be a number in [0, 1]. Received: {name}={value!r} "
+            f"of type {type(value).__name__}."
+        )
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(
+            f"`{name}` must be in [0, 1]. Received: {name}={value}."
+        )
+    return float(value)
+
+
+def check_non_negative(value, name):
+    """Raises a `ValueError` unless `value` is a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"`{name}` must be a number >= 0. Received: {name}={value!r} "
+            f"of type {type(value).__name__}."
+        )
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(
+            f"`{name}` must be a finite number >= 0. Received: {name}={value}."
+        )
+    return float(value)
+
+
+def check_same_shape(teacher, student, teacher_name, student_name, what=""):
+    """Raises a `ValueError` if two tensors' static shapes differ."""
+    if not teacher.shape.is_compatible_with(student.shape):
+        raise ValueError(
+            f"`{teacher_name}` and `{student_name}` must have the same shape"
+            f"{what}. Received: {teacher_name}.shape={tuple(teacher.shape)}, "
+            f"{student_name}.shape={tuple(student.shape)}."
+        )
+
+
+def check_positive_int(value, name):
+    """Raises unless `value` is an integer >= 1 (bools and floats refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"`{name}` must be an integer >= 1. Received: {name}={value!r} "
+            f"of type {type(value).__name__}."
+        )
+    if value < 1:
+        raise ValueError(
+            f"`{name}` must be an integer >= 1. Received: {name}={value}."
+        )
+    return int(value)
+
+
+def check_option(value, name, options):
+    """Raises a `ValueError` unless `value` is one of the strings `options`."""
+    if not isinstance(value, str) or value not in options:
+        allowed = ", ".join(repr(o) for o in options)
+        raise ValueError(
+            f"`{name}` must be one of {allowed}. Received: {name}={value!r}."
+        )
+    return value
+
+
+def check_rank(x, name, rank=None, min_rank=None, layout=None):
+    """Raises a `ValueError` unless `x` has the given (minimum) static rank.
+
+    `layout` (e.g. `"(batch, H, W, C)"`) is quoted in the message.
+    """
+    r = x.shape.rank
+    if r is None:
+        return
+    if (rank is not None and r != rank) or (min_rank is not None
+                                            and r < min_rank):
+        want = f"rank {rank}" if rank is not None else f"rank >= {min_rank}"
+        if layout:
+            want += f" {layout}"
+        raise ValueError(
+            f"`{name}` must have {want}. Received: {name}.shape="
+            f"{tuple(x.shape)} (rank {r})."
+        )
+
+
+def flatten_per_example(x):
+    """Reshapes `(batch, ...)` to `(batch, prod(...))`."""
+    return tf.reshape(x, [tf.shape(x)[0], -1])
+
+
+def safe_l2_norm(x, axis=-1):
+    """Euclidean norm whose gradient is 0 (not NaN) where the norm is 0.
+
+    `sqrt` has an infinite derivative at 0, so the plain norm of a zero
+    difference back-propagates NaN; the double `where` keeps both the value
+    and the gradient exact elsewhere.
+    """
+    sq = tf.reduce_sum(tf.square(x), axis=axis)
+    positive = sq > 0.0
+    safe_sq = tf.where(positive, sq, tf.ones_like(sq))
+    return tf.where(positive, tf.sqrt(safe_sq), tf.zeros_like(sq))

@@ -1,0 +1,207 @@
+"""Logit losses: Hinton KD, soft-target cross entropy and the class loss."""
+
+import keras
+import tensorflow as tf
+
+from tfkd.losses._utils import check_positive
+from tfkd.losses._utils import check_same_shape
+from tfkd.losses._utils import check_unit_interval
+from tfkd.losses._utils import to_float32
+
+
+def kd_loss(teacher_logits, student_logits, temperature=4.0):
+    """Hinton knowledge-distillation loss, per example.
+
+    Computes `T² · KL(softmax(t / T) ‖ softmax(s / T))` for each example.
+    The `T²` factor keeps the gradient magnitude independent of `T`. KL and
+    soft-target cross entropy differ only by the teacher's entropy, a
+    constant for the student; KL is reported because it is 0 at a perfect
+    match.
+
+    Args:
+        teacher_logits: Tensor of shape `(batch, num_classes)`.
+        student_logits: Tensor of the same shape.
+        temperature: Softening temperature `T > 0`.
+
+    Returns:
+        Tensor of shape `(batch,)`, float32.
+
+    Example:
+
+    >>> t = [[2.0, 0.0, -1.0]]
+    >>> s = [[2.0, 0.0, -1.0]]
+    >>> float(kd_loss(t, s, temperature=4.0)[0])
+    0.0
+
+    Reference:
+        Hinton, Vinyals, Dean. "Distilling the Knowledge in a Neural
+        Network", 2015.
+    """
+    temperature = check_positive(temperature, "temperature")
+    t = to_float32(teacher_logits, "teacher_logits")
+    s = to_float32(student_logits, "student_logits")
+    check_same_shape(t, s, "teacher_logits", "student_logits")
+    log_p_t = tf.nn.log_softmax(t / temperature, axis=-1)
+    log_p_s = tf.nn.log_softmax(s / temperature, axis=-1)
+    kl = tf.reduce_sum(tf.exp(log_p_t) * (log_p_t - log_p_s), axis=-1)
+    # KL >= 0 mathematically; clip the float round-off below zero.
+    return temperature**2 * tf.maximum(kl, 0.0)
+
+
+def soft_cross_entropy(teacher_logits, student_logits, temperature=1.0):
+    """Cross entropy `H(softmax(t / T), softmax(s / T))`, per example.
+
+    The soft-target loss used by the LP (eq. 8) and STC (eq. 4) papers, with
+    no `T²` factor (the papers use none).
+
+    Args:
+        teacher_logits: Tensor of shape `(batch, num_classes)`: the target.
+        student_logits: Tensor of the same shape: the prediction.
+        temperature: Softening temperature `T > 0`.
+
+    Returns:
+        Tensor of shape `(batch,)`, float32.
+
+    Example:
+
+    >>> t = [[0.0, 0.0]]
+    >>> round(float(soft_cross_entropy(t, t)[0]), 4)  # log(2)
+    0.6931
+    """
+    temperature = check_positive(temperature, "temperature")
+    t = to_float32(teacher_logits, "teacher_logits")
+    s = to_float32(student_logits, "student_logits")
+    check_same_shape(t, s, "teacher_logits", "student_logits")
+    p_t = tf.nn.softmax(t / temperature, axis=-1)
+    return -tf.reduce_sum(p_t * tf.nn.log_softmax(s / temperature, axis=-1), -1)
+
+
+def cross_entropy(labels, logits):
+    """Cross entropy of logits against integer or one-hot labels, per example.
+
+    Args:
+        labels: Integer class ids of shape `(batch,)` or `(batch, 1)`, or
+            one-hot / probability targets of shape `(batch, num_classes)`.
+        logits: Tensor of shape `(batch, num_classes)`.
+
+    Returns:
+        Tensor of shape `(batch,)`, float32.
+
+    Example:
+
+    >>> round(float(cross_entropy([0], [[0.0, 0.0]])[0]), 4)
+    0.6931
+    """
+    logits = to_float32(logits, "logits")
+    labels = tf.convert_to_tensor(labels)
+    if labels.shape.rank == logits.shape.rank and labels.shape[-1] not in (1,):
+        return tf.nn.softmax_cross_entropy_with_logits(
+            labels=tf.cast(labels, tf.float32), logits=logits
+        )
+    if labels.shape.rank == logits.shape.rank:
+        labels = tf.squeeze(labels, axis=-1)
+    if labels.dtype.is_floating:
+        labels = tf.cast(labels, tf.int64)
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=labels, logits=logits
+    )
+
+
+def class_loss(labels, teacher_logits, student_logits, alpha=0.3,
+               temperature=4.0):
+    """The correlation paper's class loss (eq. 5), per example.
+
+    `alpha · CE(y, s) + (1 − alpha) · kd_loss(t, s, T)`. `alpha = 1` is the
+    plain cross entropy (no KD term); the paper's "+KD" rows use 0.3.
+
+    Args:
+        labels: Integer labels `(batch,)` or one-hot `(batch, num_classes)`.
+        teacher_logits: Tensor of shape `(batch, num_classes)`.
+        student_logits: Tensor of the same shape.
+        alpha: Weight of the cross entropy, in `[0, 1]`.
+        temperature: KD temperature `T > 0`.
+
+    Returns:
+        Tensor of shape `(batch,)`, float32.
+
+    Example:
+
+    >>> y = [1]
+    >>> t = [[0.0, 3.0]]
+    >>> s = [[0.0, 3.0]]
+    >>> round(float(class_loss(y, t, s, alpha=1.0)[0]), 4)
+    0.0486
+
+    Reference:
+        Chen et al., "Knowledge Distillation with Feature Maps for Image
+        Classification" (correlation-based learning), eq. 5.
+    """
+    alpha = check_unit_interval(alpha, "alpha")
+    ce = cross_entropy(labels, student_logits)
+    if alpha == 1.0:
+        return ce
+    kd = kd_loss(teacher_logits, student_logits, temperature=temperature)
+    return alpha * ce + (1.0 - alpha) * kd
+
+
+@keras.saving.register_keras_serializable(package="tfkd")
+class KDLoss(keras.losses.Loss):
+    """`keras.losses.Loss` wrapper of `kd_loss`.
+
+    `y_true` are the teacher's logits and `y_pred` the student's. Reduction
+    and sample weights follow Keras's `Loss` base class.
+
+    Args:
+        temperature: Softening temperature `T > 0`.
+        reduction: Keras reduction, `"sum_over_batch_size"` by default.
+        name: Name of the loss.
+
+    Example:
+
+    >>> loss = KDLoss(temperature=2.0)
+    >>> float(loss([[1.0, 0.0]], [[1.0, 0.0]]))
+    0.0
+    """
+
+    def __init__(self, temperature=4.0, reduction="sum_over_batch_size",
+                 name="kd_loss", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.temperature = check_positive(temperature, "temperature")
+
+    def call(self, y_true, y_pred):
+        return kd_loss(y_true, y_pred, temperature=self.temperature)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"temperature": self.temperature})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfkd")
+class SoftCrossEntropy(keras.losses.Loss):
+    """`keras.losses.Loss` wrapper of `soft_cross_entropy`.
+
+    Args:
+        temperature: Softening temperature `T > 0`.
+        reduction: Keras reduction, `"sum_over_batch_size"` by default.
+        name: Name of the loss.
+
+    Example:
+
+    >>> loss = SoftCrossEntropy()
+    >>> round(float(loss([[0.0, 0.0]], [[0.0, 0.0]])), 4)
+    0.6931
+    """
+
+    def __init__(self, temperature=1.0, reduction="sum_over_batch_size",
+                 name="soft_cross_entropy", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.temperature = check_positive(temperature, "temperature")
+
+    def call(self, y_true, y_pred):
+        return soft_cross_entropy(y_true, y_pred, temperature=self.temperature)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"temperature": self.temperature})
+        return config

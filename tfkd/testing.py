@@ -1,0 +1,145 @@
+"""Shared checks for tfkd distillers, so every distiller's tests stay uniform.
+
+`run_distiller_test` runs the same battery on any distiller: one `fit` on a
+few batches, the teacher's weights unchanged, the student's changed, the
+expected metric names in training and validation, a `get_config` round trip
+and a `.keras` save/load round trip with identical predictions, and the
+student saved alone without the teacher's weights.
+"""
+
+import os
+import tempfile
+
+import keras
+import numpy as np
+
+
+def tiny_conv_model(name, width=8, num_classes=10, input_shape=(8, 8, 1),
+                    depth=2, seed=None):
+    """A small functional conv net with stable layer names.
+
+    Layers: `conv{i}` (3×3, ReLU, 'same'), `pool` (global average), `logits`.
+
+    Args:
+        name: Model name.
+        width: Filters of each conv layer.
+        num_classes: Units of the `logits` layer.
+        input_shape: `(H, W, C)` of the input.
+        depth: Number of conv layers.
+        seed: Optional seed for the initialisers (deterministic weights).
+
+    Returns:
+        A functional `keras.Model` outputting logits.
+
+    Example:
+
+    >>> model = tiny_conv_model("student", width=4)
+    >>> [layer.name for layer in model.layers][1:]
+    ['conv1', 'conv2', 'pool', 'logits']
+    """
+    def init(i):
+        if seed is None:
+            return "glorot_uniform"
+        return keras.initializers.GlorotUniform(seed=seed + i)
+
+    inputs = keras.Input(input_shape, name="images")
+    x = inputs
+    for i in range(1, depth + 1):
+        x = keras.layers.Conv2D(
+            width, 3, padding="same", activation="relu", name=f"conv{i}",
+            kernel_initializer=init(i),
+        )(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = keras.layers.Dense(
+        num_classes, name="logits", kernel_initializer=init(0)
+    )(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def random_images(n=32, input_shape=(8, 8, 1), num_classes=10, seed=0):
+    """Random images in [0, 1) and integer labels, as NumPy arrays."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((n,) + tuple(input_shape), dtype=np.float32)
+    y = rng.integers(0, num_classes, size=(n,)).astype("int32")
+    return x, y
+
+
+def _weights(model):
+    return [np.array(w) for w in model.weights]
+
+
+def run_distiller_test(distiller, x, y, *, expected_metrics, batch_size=16,
+                       optimizer=None, compile_kwargs=None, epochs=1,
+                       check_saving=True):
+    """Runs the uniform battery of checks on a constructed distiller.
+
+    Args:
+        distiller: A tfkd distiller, not yet compiled.
+        x: Training images (NumPy).
+        y: Training labels.
+        expected_metrics: Metric names expected in `fit`'s history besides
+            `loss` (e.g. `["class_loss", "kd_loss"]`); the validation
+            versions (`val_...`) are checked too.
+        batch_size: Batch size of the fit.
+        optimizer: Optimizer for `compile` (SGD(0.05) by default).
+        compile_kwargs: Extra `compile` arguments.
+        epochs: Epochs to fit.
+        check_saving: Also check the config and `.keras` round trips.
+
+    Returns:
+        The `keras.callbacks.History` of the fit.
+    """
+    compile_kwargs = dict(compile_kwargs or {})
+    distiller.compile(
+        optimizer=optimizer or keras.optimizers.SGD(0.05),
+        metrics=["accuracy"], **compile_kwargs,
+    )
+    teacher_before = _weights(distiller.teacher)
+    student_before = _weights(distiller.student)
+    history = distiller.fit(
+        x, y, batch_size=batch_size, epochs=epochs, verbose=0,
+        validation_data=(x, y), shuffle=False,
+    )
+    names = set(history.history)
+    for name in ["loss", "accuracy", *expected_metrics]:
+        assert name in names, f"metric {name!r} missing from {sorted(names)}"
+        assert f"val_{name}" in names, (
+            f"metric 'val_{name}' missing from {sorted(names)}"
+        )
+    for name, values in history.history.items():
+        assert np.all(np.isfinite(values)), f"{name} is not finite: {values}"
+    for before, after in zip(teacher_before, _weights(distiller.teacher)):
+        np.testing.assert_array_equal(before, after)
+    changed = [
+        not np.array_equal(b, a)
+        for b, a in zip(student_before, _weights(distiller.student))
+    ]
+    assert any(changed), "no student weight changed during fit"
+    if check_saving:
+        check_round_trips(distiller, x[:batch_size])
+    return history
+
+
+def check_round_trips(distiller, x):
+    """Checks config and `.keras` round trips of a (trained) distiller."""
+    config = distiller.get_config()
+    clone = distiller.__class__.from_config(config)
+    assert type(clone) is type(distiller)
+    expected = distiller.predict(x, verbose=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "distiller.keras")
+        distiller.save(path)
+        restored = keras.models.load_model(path)
+        assert type(restored) is type(distiller)
+        np.testing.assert_allclose(
+            restored.predict(x, verbose=0), expected, atol=1e-6
+        )
+        student_path = os.path.join(tmp, "student.keras")
+        distiller.student.save(student_path)
+        student = keras.models.load_model(student_path)
+        np.testing.assert_allclose(
+            student.predict(x, verbose=0), expected, atol=1e-6
+        )
+        # The student file holds no teacher weights.
+        assert student.count_params() == distiller.student.count_params()
+        assert os.path.getsize(student_path) < os.path.getsize(path)
