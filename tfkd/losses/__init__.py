@@ -10,3 +10,20 @@ from tfkd.losses.kd import class_loss  # noqa: F401
 from tfkd.losses.kd import cross_entropy  # noqa: F401
 from tfkd.losses.kd import kd_loss  # noqa: F401
 from tfkd.losses.kd import soft_cross_entropy  # noqa: F401
+from tfkd.losses.attention import AttentionTransferLoss  # noqa: F401
+from tfkd.losses.attention import attention_map  # noqa: F401
+from tfkd.losses.attention import attention_transfer_loss  # noqa: F401
+from tfkd.losses.correlation import CorrelationLoss  # noqa: F401
+from tfkd.losses.correlation import channel_gram  # noqa: F401
+from tfkd.losses.correlation import correlation_loss  # noqa: F401
+from tfkd.losses.correlation import spatial_gram  # noqa: F401
+from tfkd.losses.correlation import standardize  # noqa: F401
+from tfkd.losses.distillation import AttentionDistillation  # noqa: F401
+from tfkd.losses.distillation import CorrelationDistillation  # noqa: F401
+from tfkd.losses.distillation import HintDistillation  # noqa: F401
+from tfkd.losses.distillation import (  # noqa: F401
+    LocalityPreservingDistillation,
+)
+from tfkd.losses.hint import HintLoss  # noqa: F401
+from tfkd.losses.hint import hint_loss  # noqa: F401
+from tfkd.losses.locality import locality_preserving_loss  # noqa: F401
