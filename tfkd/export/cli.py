@@ -93,8 +93,14 @@ def _load_data(name, image_size, channels, data_dir):
 
 def run(args):
     """Runs `tfkd export`; returns the exit code."""
+    from tfkd.export.tflite import _input_spec
     from tfkd.export.tflite import to_tflite
 
+    if args.int8_io and args.quantization != "int8":
+        raise ValueError(
+            "--int8-io needs --quantization int8. Received: --quantization "
+            f"{args.quantization}."
+        )
     student = _load_model(args.student, "STUDENT")
     teacher = _load_model(args.teacher, "--teacher") if args.teacher else None
     out = args.out or os.path.splitext(args.student)[0] + ".tflite"
@@ -103,15 +109,26 @@ def run(args):
             f"--out would overwrite the student. Received: --out {out!r}. "
             "Choose a path ending in .tflite."
         )
-    height, width, channels = tuple(student.inputs[0].shape[1:])
+    if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+        raise FileNotFoundError(
+            f"--out: the directory of {out!r} does not exist; create it "
+            "first or choose another path."
+        )
+    input_shape, _ = _input_spec(student)
+    if len(input_shape) != 4:
+        raise ValueError(
+            "The student must take (batch, height, width, channels) images. "
+            f"Received a student with input shape {input_shape}."
+        )
+    height, width, channels = input_shape[1:]
     image_size = args.image_size or (
         (height, width) if height and width else None
     )
     channels = args.channels or channels
     if image_size is None or channels is None:
         raise ValueError(
-            "The student's input shape is not fully defined "
-            f"({student.inputs[0].shape}); pass --image-size and --channels."
+            f"The student's input shape {input_shape} is not fully defined; "
+            "pass --image-size and --channels."
         )
     calibration, test = _load_data(
         args.data, image_size, channels, args.data_dir

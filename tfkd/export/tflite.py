@@ -491,7 +491,7 @@ class ExportReport:
             ("quantization", self.quantization
              + (" (int8 I/O)" if self.int8_io else "")),
             (f"latency ms (median, {self.num_threads} thr)",
-             fmt(self.latency_ms, ".3f")),
+             fmt(self.latency_ms, ".4g")),
             ("verified images", str(self.num_verified)),
             ("max |tflite - keras|", fmt(self.max_abs_diff, ".2e")),
             ("top-1 agreement", fmt(self.top1_agreement, ".2%")),
