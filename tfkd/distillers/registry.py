@@ -1,0 +1,108 @@
+"""Names of the distillation methods, for the CLI, recipes and tuning.
+
+Each entry maps a method name to its distiller class (imported lazily) and
+whether it taps features. `build` constructs a distiller on any
+teacher/student pair from a method name, so `tfkd demo --method`,
+`tfkd tune --method` and the recipes share one table.
+"""
+
+import dataclasses
+import importlib
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+    """How to build one method's distiller.
+
+    Attributes:
+        target: `"module:ClassName"` of the distiller.
+        uses_features: Whether it needs `teacher_layer` / `student_layer`.
+        defaults: Constructor arguments the method uses by default here.
+        description: One line for `--help` and tables.
+    """
+
+    target: str
+    uses_features: bool
+    defaults: dict = dataclasses.field(default_factory=dict)
+    description: str = ""
+
+    def load(self):
+        module, name = self.target.split(":")
+        return getattr(importlib.import_module(module), name)
+
+
+_METHODS = {
+    "kd": MethodSpec("tfkd.distillers.base:Distiller", False,
+                     {"alpha": 0.5, "temperature": 4.0},
+                     "Hinton KD (soft targets)"),
+}
+
+
+def register_method(name, spec):
+    """Adds (or replaces) a method in the table."""
+    _METHODS[name] = spec
+
+
+def method_names():
+    """Names of the methods whose distiller is importable, sorted."""
+    names = []
+    for name, spec in _METHODS.items():
+        try:
+            spec.load()
+        except (ImportError, AttributeError):
+            continue
+        names.append(name)
+    return sorted(names)
+
+
+def get(name):
+    """Returns the `MethodSpec` of `name` or raises a clear `ValueError`."""
+    if name not in method_names():
+        raise ValueError(
+            f"Unknown distillation method. Received: method={name!r}. "
+            f"Choose one of {method_names()}."
+        )
+    return _METHODS[name]
+
+
+def digits_taps():
+    """`(teacher_layer, student_layer)` tapped on the digits demo pair."""
+    from tfkd.models.digits import DIGITS_FEATURE_LAYER
+
+    return DIGITS_FEATURE_LAYER, DIGITS_FEATURE_LAYER
+
+
+def build(name, teacher, student, feature_layers=None, **overrides):
+    """Builds the distiller of method `name` on `teacher` and `student`.
+
+    Args:
+        name: A method name (see `method_names()`).
+        teacher: The trained teacher `keras.Model`.
+        student: The student `keras.Model`.
+        feature_layers: `(teacher_layer, student_layer)` for feature methods.
+        **overrides: Constructor arguments replacing the method's defaults.
+
+    Returns:
+        The constructed distiller (not compiled).
+    """
+    spec = get(name)
+    kwargs = dict(spec.defaults)
+    kwargs.update(overrides)
+    if spec.uses_features:
+        if feature_layers is None:
+            raise ValueError(
+                f"Method {name!r} distils intermediate features: pass "
+                f"`feature_layers=(teacher_layer, student_layer)`."
+            )
+        kwargs.setdefault("teacher_layer", feature_layers[0])
+        kwargs.setdefault("student_layer", feature_layers[1])
+    return spec.load()(teacher, student, **kwargs)
+
+
+def fit(distiller, *args, **kwargs):
+    """Fits a distiller the way its method trains (two-stage if it is)."""
+    if getattr(distiller, "stage", None) is not None and hasattr(
+        distiller, "fit_two_stage"
+    ):
+        return distiller.fit_two_stage(*args, **kwargs)
+    return distiller.fit(*args, **kwargs)
