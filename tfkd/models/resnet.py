@@ -164,7 +164,8 @@ def cifar_resnet(
         for block in range(1, blocks_per_stage + 1):
             strides = 2 if (stage > 1 and block == 1) else 1
             x = _basic_block(
-                x, width, strides, shortcut, prefix=f"stage{stage}_block{block}"
+                x, width, strides, shortcut,
+                prefix=f"stage{stage}_block{block}",
             )
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = layers.Dense(num_classes, name="logits")(x)
@@ -243,7 +244,8 @@ def _preset_builder(preset):
 
     builder.__name__ = preset
     builder.__qualname__ = preset
-    builder.__doc__ = f"""Builds {preset.replace("resnet", "ResNet-")} for CIFAR.
+    title = preset.replace("resnet", "ResNet-")
+    builder.__doc__ = f"""Builds {title} for CIFAR.
 
     Shorthand for `cifar_resnet({depth}, ...)`; see `cifar_resnet` for the
     architecture, layer names and shortcut options. With the defaults it has

@@ -140,7 +140,8 @@ def wide_resnet(
         or not 0 <= dropout < 1
     ):
         raise ValueError(
-            f"`dropout` must be a float in [0, 1). Received: dropout={dropout!r}"
+            "`dropout` must be a float in [0, 1). "
+            f"Received: dropout={dropout!r}"
         )
     if name is None:
         name = f"wrn_{depth}_{width}"
