@@ -1,0 +1,201 @@
+"""Tests of the logit losses in `tfkd.losses.kd` against NumPy references."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfkd.losses.kd import class_loss
+from tfkd.losses.kd import cross_entropy
+from tfkd.losses.kd import kd_loss
+from tfkd.losses.kd import soft_cross_entropy
+
+
+@pytest.fixture(autouse=True)
+def _reset_keras_state():
+    """Overrides conftest's fixture of the same name: these tests build no
+    Keras objects, and its `clear_session()` (a full `gc.collect()`, ~0.5 s)
+    would dominate their run time."""
+    yield
+
+
+SHAPES = [(1, 2), (4, 10), (3, 100)]
+RUNNERS = ["eager", "jit"]
+
+
+def run(fn, *args, runner="eager", **kwargs):
+    """Calls `fn` eagerly or inside `tf.function(jit_compile=True)`."""
+    args = [tf.constant(a) for a in args]
+    if runner == "jit":
+        return tf.function(lambda *a: fn(*a, **kwargs),
+                           jit_compile=True)(*args).numpy()
+    return fn(*args, **kwargs).numpy()
+
+
+# ----------------------------------------------------------- NumPy reference
+def np_log_softmax(z):
+    z = np.asarray(z, np.float64)
+    out = np.empty_like(z)
+    for b in range(z.shape[0]):
+        shifted = z[b] - z[b].max()
+        out[b] = shifted - np.log(np.sum(np.exp(shifted)))
+    return out
+
+
+def np_kd(t, s, temperature):
+    log_pt = np_log_softmax(np.asarray(t, np.float64) / temperature)
+    log_ps = np_log_softmax(np.asarray(s, np.float64) / temperature)
+    return temperature**2 * np.array(
+        [np.sum(np.exp(lt) * (lt - ls)) for lt, ls in zip(log_pt, log_ps)])
+
+
+def np_soft_ce(t, s, temperature):
+    log_pt = np_log_softmax(np.asarray(t, np.float64) / temperature)
+    log_ps = np_log_softmax(np.asarray(s, np.float64) / temperature)
+    return np.array([-np.sum(np.exp(lt) * ls)
+                     for lt, ls in zip(log_pt, log_ps)])
+
+
+def np_ce(labels, logits):
+    log_p = np_log_softmax(logits)
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] > 1:
+        return np.array([-np.sum(y * lp) for y, lp in zip(labels, log_p)])
+    labels = labels.reshape(-1)
+    return np.array([-log_p[b, int(labels[b])] for b in range(len(labels))])
+
+
+def logits_pair(shape, seed, scale=3.0):
+    rng = np.random.RandomState(seed)
+    t = (scale * rng.randn(*shape)).astype(np.float32)
+    s = (scale * rng.randn(*shape)).astype(np.float32)
+    return t, s
+
+
+# ------------------------------------------------------------------- values
+@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("temperature", [1.0, 4.0])
+def test_kd_loss_matches_reference(shape, temperature, runner):
+    t, s = logits_pair(shape, seed=sum(shape))
+    got = run(kd_loss, t, s, runner=runner, temperature=temperature)
+    assert got.shape == (shape[0],)
+    np.testing.assert_allclose(got, np_kd(t, s, temperature), rtol=1e-4,
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_soft_cross_entropy_matches_reference(shape, runner):
+    t, s = logits_pair(shape, seed=1 + sum(shape))
+    got = run(soft_cross_entropy, t, s, runner=runner, temperature=2.0)
+    assert got.shape == (shape[0],)
+    np.testing.assert_allclose(got, np_soft_ce(t, s, 2.0), rtol=1e-5,
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("label_form", ["sparse", "sparse_column", "onehot"])
+def test_cross_entropy_matches_reference(shape, label_form, runner):
+    _, logits = logits_pair(shape, seed=2)
+    ids = np.random.RandomState(3).randint(0, shape[1], size=shape[0])
+    labels = {
+        "sparse": ids.astype(np.int32),
+        "sparse_column": ids.reshape(-1, 1).astype(np.int64),
+        "onehot": np.eye(shape[1], dtype=np.float32)[ids],
+    }[label_form]
+    got = run(cross_entropy, labels, logits, runner=runner)
+    assert got.shape == (shape[0],)
+    np.testing.assert_allclose(got, np_ce(ids, logits), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0])
+def test_class_loss_matches_reference(shape, alpha, runner):
+    t, s = logits_pair(shape, seed=4)
+    ids = np.random.RandomState(5).randint(0, shape[1], size=shape[0])
+    got = run(class_loss, ids, t, s, runner=runner, alpha=alpha,
+              temperature=4.0)
+    want = alpha * np_ce(ids, s) + (1 - alpha) * np_kd(t, s, 4.0)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_kd_loss_zero_at_perfect_match_and_non_negative():
+    t, s = logits_pair((8, 10), seed=6)
+    np.testing.assert_allclose(kd_loss(t, t).numpy(), 0.0, atol=1e-6)
+    assert np.all(kd_loss(t, s).numpy() >= 0.0)
+
+
+# ------------------------------------------------------------ numerical safety
+@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize("temperature", [1e-3, 1e3])
+@pytest.mark.parametrize("fn", [kd_loss, soft_cross_entropy])
+def test_extreme_temperatures_stay_finite(fn, temperature, runner):
+    t, s = logits_pair((4, 10), seed=7, scale=10.0)
+    t, s = tf.constant(t), tf.constant(s)
+
+    def value_and_grad(t, s):
+        with tf.GradientTape() as tape:
+            tape.watch(s)
+            loss = fn(t, s, temperature=temperature)
+        return loss, tape.gradient(loss, s)
+
+    if runner == "jit":
+        value_and_grad = tf.function(value_and_grad, jit_compile=True)
+    loss, grad = value_and_grad(t, s)
+    assert np.all(np.isfinite(loss.numpy()))
+    assert np.all(np.isfinite(grad.numpy()))
+    if fn is kd_loss and temperature == 1e-3:
+        # At T -> 0 the softmaxes are one-hot: compare with the reference.
+        np.testing.assert_allclose(loss.numpy(), np_kd(t, s, temperature),
+                                   rtol=1e-3, atol=1e-5)
+
+
+# ------------------------------------------------------------- golden values
+def test_golden_values():
+    t, s = logits_pair((3, 5), seed=123)
+    ids = np.array([0, 3, 4])
+    np.testing.assert_allclose(
+        kd_loss(t, s, temperature=4.0).numpy(),
+        [1.1770208, 6.7042985, 11.215806], rtol=1e-5)
+    np.testing.assert_allclose(
+        soft_cross_entropy(t, s, temperature=0.5).numpy(),
+        [0.6402248, 4.433498, 14.015606], rtol=1e-5)
+    np.testing.assert_allclose(
+        class_loss(ids, t, s, alpha=0.3, temperature=4.0).numpy(),
+        [3.4044867, 5.0968766, 9.460176], rtol=1e-5)
+
+
+# --------------------------------------------------------------- bad input
+@pytest.mark.parametrize("fn", [kd_loss, soft_cross_entropy])
+@pytest.mark.parametrize("temperature", [0.0, -1.0, float("inf")])
+def test_bad_temperature(fn, temperature):
+    with pytest.raises(ValueError, match="temperature"):
+        fn([[0.0, 1.0]], [[0.0, 1.0]], temperature=temperature)
+
+
+@pytest.mark.parametrize("fn", [kd_loss, soft_cross_entropy])
+def test_non_numeric_temperature(fn):
+    with pytest.raises(TypeError, match="temperature"):
+        fn([[0.0, 1.0]], [[0.0, 1.0]], temperature="4")
+
+
+@pytest.mark.parametrize("fn", [kd_loss, soft_cross_entropy])
+def test_mismatched_shapes(fn):
+    with pytest.raises(ValueError, match="teacher_logits.*student_logits"):
+        fn(np.zeros((2, 3)), np.zeros((2, 4)))
+
+
+@pytest.mark.parametrize("fn", [kd_loss, soft_cross_entropy])
+def test_non_numeric_input(fn):
+    with pytest.raises(TypeError, match="teacher_logits"):
+        fn([["a", "b"]], [[0.0, 1.0]])
+    with pytest.raises(TypeError, match="student_logits"):
+        fn([[0.0, 1.0]], [["a", "b"]])
+
+
+@pytest.mark.parametrize("alpha", [-0.1, 1.5])
+def test_class_loss_bad_alpha(alpha):
+    with pytest.raises(ValueError, match="alpha"):
+        class_loss([0], [[0.0, 1.0]], [[0.0, 1.0]], alpha=alpha)
