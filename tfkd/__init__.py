@@ -13,3 +13,8 @@ from tfkd import layers  # noqa: F401
 from tfkd import losses  # noqa: F401
 from tfkd import models  # noqa: F401
 from tfkd.distillers import Distiller  # noqa: F401
+from tfkd.distillers import AttentionDistiller  # noqa: F401
+from tfkd.distillers import CorrelationDistiller  # noqa: F401
+from tfkd.distillers import FeatureDistiller  # noqa: F401
+from tfkd.distillers import FitNetDistiller  # noqa: F401
+from tfkd.distillers import LocalityPreservingDistiller  # noqa: F401

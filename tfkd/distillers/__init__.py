@@ -1,3 +1,9 @@
 """Distillers: `keras.Model` subclasses that train a student from a teacher."""
 
 from tfkd.distillers.base import Distiller  # noqa: F401
+from tfkd.distillers.attention import AttentionDistiller  # noqa: F401
+from tfkd.distillers.correlation import CorrelationDistiller  # noqa: F401
+from tfkd.distillers.feature import FeatureAdapter  # noqa: F401
+from tfkd.distillers.feature import FeatureDistiller  # noqa: F401
+from tfkd.distillers.fitnet import FitNetDistiller  # noqa: F401
+from tfkd.distillers.locality import LocalityPreservingDistiller  # noqa: F401
