@@ -1,0 +1,376 @@
+"""Tests of `tfkd.losses.correlation` against a NumPy reference of SPEC."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfkd.losses.correlation import CorrelationLoss
+from tfkd.losses.correlation import channel_gram
+from tfkd.losses.correlation import correlation_loss
+from tfkd.losses.correlation import spatial_gram
+from tfkd.losses.correlation import standardize
+
+
+@pytest.fixture(autouse=True)
+def _reset_keras_state():
+    """Overrides conftest's fixture of the same name: these tests build no
+    Keras models, and its `clear_session()` (a full `gc.collect()`, ~0.5 s)
+    would dominate their run time."""
+    yield
+
+
+RUNNERS = ["eager", "jit"]
+MODES = ["channel", "spatial", "both"]
+
+
+def run(fn, *args, runner="eager", **kwargs):
+    """Calls `fn` eagerly or inside `tf.function(jit_compile=True)`."""
+    args = [tf.constant(a) for a in args]
+    if runner == "jit":
+        return tf.function(lambda *a: fn(*a, **kwargs),
+                           jit_compile=True)(*args).numpy()
+    return fn(*args, **kwargs).numpy()
+
+
+def value_and_student_grad(fn, t, s, runner="eager", **kwargs):
+    t, s = tf.constant(t), tf.constant(s)
+
+    def f(t, s):
+        with tf.GradientTape() as tape:
+            tape.watch(s)
+            loss = fn(t, s, **kwargs)
+        return loss, tape.gradient(loss, s)
+
+    if runner == "jit":
+        f = tf.function(f, jit_compile=True)
+    loss, grad = f(t, s)
+    return loss.numpy(), grad.numpy()
+
+
+# ---------------------------------------------- NumPy reference (from SPEC)
+def np_matrix(f):
+    """One example `(H, W, N)` -> `F` of shape `(M, N)`, rows row-major."""
+    h, w, n = f.shape
+    F = np.zeros((h * w, n))
+    for y in range(h):
+        for x in range(w):
+            F[y * w + x] = f[y, x]
+    return F
+
+
+def np_channel_gram(features):
+    out = []
+    for f in np.asarray(features, np.float64):
+        F = np_matrix(f)
+        n = F.shape[1]
+        C = np.zeros((n, n))
+        for i in range(n):
+            for j in range(n):
+                C[i, j] = sum(F[k, i] * F[k, j] for k in range(F.shape[0]))
+        out.append(C)
+    return np.array(out)
+
+
+def np_spatial_gram(features):
+    out = []
+    for f in np.asarray(features, np.float64):
+        F = np_matrix(f)
+        m = F.shape[0]
+        S = np.zeros((m, m))
+        for i in range(m):
+            for j in range(m):
+                S[i, j] = np.dot(F[i], F[j])
+        out.append(S)
+    return np.array(out)
+
+
+def np_norm(X):
+    """Subtract the mean of all elements, divide by their population std."""
+    X = np.asarray(X, np.float64)
+    std = X.std()
+    return np.zeros_like(X) if std == 0 else (X - X.mean()) / std
+
+
+def np_correlation(t, s, mode):
+    def one(gram):
+        gt, gs = gram(t), gram(s)
+        return np.array([
+            np.sqrt(np.sum((np_norm(gs[b]).ravel()
+                            - np_norm(gt[b]).ravel()) ** 2))
+            for b in range(len(gt))
+        ])
+
+    if mode == "channel":
+        return one(np_channel_gram)
+    if mode == "spatial":
+        return one(np_spatial_gram)
+    return 0.5 * (one(np_channel_gram) + one(np_spatial_gram))
+
+
+def features(shape, seed, offset=0.0):
+    rng = np.random.RandomState(seed)
+    return (rng.randn(*shape) + offset).astype(np.float32)
+
+
+# ------------------------------------------------------------------ grams
+@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize("shape", [(1, 2, 2, 3), (3, 4, 4, 5), (2, 3, 5, 2)])
+def test_grams_match_reference(shape, runner):
+    f = features(shape, seed=0)
+    c = run(channel_gram, f, runner=runner)
+    s = run(spatial_gram, f, runner=runner)
+    m = shape[1] * shape[2]
+    assert c.shape == (shape[0], shape[3], shape[3])
+    assert s.shape == (shape[0], m, m)
+    np.testing.assert_allclose(c, np_channel_gram(f), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(s, np_spatial_gram(f), rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------ standardize
+@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize("shape,offset", [((1, 5), 0.0), ((3, 4, 4), 0.0),
+                                          ((2, 6, 6), 100.0)])
+def test_standardize_matches_exact_formula(shape, offset, runner):
+    # offset = 100 std: the epsilon guard must still be negligible (<= 1e-6
+    # relative) when the mean dominates, as it does for ReLU Grams.
+    x = features(shape, seed=1, offset=offset)
+    got = run(standardize, x, runner=runner)
+    want = np.array([np_norm(e) for e in x.astype(np.float64)])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    flat = got.reshape(shape[0], -1)
+    np.testing.assert_allclose(flat.mean(axis=1), 0.0, atol=1e-5)
+    np.testing.assert_allclose(flat.std(axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1000.0])
+def test_standardize_epsilon_relative_effect_below_1e6(offset):
+    # Same float32 arithmetic with and without (epsilon=1e-12) the guard:
+    # the ratio isolates the guard's effect, which must stay <= 1e-6 up to
+    # a mean of 1000 std (the documented bound).
+    x = features((2, 64), seed=2, offset=offset)
+    guarded = standardize(x).numpy()
+    unguarded = standardize(x, epsilon=1e-12).numpy()
+    np.testing.assert_allclose(guarded, unguarded, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize("value", [0.0, 0.1, 7.3, -2.0, 1e6])
+def test_standardize_constant_gives_zero_and_finite_grad(value, runner):
+    x = np.full((2, 4, 4), value, np.float32)
+    out, grad = value_and_student_grad(
+        lambda _, s: tf.reduce_sum(standardize(s)), x, x, runner=runner)
+    np.testing.assert_array_equal(run(standardize, x, runner=runner), 0.0)
+    assert np.all(np.isfinite(grad))
+
+
+# ------------------------------------------------------------ loss values
+CASES = [
+    # teacher shape, student shape, modes allowed
+    ((1, 2, 2, 3), (1, 2, 2, 3), MODES),
+    ((3, 4, 4, 5), (3, 4, 4, 5), MODES),
+    ((2, 3, 5, 4), (2, 3, 5, 2), ["spatial"]),   # channels differ
+    ((2, 4, 4, 3), (2, 2, 2, 3), ["channel"]),   # spatial sizes differ
+]
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize(
+    "t_shape,s_shape,mode",
+    [(t, s, m) for t, s, modes in CASES for m in modes],
+)
+def test_correlation_loss_matches_reference(t_shape, s_shape, mode, runner):
+    t = features(t_shape, seed=3)
+    s = features(s_shape, seed=4)
+    got = run(correlation_loss, t, s, runner=runner, mode=mode)
+    assert got.shape == (t_shape[0],)
+    np.testing.assert_allclose(got, np_correlation(t, s, mode), rtol=1e-4,
+                               atol=1e-4)
+
+
+@pytest.mark.parametrize("n", [4, 9])
+@pytest.mark.parametrize("mode", MODES)
+def test_norm_is_not_squared(n, mode):
+    # Teacher F = I (orthonormal channels and positions): both Grams are
+    # I_n, whose standardisation has squared norm n². Student: constant
+    # map, whose Grams standardise to 0. So the loss is n (linear in n); a
+    # squared norm would give n².
+    side = int(np.sqrt(n))
+    t = np.eye(n, dtype=np.float32).reshape(1, side, side, n)
+    s = np.ones((1, side, side, n), np.float32)
+    np.testing.assert_allclose(correlation_loss(t, s, mode=mode).numpy(),
+                               [float(n)], rtol=1e-5)
+    np.testing.assert_allclose(correlation_loss(s, t, mode=mode).numpy(),
+                               [float(n)], rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_invariant_to_feature_scale(mode):
+    # The Grams are standardised, so scaling either side changes nothing.
+    t = features((2, 3, 3, 4), seed=5)
+    s = features((2, 3, 3, 4), seed=6)
+    base = correlation_loss(t, s, mode=mode).numpy()
+    for ct, cs in [(1e-3, 1.0), (1.0, 250.0), (7.0, 0.01)]:
+        np.testing.assert_allclose(
+            correlation_loss(ct * t, cs * s, mode=mode).numpy(), base,
+            rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------- numerical safety
+@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize("mode", MODES)
+def test_identical_features_zero_loss_and_zero_grad(mode, runner):
+    t = features((2, 3, 3, 4), seed=7)
+    loss, grad = value_and_student_grad(correlation_loss, t, t,
+                                        runner=runner, mode=mode)
+    np.testing.assert_allclose(loss, 0.0, atol=1e-6)
+    assert np.all(np.isfinite(grad))
+    np.testing.assert_allclose(grad, 0.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize("mode", MODES)
+def test_all_zero_feature_maps(mode, runner):
+    zeros = np.zeros((2, 3, 3, 4), np.float32)
+    s = features((2, 3, 3, 4), seed=8)
+    # Both zero: loss 0, gradient 0.
+    loss, grad = value_and_student_grad(correlation_loss, zeros, zeros,
+                                        runner=runner, mode=mode)
+    np.testing.assert_array_equal(loss, 0.0)
+    np.testing.assert_array_equal(grad, 0.0)
+    # Zero teacher: its Grams standardise to 0, so the loss is the norm of
+    # the student's standardised Grams, sqrt(#elements): N = 4 and M = 9.
+    loss, grad = value_and_student_grad(correlation_loss, zeros, s,
+                                        runner=runner, mode=mode)
+    want = {"channel": 4.0, "spatial": 9.0, "both": 6.5}[mode]
+    np.testing.assert_allclose(loss, want, rtol=1e-5)
+    assert np.all(np.isfinite(grad))
+    # Zero student: finite gradient too.
+    loss, grad = value_and_student_grad(correlation_loss, s, zeros,
+                                        runner=runner, mode=mode)
+    np.testing.assert_allclose(loss, want, rtol=1e-5)
+    assert np.all(np.isfinite(grad))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_constant_feature_maps_stay_finite(mode):
+    t = np.full((2, 3, 3, 4), 0.7, np.float32)
+    s = np.full((2, 3, 3, 4), 3.0, np.float32)
+    loss, grad = value_and_student_grad(correlation_loss, t, s, mode=mode)
+    assert np.all(np.isfinite(loss)) and np.all(np.isfinite(grad))
+    np.testing.assert_allclose(loss, 0.0, atol=1e-3)
+
+
+def test_gradient_matches_finite_differences():
+    t = features((1, 2, 2, 3), seed=9).astype(np.float64)
+    s = features((1, 2, 2, 3), seed=10).astype(np.float64)
+    _, grad = value_and_student_grad(
+        lambda a, b: tf.reduce_sum(correlation_loss(a, b)), t, s)
+    h = 1e-3
+    fd = np.zeros_like(s)
+    for idx in np.ndindex(s.shape):
+        sp, sm = s.copy(), s.copy()
+        sp[idx] += h
+        sm[idx] -= h
+        fd[idx] = (np_correlation(t, sp, "both")[0]
+                   - np_correlation(t, sm, "both")[0]) / (2 * h)
+    np.testing.assert_allclose(grad, fd, rtol=2e-2, atol=2e-3)
+
+
+# ------------------------------------------------------------ golden values
+def test_golden_values():
+    t = features((2, 3, 3, 4), seed=11)
+    s = features((2, 3, 3, 4), seed=12)
+    golden = {
+        "channel": [4.223516, 2.3301158],
+        "spatial": [11.334691, 11.390731],
+        "both": [7.7791033, 6.860423],
+    }
+    for mode, want in golden.items():
+        np.testing.assert_allclose(correlation_loss(t, s, mode=mode).numpy(),
+                                   want, rtol=1e-5)
+
+
+# ---------------------------------------------------------- Keras wrapper
+def test_keras_wrapper_reduction_and_config():
+    t = features((3, 2, 2, 3), seed=13)
+    s = features((3, 2, 2, 3), seed=14)
+    loss = CorrelationLoss(mode="channel")
+    np.testing.assert_allclose(
+        float(loss(t, s)),
+        np.mean(correlation_loss(t, s, mode="channel").numpy()), rtol=1e-6)
+    restored = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert isinstance(restored, CorrelationLoss)
+    assert restored.get_config() == loss.get_config()
+    assert restored.mode == "channel"
+    with pytest.raises(ValueError, match="mode"):
+        CorrelationLoss(mode="gram")
+
+
+# --------------------------------------------------------------- bad input
+def test_bad_mode():
+    f = features((1, 2, 2, 3), seed=0)
+    with pytest.raises(ValueError, match=r"mode.*Received: mode='Channel'"):
+        correlation_loss(f, f, mode="Channel")
+
+
+def test_channel_mismatch_names_shapes_and_adapter():
+    t = np.zeros((2, 4, 4, 8), np.float32)
+    s = np.zeros((2, 4, 4, 3), np.float32)
+    for mode in ("channel", "both"):
+        with pytest.raises(ValueError) as e:
+            correlation_loss(t, s, mode=mode)
+        msg = str(e.value)
+        assert "(2, 4, 4, 8)" in msg and "(2, 4, 4, 3)" in msg
+        assert "pass adapter=True to the distiller" in msg
+    assert correlation_loss(t, s, mode="spatial").shape == (2,)
+
+
+def test_spatial_mismatch_names_shapes_and_adapter():
+    t = np.zeros((2, 4, 4, 3), np.float32)
+    s = np.zeros((2, 2, 4, 3), np.float32)
+    for mode in ("spatial", "both"):
+        with pytest.raises(ValueError) as e:
+            correlation_loss(t, s, mode=mode)
+        msg = str(e.value)
+        assert "(2, 4, 4, 3)" in msg and "(2, 2, 4, 3)" in msg
+        assert "pass adapter=True to the distiller" in msg
+    assert correlation_loss(t, s, mode="channel").shape == (2,)
+
+
+def test_max_spatial_positions():
+    big = tf.zeros((1, 65, 65, 1))  # 4225 positions > 4096.
+    for call in (lambda: spatial_gram(big),
+                 lambda: correlation_loss(big, big, mode="spatial"),
+                 lambda: correlation_loss(big, big)):
+        with pytest.raises(ValueError, match="max_spatial_positions=4096") \
+                as e:
+            call()
+        assert "Pool" in str(e.value) and "(1, 65, 65, 1)" in str(e.value)
+    # The channel Gram is N × N: no limit.
+    assert correlation_loss(big, big, mode="channel").shape == (1,)
+    small = features((1, 3, 3, 2), seed=0)
+    with pytest.raises(ValueError, match="max_spatial_positions=8"):
+        correlation_loss(small, small, mode="spatial",
+                         max_spatial_positions=8)
+    assert correlation_loss(small, small, max_spatial_positions=9).shape \
+        == (1,)
+    with pytest.raises(ValueError, match="max_spatial_positions"):
+        correlation_loss(small, small, max_spatial_positions=0)
+
+
+def test_wrong_rank_and_batch():
+    with pytest.raises(ValueError, match="teacher_features.*rank 4"):
+        correlation_loss(np.zeros((2, 4, 3)), np.zeros((2, 4, 3)))
+    with pytest.raises(ValueError, match="features.*rank 4"):
+        channel_gram(np.zeros((4, 3)))
+    with pytest.raises(ValueError, match="batch size"):
+        correlation_loss(np.zeros((2, 2, 2, 3)), np.zeros((3, 2, 2, 3)))
+
+
+def test_non_numeric_input():
+    f = np.zeros((1, 2, 2, 1), np.float32)
+    with pytest.raises(TypeError, match="teacher_features"):
+        correlation_loss([[[["a"]]]], f)
+    with pytest.raises(TypeError, match="student_features"):
+        correlation_loss(f, object())
