@@ -22,6 +22,7 @@ import copy
 import keras
 import tensorflow as tf
 
+from tfkd.layers.self_taught_conv2d import find_guided_channels
 from tfkd.losses import kd as kd_losses
 from tfkd.losses._utils import check_positive
 from tfkd.losses._utils import check_unit_interval
@@ -72,17 +73,6 @@ def _layer_output(layer, role):
             f"output is ambiguous. Tap a layer that is used exactly once "
             f"(e.g. the activation after it). Details: {e}"
         ) from e
-
-
-def guided_channels_of(layer):
-    """Number of guided channels of a tapped layer, or `None` for all.
-
-    Layers that mix guided and self-taught channels (such as
-    `tfkd.layers.SelfTaughtConv2D`) expose a `guided_channels` attribute;
-    knowledge losses then see only the first `guided_channels` channels.
-    """
-    value = getattr(layer, "guided_channels", None)
-    return int(value) if value is not None else None
 
 
 def num_replicas():
@@ -297,9 +287,10 @@ class Distiller(keras.Model):
             self, "_student_extractor",
             self._extractor(self.student, self.student_layer, "student"),
         )
+        # A tap after a SelfTaughtConv2D (its batch norm or ReLU) still
+        # carries guided channels first; find them through per-channel layers.
         self._guided = [
-            guided_channels_of(self.student.get_layer(n))
-            for n in self.student_layer
+            find_guided_channels(self.student, n) for n in self.student_layer
         ]
 
     # ------------------------------------------------------------------
