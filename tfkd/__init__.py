@@ -18,3 +18,4 @@ from tfkd.distillers import CorrelationDistiller  # noqa: F401
 from tfkd.distillers import FeatureDistiller  # noqa: F401
 from tfkd.distillers import FitNetDistiller  # noqa: F401
 from tfkd.distillers import LocalityPreservingDistiller  # noqa: F401
+from tfkd.distillers import AdversarialDistiller  # noqa: F401

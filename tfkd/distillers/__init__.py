@@ -7,3 +7,4 @@ from tfkd.distillers.feature import FeatureAdapter  # noqa: F401
 from tfkd.distillers.feature import FeatureDistiller  # noqa: F401
 from tfkd.distillers.fitnet import FitNetDistiller  # noqa: F401
 from tfkd.distillers.locality import LocalityPreservingDistiller  # noqa: F401
+from tfkd.distillers.adversarial import AdversarialDistiller  # noqa: F401

@@ -27,3 +27,7 @@ from tfkd.losses.distillation import (  # noqa: F401
 from tfkd.losses.hint import HintLoss  # noqa: F401
 from tfkd.losses.hint import hint_loss  # noqa: F401
 from tfkd.losses.locality import locality_preserving_loss  # noqa: F401
+from tfkd.losses.ktan import adversarial_loss  # noqa: F401
+from tfkd.losses.ktan import discriminator_accuracy  # noqa: F401
+from tfkd.losses.ktan import discriminator_loss  # noqa: F401
+from tfkd.losses.ktan import ktan_mse_loss  # noqa: F401

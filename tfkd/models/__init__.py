@@ -33,3 +33,7 @@ from tfkd.models.wrn import wrn_16_2  # noqa: F401
 from tfkd.models.wrn import wrn_40_1  # noqa: F401
 from tfkd.models.wrn import wrn_40_2  # noqa: F401
 from tfkd.models.wrn import wrn_46_4  # noqa: F401
+from tfkd.models.discriminator import (  # noqa: F401
+    DISCRIMINATOR_LOGIT_LAYER,
+)
+from tfkd.models.discriminator import build_discriminator  # noqa: F401
