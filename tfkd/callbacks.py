@@ -27,9 +27,12 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     Example:
 
     >>> callback = StopOnNonFiniteLoss()
-    >>> callback.model = None
-    >>> callback.message is None
-    True
+    >>> logs = {"loss": 0.7, "kd_loss": float("nan")}
+    >>> try:
+    ...     callback.on_train_batch_end(0, logs)
+    ... except NonFiniteLossError as e:
+    ...     print(e)  # doctest: +ELLIPSIS
+    Training stopped: loss term `kd_loss` became nan at training batch 0. ...
     """
 
     def __init__(self, raise_error=True):
