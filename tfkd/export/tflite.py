@@ -356,8 +356,10 @@ def verify_tflite(path, model, data, labels=None, num_threads=1):
 
     Example:
 
-    >>> report = to_tflite(student, "student.tflite", verify=False)
-    >>> verify_tflite("student.tflite", student, x_test, y_test)
+    >>> report = to_tflite(student, "student.tflite",
+    ...                    verify=False)  # doctest: +SKIP
+    >>> verify_tflite("student.tflite", student, x_test,
+    ...               y_test)  # doctest: +SKIP
     {'num_samples': 360, 'max_abs_diff': 4.7e-07, 'top1_agreement': 1.0, ...}
     """
     model = _unwrap_student(model)
@@ -420,7 +422,7 @@ def measure_latency(path, num_threads=1, runs=50, warmup=5, image=None):
 
     Example:
 
-    >>> measure_latency("student.tflite", num_threads=1)
+    >>> measure_latency("student.tflite", num_threads=1)  # doctest: +SKIP
     0.021
     """
     _check_positive_int(num_threads, "num_threads")
@@ -629,11 +631,13 @@ def to_tflite(model, path, *, quantization=None, representative_data=None,
 
     Example:
 
+    >>> import keras, tfkd
+    >>> student = keras.models.load_model("student.keras")  # doctest: +SKIP
     >>> splits = tfkd.data.digits_arrays(image_size=16)
     >>> report = to_tflite(student, "student.tflite", quantization="int8",
     ...                    representative_data=splits.train[0],
-    ...                    verify_data=splits.test)
-    >>> print(report.to_table())
+    ...                    verify_data=splits.test)  # doctest: +SKIP
+    >>> print(report.to_table())  # doctest: +SKIP
 
     Reference:
         [Post-training quantization](
