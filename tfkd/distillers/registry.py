@@ -35,6 +35,10 @@ _METHODS = {
     "kd": MethodSpec("tfkd.distillers.base:Distiller", False,
                      {"alpha": 0.5, "temperature": 4.0},
                      "Hinton KD (soft targets)"),
+    "lp": MethodSpec("tfkd.distillers.locality:LocalityPreservingDistiller",
+                     True,
+                     {"k": 5, "gamma": 1.0, "lam": 2.0, "temperature": 0.5},
+                     "locality-preserving loss + soft targets (LP, eq. 8)"),
 }
 
 
