@@ -379,3 +379,66 @@ def test_non_finite_callback_names_term_without_raising():
                                     "accuracy": float("nan")})
     assert "`kd_loss` became inf" in callback.message
     assert callback.model.stop_training
+
+
+# ----------------------------------------------------------------------
+# Teacher-output caching.
+
+
+def test_cached_teacher_outputs_match_live_training():
+    data = tfkd.data.load_digits(image_size=8, batch_size=32, seed=0)
+    results = []
+    for use_cache in (False, True):
+        keras.utils.set_random_seed(0)
+        teacher, t_counter = _counted_model("teacher", 8)
+        student = testing.tiny_conv_model("student", width=4, seed=2)
+        distiller = tfkd.Distiller(teacher, student, teacher_layer="conv1",
+                                   student_layer="conv2")
+        distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+        train = data.validation  # unshuffled: same order in both runs
+        if use_cache:
+            train = tfkd.data.cache_teacher_outputs(distiller, train,
+                                                    shuffle=False)
+            calls_after_cache = float(t_counter.calls)
+        history = distiller.fit(train, epochs=2, verbose=0)
+        if use_cache:
+            # Teacher ran once per batch while caching, never in training.
+            assert float(t_counter.calls) == calls_after_cache
+        results.append((history.history,
+                        [np.array(w) for w in student.weights]))
+    (h1, w1), (h2, w2) = results
+    np.testing.assert_allclose(h1["loss"], h2["loss"], rtol=1e-5)
+    for a, b in zip(w1, w2):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_cache_refuses_random_augmentation():
+    teacher, student = _pair()
+    distiller = tfkd.Distiller(teacher, student)
+    x, y = testing.random_images(16)
+    augmented = tf.data.Dataset.from_tensor_slices((x, y)).batch(8).map(
+        lambda a, b: (tf.image.random_flip_left_right(a), b))
+    with pytest.raises(ValueError, match="random augmentation"):
+        tfkd.data.cache_teacher_outputs(distiller, augmented)
+
+
+def test_cache_rejects_non_dataset_and_non_distiller():
+    teacher, student = _pair()
+    distiller = tfkd.Distiller(teacher, student)
+    with pytest.raises(TypeError, match="dataset="):
+        tfkd.data.cache_teacher_outputs(distiller, np.zeros((4, 8, 8, 1)))
+    ds = tf.data.Dataset.from_tensor_slices(testing.random_images(8)).batch(4)
+    with pytest.raises(TypeError, match="tfkd distiller"):
+        tfkd.data.cache_teacher_outputs(teacher, ds)
+
+
+def test_cache_for_other_taps_is_rejected():
+    teacher, student = _pair()
+    plain = tfkd.Distiller(teacher, student)
+    tapped = tfkd.Distiller(teacher, student, teacher_layer="conv1",
+                            student_layer="conv1")
+    ds = tf.data.Dataset.from_tensor_slices(testing.random_images(8)).batch(4)
+    cached = tfkd.data.cache_teacher_outputs(plain, ds, shuffle=False)
+    tapped.compile(optimizer="sgd")
+    with pytest.raises(ValueError, match="Rebuild the cache"):
+        tapped.fit(cached, epochs=1, verbose=0)

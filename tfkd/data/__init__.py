@@ -1,5 +1,6 @@
 """Data: the embedded digits set and tensorflow-datasets loaders."""
 
+from tfkd.data.cache import cache_teacher_outputs  # noqa: F401
 from tfkd.data.digits import DataSplits  # noqa: F401
 from tfkd.data.digits import digits_arrays  # noqa: F401
 from tfkd.data.digits import load_digits  # noqa: F401

@@ -75,13 +75,33 @@ def _layer_output(layer, role):
         ) from e
 
 
+#: Keys of the input dict of a batch that carries cached teacher outputs
+#: (see `tfkd.data.cache_teacher_outputs`).
+IMAGES_KEY = "images"
+TEACHER_LOGITS_KEY = "teacher_logits"
+TEACHER_FEATURES_KEY = "teacher_features"
+
+
+def split_cached_inputs(x):
+    """Splits a batch into `(images, cached teacher outputs or None)`.
+
+    A batch from `tfkd.data.cache_teacher_outputs` is a dict with the images
+    and the teacher's logits and tapped features; any other input is
+    returned unchanged with `None`.
+    """
+    if isinstance(x, dict) and TEACHER_LOGITS_KEY in x:
+        features = x.get(TEACHER_FEATURES_KEY, ())
+        return x[IMAGES_KEY], (x[TEACHER_LOGITS_KEY], list(features))
+    return x, None
+
+
 def num_replicas():
     """Replicas of the current `tf.distribute` strategy (1 by default)."""
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
 def _batch_size(x):
-    first = tf.nest.flatten(x)[0]
+    first = tf.nest.flatten(split_cached_inputs(x)[0])[0]
     return tf.shape(first)[0]
 
 
@@ -297,6 +317,7 @@ class Distiller(keras.Model):
     # Forward passes: each network once per step.
 
     def call(self, inputs, training=False):
+        inputs, _ = split_cached_inputs(inputs)
         return self.student(inputs, training=training)
 
     def teacher_forward(self, x):
@@ -382,7 +403,13 @@ class Distiller(keras.Model):
         return y
 
     def _loss_and_terms(self, x, y, sample_weight, training):
-        teacher_logits, teacher_features = self.teacher_forward(x)
+        x, cached = split_cached_inputs(x)
+        if cached is None:
+            teacher_logits, teacher_features = self.teacher_forward(x)
+        else:
+            # Teacher outputs streamed with the data: the step runs only
+            # the student.
+            teacher_logits, teacher_features = self._check_cached(cached)
         student_logits, student_features = self.student_forward(
             x, training=training
         )
@@ -406,6 +433,19 @@ class Distiller(keras.Model):
                     [tf.cast(r, tf.float32) for r in regularization]
                 )
         return total, reduced, student_logits
+
+    def _check_cached(self, cached):
+        logits, features = cached
+        if len(features) != len(self.teacher_layer):
+            raise ValueError(
+                f"The cached teacher outputs hold {len(features)} tapped "
+                f"feature(s) but this distiller taps {len(self.teacher_layer)}"
+                f" teacher layer(s) ({self.teacher_layer}). Rebuild the cache "
+                f"with `tfkd.data.cache_teacher_outputs(distiller, ...)` for "
+                f"this distiller."
+            )
+        return (tf.stop_gradient(logits),
+                [tf.stop_gradient(f) for f in features])
 
     def _owned_layers(self):
         """Distiller-owned trainable parts (adapters, regressors, ...)."""
