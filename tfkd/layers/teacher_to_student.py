@@ -403,7 +403,8 @@ def pretrain_regressor(teacher, teacher_layer, regressor, data, num_classes,
             return probe.fit(data[0], data[1], batch_size=batch_size,
                              epochs=epochs, steps_per_epoch=steps_per_epoch,
                              verbose=verbose)
-        return probe.fit(data, epochs=epochs,
+        # A dataset shuffles itself; `shuffle=False` only silences Keras.
+        return probe.fit(data, epochs=epochs, shuffle=False,
                          steps_per_epoch=steps_per_epoch, verbose=verbose)
     finally:
         regressor.trainable = was_trainable
