@@ -8,3 +8,4 @@ from tfkd.distillers.feature import FeatureDistiller  # noqa: F401
 from tfkd.distillers.fitnet import FitNetDistiller  # noqa: F401
 from tfkd.distillers.locality import LocalityPreservingDistiller  # noqa: F401
 from tfkd.distillers.adversarial import AdversarialDistiller  # noqa: F401
+from tfkd.distillers.collaboration import CollaborationDistiller  # noqa: F401

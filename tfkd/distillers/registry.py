@@ -32,6 +32,10 @@ class MethodSpec:
 
 
 _METHODS = {
+    "stc": MethodSpec(
+        "tfkd.distillers.collaboration:CollaborationDistiller", True,
+        {"alpha": 0.5, "temperature": 1.0, "adapter": True},
+        "student-teacher collaboration: student front + frozen teacher back"),
     "kd": MethodSpec("tfkd.distillers.base:Distiller", False,
                      {"alpha": 0.5, "temperature": 4.0},
                      "Hinton KD (soft targets)"),
