@@ -329,6 +329,24 @@ def test_keras_round_trip_resumes_in_the_right_phase(tmp_path):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
 
 
+def test_cached_teacher_outputs():
+    distiller = _distiller(pretrain_steps=1)
+    distiller.compile(optimizer="adam", discriminator_optimizer="adam")
+    x, y = testing.random_images(32)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    cached = tfkd.data.cache_teacher_outputs(distiller, data, shuffle=False)
+    inputs = next(iter(cached))[0]
+    np.testing.assert_allclose(  # the cache holds R(m_t)
+        inputs["teacher_features"][0],
+        distiller.teacher_forward(inputs["images"])[1][0], atol=1e-6)
+    teacher_weights = _np(distiller.teacher.weights)
+    history = distiller.fit(cached, validation_data=cached, epochs=1,
+                            verbose=0)
+    assert history.history["d_loss"][0] > 0
+    assert history.history["val_d_loss"][0] > 0
+    assert _same(teacher_weights, _np(distiller.teacher.weights))
+
+
 def test_tf_checkpoint_restores_counter_and_optimizers(tmp_path):
     x, y = testing.random_images(32)
     distiller = _distiller(pretrain_steps=1)

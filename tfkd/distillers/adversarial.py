@@ -25,6 +25,7 @@ import tensorflow as tf
 from tfkd.distillers.base import Distiller
 from tfkd.distillers.base import num_replicas
 from tfkd.distillers.base import reduce_term
+from tfkd.distillers.base import split_cached_inputs
 from tfkd.layers.teacher_to_student import TeacherToStudent
 from tfkd.layers.teacher_to_student import pretrain_regressor
 from tfkd.losses import kd as kd_losses
@@ -96,7 +97,9 @@ class AdversarialDistiller(Distiller):
     The regressor `R` should be pre-trained (Algorithm 1) before `fit`:
     call `distiller.pretrain_regressor(data, num_classes)` (or the function
     `tfkd.layers.pretrain_regressor`), or pass an already trained
-    `regressor=`. It stays frozen during distillation. When `regressor` is
+    `regressor=`. It stays frozen during distillation (so teacher outputs
+    cached with `tfkd.data.cache_teacher_outputs`, which hold `R(m_t)`, must
+    be built after pre-training). When `regressor` is
     `None` one is created from the map shapes, with a ReLU output when the
     student's tapped layer ends in a ReLU (so `R(m_t)` and `m_s` share a
     range and the discriminator cannot tell them apart by sign alone).
@@ -358,7 +361,11 @@ class AdversarialDistiller(Distiller):
         return []
 
     def teacher_forward(self, x):
-        """Runs the frozen teacher and regressor: `(logits, [R(m_t)])`."""
+        """Runs the frozen teacher and regressor: `(logits, [R(m_t)])`.
+
+        `tfkd.data.cache_teacher_outputs` caches these outputs, i.e. the
+        regressed map: build the cache after `pretrain_regressor`.
+        """
         logits, features = super().teacher_forward(x)
         target = self.regressor(features[0], training=False)
         return logits, [tf.stop_gradient(target)]
@@ -478,10 +485,14 @@ class AdversarialDistiller(Distiller):
                 "before training."
             )
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        x, cached = split_cached_inputs(x)
         adversarial = self.adversarial_phase()
         phase = tf.cast(adversarial, tf.float32)
         weights = self.loss_weights()
-        teacher_logits, (target,) = self.teacher_forward(x)
+        if cached is None:
+            teacher_logits, (target,) = self.teacher_forward(x)
+        else:
+            teacher_logits, (target,) = self._check_cached(cached)
         variables = self.trainable_variables_for_step()
         with tf.GradientTape() as tape:
             student_logits, (student_map,) = self.student_forward(
