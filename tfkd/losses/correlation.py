@@ -12,7 +12,6 @@ import tensorflow as tf
 from tfkd.losses._utils import check_option
 from tfkd.losses._utils import check_positive_int
 from tfkd.losses._utils import check_rank
-from tfkd.losses._utils import check_same_shape
 from tfkd.losses._utils import flatten_per_example
 from tfkd.losses._utils import safe_l2_norm
 from tfkd.losses._utils import to_float32
@@ -43,9 +42,9 @@ def _check_spatial_positions(shape, name, max_spatial_positions):
         raise ValueError(
             f"The spatial Gram matrix of `{name}` would be {positions} × "
             f"{positions} ({mib:,.0f} MiB of float32 per example), more than "
-            f"`max_spatial_positions={max_spatial_positions}` positions allow. "
-            f"Received: {name}.shape={tuple(shape)}. Pool the feature map "
-            f"first (e.g. `keras.layers.AveragePooling2D`), use "
+            f"`max_spatial_positions={max_spatial_positions}` positions "
+            f"allow. Received: {name}.shape={tuple(shape)}. Pool the feature "
+            f"map first (e.g. `keras.layers.AveragePooling2D`), use "
             f"`mode='channel'`, or raise `max_spatial_positions`."
         )
 

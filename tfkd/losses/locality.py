@@ -1,4 +1,4 @@
-"""Locality-preserving (LP) loss: keep the teacher's in-batch neighbourhoods."""
+"""Locality-preserving (LP) loss: keep the teacher's in-batch neighbours."""
 
 import tensorflow as tf
 
