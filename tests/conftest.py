@@ -22,8 +22,11 @@ except RuntimeError:
 
 @pytest.fixture(autouse=True)
 def _reset_keras_state():
-    """Each test starts from float32 and a fresh Keras name scope."""
+    """Each test starts from the float32 policy (a test may set another).
+
+    No `clear_session()` here: it costs ~0.5 s a test and tests do not rely
+    on Keras's global name counters.
+    """
     keras.mixed_precision.set_dtype_policy("float32")
-    keras.backend.clear_session()
     yield
     keras.mixed_precision.set_dtype_policy("float32")

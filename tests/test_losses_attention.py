@@ -12,13 +12,6 @@ from tfkd.losses.attention import attention_map
 from tfkd.losses.attention import attention_transfer_loss
 
 
-@pytest.fixture(autouse=True)
-def _reset_keras_state():
-    """Overrides conftest's fixture of the same name: these tests build no
-    Keras models, and its `clear_session()` (a full `gc.collect()`, ~0.5 s)
-    would dominate their run time."""
-    yield
-
 
 RUNNERS = ["eager", "jit"]
 AT_SHAPES = [

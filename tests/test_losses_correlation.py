@@ -14,13 +14,6 @@ from tfkd.losses.correlation import spatial_gram
 from tfkd.losses.correlation import standardize
 
 
-@pytest.fixture(autouse=True)
-def _reset_keras_state():
-    """Overrides conftest's fixture of the same name: these tests build no
-    Keras models, and its `clear_session()` (a full `gc.collect()`, ~0.5 s)
-    would dominate their run time."""
-    yield
-
 
 RUNNERS = ["eager", "jit"]
 MODES = ["channel", "spatial", "both"]

@@ -9,13 +9,6 @@ from tfkd.losses.hint import HintLoss
 from tfkd.losses.hint import hint_loss
 
 
-@pytest.fixture(autouse=True)
-def _reset_keras_state():
-    """Overrides conftest's fixture of the same name: these tests build no
-    Keras models, and its `clear_session()` (a full `gc.collect()`, ~0.5 s)
-    would dominate their run time."""
-    yield
-
 
 def run(fn, *args, runner="eager", **kwargs):
     args = [tf.constant(a) for a in args]

@@ -12,13 +12,6 @@ from tfkd.losses.kd import kd_loss
 from tfkd.losses.kd import soft_cross_entropy
 
 
-@pytest.fixture(autouse=True)
-def _reset_keras_state():
-    """Overrides conftest's fixture of the same name: these tests build no
-    Keras objects, and its `clear_session()` (a full `gc.collect()`, ~0.5 s)
-    would dominate their run time."""
-    yield
-
 
 SHAPES = [(1, 2), (4, 10), (3, 100)]
 RUNNERS = ["eager", "jit"]

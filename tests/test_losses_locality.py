@@ -9,13 +9,6 @@ import tensorflow as tf
 from tfkd.losses.locality import locality_preserving_loss
 
 
-@pytest.fixture(autouse=True)
-def _reset_keras_state():
-    """Overrides conftest's fixture of the same name: these tests build no
-    Keras models, and its `clear_session()` (a full `gc.collect()`, ~0.5 s)
-    would dominate their run time."""
-    yield
-
 
 RUNNERS = ["eager", "jit"]
 

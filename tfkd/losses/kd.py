@@ -133,8 +133,9 @@ def class_loss(labels, teacher_logits, student_logits, alpha=0.3,
     0.0486
 
     Reference:
-        Chen et al., "Knowledge Distillation with Feature Maps for Image
-        Classification" (correlation-based learning), eq. 5.
+        Wang, Xu, Xu, Yu, Wang. "Student-Centric Network Learning for
+        Improved Knowledge Transfer" (correlation-based learning), 2019,
+        eq. 5.
     """
     alpha = check_unit_interval(alpha, "alpha")
     ce = cross_entropy(labels, student_logits)
