@@ -1,0 +1,452 @@
+"""Tests of `FeatureDistiller` (pairs, guided channels, adapters, stages)
+and `CorrelationDistiller`. FitNet and attention: test_distiller_fitnet_at."""
+
+import os
+import tempfile
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfkd
+from tfkd import testing
+from tfkd.distillers.feature import FeatureAdapter
+from tfkd.layers import SelfTaughtConv2D
+from tfkd.losses import correlation_loss
+
+
+def conv_net(name, widths=(8, 8), strides=(1, 1), bn=False,
+             self_taught=None, input_shape=(8, 8, 1), num_classes=10,
+             seed=0):
+    """`conv{i}` [-> `bn{i}`] -> `relu{i}` blocks, `pool`, `logits`.
+
+    With `self_taught=k`, `conv1` is a `SelfTaughtConv2D(widths[0], k)`.
+    """
+    inputs = keras.Input(input_shape, name="images")
+    x = inputs
+    for i, (width, stride) in enumerate(zip(widths, strides), start=1):
+        init = keras.initializers.GlorotUniform(seed=seed + i)
+        if self_taught and i == 1:
+            x = SelfTaughtConv2D(width, self_taught, 3, strides=stride,
+                                 kernel_initializer=init, name=f"conv{i}")(x)
+        else:
+            x = keras.layers.Conv2D(width, 3, strides=stride, padding="same",
+                                    kernel_initializer=init,
+                                    name=f"conv{i}")(x)
+        if bn:
+            x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
+        x = keras.layers.ReLU(name=f"relu{i}")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = keras.layers.Dense(
+        num_classes, name="logits",
+        kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
+    )(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _pair(teacher_widths=(8, 8), student_widths=(4, 4), **student_kwargs):
+    teacher = conv_net("teacher", teacher_widths, seed=10)
+    student = conv_net("student", student_widths, seed=20, **student_kwargs)
+    return teacher, student
+
+
+def _values(variables):
+    return [np.array(v) for v in variables]
+
+
+EXPECTED = ["knowledge_loss", "class_loss", "kd_loss"]
+
+
+# ----------------------------------------------------------------------
+# The uniform battery.
+
+@pytest.mark.parametrize("kwargs, check_saving", [
+    (dict(mode="both", adapter=True), True),
+    (dict(mode="channel", alpha=0.3, adapter=True, stage=1,
+          teacher_layer=["relu1", "relu2"], student_layer=["relu1", "relu2"]),
+     False),
+    (dict(mode="spatial", alpha=0.3, stage=2), False),
+], ids=["both-single", "channel-stage1-kd-2pairs", "spatial-stage2-kd"])
+def test_correlation_battery(kwargs, check_saving):
+    kwargs = {"teacher_layer": "relu2", "student_layer": "relu2", **kwargs}
+    teacher, student = _pair()
+    x, y = testing.random_images(32)
+    distiller = tfkd.CorrelationDistiller(teacher, student, **kwargs)
+    testing.run_distiller_test(distiller, x, y, expected_metrics=EXPECTED,
+                               check_saving=check_saving)
+
+
+def test_correlation_two_stage_on_digits():
+    data = tfkd.data.load_digits(image_size=8, batch_size=64, seed=0)
+    teacher, student = _pair()
+    distiller = tfkd.CorrelationDistiller(
+        teacher, student, teacher_layer="relu2", student_layer="relu2",
+        mode="both", alpha=0.3, adapter=True,
+    )
+    distiller.compile(optimizer="adam", metrics=["accuracy"])
+    h1, h2 = distiller.fit_two_stage(
+        data.train.take(3), stage1_epochs=1, stage2_epochs=1,
+        validation_data=data.validation.take(1), verbose=0,
+    )
+    for history in (h1, h2):
+        assert {f"val_{m}" for m in EXPECTED} <= set(history.history)
+    assert h2.epoch == [1]
+    assert distiller.stage == 2
+
+
+# ----------------------------------------------------------------------
+# Objective and stages.
+
+def test_loss_is_weighted_sum_per_stage():
+    teacher, student = _pair()
+    x, y = testing.random_images(32)
+    distiller = tfkd.CorrelationDistiller(
+        teacher, student, teacher_layer="relu2", student_layer="relu2",
+        alpha=0.3, beta=0.1, adapter=True,
+    )
+    distiller.compile(optimizer="sgd")
+
+    def evaluate():
+        return distiller.evaluate(x, y, batch_size=32, return_dict=True,
+                                  verbose=0)
+
+    r = evaluate()
+    class_loss = 0.3 * r["class_loss"] + 0.7 * r["kd_loss"]
+    assert r["loss"] == pytest.approx(
+        r["knowledge_loss"] + 0.1 * class_loss, rel=1e-5)
+    distiller.set_stage(1)
+    r1 = evaluate()
+    assert r1["loss"] == pytest.approx(r["knowledge_loss"], rel=1e-5)
+    distiller.stage = 2
+    r2 = evaluate()
+    assert r2["loss"] == pytest.approx(class_loss, rel=1e-5)
+    # knowledge_loss is the correlation loss of the tapped maps.
+    t = keras.Model(teacher.input, teacher.get_layer("relu2").output)(x)
+    s = keras.Model(student.input, student.get_layer("relu2").output)(x)
+    expected = correlation_loss(t, distiller.adapters[0](s), mode="both")
+    assert r["knowledge_loss"] == pytest.approx(
+        float(tf.reduce_mean(expected)), rel=1e-4)
+
+
+def test_stage1_only_front_gets_gradients():
+    teacher, student = _pair(student_widths=(4, 4, 4), strides=(1, 1, 1))
+    teacher = conv_net("teacher", (8, 8, 8), seed=10)
+    distiller = tfkd.CorrelationDistiller(
+        teacher, student, teacher_layer="relu2", student_layer="relu2",
+        adapter=True, stage=1,
+    )
+    x, _ = testing.random_images(16)
+    front_names = {"conv1", "conv2"}
+    with tf.GradientTape() as tape:
+        t_logits, t_feats = distiller.teacher_forward(x)
+        s_logits, s_feats = distiller.student_forward(x, training=True)
+        terms = distiller.compute_loss_terms(
+            tf.zeros((16,), "int32"), t_logits, s_logits, t_feats, s_feats)
+        loss = tf.reduce_mean(terms["knowledge_loss"])
+    variables = student.trainable_weights + distiller.adapters[0].weights
+    grads = tape.gradient(loss, variables)
+    for v, g in zip(variables[:len(student.trainable_weights)], grads):
+        layer = v.path.split("/")[0]
+        if layer in front_names:
+            assert g is not None and np.any(np.array(g) != 0), v.path
+        else:
+            assert g is None or not np.any(np.array(g)), v.path
+    assert all(g is not None for g in grads[len(student.trainable_weights):])
+    # The stage-1 variables are exactly the sub-graph up to relu2 + adapter.
+    stage1 = {id(v) for v in distiller.stage_variables(1)}
+    expected = {id(v) for v in student.get_layer("conv1").weights
+                + student.get_layer("conv2").weights
+                + distiller.adapters[0].trainable_weights}
+    assert stage1 == expected
+    assert {id(v) for v in distiller.stage_variables(2)} == {
+        id(v) for v in student.trainable_weights}
+
+
+def test_two_stage_freezes_then_trains_later_layers():
+    """Stage 1 leaves later layers (incl. batch-norm statistics) bit-for-bit
+    unchanged even after a single-stage fit compiled the train function;
+    stage 2 changes them and leaves the adapter alone."""
+    teacher = conv_net("teacher", (8, 8), seed=10)
+    student = conv_net("student", (4, 4), bn=True, seed=20)
+    distiller = tfkd.CorrelationDistiller(
+        teacher, student, teacher_layer="relu1", student_layer="relu1",
+        mode="channel", alpha=0.3, adapter=True,
+    )
+    distiller.compile(optimizer=keras.optimizers.Adam(0.01))
+    x, y = testing.random_images(32)
+    distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)  # single stage
+    later = ["conv2", "bn2", "logits"]
+    front = ["conv1", "bn1"]
+
+    def snapshot(names):
+        return {n: _values(student.get_layer(n).weights) for n in names}
+
+    def changed(before, names):
+        now = snapshot(names)
+        return {n: any(not np.array_equal(a, b)
+                       for a, b in zip(before[n], now[n])) for n in names}
+
+    before_later, before_front = snapshot(later), snapshot(front)
+    adapter_before = _values(distiller.adapters[0].weights)
+    distiller.set_stage(1)
+    distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert not any(changed(before_later, later).values())
+    assert all(changed(before_front, front).values())
+    assert any(not np.array_equal(a, b) for a, b in zip(
+        adapter_before, _values(distiller.adapters[0].weights)))
+    # The frozen flags were restored.
+    assert all(layer.trainable for layer in student.layers)
+
+    adapter_before = _values(distiller.adapters[0].weights)
+    distiller.set_stage(2)
+    distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert all(changed(before_later, later).values())
+    for a, b in zip(adapter_before, _values(distiller.adapters[0].weights)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_stage_survives_config_and_save():
+    teacher, student = _pair()
+    distiller = tfkd.CorrelationDistiller(
+        teacher, student, teacher_layer="relu2", student_layer="relu2",
+        mode="channel", adapter=True, stage=1, pool_to=2,
+        guided_channels=[3],
+    )
+    config = distiller.get_config()
+    assert config["stage"] == 1 and config["mode"] == "channel"
+    assert config["guided_channels"] == [3]
+    clone = tfkd.CorrelationDistiller.from_config(config)
+    assert clone.stage == 1 and clone.pool_to == (2, 2)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "d.keras")
+        distiller.save(path)
+        restored = keras.models.load_model(path)
+    assert restored.stage == 1
+    assert restored._guided == [3]
+    for a, b in zip(distiller.adapters[0].weights,
+                    restored.adapters[0].weights):
+        np.testing.assert_array_equal(np.array(a), np.array(b))
+
+
+def test_fit_two_stage_argument_errors():
+    teacher, student = _pair((4, 4))
+    distiller = tfkd.CorrelationDistiller(
+        teacher, student, teacher_layer="relu1", student_layer="relu1")
+    distiller.compile(optimizer="sgd")
+    x, y = testing.random_images(16)
+    with pytest.raises(TypeError, match="stage1_epochs"):
+        distiller.fit_two_stage(x, y, stage1_epochs=1, stage2_epochs=1,
+                                epochs=3)
+    with pytest.raises(ValueError, match="stage2_epochs"):
+        distiller.fit_two_stage(x, y, stage1_epochs=1, stage2_epochs=0)
+    with pytest.raises(ValueError, match="stage=3"):
+        distiller.set_stage(3)
+
+
+# ----------------------------------------------------------------------
+# Guided channels and adapters.
+
+def test_self_taught_kernels_get_zero_knowledge_gradient():
+    teacher = conv_net("teacher", (4, 8), seed=10)
+    student = conv_net("student", (4, 4), self_taught=3, bn=True, seed=20)
+    distiller = tfkd.CorrelationDistiller(
+        teacher, student, teacher_layer="relu1", student_layer="relu1",
+        stage=1,
+    )
+    assert distiller._guided == [4]  # found through bn1 and relu1
+    x, _ = testing.random_images(16)
+    layer = student.get_layer("conv1")
+    with tf.GradientTape() as tape:
+        t_logits, t_feats = distiller.teacher_forward(x)
+        s_logits, s_feats = distiller.student_forward(x, training=True)
+        assert s_feats[0].shape[-1] == 4
+        terms = distiller.compute_loss_terms(
+            tf.zeros((16,), "int32"), t_logits, s_logits, t_feats, s_feats)
+        loss = tf.reduce_mean(terms["knowledge_loss"])
+    g_guided, g_self, b_self = tape.gradient(
+        loss, [layer.guided_kernel, layer.self_taught_kernel,
+               layer.self_taught_bias])
+    assert np.any(np.array(g_guided) != 0)
+    for g in (g_self, b_self):
+        assert g is None or not np.any(np.array(g))
+    # A stage-1 SGD step leaves the self-taught kernel unchanged.
+    before = np.array(layer.self_taught_kernel)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+    distiller.fit(x, np.zeros(16, "int32"), epochs=1, verbose=0)
+    np.testing.assert_array_equal(before, np.array(layer.self_taught_kernel))
+
+
+def test_explicit_guided_channels():
+    teacher, student = _pair((8, 3), (8, 8))
+    distiller = tfkd.CorrelationDistiller(
+        teacher, student, teacher_layer="relu2", student_layer="relu2",
+        mode="channel", guided_channels=3,
+    )
+    assert distiller._guided == [3]
+    with pytest.raises(ValueError, match="exceeds"):
+        tfkd.CorrelationDistiller(
+            teacher, student, teacher_layer="relu2", student_layer="relu2",
+            guided_channels=9)
+    with pytest.raises(ValueError, match="one entry per tapped pair"):
+        tfkd.CorrelationDistiller(
+            teacher, student, teacher_layer="relu2", student_layer="relu2",
+            guided_channels=[3, 3])
+
+
+def test_adapters_are_owned_by_the_distiller():
+    teacher = conv_net("teacher", (8, 8), seed=10)
+    student = conv_net("student", (4, 4), strides=(2, 1), seed=20)
+    distiller = tfkd.CorrelationDistiller(
+        teacher, student, teacher_layer="relu2", student_layer="relu2",
+        mode="both", adapter=True,
+    )
+    adapter = distiller.adapters[0]
+    assert isinstance(adapter, FeatureAdapter)
+    assert adapter.target_size == (8, 8) and adapter.filters == 8
+    assert adapter.built and adapter.trainable_weights
+    ids = {id(v) for v in distiller.trainable_weights}
+    student_ids = {id(v) for v in student.weights}
+    assert all(id(v) in ids for v in adapter.trainable_weights)
+    assert not any(id(v) in student_ids for v in adapter.weights)
+    count = student.count_params()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "student.keras")
+        distiller.student.save(path)
+        loaded = keras.models.load_model(path)
+    assert loaded.count_params() == count
+    adapter_shapes = {tuple(v.shape) for v in adapter.weights}
+    assert not any(tuple(v.shape) == (1, 1, 4, 8) for v in loaded.weights)
+    assert (1, 1, 4, 8) in adapter_shapes
+    # Channel-only and spatial-only adapters per mode.
+    channel = tfkd.CorrelationDistiller(
+        teacher, student, teacher_layer="relu2", student_layer="relu2",
+        mode="channel", adapter=True).adapters[0]
+    spatial = tfkd.CorrelationDistiller(
+        teacher, student, teacher_layer="relu2", student_layer="relu2",
+        mode="spatial", adapter=True).adapters[0]
+    assert (channel.filters, channel.target_size) == (8, None)
+    assert (spatial.filters, spatial.target_size) == (None, (8, 8))
+    assert not spatial.trainable_weights
+
+
+def test_no_adapter_when_shapes_match():
+    teacher, student = _pair((8, 8), (8, 8))
+    distiller = tfkd.CorrelationDistiller(
+        teacher, student, teacher_layer="relu2", student_layer="relu2",
+        adapter=True)
+    assert distiller.adapters == []
+
+
+def test_pool_to_pools_before_spatial_gram():
+    teacher, student = _pair((8, 8), (8, 8))
+    with pytest.raises(ValueError, match="pool_to"):
+        tfkd.CorrelationDistiller(
+            teacher, student, teacher_layer="relu2", student_layer="relu2",
+            mode="spatial", max_spatial_positions=16)
+    distiller = tfkd.CorrelationDistiller(
+        teacher, student, teacher_layer="relu2", student_layer="relu2",
+        mode="both", max_spatial_positions=16, pool_to=4)
+    t = tf.random.stateless_uniform((2, 8, 8, 8), seed=(1, 2))
+    s = tf.random.stateless_uniform((2, 8, 8, 8), seed=(3, 4))
+    pooled = [tf.nn.avg_pool2d(f, 2, 2, "VALID") for f in (t, s)]
+    expected = 0.5 * (correlation_loss(t, s, mode="channel")
+                      + correlation_loss(*pooled, mode="spatial"))
+    np.testing.assert_allclose(distiller.knowledge_loss(t, s), expected,
+                               rtol=1e-6)
+    with pytest.raises(ValueError, match="must divide"):
+        tfkd.CorrelationDistiller(
+            teacher, student, teacher_layer="relu2", student_layer="relu2",
+            mode="spatial", pool_to=3)
+
+
+# ----------------------------------------------------------------------
+# Bad input.
+
+def test_bad_mode():
+    teacher, student = _pair()
+    with pytest.raises(ValueError, match="mode.*'cosine'"):
+        tfkd.CorrelationDistiller(teacher, student, teacher_layer="relu2",
+                                  student_layer="relu2", mode="cosine")
+
+
+@pytest.mark.parametrize("mode", ["channel", "both"])
+def test_mismatched_shapes_without_adapter(mode):
+    teacher, student = _pair()
+    with pytest.raises(ValueError) as info:
+        tfkd.CorrelationDistiller(teacher, student, teacher_layer="relu2",
+                                  student_layer="relu2", mode=mode)
+    message = str(info.value)
+    assert "(None, 8, 8, 8)" in message and "(None, 8, 8, 4)" in message
+    assert "adapter=True" in message
+
+
+def test_guided_layer_at_or_after_logits():
+    teacher, student = _pair()
+    with pytest.raises(ValueError, match="logits"):
+        tfkd.CorrelationDistiller(teacher, student, teacher_layer="relu2",
+                                  student_layer="logits")
+
+
+def test_non_spatial_tap_is_refused():
+    teacher, student = _pair()
+    with pytest.raises(ValueError, match="4D feature maps"):
+        tfkd.CorrelationDistiller(teacher, student, teacher_layer="pool",
+                                  student_layer="pool", adapter=True)
+
+
+def test_unknown_layer_and_missing_layers():
+    teacher, student = _pair()
+    with pytest.raises(ValueError, match="'conv9'.*not a layer"):
+        tfkd.CorrelationDistiller(teacher, student, teacher_layer="relu2",
+                                  student_layer="conv9")
+    with pytest.raises(ValueError, match="teacher_layer="):
+        tfkd.CorrelationDistiller(teacher, student)
+    with pytest.raises(ValueError, match="stage"):
+        tfkd.CorrelationDistiller(teacher, student, teacher_layer="relu2",
+                                  student_layer="relu2", stage=0)
+    with pytest.raises(TypeError, match="adapter"):
+        tfkd.CorrelationDistiller(teacher, student, teacher_layer="relu2",
+                                  student_layer="relu2", adapter="yes")
+
+
+def test_abstract_knowledge_loss():
+    teacher, student = _pair((4, 4))
+    distiller = tfkd.FeatureDistiller(teacher, student, teacher_layer="relu1",
+                                      student_layer="relu1")
+    with pytest.raises(NotImplementedError, match="knowledge_loss"):
+        distiller.knowledge_loss(None, None)
+
+
+# ----------------------------------------------------------------------
+# Compilation modes.
+
+def test_correlation_jit_compile_step():
+    teacher = conv_net("teacher", (8, 8), seed=10)
+    student = conv_net("student", (4, 4), strides=(2, 1), seed=20)
+    distiller = tfkd.CorrelationDistiller(
+        teacher, student, teacher_layer="relu2", student_layer="relu2",
+        alpha=0.3, adapter=True, stage=1,
+    )
+    distiller.compile(optimizer="adam", jit_compile=True)
+    x, y = testing.random_images(16)
+    before = _values(student.get_layer("conv1").weights)
+    history = distiller.fit(x, y, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert any(not np.array_equal(a, b) for a, b in zip(
+        before, _values(student.get_layer("conv1").weights)))
+
+
+def test_correlation_mixed_precision_step():
+    keras.mixed_precision.set_dtype_policy("mixed_float16")
+    teacher, student = _pair()
+    distiller = tfkd.CorrelationDistiller(
+        teacher, student, teacher_layer="relu2", student_layer="relu2",
+        alpha=0.3, adapter=True,
+    )
+    assert distiller.adapters[0].dtype_policy.name == "mixed_float16"
+    distiller.compile(optimizer="adam")
+    assert isinstance(distiller.optimizer, keras.optimizers.LossScaleOptimizer)
+    x, y = testing.random_images(16)
+    history = distiller.fit(x, y, epochs=1, verbose=0)
+    assert all(np.isfinite(v[0]) for v in history.history.values())
