@@ -1,0 +1,109 @@
+"""Every distiller under `tf.distribute.MirroredStrategy` on 2 logical CPUs.
+
+Two replicas with a global batch of 32 must give the same per-epoch losses
+and the same final weights (student, adapters, regressors, discriminator)
+as one device with the same global batch of 32, from the same initial
+weights. Batch-level losses (LP) are, by design, computed per replica on
+its local batch: the single-device reference computes them on the same
+halves of each global batch and averages them (see `docs/distributed.md`).
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfkd import testing
+
+from _distiller_cases import distiller_params
+from _distiller_cases import mirrored_strategy
+from _distiller_cases import tiny_pair
+
+GLOBAL_BATCH = 32
+REPLICAS = 2
+
+
+def _devices():
+    devices = tf.config.list_logical_devices("CPU")
+    if len(devices) < REPLICAS:
+        pytest.skip(f"needs {REPLICAS} logical CPU devices (set up in "
+                    f"tests/conftest.py); found {len(devices)}")
+    return [d.name for d in devices[:REPLICAS]]
+
+
+def _per_replica_reference(cls, batch_level, replicas):
+    """A subclass of `cls` computing batch-level terms as `replicas`
+    replicas do: on consecutive equal slices of the global batch, then
+    averaged. Per-example terms are concatenated (unchanged)."""
+
+    class PerReplica(cls):
+        def compute_loss_terms(self, y, teacher_logits, student_logits,
+                               teacher_features, student_features):
+            size = tf.shape(student_logits)[0] // replicas
+            parts = []
+            for r in range(replicas):
+                s = slice(r * size, (r + 1) * size)
+                parts.append(super().compute_loss_terms(
+                    y[s], teacher_logits[s], student_logits[s],
+                    [f[s] for f in teacher_features],
+                    [f[s] for f in student_features]))
+            merged = {}
+            for name in parts[0]:
+                values = [p[name] for p in parts]
+                if name in batch_level:
+                    merged[name] = tf.add_n(values) / replicas
+                else:
+                    merged[name] = tf.concat(values, axis=0)
+            return merged
+
+    PerReplica.__name__ = f"PerReplica{cls.__name__}"
+    return PerReplica
+
+
+def _train(case, strategy, initial_weights, x, y, reference=False):
+    with strategy.scope():
+        teacher, student = tiny_pair()
+        if reference and case.batch_level:
+            cls = _per_replica_reference(case.load(), case.batch_level,
+                                         REPLICAS)
+            distiller = cls(teacher, student, **case.kwargs)
+        else:
+            distiller = case.build(teacher, student)
+        if initial_weights is not None:
+            distiller.set_weights(initial_weights)
+        case.compile(distiller, optimizer=keras.optimizers.SGD(0.01))
+    weights = distiller.get_weights()
+    student = [np.array(w) for w in distiller.student.weights]
+    teacher = [np.array(w) for w in distiller.teacher.weights]
+    history = distiller.fit(x, y, batch_size=GLOBAL_BATCH, epochs=2,
+                            verbose=0, shuffle=False)
+    for before, w in zip(teacher, distiller.teacher.weights):
+        np.testing.assert_array_equal(np.array(w), before)
+    assert any(not np.array_equal(np.array(w), before)
+               for before, w in zip(student, distiller.student.weights)), (
+        "no student weight changed")
+    return weights, history.history, distiller
+
+
+@pytest.mark.parametrize("case", distiller_params())
+def test_mirrored_matches_single_device(case):
+    devices = _devices()
+    x, y = testing.random_images(2 * GLOBAL_BATCH, seed=3)
+    keras.utils.set_random_seed(0)
+    initial, h1, single = _train(case, tf.distribute.get_strategy(), None,
+                                 x, y, reference=True)
+    keras.utils.set_random_seed(0)
+    _, h2, mirrored = _train(case, mirrored_strategy(devices),
+                             initial, x, y)
+    assert mirrored.distribute_strategy.num_replicas_in_sync == REPLICAS
+    assert sorted(h1) == sorted(h2)
+    for name in h1:
+        np.testing.assert_allclose(h2[name], h1[name], rtol=1e-5, atol=1e-6,
+                                   err_msg=f"metric {name!r}")
+    w1, w2 = single.weights, mirrored.weights
+    # Paths differ only in the uniquified name of the distiller itself.
+    assert [w.path.split("/", 1)[-1] for w in w1] == [
+        w.path.split("/", 1)[-1] for w in w2]
+    for a, b in zip(w1, w2):
+        np.testing.assert_allclose(np.array(b), np.array(a), rtol=1e-5,
+                                   atol=1e-5, err_msg=a.path)
