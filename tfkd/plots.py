@@ -191,7 +191,7 @@ def plot_history(history, path=None, *, title=None, terms=None, ncols=3):
     fig = _figure(4.2 * ncols, 3.2 * nrows + (0.4 if title else 0.0))
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax in axes[len(panels):]:
-        ax.set_visible(False)
+        ax.remove()
     for ax, panel in zip(axes, panels):
         names = others if panel == "other metrics" else [panel]
         for i, name in enumerate(names):
@@ -263,8 +263,8 @@ def plot_gram_matrices(features, path=None, *, max_channels=32, title=None):
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> f_t = rng.random((8, 4, 4, 6))
-    >>> fig = plot_gram_matrices({"teacher": f_t, "student": f_t + 0.1})
-    >>> fig.axes[1].get_title()
+    >>> fig = plot_gram_matrices({"teacher": f_t, "student": 3.0 * f_t})
+    >>> fig.axes[1].get_title()  # Standardised Grams ignore the scale.
     'student\\n‖Δ‖₂ to teacher = 0.000'
 
     Reference:
@@ -517,7 +517,7 @@ def plot_embedding(features, labels, path=None, *, method="pca",
     fig = _figure(3.8 * ncols + 1.3, 3.7 * nrows + (0.5 if title else 0.3))
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax in axes[n:]:
-        ax.set_visible(False)
+        ax.remove()
     reference = arrays[names[0]]
     for ax, label in zip(axes, names):
         f = arrays[label]
@@ -536,7 +536,7 @@ def plot_embedding(features, labels, path=None, *, method="pca",
             ax.set_ylabel("t-SNE 2", fontsize=9)
         for i, c in enumerate(classes):
             mask = y == c
-            ax.scatter(points[mask, 0], points[mask, 1], s=9,
+            ax.scatter(points[mask, 0], points[mask, 1], s=13,
                        color=cmap(i % cmap.N), alpha=0.75, linewidths=0)
         heading = f"{label}  ({f.shape[1]}-d)"
         if label != names[0]:
@@ -743,7 +743,21 @@ def layer_features(model, layer_name, x, *, batch_size=256):
         )
     extractor = keras.Model(model.inputs,
                             model.get_layer(layer_name).output)
+
+    def run(batch):
+        # A direct call (inference mode) traces nothing, unlike `predict`
+        # on a fresh model each time.
+        return keras.ops.convert_to_numpy(
+            extractor(batch if len(model.inputs) > 1 else [batch],
+                      training=False))
+
     if hasattr(x, "element_spec"):  # tf.data.Dataset
-        x = x.map(lambda *batch: batch[0])
-        return np.asarray(extractor.predict(x, verbose=0))
-    return np.asarray(extractor.predict(x, batch_size=batch_size, verbose=0))
+        outputs = [run(batch[0] if isinstance(batch, tuple) else batch)
+                   for batch in x]
+    else:
+        x = keras.ops.convert_to_numpy(x)
+        outputs = [run(x[i:i + batch_size])
+                   for i in range(0, len(x), batch_size)]
+    if not outputs:
+        raise ValueError("`x` holds no inputs. Pass at least one image.")
+    return np.concatenate(outputs, axis=0)

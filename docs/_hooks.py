@@ -1,0 +1,202 @@
+"""MkDocs hooks of the tfkd site (see `hooks:` in mkdocs.yml).
+
+- The "API reference" section gets one generated page per public module of
+  the `tfkd` package (found on disk, not imported: building the site does
+  not need TensorFlow), each rendered from its docstrings by mkdocstrings.
+- The "Results" section gets every `docs/results_*.md` and
+  `docs/benchmarks.md` that exists (other contributors add them), and the
+  `<!-- tfkd:results-pages -->` marker in results.md becomes a list of links
+  to them. Any other page not listed in the nav goes to a "More" section, so
+  a strict build never fails on an omitted page.
+"""
+
+import ast
+import os
+import re
+
+PACKAGE = "tfkd"
+REFERENCE_DIR = "reference"
+RESULTS_MARKER = "<!-- tfkd:results-pages -->"
+REFERENCE_MARKER = "<!-- tfkd:reference-modules -->"
+
+_state = {"modules": [], "results": [], "more": []}
+
+
+def _root(config):
+    return os.path.dirname(os.path.abspath(config["config_file_path"]))
+
+
+def _summary(path):
+    """First line of a module's docstring, read without importing it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError):
+        return ""
+    doc = ast.get_docstring(tree) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def _public_modules(package_dir):
+    """`[(dotted name, is_package, summary)]` of the package, sorted."""
+    modules = []
+    base = os.path.dirname(package_dir)
+    for folder, dirs, files in os.walk(package_dir):
+        dirs[:] = sorted(
+            d for d in dirs
+            if not d.startswith(("_", "."))
+            and os.path.exists(os.path.join(folder, d, "__init__.py"))
+        )
+        rel = os.path.relpath(folder, base).split(os.sep)
+        if any(part.startswith("_") for part in rel):
+            continue
+        for name in sorted(files):
+            if not name.endswith(".py"):
+                continue
+            path = os.path.join(folder, name)
+            if name == "__init__.py":
+                modules.append((".".join(rel), True, _summary(path)))
+            elif not name.startswith("_"):
+                modules.append((".".join(rel + [name[:-3]]), False,
+                                _summary(path)))
+    return sorted(modules, key=lambda m: m[0].split("."))
+
+
+def _page(module):
+    return f"{REFERENCE_DIR}/{module}.md"
+
+
+def _reference_nav(modules):
+    """Nav entries: top-level modules, then one section per subpackage."""
+    entries = [f"{REFERENCE_DIR}/index.md"]
+    sections = {}
+    for name, is_package, _ in modules:
+        parts = name.split(".")
+        if len(parts) == 1 or (len(parts) == 2 and not is_package):
+            entries.append({name: _page(name)})
+        else:
+            sections.setdefault(".".join(parts[:2]), []).append(
+                {name: _page(name)})
+    for section, pages in sections.items():
+        entries.append({section: pages})
+    return entries
+
+
+def _listed(nav):
+    """Every page path mentioned in a nav configuration."""
+    found = set()
+    for item in nav or []:
+        if isinstance(item, str):
+            found.add(item)
+        elif isinstance(item, dict):
+            for value in item.values():
+                if isinstance(value, str):
+                    found.add(value)
+                else:
+                    found |= _listed(value)
+        elif isinstance(item, list):
+            found |= _listed(item)
+    return found
+
+
+def _pages_on_disk(docs_dir):
+    pages = []
+    for folder, dirs, files in os.walk(docs_dir):
+        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
+        for name in sorted(files):
+            if name.endswith(".md") and not name.startswith((".", "_")):
+                rel = os.path.relpath(os.path.join(folder, name), docs_dir)
+                pages.append(rel.replace(os.sep, "/"))
+    return pages
+
+
+def _replace_section(nav, title, entries):
+    for i, item in enumerate(nav):
+        if isinstance(item, dict) and title in item:
+            nav[i] = {title: entries}
+            return True
+    return False
+
+
+def on_config(config):
+    root = _root(config)
+    modules = _public_modules(os.path.join(root, PACKAGE))
+    _state["modules"] = modules
+    nav = config["nav"]
+    _replace_section(nav, "API reference", _reference_nav(modules))
+    listed = _listed(nav)
+    on_disk = [p for p in _pages_on_disk(config["docs_dir"])
+               if p not in listed and not p.startswith(f"{REFERENCE_DIR}/")]
+    results = sorted(p for p in on_disk
+                     if re.fullmatch(r"results_[^/]*\.md", p))
+    if "benchmarks.md" in on_disk:
+        results.append("benchmarks.md")
+    more = [p for p in on_disk if p not in results]
+    _state["results"], _state["more"] = results, more
+    _replace_section(nav, "Results", ["results.md"] + results)
+    if more:
+        nav.append({"More": more})
+    return config
+
+
+def _module_page(name, is_package, modules):
+    lines = [f"# `{name}`", ""]
+    if is_package:
+        lines += [f"::: {name}", "    options:", "      members: false", ""]
+        children = [m for m in modules if m[0].startswith(name + ".")
+                    and m[0].count(".") == name.count(".") + 1]
+        if children:
+            lines += ["## Modules", ""]
+            lines += [f"- [`{child}`]({child}.md) — {summary}"
+                      for child, _, summary in children]
+            lines.append("")
+    else:
+        lines += [f"::: {name}", ""]
+    return "\n".join(lines)
+
+
+def on_files(files, config):
+    from mkdocs.structure.files import File
+
+    modules = _state["modules"]
+    index = ["# API reference", "",
+             "Generated from the docstrings of every public module "
+             "(Keras-style: summary, `Args`, `Returns`, `Example`, "
+             "`Reference`). The examples are run as doctests by "
+             "`tests/test_doctests.py`.", "",
+             "| module | summary |", "| --- | --- |"]
+    for name, _, summary in modules:
+        index.append(f"| [`{name}`]({name}.md) | "
+                     f"{summary.replace('|', chr(92) + '|')} |")
+    files.append(File.generated(config, f"{REFERENCE_DIR}/index.md",
+                                content="\n".join(index) + "\n"))
+    for name, is_package, _ in modules:
+        files.append(File.generated(
+            config, _page(name),
+            content=_module_page(name, is_package, modules)))
+    return files
+
+
+def _title(docs_dir, page):
+    try:
+        with open(os.path.join(docs_dir, page), encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("# "):
+                    return line[2:].strip()
+    except OSError:
+        pass
+    return page[:-3].replace("_", " ")
+
+
+def on_page_markdown(markdown, page, config, files):
+    if RESULTS_MARKER in markdown:
+        results = _state["results"]
+        if results:
+            links = "\n".join(
+                f"- [{_title(config['docs_dir'], p)}]({p})" for p in results)
+        else:
+            links = ("*No results pages yet: they appear here as "
+                     "`docs/results_*.md` and `docs/benchmarks.md` are "
+                     "added.*")
+        markdown = markdown.replace(RESULTS_MARKER, links)
+    return markdown

@@ -1,0 +1,118 @@
+"""The documentation site builds in strict mode, and its tutorial runs.
+
+`mkdocs build --strict` turns every warning into an error: a broken link, a
+page missing from the nav, a docstring mkdocstrings cannot render, a
+cross-reference that does not resolve. The docs toolchain is part of the
+`test` extra, so CI always runs this.
+"""
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOCS = os.path.join(ROOT, "docs")
+TOOLCHAIN = ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers")
+
+_missing = [m for m in TOOLCHAIN if importlib.util.find_spec(m) is None]
+needs_toolchain = pytest.mark.skipif(
+    bool(_missing),
+    reason=f"docs toolchain not installed (missing: {_missing}); "
+           "pip install -e '.[test]' (or '.[docs]') installs it",
+)
+
+
+def _hooks():
+    spec = importlib.util.spec_from_file_location(
+        "tfkd_docs_hooks", os.path.join(DOCS, "_hooks.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    out = tmp_path_factory.mktemp("site")
+    env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file",
+         os.path.join(ROOT, "mkdocs.yml"), "--site-dir", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    warnings = [line for line in (result.stdout + result.stderr).splitlines()
+                if "WARNING" in line or "ERROR" in line]
+    assert result.returncode == 0, (
+        "mkdocs build --strict failed:\n" + "\n".join(warnings or [
+            result.stdout[-3000:], result.stderr[-3000:]]))
+    return out
+
+
+@needs_toolchain
+def test_site_builds_strict_with_every_page(site):
+    for page in ("index.html", "getting-started.html",
+                 "methods/kd.html", "methods/correlation.html",
+                 "methods/fitnets.html", "methods/attention.html",
+                 "methods/lp.html", "methods/stc.html", "methods/ktan.html",
+                 "tutorials/own-model.html", "tutorials/tuning.html",
+                 "tutorials/tflite.html", "tutorials/multi-worker.html",
+                 "tutorials/tensorboard.html", "tutorials/reports.html",
+                 "results.html", "reference/index.html"):
+        assert (site / page).exists(), f"{page} was not built"
+    # One API page per public module, rendered from its docstrings.
+    modules = _hooks()._public_modules(os.path.join(ROOT, "tfkd"))
+    names = {name for name, _, _ in modules}
+    assert {"tfkd.plots", "tfkd.report_cli", "tfkd.losses.kd",
+            "tfkd.distillers.base", "tfkd.export.tflite"} <= names
+    for name in names:
+        assert (site / "reference" / f"{name}.html").exists(), name
+    base = (site / "reference" / "tfkd.distillers.base.html").read_text()
+    assert "Distiller" in base and "temperature" in base
+    # Doctest examples are rendered as code, not as Markdown text.
+    plots = (site / "reference" / "tfkd.plots.html").read_text()
+    assert '<span class="gp">&gt;&gt;&gt; </span>' in plots
+
+
+@needs_toolchain
+def test_results_pages_are_in_the_nav(site):
+    results = (site / "results.html").read_text()
+    pages = sorted(p for p in os.listdir(DOCS)
+                   if re.fullmatch(r"results_.*\.md|benchmarks\.md", p))
+    for page in pages:
+        assert page[:-3] + ".html" in results, page
+    if not pages:
+        assert "No results pages yet" in results
+
+
+def test_doctest_fences():
+    spec = importlib.util.spec_from_file_location(
+        "tfkd_griffe_doctest", os.path.join(DOCS, "_griffe_doctest.py"))
+    if importlib.util.find_spec("griffe") is None:
+        pytest.skip("griffe (mkdocstrings' parser) is not installed")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = "Summary.\n\nExample:\n\n>>> f([1, 2])\n[1, 2]\n\nMore text."
+    assert module.fence_doctests(text) == (
+        "Summary.\n\nExample:\n\n```pycon\n>>> f([1, 2])\n[1, 2]\n```\n\n"
+        "More text.")
+
+
+def _python_blocks(page):
+    with open(os.path.join(DOCS, page), encoding="utf-8") as f:
+        text = f.read()
+    assert "tfkd:runnable" in text, f"{page} is not marked runnable"
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+def test_own_model_tutorial_runs(tmp_path, monkeypatch):
+    """The code of docs/tutorials/own-model.md runs as written, in order."""
+    monkeypatch.chdir(tmp_path)
+    namespace = {"__name__": "tutorial"}
+    for block in _python_blocks("tutorials/own-model.md"):
+        exec(compile(block, "own-model.md", "exec"), namespace)
+    history = namespace["history"]
+    assert {"loss", "class_loss", "kd_loss", "knowledge_loss",
+            "val_knowledge_loss"} <= set(history.history)
