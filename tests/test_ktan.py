@@ -364,6 +364,33 @@ def test_tf_checkpoint_restores_counter_and_optimizers(tmp_path):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
+def test_backup_and_restore_resumes_in_the_right_phase(tmp_path):
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("interrupted")
+
+    def run(callbacks):
+        keras.utils.set_random_seed(0)  # same regressor and discriminator
+        distiller = _distiller(pretrain_steps=3)
+        distiller.compile(optimizer=keras.optimizers.Adam(0.01),
+                          discriminator_optimizer=keras.optimizers.Adam(0.01))
+        distiller.fit(x, y, batch_size=16, epochs=4, verbose=0,
+                      shuffle=False, callbacks=callbacks)
+        return distiller
+
+    x, y = testing.random_images(32)
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    with pytest.raises(RuntimeError, match="interrupted"):
+        run([backup, Interrupt()])   # stops after 2 epochs = 4 steps
+    resumed = run([backup])
+    reference = run([])
+    assert int(resumed.step_counter.numpy()) == 8
+    assert resumed.discriminator_optimizer.iterations.numpy() == 5
+    for a, b in zip(reference.weights, resumed.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
+
+
 def test_trains_nan_free_on_digits():
     data = tfkd.data.load_digits(image_size=8, batch_size=64)
     teacher = tfkd.models.digits_teacher(input_shape=(8, 8, 1))

@@ -74,8 +74,10 @@ class AdversarialDistiller(Distiller):
       `CE + alpha · (−log D(m_s)) + beta · L_MSE + kd_weight · KD`.
 
     `alpha = 0` is DLN (the paper's "directly learning network"): no
-    adversarial term reaches the student. `kd_weight > 0` gives the
-    "KD+KTAN" row (Hinton's `kd_loss` at `temperature`).
+    adversarial term reaches the student. The discriminator still trains
+    then, as a monitor: its `d_accuracy` shows how well the student's maps
+    can be told from the teacher's without the adversary. `kd_weight > 0`
+    gives the "KD+KTAN" row (Hinton's `kd_loss` at `temperature`).
 
     The phase is decided by the step counter `distiller.step_counter` (a
     non-trainable variable saved with the weights), so a restored distiller
@@ -197,7 +199,8 @@ class AdversarialDistiller(Distiller):
         guided = self._guided[0]
         if guided is not None:
             student_map = student_map[:-1] + (guided,)
-        for role, shape in (("teacher", teacher_map), ("student", student_map)):
+        for role, shape in (("teacher", teacher_map),
+                            ("student", student_map)):
             if len(shape) != 3 or any(d is None for d in shape):
                 raise ValueError(
                     f"The tapped {role} layer must output a feature map of "

@@ -46,8 +46,10 @@ def upsampling_factor(teacher_size, student_size):
 
     Example:
 
-    >>> upsampling_factor(4, 8), upsampling_factor(3, 8), upsampling_factor(8, 4)
-    (2, 3, 1)
+    >>> upsampling_factor(4, 8), upsampling_factor(3, 8)
+    (2, 3)
+    >>> upsampling_factor(8, 4)
+    1
     """
     t = _pair(teacher_size, "teacher_size", 1)
     s = _pair(student_size, "student_size", 1)

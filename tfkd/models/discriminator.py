@@ -34,8 +34,10 @@ def build_discriminator(input_shape, width=64, kernel_size=3,
     Example:
 
     >>> model = build_discriminator((4, 4, 16), width=8)
-    >>> [layer.name for layer in model.layers][1:]
-    ['d_conv1', 'd_act1', 'd_conv2', 'd_act2', 'd_pool', 'd_logit', 'd_probability']
+    >>> [layer.name for layer in model.layers][1:4]
+    ['d_conv1', 'd_act1', 'd_conv2']
+    >>> [layer.name for layer in model.layers][4:]
+    ['d_act2', 'd_pool', 'd_logit', 'd_probability']
     >>> model.output.shape
     (None, 1)
 
