@@ -450,3 +450,18 @@ def test_correlation_mixed_precision_step():
     x, y = testing.random_images(16)
     history = distiller.fit(x, y, epochs=1, verbose=0)
     assert all(np.isfinite(v[0]) for v in history.history.values())
+
+
+def test_paper_vgg_pair_needs_no_adapter():
+    """Table 1's self-guided setting: the 512-channel teacher layer guides
+    the first 512 (guided) of the student-augmented's 1024 channels."""
+    layer = tfkd.models.vgg.vgg_guided_layer("vgg_student_self_taught")
+    teacher = tfkd.models.vgg.vgg_teacher(input_shape=(16, 16, 3))
+    student = tfkd.models.vgg.vgg_student(input_shape=(16, 16, 3),
+                                          augmented=True, self_taught=True)
+    distiller = tfkd.CorrelationDistiller(
+        teacher, student, teacher_layer=layer, student_layer=layer,
+        mode="both", alpha=0.3)
+    assert distiller._guided == [512] and distiller.adapters == []
+    front = {layer.name for layer in distiller._front.layers}
+    assert "block4_conv1" in front and "logits" not in front
