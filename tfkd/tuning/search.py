@@ -1,0 +1,243 @@
+"""Running a search: tfkd's tuners, the best student, trial tables.
+
+`DistillerHyperModel` works with Keras Tuner's own tuners. The tuners here
+(`RandomSearch`, `BayesianOptimization`, `Hyperband`) are those same tuners
+with two conveniences for distillation:
+
+- `get_best_models()` returns students (the plain `keras.Model`s to export),
+  not distillers;
+- a trial runs without TensorBoard installed. Keras Tuner 1.4 imports
+  TensorBoard's HParams plugin at the start of every Keras trial on the
+  TensorFlow backend, and TensorFlow >= 2.21 no longer installs
+  `tensorboard`, so with Keras Tuner's own tuners every trial fails with
+  `No module named 'tensorboard'` unless it is installed. Here it is only
+  imported when a `keras.callbacks.TensorBoard` callback is passed.
+"""
+
+import math
+
+import keras_tuner as kt
+
+#: Tuner kinds accepted by `build_tuner` and `tfkd tune --tuner`.
+TUNERS = ("random", "bayesian", "hyperband")
+
+
+class StudentTunerMixin:
+    """Tuner mixin: best models are students; TensorBoard only if used."""
+
+    def load_model(self, trial):
+        model = super().load_model(trial)
+        return getattr(model, "student", model)
+
+    def _configure_tensorboard_dir(self, callbacks, trial, execution=0):
+        if not any(type(c).__name__ == "TensorBoard" for c in callbacks):
+            return
+        super()._configure_tensorboard_dir(callbacks, trial, execution)
+
+
+class RandomSearch(StudentTunerMixin, kt.RandomSearch):
+    """`keras_tuner.RandomSearch` whose best models are students."""
+
+
+class BayesianOptimization(StudentTunerMixin, kt.BayesianOptimization):
+    """`keras_tuner.BayesianOptimization` whose best models are students."""
+
+
+class Hyperband(StudentTunerMixin, kt.Hyperband):
+    """`keras_tuner.Hyperband` whose best models are students."""
+
+
+def _positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"`{name}` must be a positive int. Received: {name}={value!r}."
+        )
+    return value
+
+
+def build_tuner(hypermodel, tuner="random", *, objective="val_accuracy",
+                max_trials=10, max_epochs=10, factor=3, directory=None,
+                project_name="tfkd_tuning", overwrite=False, seed=None,
+                **kwargs):
+    """Builds a Keras Tuner tuner for a `DistillerHyperModel`.
+
+    Args:
+        hypermodel: A `tfkd.tuning.DistillerHyperModel`.
+        tuner: `"random"`, `"bayesian"` or `"hyperband"`: tfkd's
+            `RandomSearch`, `BayesianOptimization` or `Hyperband`.
+        objective: A student validation metric (`"val_accuracy"`), or a
+            `kt.Objective`.
+        max_trials: Trials of random and Bayesian search (Hyperband's
+            brackets set its own count from `max_epochs` and `factor`).
+        max_epochs: Hyperband's largest epoch budget per trial.
+        factor: Hyperband's reduction factor.
+        directory: Directory of the tuner's project (student checkpoints and
+            trial records only).
+        project_name: Sub-directory name of the project.
+        overwrite: Start afresh instead of resuming an existing project.
+        seed: Seed of the oracle.
+        **kwargs: Other arguments of the Keras Tuner tuner.
+
+    Returns:
+        The tuner.
+
+    Example:
+
+    >>> from tfkd import testing
+    >>> from tfkd.tuning import DistillerHyperModel
+    >>> hypermodel = DistillerHyperModel(
+    ...     testing.tiny_conv_model("t"), testing.tiny_conv_model("s"))
+    >>> tuner = build_tuner(hypermodel, "random", max_trials=2,
+    ...                     directory="/tmp/tfkd_doc", overwrite=True)
+    >>> type(tuner).__name__
+    'RandomSearch'
+    """
+    if tuner not in TUNERS:
+        raise ValueError(
+            f"Unknown tuner. Received: tuner={tuner!r}. Choose one of "
+            f"{list(TUNERS)}."
+        )
+    common = dict(hypermodel=hypermodel, objective=objective,
+                  directory=directory, project_name=project_name,
+                  overwrite=overwrite, seed=seed, **kwargs)
+    if tuner == "hyperband":
+        _positive_int(max_epochs, "max_epochs")
+        if isinstance(factor, bool) or not isinstance(factor, int) \
+                or factor < 2:
+            raise ValueError(
+                f"`factor` must be an int >= 2. Received: factor={factor!r}."
+            )
+        return Hyperband(max_epochs=max_epochs, factor=factor, **common)
+    _positive_int(max_trials, "max_trials")
+    if tuner == "bayesian":
+        return BayesianOptimization(max_trials=max_trials, **common)
+    return RandomSearch(max_trials=max_trials, **common)
+
+
+def _completed(tuner, num):
+    trials = tuner.oracle.get_best_trials(num)
+    done = [t for t in trials
+            if t.status == kt.engine.trial.TrialStatus.COMPLETED]
+    if not done:
+        raise ValueError(
+            "The tuner has no completed trial to load. Run "
+            "`tuner.search(...)` first (or check the trials' error messages "
+            f"in {tuner.project_dir})."
+        )
+    return done
+
+
+def best_students(tuner, num_students=1):
+    """The best students of a search, best first, from their checkpoints.
+
+    Args:
+        tuner: A Keras Tuner tuner over a `DistillerHyperModel`.
+        num_students: How many (at most the completed trials).
+
+    Returns:
+        A list of trained student `keras.Model`s.
+    """
+    _positive_int(num_students, "num_students")
+    trials = _completed(tuner, num_students)
+    # Keras Tuner's own tuners load distillers; tfkd's load students.
+    return [getattr(model, "student", model)
+            for model in (tuner.load_model(t) for t in trials)]
+
+
+def best_student(tuner):
+    """The best trial's student, loaded from its (student-only) checkpoint.
+
+    The returned model is a plain student `keras.Model`, ready for
+    `tfkd.export.to_tflite` or `.save("student.keras")`.
+
+    Args:
+        tuner: A Keras Tuner tuner that searched a `DistillerHyperModel`.
+
+    Returns:
+        The best student.
+
+    Example:
+
+    ```python
+    tuner.search(data.train, validation_data=data.validation, epochs=5)
+    student = tfkd.tuning.best_student(tuner)
+    tfkd.export.to_tflite(student, "student.tflite")
+    ```
+    """
+    return best_students(tuner, 1)[0]
+
+
+def trial_rows(tuner):
+    """One dict per trial, best first: id, status, hyperparameters, score.
+
+    Keras Tuner's bookkeeping entries (`tuner/...`) are left out, except
+    Hyperband's epoch budget, reported as `epochs`.
+
+    Args:
+        tuner: A Keras Tuner tuner.
+
+    Returns:
+        A list of dicts with keys `trial_id`, `status`, `score` (the
+        objective, `None` if the trial did not complete), `hyperparameters`.
+    """
+    direction = getattr(tuner.oracle.objective, "direction", "max")
+    rows = []
+    for trial in tuner.oracle.trials.values():
+        values = dict(trial.hyperparameters.values)
+        hps = {k: v for k, v in values.items()
+               if not k.startswith("tuner/")}
+        if "tuner/epochs" in values:
+            hps["epochs"] = values["tuner/epochs"]
+        score = trial.score
+        if score is not None and (not isinstance(score, (int, float))
+                                  or math.isnan(score)):
+            score = None
+        rows.append({"trial_id": trial.trial_id, "status": trial.status,
+                     "score": None if score is None else float(score),
+                     "hyperparameters": hps})
+
+    def key(row):
+        if row["score"] is None:
+            return (1, 0.0, row["trial_id"])
+        score = row["score"] if direction == "min" else -row["score"]
+        return (0, score, row["trial_id"])
+
+    return sorted(rows, key=key)
+
+
+def _format_value(value):
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def format_trials(rows, objective="val_accuracy"):
+    """Formats `trial_rows` as a plain-text table, best first.
+
+    Args:
+        rows: The output of `trial_rows`.
+        objective: Name of the objective, for the header.
+
+    Returns:
+        The table as a string.
+    """
+    names = []
+    for row in rows:
+        for name in row["hyperparameters"]:
+            if name not in names:
+                names.append(name)
+    header = ["rank", "trial"] + names + [str(objective), "status"]
+    table = [header]
+    for rank, row in enumerate(rows, start=1):
+        hps = row["hyperparameters"]
+        table.append(
+            [str(rank), str(row["trial_id"])]
+            + [_format_value(hps[n]) if n in hps else "-" for n in names]
+            + ["-" if row["score"] is None else f"{row['score']:.4f}",
+               str(row["status"])]
+        )
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    lines = ["  ".join(cell.rjust(w) for cell, w in zip(r, widths))
+             for r in table]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
