@@ -16,6 +16,7 @@ import sys
 _COMMAND_MODULES = (
     "tfkd.demo",
     "tfkd.export.cli",
+    "tfkd.tuning.cli",
     "tfkd.report_cli",
 )
 
