@@ -12,6 +12,7 @@ from tfkd import data  # noqa: F401
 from tfkd import layers  # noqa: F401
 from tfkd import losses  # noqa: F401
 from tfkd import models  # noqa: F401
+from tfkd import tuning  # noqa: F401
 from tfkd.distillers import Distiller  # noqa: F401
 from tfkd.distillers import AttentionDistiller  # noqa: F401
 from tfkd.distillers import CorrelationDistiller  # noqa: F401
