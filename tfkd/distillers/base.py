@@ -100,6 +100,13 @@ def num_replicas():
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
+def _multi_worker(strategy):
+    """Whether `strategy` is a `MultiWorkerMirroredStrategy` over workers."""
+    return isinstance(
+        strategy, tf.distribute.MultiWorkerMirroredStrategy
+    ) and strategy.extended._in_multi_worker_mode()
+
+
 def _batch_size(x):
     first = tf.nest.flatten(split_cached_inputs(x)[0])[0]
     return tf.shape(first)[0]
@@ -489,7 +496,33 @@ class Distiller(keras.Model):
         # trackers were updated by the step itself.
         if self._compile_metrics is not None:
             self._compile_metrics.update_state(y, y_pred, sample_weight)
-        return self.get_metrics_result()
+        results = self.get_metrics_result()
+        if _multi_worker(tf.distribute.get_strategy()):
+            # Keras reduces step outputs across workers with
+            # `strategy.reduce("MEAN", v, axis=0)`, which rejects scalars
+            # (keras-team/keras#20585); the results are global already.
+            results = {k: tf.reshape(v, [1]) for k, v in results.items()}
+        return results
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras takes the first batch's shapes by `strategy.reduce`-ing it
+        # across replicas, which fails with several workers
+        # (keras-team/keras#20585). The shapes of this worker's first
+        # replica batch are all it needs.
+        strategy = self._distribute_strategy
+        if iterator is not None and strategy is not None and _multi_worker(
+            strategy
+        ):
+            for _, _, batches in iterator:
+                data_batch = tf.nest.map_structure(
+                    lambda v: strategy.experimental_local_results(v)[0]
+                    if isinstance(v, tf.distribute.DistributedValues) else v,
+                    next(batches),
+                )
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator,
+                                             data_batch=data_batch)
 
     # ------------------------------------------------------------------
     # Data checks and serialisation.
