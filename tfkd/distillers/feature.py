@@ -586,9 +586,27 @@ class FeatureDistiller(Distiller):
                 )
         stage1_epochs = _check_epochs(stage1_epochs, "stage1_epochs")
         stage2_epochs = _check_epochs(stage2_epochs, "stage2_epochs")
+        # `keras.callbacks.BackupAndRestore` deletes its backup at the end
+        # of a `fit`: keep it through stage 1, so that a run killed in
+        # either stage resumes where it stopped (its epoch tells the stage).
+        backups = [
+            c for c in fit_kwargs.get("callbacks") or ()
+            if isinstance(c, keras.callbacks.BackupAndRestore)
+        ]
+        deletes = [c.delete_checkpoint for c in backups]
         self.set_stage(1)
-        first = self.fit(x, y, epochs=stage1_epochs, **fit_kwargs)
+        try:
+            for c in backups:
+                c.delete_checkpoint = False
+            first = self.fit(x, y, epochs=stage1_epochs, **fit_kwargs)
+        finally:
+            for c, delete in zip(backups, deletes):
+                c.delete_checkpoint = delete
         self.set_stage(2)
+        # Keras keeps an epoch restored by `BackupAndRestore` for every
+        # later `fit` (`_initial_epoch`); stage 2 starts at `stage1_epochs`
+        # unless its own restored backup says otherwise.
+        self._initial_epoch = None
         second = self.fit(
             x, y, initial_epoch=stage1_epochs,
             epochs=stage1_epochs + stage2_epochs, **fit_kwargs,
