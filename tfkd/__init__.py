@@ -12,6 +12,7 @@ from tfkd import data  # noqa: F401
 from tfkd import layers  # noqa: F401
 from tfkd import losses  # noqa: F401
 from tfkd import models  # noqa: F401
+from tfkd import saving  # noqa: F401
 from tfkd import tuning  # noqa: F401
 from tfkd.distillers import Distiller  # noqa: F401
 from tfkd.distillers import AttentionDistiller  # noqa: F401
@@ -20,3 +21,4 @@ from tfkd.distillers import FeatureDistiller  # noqa: F401
 from tfkd.distillers import FitNetDistiller  # noqa: F401
 from tfkd.distillers import LocalityPreservingDistiller  # noqa: F401
 from tfkd.distillers import AdversarialDistiller  # noqa: F401
+from tfkd.saving import load  # noqa: F401

@@ -1,0 +1,148 @@
+"""Loading saved distillers and students with clear errors.
+
+`tfkd.load(path)` is `keras.models.load_model` with tfkd's classes
+registered and with errors that say what is wrong with the file: a missing
+file raises `FileNotFoundError` naming it; a corrupt or truncated `.keras`
+or `.h5` file (an interrupted save or copy, a partial download) raises a
+`ValueError` naming the file, the damage found and how to recover, instead
+of a `zipfile.BadZipFile`, `KeyError`, h5py `OSError` or Keras's misleading
+"File not found" for a cut-short zip archive.
+"""
+
+import json
+import os
+import zipfile
+import zlib
+
+import keras
+
+_SUFFIXES = (".keras", ".h5", ".hdf5")
+_RECOVER = (
+    "Re-save the model from the process that trained it, copy the file "
+    "again, or restore it from a backup (e.g. the file of a "
+    "`keras.callbacks.ModelCheckpoint` or the directory of a "
+    "`keras.callbacks.BackupAndRestore`)."
+)
+
+
+def _corrupt(path, detail):
+    return ValueError(
+        f"Cannot load {path!r}: the file is corrupt or truncated ({detail}). "
+        f"It was probably cut short while being written, copied or "
+        f"downloaded. {_RECOVER} Received: path={path!r}."
+    )
+
+
+def _check_keras_archive(path):
+    """Raises a `ValueError` unless `path` is a complete `.keras` archive."""
+    if not zipfile.is_zipfile(path):
+        size = os.path.getsize(path)
+        raise _corrupt(
+            path, f"not a complete zip archive ({size} bytes); a `.keras` "
+            "file is a zip of config.json and the weights")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
+        raise _corrupt(path, f"unreadable zip archive: {e}") from e
+    if damaged is not None:
+        raise _corrupt(path, f"member {damaged!r} fails its CRC check")
+    missing = [n for n in ("config.json",) if n not in names]
+    if not names & {"model.weights.h5", "model.weights.npz"}:
+        missing.append("model.weights.h5")
+    if missing:
+        raise _corrupt(path, f"the archive lacks {', '.join(missing)}")
+
+
+def load(path, *, custom_objects=None, compile=True, safe_mode=True):
+    """Loads a model or distiller saved with `model.save(path)`.
+
+    A thin wrapper of `keras.models.load_model` that registers tfkd's
+    classes (distillers, layers, losses) and turns failures caused by a
+    damaged file into one clear error. `safe_mode=True` (the default, as in
+    Keras) refuses to deserialise Lambda layers: tfkd's distillers and
+    zoo models contain none.
+
+    Args:
+        path: Path (`str` or `os.PathLike`) of a `.keras` file (or a legacy
+            `.h5` file).
+        custom_objects: Optional dict of your own classes or functions used
+            by the model, as for `keras.models.load_model`.
+        compile: Whether to restore the compiled state (optimizers and
+            their variables, metrics), so training continues where it
+            stopped.
+        safe_mode: Refuse to load arbitrary code (Lambda layers).
+
+    Returns:
+        The loaded `keras.Model` (a tfkd distiller if one was saved).
+
+    Raises:
+        TypeError: If `path` is not a path.
+        FileNotFoundError: If there is no file at `path`.
+        ValueError: If `path` is not a `.keras`/`.h5` file, or the file is
+            corrupt or truncated (the message names the file, the damage
+            and how to recover).
+
+    Example:
+
+    >>> import os, tempfile
+    >>> import tfkd
+    >>> from tfkd import testing
+    >>> student = testing.tiny_conv_model("student", width=4)
+    >>> path = os.path.join(tempfile.mkdtemp(), "student.keras")
+    >>> student.save(path)
+    >>> tfkd.load(path).name
+    'student'
+    """
+    try:
+        path = os.fspath(path)
+    except TypeError as e:
+        raise TypeError(
+            "`path` must be a file path (str or os.PathLike). Received: "
+            f"path={path!r} of type {type(path).__name__}."
+        ) from e
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"No such model file: {path!r}. Check the path, or save the "
+            f"model first with `model.save({path!r})`. Received: "
+            f"path={path!r}."
+        )
+    if os.path.isdir(path):
+        raise ValueError(
+            f"`path` is a directory, not a saved model file. Received: "
+            f"path={path!r}. Pass the `.keras` file written by "
+            "`model.save('name.keras')` (for a TensorFlow SavedModel "
+            "directory use `keras.layers.TFSMLayer`)."
+        )
+    if not path.endswith(_SUFFIXES):
+        raise ValueError(
+            f"`path` must be a `.keras` file (or a legacy `.h5`). Received: "
+            f"path={path!r}. Save models with `model.save('name.keras')`."
+        )
+    # Registers tfkd's serialisable classes before Keras looks them up.
+    import tfkd.distillers  # noqa: F401
+    import tfkd.layers  # noqa: F401
+
+    if path.endswith(".keras"):
+        _check_keras_archive(path)
+    try:
+        return keras.models.load_model(
+            path, custom_objects=custom_objects, compile=compile,
+            safe_mode=safe_mode,
+        )
+    except PermissionError:
+        raise
+    except json.JSONDecodeError as e:
+        raise _corrupt(path, f"its JSON config is invalid: {e}") from e
+    except (zipfile.BadZipFile, zlib.error, EOFError, KeyError) as e:
+        raise _corrupt(path, f"{type(e).__name__}: {e}") from e
+    except OSError as e:
+        # h5py reports truncated or damaged HDF5 data as OSError.
+        raise _corrupt(path, f"unreadable weights: {e}") from e
+
+
+#: Alias: `tfkd.saving.load_distiller(path)` is `tfkd.load(path)`.
+load_distiller = load
