@@ -168,6 +168,43 @@ def test_overrides_and_fixed_reach_the_distiller():
     assert distiller.student is not student
 
 
+def test_per_method_entries():
+    hypermodel = digits_hypermodel(
+        tfkd.models.digits_teacher(), method=["kd", "lp"],
+        search_space={"temperature": (2, 3), "lp": {"k": [3, 4]}},
+        fixed={"kd": {"alpha": 0.2}},
+    )
+    assert hypermodel.method_spaces["lp"]["k"]["values"] == [3, 4]
+    # A shorthand of ints for a float hyperparameter is a float range.
+    assert hypermodel.method_spaces["kd"]["temperature"]["type"] == "float"
+    assert hypermodel.method_spaces["lp"]["temperature"]["max_value"] == 3.0
+    assert "alpha" not in hypermodel.method_spaces["kd"]
+    assert hypermodel.method_fixed == {"kd": {"alpha": 0.2}, "lp": {}}
+    with pytest.raises(ValueError, match="Unknown hyperparameter 'alpha'"):
+        digits_hypermodel(tfkd.models.digits_teacher(), method=["kd", "lp"],
+                          fixed={"lp": {"alpha": 0.2}})
+
+
+def test_two_stage_fit(monkeypatch):
+    """A distiller with `stage` set trains both stages in one trial."""
+    spec = registry.MethodSpec(
+        "tfkd.distillers.correlation:CorrelationDistiller", True)
+    monkeypatch.setitem(registry._METHODS, "two_stage_test", spec)
+    hypermodel = DistillerHyperModel(
+        testing.tiny_conv_model("teacher", width=8),
+        testing.tiny_conv_model("student", width=8),
+        method="two_stage_test", feature_layers=("conv1", "conv1"),
+        fixed={"stage": 1})
+    hp = kt.HyperParameters()
+    distiller = hypermodel.build(hp)
+    x, y = testing.random_images(32)
+    history = hypermodel.fit(hp, distiller, x, y, epochs=2, verbose=0)
+    assert distiller.stage == 2 and history.epoch == [1]
+    with pytest.raises(ValueError, match="cannot resume"):
+        hypermodel.fit(hp, hypermodel.build(hp), x, y, epochs=2,
+                       initial_epoch=1, verbose=0)
+
+
 def test_student_builder_with_hp_and_width():
     teacher = testing.tiny_conv_model("teacher", width=8)
 
@@ -193,7 +230,8 @@ def test_student_builder_with_hp_and_width():
 
 #: (DistillerHyperModel arguments, expected message) of bad entries.
 BAD_ENTRIES = [
-    ({"search_space": {"gamma": (0.1, 1.0)}}, "Unknown hyperparameter 'gamma'"),
+    ({"search_space": {"gamma": (0.1, 1.0)}},
+     "Unknown hyperparameter 'gamma'"),
     ({"fixed": {"lam": 2.0}}, "Unknown hyperparameter 'lam'"),
     ({"search_space": {"temperature": (10.0, 1.0)}}, "inverted"),
     ({"search_space": {"temperature": (4.0, 4.0)}}, "empty"),
@@ -302,6 +340,8 @@ def test_hyperband_over_methods(digits, teacher, tmp_path):
     _search(tuner, digits, epochs=2)
     trials = _completed(tuner)
     assert len(trials) >= 3
+    assert {t.hyperparameters.values["method"] for t in trials} == {
+        "kd", "lp"}
     # At least one trial continued another's checkpoint.
     assert any(t.hyperparameters.values.get("tuner/trial_id")
                for t in trials)

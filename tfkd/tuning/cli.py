@@ -264,7 +264,8 @@ def run_tune(methods=("kd",), trials=10, epochs=10, data="digits",
         max_epochs=epochs, directory=out, project_name="search",
         overwrite=not resume, seed=seed,
     )
-    label = "hyperband brackets" if tuner == "hyperband" else f"{trials} trials"
+    label = ("hyperband brackets" if tuner == "hyperband"
+             else f"{trials} trials")
     print(f"[tune] 2/3 search: {tuner}, {label}, methods {methods}, "
           f"objective {objective}")
     fit_kwargs = {"validation_data": dataset.validation, "epochs": epochs,

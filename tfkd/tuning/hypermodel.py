@@ -213,14 +213,13 @@ def _as_methods(method):
     return methods
 
 
-def _check_mapping(value, name):
+def _check_mapping(value, name, what):
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise TypeError(
-            f"`{name}` must be a dict of hyperparameter name to "
-            f"{'spec' if name == 'search_space' else 'value'}. Received: "
-            f"{name}={value!r} of type {type(value).__name__}."
+            f"`{name}` must be a dict of hyperparameter name to {what}. "
+            f"Received: {name}={value!r} of type {type(value).__name__}."
         )
     for key in value:
         if not isinstance(key, str):
@@ -354,8 +353,8 @@ class DistillerHyperModel(kt.HyperModel):
             raise TypeError(f"`seed` must be None or an int. Received: "
                             f"seed={seed!r}.")
         self.seed = seed
-        self._resolve(_check_mapping(search_space, "search_space"),
-                      _check_mapping(fixed, "fixed"))
+        self._resolve(_check_mapping(search_space, "search_space", "spec"),
+                      _check_mapping(fixed, "fixed", "value"))
 
     # ------------------------------------------------------------------
     # Construction.
@@ -406,10 +405,15 @@ class DistillerHyperModel(kt.HyperModel):
         """Validates the user's entries and fixes each method's space."""
         arguments = {m: method_arguments(m) for m in self.methods}
         common = self._common_names()
-        per_method_space = {m: _check_mapping(search_space.pop(m), m)
-                            for m in list(search_space) if m in self.methods}
-        per_method_fixed = {m: _check_mapping(fixed.pop(m), m)
-                            for m in list(fixed) if m in self.methods}
+        per_method_space = {
+            m: _check_mapping(search_space.pop(m), f"search_space[{m!r}]",
+                              "spec")
+            for m in list(search_space) if m in self.methods
+        }
+        per_method_fixed = {
+            m: _check_mapping(fixed.pop(m), f"fixed[{m!r}]", "value")
+            for m in list(fixed) if m in self.methods
+        }
 
         def check_name(name, where, methods):
             if name == "method":
