@@ -14,8 +14,9 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
 
     Unlike `keras.callbacks.TerminateOnNaN`, which only looks at the total
     `loss`, this checks every reported term (`class_loss`, `kd_loss`,
-    `knowledge_loss`, ...) and names the first one that went bad, so you
-    know which part of the objective to fix (a learning rate too high for a
+    `knowledge_loss`, ...) and names the first one that went bad (a term
+    rather than the total `loss` it spoils), so you know which part of the
+    objective to fix (a learning rate too high for a
     knowledge loss, a temperature too extreme, NaN in the data, ...).
 
     Args:
@@ -37,11 +38,20 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
 
     def __init__(self, raise_error=True):
         super().__init__()
+        if not isinstance(raise_error, bool):
+            raise TypeError(
+                "`raise_error` must be True or False. Received: "
+                f"raise_error={raise_error!r} of type "
+                f"{type(raise_error).__name__}."
+            )
         self.raise_error = raise_error
         self.message = None
 
     def _check(self, logs, where):
-        for name, value in (logs or {}).items():
+        # The total `loss` goes bad with any of its terms: name a term first.
+        items = sorted((logs or {}).items(),
+                       key=lambda item: item[0] in ("loss", "val_loss"))
+        for name, value in items:
             if not name.endswith("loss"):
                 continue
             try:

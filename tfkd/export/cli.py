@@ -56,16 +56,16 @@ def register(subparsers):
 
 
 def _load_model(path, flag):
-    import keras
-
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"{flag}: no such file: {path!r}. Pass a model saved with "
             "`model.save('student.keras')`."
         )
-    import tfkd.layers  # noqa: F401  (registers tfkd's custom layers)
+    from tfkd.saving import load
 
-    return keras.models.load_model(path, compile=False)
+    # Registers tfkd's classes; a corrupt or truncated file is a clear
+    # ValueError naming it.
+    return load(path, compile=False)
 
 
 def _load_data(name, image_size, channels, data_dir):

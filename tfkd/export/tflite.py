@@ -273,7 +273,7 @@ def _interpreter(path, num_threads):
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"No .tflite file at {path!r}. Export one with "
-            "`tfkd.export.to_tflite` first."
+            f"`tfkd.export.to_tflite` first. Received: path={path!r}."
         )
     return Interpreter(model_path=path, num_threads=num_threads)
 

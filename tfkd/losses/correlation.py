@@ -10,6 +10,7 @@ import keras
 import tensorflow as tf
 
 from tfkd.losses._utils import check_option
+from tfkd.losses._utils import check_positive
 from tfkd.losses._utils import check_positive_int
 from tfkd.losses._utils import check_rank
 from tfkd.losses._utils import flatten_per_example
@@ -144,6 +145,7 @@ def standardize(x, epsilon=1e-6):
     >>> [float(v) for v in standardize([[5.0, 5.0, 5.0]])[0]]
     [0.0, 0.0, 0.0]
     """
+    epsilon = check_positive(epsilon, "epsilon")
     x = to_float32(x, "x")
     check_rank(x, "x", min_rank=2, layout="(batch, ...)")
     flat = flatten_per_example(x)
