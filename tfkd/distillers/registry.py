@@ -39,6 +39,12 @@ _METHODS = {
     "kd": MethodSpec("tfkd.distillers.base:Distiller", False,
                      {"alpha": 0.5, "temperature": 4.0},
                      "Hinton KD (soft targets)"),
+    "ktan": MethodSpec(
+        "tfkd.distillers.adversarial:AdversarialDistiller", True,
+        # Phase 1 (CE + beta·MSE) for 100 steps, then adversarial steps; the
+        # paper leaves phase 1's length open. `fit` pre-trains the regressor.
+        {"alpha": 0.6, "beta": 0.5, "pretrain_steps": 100},
+        "KTAN: teacher-to-student regressor + discriminator"),
     "lp": MethodSpec("tfkd.distillers.locality:LocalityPreservingDistiller",
                      True,
                      {"k": 5, "gamma": 1.0, "lam": 2.0, "temperature": 0.5},
@@ -108,7 +114,13 @@ def build(name, teacher, student, feature_layers=None, **overrides):
 
 
 def fit(distiller, *args, **kwargs):
-    """Fits a distiller the way its method trains (two-stage if it is)."""
+    """Fits a distiller the way its method trains.
+
+    Two-stage distillers run both stages; KTAN first pre-trains its
+    teacher-to-student regressor on the training data (Algorithm 1).
+    """
+    if hasattr(distiller, "pretrain_regressor") and args:
+        distiller.pretrain_regressor(args[0], epochs=1)
     if getattr(distiller, "stage", None) is not None and hasattr(
         distiller, "fit_two_stage"
     ):
