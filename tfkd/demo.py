@@ -112,8 +112,9 @@ def run_demo(method="kd", epochs=30, teacher_epochs=20, seeds=(0,),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
         )
-        teacher.fit(data.train, validation_data=data.validation,
-                    epochs=teacher_epochs, verbose=verbose, callbacks=guard)
+        teacher_history = teacher.fit(
+            data.train, validation_data=data.validation,
+            epochs=teacher_epochs, verbose=verbose, callbacks=guard)
 
         student_init = tfkd.models.digits_student(data.num_classes,
                                                   data.input_shape)
@@ -127,8 +128,9 @@ def run_demo(method="kd", epochs=30, teacher_epochs=20, seeds=(0,),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
         )
-        scratch.fit(data.train, validation_data=data.validation,
-                    epochs=epochs, verbose=verbose, callbacks=guard)
+        scratch_history = scratch.fit(
+            data.train, validation_data=data.validation, epochs=epochs,
+            verbose=verbose, callbacks=guard)
 
         print(f"\n[seed {seed}] 3/3 student distilled with {method!r} "
               f"({epochs} epochs)")
@@ -138,8 +140,9 @@ def run_demo(method="kd", epochs=30, teacher_epochs=20, seeds=(0,),
                                    feature_layers=registry.digits_taps())
         distiller.compile(optimizer=keras.optimizers.Adam(3e-3),
                           metrics=["accuracy"])
-        registry.fit(distiller, data.train, validation_data=data.validation,
-                     epochs=epochs, verbose=verbose, callbacks=guard)
+        distilled_history = registry.fit(
+            distiller, data.train, validation_data=data.validation,
+            epochs=epochs, verbose=verbose, callbacks=guard)
 
         def accuracy(model):
             model.compile(
@@ -149,15 +152,19 @@ def run_demo(method="kd", epochs=30, teacher_epochs=20, seeds=(0,),
             return float(model.evaluate(data.test, return_dict=True,
                                         verbose=0)["accuracy"])
 
+        def record(model, history):
+            return {"accuracy": accuracy(model),
+                    "params": model.count_params(),
+                    "history": _plain_history(history)}
+
         run = {
             "seed": seed,
             "method": method,
-            "teacher": {"accuracy": accuracy(teacher),
-                        "params": teacher.count_params()},
-            "scratch": {"accuracy": accuracy(scratch),
-                        "params": scratch.count_params()},
-            "distilled": {"accuracy": accuracy(student),
-                          "params": student.count_params()},
+            "dataset": "digits",
+            "hyperparameters": _hyperparameters(distiller),
+            "teacher": record(teacher, teacher_history),
+            "scratch": record(scratch, scratch_history),
+            "distilled": record(student, distilled_history),
             "seconds": round(time.time() - start, 1),
         }
         runs.append(run)
@@ -176,6 +183,23 @@ def run_demo(method="kd", epochs=30, teacher_epochs=20, seeds=(0,),
     if export:
         _export(student, teacher, data, out)
     return result
+
+
+def _plain_history(history):
+    """A Keras `History` (or a two-stage list of them) as JSON-able lists."""
+    histories = history if isinstance(history, (list, tuple)) else [history]
+    merged = {}
+    for h in histories:
+        for name, values in getattr(h, "history", {}).items():
+            merged.setdefault(name, []).extend(float(v) for v in values)
+    return merged
+
+
+def _hyperparameters(distiller):
+    config = distiller.get_config()
+    return {k: v for k, v in config.items()
+            if isinstance(v, (int, float, str, bool)) and k not in (
+                "name", "trainable")}
 
 
 def _summarise(runs):
@@ -218,5 +242,6 @@ def _export(student, teacher, data, out):
     path = os.path.join(out, "student.tflite")
     report = export.to_tflite(student, path, representative_data=images,
                               verify_data=data.test, teacher=teacher)
-    print(f"\nTFLite export: {path}")
+    report.save_json(os.path.join(out, "student.json"))
+    print()
     print(report.to_table())
