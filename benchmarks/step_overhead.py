@@ -1,0 +1,192 @@
+"""Benchmark: the overhead of a tfkd training step over its bare parts.
+
+On the correlation paper's VGG pair (`tfkd.models.vgg_teacher` /
+`vgg_student`, 32×32×3, batch 128 by default) it times, in one process and
+interleaved (see `benchmarks/_common.py`):
+
+- `teacher`: the teacher's inference alone, `teacher(x, training=False)`
+  in its own `tf.function`;
+- `student`: the student's training step alone (cross entropy, SGD with
+  momentum) in its own `tf.function`;
+- each distiller's `train_step` in one `tf.function` (what `fit` compiles):
+  `kd` (`tfkd.Distiller`), `correlation` (`CorrelationDistiller`, both
+  Gram matrices, `alpha = 0.3`), `fitnet` (`FitNetDistiller`, 1×1 conv
+  regressor), `attention` (`AttentionDistiller`) and `lp`
+  (`LocalityPreservingDistiller`), all tapping the guided layer
+  `block4_relu1` on both networks.
+
+The overhead ratio is `step / (teacher + student)`, per round, median over
+rounds. Targets: ≤ 1.10 for KD, ≤ 1.25 for feature distillers.
+
+    python benchmarks/step_overhead.py --batch 128 --rounds 10
+"""
+
+import argparse
+
+import keras
+import tensorflow as tf
+
+import _common
+
+TAP = "block4_relu1"
+
+
+def optimizer():
+    return keras.optimizers.SGD(0.01, momentum=0.9)
+
+
+def build_steps(teacher, student, methods):
+    """`{name: zero-arg callable}` for the baseline and each distiller."""
+    import tfkd
+
+    x, y = _common.batch(ARGS.batch)
+
+    teacher_fn = tf.function(lambda x: teacher(x, training=False))
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    student_optimizer = optimizer()
+    student_optimizer.build(student.trainable_variables)
+
+    @tf.function
+    def student_step(x, y):
+        with tf.GradientTape() as tape:
+            loss = ce(y, student(x, training=True))
+        grads = tape.gradient(loss, student.trainable_variables)
+        student_optimizer.apply_gradients(
+            zip(grads, student.trainable_variables))
+        return loss
+
+    steps = {
+        "teacher": lambda: teacher_fn(x),
+        "student": lambda: student_step(x, y),
+    }
+    taps = {"teacher_layer": TAP, "student_layer": TAP}
+    factories = {
+        "kd": lambda: tfkd.Distiller(teacher, student, alpha=0.5),
+        "correlation": lambda: tfkd.CorrelationDistiller(
+            teacher, student, mode="both", alpha=0.3, **taps),
+        "fitnet": lambda: tfkd.FitNetDistiller(teacher, student, alpha=0.5,
+                                               **taps),
+        "attention": lambda: tfkd.AttentionDistiller(teacher, student,
+                                                     **taps),
+        "lp": lambda: tfkd.LocalityPreservingDistiller(teacher, student,
+                                                       **taps),
+    }
+    for name in methods:
+        distiller = factories[name]()
+        distiller.compile(optimizer=optimizer())
+        step = tf.function(distiller.train_step)
+        steps[name] = (lambda step: lambda: step((x, y)))(step)
+    return steps
+
+
+def loss_only_steps(distillers):
+    """`{name: callable}` timing each distiller's loss terms and their
+    gradient with respect to the student's logits and features (and the
+    distiller's own parts), on fixed features: the cost a method adds."""
+    from tfkd.distillers.base import reduce_term
+
+    x, y = _common.batch(ARGS.batch)
+    steps = {}
+    for name, distiller in distillers.items():
+        t_logits, t_features = distiller.teacher_forward(x)
+        s_logits, s_features = distiller.student_forward(x, training=True)
+        owned = [v for layer in distiller._owned_layers()
+                 for v in layer.trainable_variables]
+
+        @tf.function
+        def loss_step(s_logits, s_features, distiller=distiller,
+                      t_logits=t_logits, t_features=t_features, owned=owned):
+            with tf.GradientTape() as tape:
+                tape.watch(s_logits)
+                tape.watch(s_features)
+                terms = distiller.compute_loss_terms(
+                    y, t_logits, s_logits, t_features, s_features)
+                weights = distiller.loss_weights()
+                total = tf.add_n([
+                    tf.cast(weights[n], tf.float32) * reduce_term(v)
+                    for n, v in terms.items() if n in weights])
+            return tape.gradient(total, [s_logits, s_features] + owned)
+
+        steps[f"{name} loss"] = (
+            lambda f, a, b: lambda: f(a, b))(loss_step, s_logits, s_features)
+    return steps
+
+
+def profile(teacher, student):
+    """Sub-step times of each method: its loss (+ gradient) alone, the
+    fused extractors against the plain forward passes."""
+    import tfkd
+
+    x, _ = _common.batch(ARGS.batch)
+    taps = {"teacher_layer": TAP, "student_layer": TAP}
+    distillers = {
+        "correlation": tfkd.CorrelationDistiller(
+            teacher, student, mode="both", alpha=0.3, **taps),
+        "correlation-channel": tfkd.CorrelationDistiller(
+            teacher, student, mode="channel", alpha=0.3, **taps),
+        "correlation-spatial": tfkd.CorrelationDistiller(
+            teacher, student, mode="spatial", alpha=0.3, **taps),
+        "fitnet": tfkd.FitNetDistiller(teacher, student, alpha=0.5, **taps),
+        "lp": tfkd.LocalityPreservingDistiller(teacher, student, **taps),
+        "kd": tfkd.Distiller(teacher, student, alpha=0.5),
+    }
+    steps = loss_only_steps(distillers)
+    tapped = distillers["fitnet"]
+    steps["teacher plain"] = (
+        lambda f: lambda: f(x))(tf.function(
+            lambda x: teacher(x, training=False)))
+    steps["teacher taps"] = (
+        lambda f: lambda: f(x))(tf.function(tapped.teacher_forward))
+    steps["student fwd plain"] = (
+        lambda f: lambda: f(x))(tf.function(
+            lambda x: student(x, training=True)))
+    steps["student fwd taps"] = (
+        lambda f: lambda: f(x))(tf.function(
+            lambda x: tapped.student_forward(x, training=True)))
+    times = _common.interleaved(steps, ARGS.rounds, warmup=ARGS.warmup)
+    print(f"\nSub-steps, VGG pair, batch {ARGS.batch}, {ARGS.rounds} rounds")
+    print(_common.table(
+        ["sub-step", "median ms"],
+        [[n, f"{_common.median_ms(times, n):.0f}"] for n in steps]))
+
+
+def main():
+    print(_common.environment(), flush=True)
+    teacher, student = _common.vgg_pair()
+    if ARGS.profile:
+        profile(teacher, student)
+        return
+    steps = build_steps(teacher, student, ARGS.methods)
+    times = _common.interleaved(steps, ARGS.rounds, warmup=ARGS.warmup)
+    rows = [[name, f"{_common.median_ms(times, name):.0f}", "", ""]
+            for name in ("teacher", "student")]
+    targets = {"kd": 1.10}
+    for name in ARGS.methods:
+        ratio = _common.paired_ratio(times, name, ["teacher", "student"])
+        target = targets.get(name, 1.25)
+        rows.append([name, f"{_common.median_ms(times, name):.0f}",
+                     _common.fmt_ratio(ratio),
+                     f"≤ {target:.2f} {'met' if ratio[0] <= target else 'MISSED'}"])
+    print(f"\nVGG pair, batch {ARGS.batch}, {ARGS.rounds} rounds "
+          f"(median, 25th–75th percentile of per-round ratios)")
+    print(_common.table(
+        ["step", "median ms", "step / (teacher + student)", "target"], rows))
+    print(_common.environment())
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--profile", action="store_true",
+                        help="time sub-steps (losses alone, extractors)")
+    parser.add_argument("--methods", nargs="+",
+                        default=["kd", "correlation", "fitnet", "attention",
+                                 "lp"])
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    ARGS = parse_args()
+    main()
