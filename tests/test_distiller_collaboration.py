@@ -74,7 +74,7 @@ def test_fit_battery_resnet20_pair_without_adapter():
         teacher, student, teacher_layer="stage2_block3_out",
         student_layer="block2_out", alpha=0.3)
     assert distiller.adapter_layer is None
-    back = distiller._teacher_back
+    back = distiller.teacher_back
     # The back reuses the teacher's variables: frozen, not copies.
     teacher_ids = {id(v) for v in teacher.weights}
     assert back.weights and all(id(v) in teacher_ids for v in back.weights)
@@ -131,7 +131,7 @@ def test_stc_loss_trains_the_front_only_through_the_frozen_back():
         terms = distiller.compute_loss_terms(y, t_logits, s_logits, t_feats,
                                              s_feats)
         stc = tf.reduce_mean(terms["stc_loss"])
-    back_ids = {id(v) for v in distiller._teacher_back.weights}
+    back_ids = {id(v) for v in distiller.teacher_back.weights}
     teacher_front = [v for v in distiller.teacher.weights
                      if id(v) not in back_ids]
     adapter_vars = distiller.adapter_layer.trainable_weights
@@ -231,7 +231,7 @@ def test_regression_head_with_huber(tmp_path):
         "class_loss"][0]
     r = distiller.evaluate(x, y, batch_size=32, return_dict=True, verbose=0)
     front = split_model(student, "block2_out")[0]
-    o_c = distiller._teacher_back(front(x), training=False)
+    o_c = distiller.teacher_back(front(x), training=False)
     huber = keras.losses.Huber(reduction=None)
     assert r["stc_loss"] == pytest.approx(
         float(np.mean(huber(teacher(x), o_c))), rel=1e-4)

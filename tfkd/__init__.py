@@ -21,4 +21,5 @@ from tfkd.distillers import FeatureDistiller  # noqa: F401
 from tfkd.distillers import FitNetDistiller  # noqa: F401
 from tfkd.distillers import LocalityPreservingDistiller  # noqa: F401
 from tfkd.distillers import AdversarialDistiller  # noqa: F401
+from tfkd.distillers import CollaborationDistiller  # noqa: F401
 from tfkd.saving import load  # noqa: F401

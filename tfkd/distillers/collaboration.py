@@ -273,6 +273,11 @@ class CollaborationDistiller(Distiller):
         """`stc_loss`, `class_loss` and (unless omitted) `kd_loss`."""
         return self._stc_terms
 
+    @property
+    def teacher_back(self):
+        """The teacher's frozen back `T_back` (shares the teacher's layers)."""
+        return self._teacher_back
+
     # ------------------------------------------------------------------
     # Construction helpers.
 
