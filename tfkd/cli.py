@@ -21,8 +21,20 @@ _COMMAND_MODULES = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """Prints usage errors on one line, like tfkd's other user errors.
+
+    Sub-command parsers inherit the class (`add_subparsers` uses the
+    parent's type), so `tfkd export --quantization int4` also gets one line.
+    """
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} "
+                     "--help`)\n")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tfkd",
         description="Knowledge distillation for Keras 3 / TensorFlow.",
     )
