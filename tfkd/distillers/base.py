@@ -298,9 +298,11 @@ class Distiller(keras.Model):
                 f"tfkd distillers expect one logits output. Build a model "
                 f"view with `keras.Model(inputs, logits)` first."
             )
+        # A single input is passed as a tensor, not a one-element list, so
+        # calling the extractor on a batch matches its input structure.
+        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
         return keras.Model(
-            model.inputs, [model.outputs[0]] + outputs,
-            name=f"{model.name}_taps",
+            inputs, [model.outputs[0]] + outputs, name=f"{model.name}_taps",
         )
 
     def _build_extractors(self):

@@ -39,6 +39,18 @@ _METHODS = {
     "kd": MethodSpec("tfkd.distillers.base:Distiller", False,
                      {"alpha": 0.5, "temperature": 4.0},
                      "Hinton KD (soft targets)"),
+    "correlation": MethodSpec(
+        "tfkd.distillers.correlation:CorrelationDistiller", True,
+        {"mode": "both", "alpha": 1.0, "beta": 0.1, "adapter": True},
+        "correlation-based learning (channel + spatial Gram matrices)"),
+    "fitnet": MethodSpec(
+        "tfkd.distillers.fitnet:FitNetDistiller", True,
+        {"alpha": 1.0, "beta": 0.1},
+        "FitNets hints through a distiller-owned regressor"),
+    "attention": MethodSpec(
+        "tfkd.distillers.attention:AttentionDistiller", True,
+        {"adapter": True},
+        "attention transfer (AT, beta = 1000 / 2 per pair)"),
     "ktan": MethodSpec(
         "tfkd.distillers.adversarial:AdversarialDistiller", True,
         # Phase 1 (CE + beta·MSE) for 100 steps, then adversarial steps; the
