@@ -3,6 +3,7 @@ trip, students save without teacher weights, no Lambda layers anywhere, and
 damaged files give a clear error (`tfkd.load`)."""
 
 import os
+import re
 import zipfile
 
 import keras
@@ -140,7 +141,7 @@ def test_load_round_trip(saved):
     assert isinstance(restored, tfkd.Distiller)
     assert tfkd.saving.load_distiller is tfkd.load
     restored = tfkd.load(saved[0], compile=False)
-    assert restored.optimizer is None
+    assert getattr(restored, "optimizer", None) is None
 
 
 def _write(path, data):
@@ -205,7 +206,7 @@ def test_load_damaged_file_names_file_and_recovery(saved, tmp_path, damage):
     assert path in message
     assert "corrupt or truncated" in message
     assert "Re-save the model" in message
-    assert pytest.importorskip("re").search(detail, message), message
+    assert re.search(detail, message), message
 
 
 def test_load_damaged_h5(tmp_path):
