@@ -1,8 +1,9 @@
-"""Callbacks that guard distillation runs."""
+"""Callbacks that guard distillation runs and log what they reach."""
 
 import math
 
 import keras
+import tensorflow as tf
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -77,3 +78,104 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
 
     def on_test_batch_end(self, batch, logs=None):
         self._check(logs, f"at validation batch {batch}")
+
+
+class EvaluateAccuracy(keras.callbacks.Callback):
+    """Logs a model's top-1 accuracy on held-out data after every epoch.
+
+    Adds `logs[name]` at the end of each epoch, so that `History` records
+    it: with the default name `"test_accuracy"`,
+    `tfkd.reporting.RunResult.from_history` reads it as the per-epoch test
+    accuracy, giving the "best epoch" figure on data sets whose validation
+    split is not the test split (the papers' CIFAR protocol validates on the
+    test split, and needs no such callback). The model evaluated is
+    `model`, else the trained model's `student` (a tfkd distiller), else
+    the trained model itself; it must output logits or probabilities.
+
+    Args:
+        data: A `tf.data.Dataset` of `(images, labels)` batches (labels:
+            class ids or one-hot), or of the `({"images": ...}, labels)`
+            batches of `tfkd.data.cache_teacher_outputs`.
+        model: Optional `keras.Model` to evaluate.
+        name: Key written to the logs (default `"test_accuracy"`).
+
+    Example:
+
+    >>> import tfkd
+    >>> from tfkd import testing
+    >>> data = tfkd.data.load_digits(image_size=8, batch_size=64)
+    >>> student = testing.tiny_conv_model("student", input_shape=(8, 8, 1))
+    >>> student.compile(optimizer="adam", loss=keras.losses.
+    ...     SparseCategoricalCrossentropy(from_logits=True))
+    >>> history = student.fit(data.train, epochs=2, verbose=0,
+    ...                       callbacks=[EvaluateAccuracy(data.test)])
+    >>> len(history.history["test_accuracy"])
+    2
+    """
+
+    def __init__(self, data, *, model=None, name="test_accuracy"):
+        super().__init__()
+        if not isinstance(data, tf.data.Dataset):
+            raise TypeError(
+                "`data` must be a `tf.data.Dataset` of (images, labels) "
+                f"batches. Received: data={data!r} of type "
+                f"{type(data).__name__}."
+            )
+        if model is not None and not isinstance(model, keras.Model):
+            raise TypeError(
+                "`model` must be None (evaluate the trained model's "
+                "student, or the model) or a `keras.Model`. Received: "
+                f"model of type {type(model).__name__}."
+            )
+        if not isinstance(name, str) or not name:
+            raise ValueError(
+                "`name` must be a non-empty str, the key written to the "
+                f"logs. Received: name={name!r}."
+            )
+        self.data = data
+        self.evaluated_model = model
+        self.name = name
+        self._count = None
+
+    def _evaluated(self):
+        # Not `_model`: `keras.callbacks.Callback` keeps the trained model
+        # there.
+        if self.evaluated_model is not None:
+            return self.evaluated_model
+        student = getattr(self.model, "student", None)
+        return self.model if student is None else student
+
+    def _counter(self, model):
+        @tf.function(reduce_retracing=True)
+        def count(images, labels):
+            predicted = tf.argmax(model(images, training=False), axis=-1)
+            if labels.shape.rank == predicted.shape.rank + 1:
+                labels = tf.argmax(labels, axis=-1)
+            labels = tf.reshape(tf.cast(labels, predicted.dtype),
+                                tf.shape(predicted))
+            return tf.reduce_sum(tf.cast(predicted == labels, tf.int64))
+
+        return count
+
+    def accuracy(self):
+        """The current top-1 accuracy on `data`, a fraction."""
+        model = self._evaluated()
+        if self._count is None or self._count[0] is not model:
+            self._count = (model, self._counter(model))
+        correct = total = 0
+        for batch in self.data:
+            images, labels = batch[0], batch[1]
+            if isinstance(images, dict):
+                images = images["images"]
+            correct += int(self._count[1](images, labels))
+            total += int(tf.shape(labels)[0])
+        if total == 0:
+            raise ValueError(
+                "`EvaluateAccuracy` got an empty `data` set: pass held-out "
+                "(images, labels) batches."
+            )
+        return correct / total
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs[self.name] = self.accuracy()
