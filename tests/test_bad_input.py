@@ -92,10 +92,6 @@ def case(name, fn, error, pattern, marks=()):
     return pytest.param(fn, error, pattern, id=name, marks=marks)
 
 
-def xfail(reason):
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
 CASES = [
     # ---------------------------------------------------------------- losses
     case("kd_loss_temperature_zero",
@@ -281,11 +277,7 @@ CASES = [
          ValueError, r"method='bogus'"),
     case("registry_missing_feature_layers",
          lambda: registry.build("lp", *_pair()),
-         ValueError, r"`feature_layers.*feature_layers=None",
-         marks=xfail(
-             "the message does not say what was received; "
-             "tfkd/distillers/registry.py is being edited by another "
-             "helper: append 'Received: feature_layers=None.'")),
+         ValueError, r"`feature_layers.*feature_layers=None"),
     case("callback_raise_error_type",
          lambda: StopOnNonFiniteLoss(raise_error="yes"),
          TypeError, r"`raise_error`.*raise_error='yes'"),
@@ -309,22 +301,11 @@ CASES = [
          NonFiniteLossError, r"loss term `\w+` became nan"),
     case("fit_labels_out_of_range",
          lambda: _fit_kd(_images()[0], _images()[1] + 20),
-         ValueError, r"`y`.*\[0, 10\).*2\d",
-         marks=xfail(
-             "Distiller.fit checks label ranges only in the graph "
-             "(tf.errors.InvalidArgumentError, no received value); an eager "
-             "check of array labels belongs in tfkd/distillers/base.py, "
-             "which is being changed by another helper")),
+         ValueError, r"`y`.*\[0, 10\).*2\d"),
     case("fit_nan_images",
          lambda: _fit_kd(np.full((8, 8, 8, 1), np.nan, "float32"),
                          _images()[1]),
-         ValueError, r"`x`.*(NaN|nan)",
-         marks=xfail(
-             "NaN images train silently: oneDNN's fused conv+ReLU maps NaN "
-             "to 0, so every loss stays finite and StopOnNonFiniteLoss "
-             "never fires; Distiller.fit (tfkd/distillers/base.py, being "
-             "changed by another helper) should reject non-finite array "
-             "inputs")),
+         ValueError, r"`x`.*(NaN|nan)"),
     # ------------------------------------------------------------------ data
     case("digits_image_size", lambda: data.load_digits(image_size=0),
          ValueError, r"`image_size`.*image_size=\(0, 0\)"),

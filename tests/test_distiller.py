@@ -224,8 +224,12 @@ def test_nan_in_data_stops_with_named_term():
     x[3] = np.nan
     distiller = tfkd.Distiller(teacher, student)
     distiller.compile(optimizer="sgd")
+    # Arrays are rejected eagerly; a stream reaches the loss and the guard.
+    with pytest.raises(ValueError, match="`x` contains NaN"):
+        distiller.fit(x, y, epochs=1, verbose=0)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
     with pytest.raises(NonFiniteLossError, match="loss term `.*loss`"):
-        distiller.fit(x, y, batch_size=8, epochs=1, verbose=0,
+        distiller.fit(dataset, epochs=1, verbose=0,
                       callbacks=[StopOnNonFiniteLoss()])
 
 
@@ -343,9 +347,14 @@ def test_labels_out_of_range():
     y = np.full((16,), 12, "int32")
     distiller = tfkd.Distiller(teacher, student)
     distiller.compile(optimizer="sgd")
+    # Arrays are checked eagerly, naming the received range.
+    with pytest.raises(ValueError, match=r"`y`.*\[0, 10\).*\[12, 12\]"):
+        distiller.fit(x, y, epochs=1, verbose=0)
+    # Streams are checked inside the step.
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
     with pytest.raises(tf.errors.InvalidArgumentError,
                        match="class ids in \\[0, num_classes\\)"):
-        distiller.fit(x, y, epochs=1, verbose=0)
+        distiller.fit(dataset, epochs=1, verbose=0)
 
 
 def test_missing_labels():

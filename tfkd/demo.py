@@ -137,7 +137,7 @@ def run_demo(method="kd", epochs=30, teacher_epochs=20, seeds=(0,),
         student = keras.models.clone_model(student_init)
         student.set_weights(initial_weights)
         distiller = registry.build(method, teacher, student,
-                                   feature_layers=registry.digits_taps())
+                                   feature_layers=registry.digits_taps(method))
         distiller.compile(optimizer=keras.optimizers.Adam(3e-3),
                           metrics=["accuracy"])
         distilled_history = registry.fit(

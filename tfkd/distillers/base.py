@@ -20,6 +20,7 @@ A method only states its loss terms (`compute_loss_terms`) and their weights
 import copy
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfkd.layers.self_taught_conv2d import find_guided_channels
@@ -531,9 +532,21 @@ class Distiller(keras.Model):
 
     def fit(self, x=None, y=None, *args, **kwargs):
         _check_not_empty(x, "x")
-        if kwargs.get("validation_data") is not None:
-            _check_not_empty(kwargs["validation_data"], "validation_data")
+        _check_arrays(x, y, self._num_classes(), "x", "y")
+        validation = kwargs.get("validation_data")
+        if validation is not None:
+            _check_not_empty(validation, "validation_data")
+            if isinstance(validation, (tuple, list)) and len(validation) >= 2:
+                _check_arrays(validation[0], validation[1],
+                              self._num_classes(), "validation_data[0]",
+                              "validation_data[1]")
         return super().fit(x, y, *args, **kwargs)
+
+    def _num_classes(self):
+        try:
+            return int(self.student.outputs[0].shape[-1])
+        except (AttributeError, TypeError, ValueError, IndexError):
+            return None
 
     def get_config(self):
         config = super().get_config()
@@ -556,6 +569,36 @@ class Distiller(keras.Model):
                 config[key], custom_objects=custom_objects
             )
         return cls(**config)
+
+
+def _check_arrays(x, y, num_classes, x_name, y_name):
+    """Eager checks of in-memory arrays, before any graph is traced.
+
+    Non-finite images would otherwise train silently (fused conv + ReLU
+    kernels map NaN to 0), and out-of-range labels would only fail inside
+    the graph, without the offending value.
+    """
+    if isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.floating):
+        bad = ~np.isfinite(x)
+        if bad.any():
+            first = int(np.argwhere(bad.reshape(len(x), -1).any(1))[0][0])
+            raise ValueError(
+                f"`{x_name}` contains NaN or Inf values ({int(bad.sum())} "
+                f"elements; the first in example {first}). Clean or impute "
+                f"the data before training."
+            )
+    if (
+        isinstance(y, np.ndarray) and num_classes is not None
+        and np.issubdtype(y.dtype, np.integer) and y.size
+    ):
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or high >= num_classes:
+            raise ValueError(
+                f"`{y_name}` must hold class ids in [0, {num_classes}) for "
+                f"a student with {num_classes} logits. Received labels in "
+                f"[{low}, {high}]. Check the data's number of classes "
+                f"against the models'."
+            )
 
 
 def _check_not_empty(data, name):
