@@ -53,8 +53,9 @@ import keras
 
 import tfkd
 from tfkd.callbacks import StopOnNonFiniteLoss
+from tfkd.experiment import compile_classifier
+from tfkd.experiment import record_run
 from tfkd.reporting import ResultsWriter
-from tfkd.reporting import RunResult
 from tfkd.reporting import markdown_table
 
 METHODS = ("student", "kd", "fitnet", "dln", "ktan", "kd+ktan")
@@ -168,35 +169,15 @@ def available_methods(methods):
     return [m for m in methods if m != "fitnet"]
 
 
-def _compile_plain(model, optimizer):
-    model.compile(
-        optimizer=optimizer,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"])
-
-
-def _test_accuracy(model, data):
-    _compile_plain(model, "sgd")
-    return float(model.evaluate(data.test, return_dict=True,
-                                verbose=0)["accuracy"])
-
-
 def _record(writer, setting, method, seed, history, model, teacher, data,
             seconds, hyperparameters):
-    result = RunResult.from_history(
-        history, method=method, dataset=setting.dataset, seed=seed,
-        test_accuracy=_test_accuracy(model, data),
-        validation_is_test=not setting.quick,
-        teacher=setting.teacher_name,
-        student=None if method == "teacher" else setting.student_name,
-        teacher_params=teacher.count_params(),
-        student_params=model.count_params(), wall_time=seconds,
-        hyperparameters=hyperparameters)
-    writer.add(result)
-    print(f"  {method:<8} seed {seed}: test "
-          f"{result.test_accuracy_last * 100:6.2f} % ({seconds:.0f} s)",
-          flush=True)
-    return result
+    return record_run(
+        writer, history, label=setting.student_name, method=method,
+        dataset=setting.dataset, seed=seed, model=model, teacher=teacher,
+        test_data=data.test, seconds=seconds,
+        hyperparameters=hyperparameters, validation_is_test=not setting.quick,
+        teacher_name=setting.teacher_name,
+        student_name=None if method == "teacher" else setting.student_name)
 
 
 def run_seed(setting, methods, seed, writer, teacher_dir=None, verbose=0):
@@ -213,7 +194,7 @@ def run_seed(setting, methods, seed, writer, teacher_dir=None, verbose=0):
         teacher, history = keras.models.load_model(path), {}
     else:
         teacher = build_model(setting.teacher_name, data)
-        _compile_plain(teacher, setting.optimizer(setting.teacher_epochs,
+        compile_classifier(teacher, setting.optimizer(setting.teacher_epochs,
                                                   steps))
         history = teacher.fit(data.train, validation_data=data.validation,
                               epochs=setting.teacher_epochs, verbose=verbose,
@@ -238,7 +219,7 @@ def run_seed(setting, methods, seed, writer, teacher_dir=None, verbose=0):
                            "batch_size": setting.batch_size}
         start = time.time()
         if method == "student":
-            _compile_plain(student, optimizer)
+            compile_classifier(student, optimizer)
             history = student.fit(data.train, validation_data=data.validation,
                                   epochs=setting.epochs, verbose=verbose,
                                   callbacks=guard, shuffle=False)

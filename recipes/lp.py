@@ -73,8 +73,10 @@ import keras
 import tfkd
 from tfkd.callbacks import StopOnNonFiniteLoss
 from tfkd.data import DatasetNotFoundError
+from tfkd.experiment import compile_classifier
+from tfkd.experiment import record_run
+from tfkd.experiment import steps_per_epoch
 from tfkd.reporting import ResultsWriter
-from tfkd.reporting import RunResult
 from tfkd.reporting import markdown_table
 
 #: Methods of each table (besides "teacher"), its data sets and students.
@@ -219,38 +221,13 @@ def build_distiller(method, teacher, student, pair):
     raise ValueError(f"Unknown method {method!r}; expected one of {METHODS}.")
 
 
-def _compile_plain(model, optimizer):
-    model.compile(
-        optimizer=optimizer,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"])
-
-
-def _test_accuracy(model, data):
-    _compile_plain(model, "sgd")
-    return float(model.evaluate(data.test, return_dict=True,
-                                verbose=0)["accuracy"])
-
-
 def _record(writer, setting, name, method, seed, history, model, teacher,
             data, seconds, hyperparameters):
-    result = RunResult.from_history(
-        history, method=f"{name}/{method}", dataset=setting.dataset,
-        seed=seed, test_accuracy=_test_accuracy(model, data),
-        validation_is_test=not setting.quick, teacher=teacher.name,
-        student=model.name, teacher_params=teacher.count_params(),
-        student_params=model.count_params(), wall_time=seconds,
-        hyperparameters=hyperparameters)
-    writer.add(result)
-    print(f"  {name:<18} {method:<8} seed {seed}: test "
-          f"{result.test_accuracy_last * 100:6.2f} % ({seconds:.0f} s)",
-          flush=True)
-    return result
-
-
-def _steps_per_epoch(data):
-    steps = int(data.train.cardinality())
-    return steps if steps > 0 else 1000  # Unknown cardinality: a guess.
+    return record_run(
+        writer, history, label=name, method=f"{name}/{method}",
+        dataset=setting.dataset, seed=seed, model=model, teacher=teacher,
+        test_data=data.test, seconds=seconds,
+        hyperparameters=hyperparameters, validation_is_test=not setting.quick)
 
 
 def _train_teacher(setting, pair, data, seed, teacher_dir, guard, verbose,
@@ -263,9 +240,9 @@ def _train_teacher(setting, pair, data, seed, teacher_dir, guard, verbose,
         teacher, history = keras.models.load_model(path), {}
     else:
         teacher = build_model(pair.teacher, data)
-        _compile_plain(teacher, setting.optimizer(
+        compile_classifier(teacher, setting.optimizer(
             teacher=True,
-            total_steps=setting.teacher_epochs * _steps_per_epoch(data)))
+            total_steps=setting.teacher_epochs * steps_per_epoch(data.train)))
         history = teacher.fit(data.train, validation_data=data.validation,
                               epochs=setting.teacher_epochs, verbose=verbose,
                               callbacks=guard, shuffle=False)
@@ -310,7 +287,7 @@ def run_dataset(setting, plan, seeds, writer, teacher_dir=None, verbose=0):
                 fit_kwargs = dict(validation_data=data.validation,
                                   verbose=verbose, callbacks=guard,
                                   shuffle=False)
-                steps = _steps_per_epoch(data)
+                steps = steps_per_epoch(data.train)
                 hint_epochs = max(1, round(setting.epochs / 4))
                 kd_epochs = max(1, setting.epochs - hint_epochs)
                 if method == "fitnet":
@@ -321,7 +298,7 @@ def run_dataset(setting, plan, seeds, writer, teacher_dir=None, verbose=0):
                     optimizer = setting.optimizer(
                         total_steps=setting.epochs * steps)
                 if method == "student":
-                    _compile_plain(student, optimizer)
+                    compile_classifier(student, optimizer)
                     history = student.fit(data.train, epochs=setting.epochs,
                                           **fit_kwargs)
                 else:

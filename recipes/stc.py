@@ -44,8 +44,9 @@ import keras
 
 import tfkd
 from tfkd.callbacks import StopOnNonFiniteLoss
+from tfkd.experiment import compile_classifier
+from tfkd.experiment import record_run
 from tfkd.reporting import ResultsWriter
-from tfkd.reporting import RunResult
 from tfkd.reporting import markdown_table
 
 #: Distillation methods of each table (plus "teacher" and "student").
@@ -226,34 +227,14 @@ def available_methods(methods):
     return [m for m in methods if not m.startswith("at")]
 
 
-def _compile_plain(model, optimizer):
-    model.compile(
-        optimizer=optimizer,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"])
-
-
-def _test_accuracy(model, data):
-    _compile_plain(model, "sgd")
-    return float(model.evaluate(data.test, return_dict=True,
-                                verbose=0)["accuracy"])
-
-
 def _record(writer, setting, pair, method, seed, history, model, teacher,
             student_name, data, seconds, hyperparameters):
-    result = RunResult.from_history(
-        history, method=f"{pair.name}/{method}", dataset=setting.dataset,
-        seed=seed, test_accuracy=_test_accuracy(model, data),
-        validation_is_test=not setting.quick,
-        teacher=pair.teacher, student=student_name,
-        teacher_params=teacher.count_params(),
-        student_params=model.count_params(), wall_time=seconds,
-        hyperparameters=hyperparameters)
-    writer.add(result)
-    acc = result.test_accuracy_last * 100
-    print(f"  {pair.name:<28} {method:<11} seed {seed}: test {acc:6.2f} % "
-          f"({seconds:.0f} s)", flush=True)
-    return result
+    return record_run(
+        writer, history, label=pair.name, method=f"{pair.name}/{method}",
+        dataset=setting.dataset, seed=seed, model=model, teacher=teacher,
+        test_data=data.test, seconds=seconds,
+        hyperparameters=hyperparameters, validation_is_test=not setting.quick,
+        teacher_name=pair.teacher, student_name=student_name)
 
 
 def run_pair(setting, pair, methods, seeds, writer, teacher_dir=None,
@@ -275,7 +256,7 @@ def run_pair(setting, pair, methods, seeds, writer, teacher_dir=None,
             history = {}
         else:
             teacher = build_model(pair.teacher, data)
-            _compile_plain(teacher, setting.optimizer(
+            compile_classifier(teacher, setting.optimizer(
                 setting.teacher_epochs, steps))
             history = teacher.fit(
                 data.train, validation_data=data.validation,
@@ -298,7 +279,7 @@ def run_pair(setting, pair, methods, seeds, writer, teacher_dir=None,
             optimizer = setting.optimizer(setting.epochs, steps)
             if method == "student":
                 model = student
-                _compile_plain(model, optimizer)
+                compile_classifier(model, optimizer)
             else:
                 model = build_distiller(method, teacher, student, pair, alpha)
                 model.compile(optimizer=optimizer, metrics=["accuracy"])

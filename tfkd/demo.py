@@ -87,6 +87,8 @@ def run_demo(method="kd", epochs=30, teacher_epochs=20, seeds=(0,),
     import tfkd
     from tfkd.callbacks import StopOnNonFiniteLoss
     from tfkd.distillers import registry
+    from tfkd.experiment import compile_classifier
+    from tfkd.experiment import test_accuracy
 
     _positive_int(epochs, "epochs")
     _positive_int(teacher_epochs, "teacher_epochs")
@@ -107,11 +109,16 @@ def run_demo(method="kd", epochs=30, teacher_epochs=20, seeds=(0,),
         print(f"\n[seed {seed}] 1/3 teacher ({teacher_epochs} epochs)")
         teacher = tfkd.models.digits_teacher(data.num_classes,
                                              data.input_shape)
-        teacher.compile(
-            optimizer=keras.optimizers.Adam(3e-3),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"],
-        )
+        steps = int(data.train.cardinality())
+
+        def adam(epochs_):
+            # Cosine decay to 0: with a constant rate the tiny student's
+            # accuracy swings by several points between epochs, which would
+            # make the last-epoch comparison a lottery.
+            return keras.optimizers.Adam(
+                keras.optimizers.schedules.CosineDecay(3e-3, steps * epochs_))
+
+        compile_classifier(teacher, adam(teacher_epochs))
         teacher_history = teacher.fit(
             data.train, validation_data=data.validation,
             epochs=teacher_epochs, verbose=verbose, callbacks=guard)
@@ -123,11 +130,7 @@ def run_demo(method="kd", epochs=30, teacher_epochs=20, seeds=(0,),
         print(f"\n[seed {seed}] 2/3 student from scratch ({epochs} epochs)")
         scratch = keras.models.clone_model(student_init)
         scratch.set_weights(initial_weights)
-        scratch.compile(
-            optimizer=keras.optimizers.Adam(3e-3),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"],
-        )
+        compile_classifier(scratch, adam(epochs))
         scratch_history = scratch.fit(
             data.train, validation_data=data.validation, epochs=epochs,
             verbose=verbose, callbacks=guard)
@@ -138,22 +141,14 @@ def run_demo(method="kd", epochs=30, teacher_epochs=20, seeds=(0,),
         student.set_weights(initial_weights)
         distiller = registry.build(method, teacher, student,
                                    feature_layers=registry.digits_taps(method))
-        distiller.compile(optimizer=keras.optimizers.Adam(3e-3),
+        distiller.compile(optimizer=adam(epochs),
                           metrics=["accuracy"])
         distilled_history = registry.fit(
             distiller, data.train, validation_data=data.validation,
             epochs=epochs, verbose=verbose, callbacks=guard)
 
-        def accuracy(model):
-            model.compile(
-                loss=keras.losses.SparseCategoricalCrossentropy(
-                    from_logits=True),
-                metrics=["accuracy"])
-            return float(model.evaluate(data.test, return_dict=True,
-                                        verbose=0)["accuracy"])
-
         def record(model, history):
-            return {"accuracy": accuracy(model),
+            return {"accuracy": test_accuracy(model, data.test),
                     "params": model.count_params(),
                     "history": _plain_history(history)}
 

@@ -1,0 +1,41 @@
+"""Tests of the recipe building blocks in `tfkd.experiment`."""
+
+import numpy as np
+import tensorflow as tf
+
+from tfkd import experiment
+from tfkd import testing
+from tfkd.reporting import ResultsWriter
+from tfkd.reporting import load_runs
+
+
+def test_test_accuracy_matches_argmax():
+    model = testing.tiny_conv_model("m", seed=0)
+    x, y = testing.random_images(40)
+    y = np.argmax(model.predict(x, verbose=0), axis=-1).astype("int32")
+    y[:10] = (y[:10] + 1) % 10  # 10 of 40 now wrong
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    assert experiment.test_accuracy(model, dataset) == 0.75
+    assert experiment.steps_per_epoch(dataset) == 3
+    assert experiment.steps_per_epoch(dataset.repeat(), default=7) == 7
+
+
+def test_record_run_writes_and_prints(tmp_path, capsys):
+    model = testing.tiny_conv_model("student", seed=0)
+    teacher = testing.tiny_conv_model("teacher", width=16, seed=1)
+    experiment.compile_classifier(model, "sgd")
+    x, y = testing.random_images(32)
+    history = model.fit(x, y, epochs=2, verbose=0, validation_data=(x, y))
+    writer = ResultsWriter(str(tmp_path))
+    result = experiment.record_run(
+        writer, history, label="student", method="kd", dataset="digits",
+        seed=3, model=model, teacher=teacher,
+        test_data=tf.data.Dataset.from_tensor_slices((x, y)).batch(8),
+        seconds=1.5, hyperparameters={"alpha": 0.5},
+        validation_is_test=False)
+    assert result.student_params == model.count_params()
+    assert result.teacher_params == teacher.count_params()
+    assert "kd" in capsys.readouterr().out
+    [loaded] = load_runs(str(tmp_path))
+    assert loaded.method == "kd" and loaded.seed == 3
+    assert loaded.hyperparameters == {"alpha": 0.5}
