@@ -9,10 +9,12 @@ the student's own training speed the distiller keeps).
 
 Peak memory: each distiller (and the student alone) runs `--memory-steps`
 steps in its **own subprocess**, which reports its peak resident set size
-from `resource.getrusage(RUSAGE_SELF).ru_maxrss` (the whole process: the
-TensorFlow runtime, both models, activations and the distiller's parts;
-`tf.config.experimental.get_memory_info` is GPU-only and `tracemalloc`
-does not see TensorFlow's C++ allocations). The extra memory of a method
+(`VmHWM` of `/proc/self/status` on Linux, else
+`resource.getrusage(RUSAGE_SELF).ru_maxrss`, which Linux carries over from
+the parent through `fork` + `exec` and so cannot be used for children):
+the whole process — the TensorFlow runtime, both models, activations and
+the distiller's parts. (`tf.config.experimental.get_memory_info` is
+GPU-only and `tracemalloc` does not see TensorFlow's C++ allocations.) The extra memory of a method
 is its peak minus the student-only process's peak, which also holds the
 runtime.
 
@@ -113,9 +115,26 @@ def memory_child(method, batch, steps):
         step = tf.function(build(method, teacher, student).train_step)
     for _ in range(steps):
         _common.sync(step(data))
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print("RESULT " + json.dumps({"method": method,
-                                  "peak_mib": peak_kib / 1024}))
+                                  "peak_mib": peak_rss_kib() / 1024}))
+
+
+def peak_rss_kib():
+    """This process's peak resident set size in KiB.
+
+    `VmHWM` from `/proc/self/status` on Linux: the high-water mark of this
+    process's own address space. `getrusage(RUSAGE_SELF).ru_maxrss` is not
+    used there because Linux carries it over `fork` + `exec`, so a child
+    would report its parent's peak if that was larger.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def peak_memory(methods):
@@ -141,6 +160,7 @@ def peak_memory(methods):
 
 def main():
     print(_common.environment(), flush=True)
+    memory = {} if ARGS.no_memory else peak_memory(ARGS.methods)
     teacher, student = _common.vgg_pair()
     data = _common.batch(ARGS.batch)
     steps = {"student only": (lambda f: lambda: f(data))(
@@ -149,7 +169,6 @@ def main():
         step = tf.function(build(method, teacher, student).train_step)
         steps[method] = (lambda f: lambda: f(data))(step)
     times = _common.interleaved(steps, ARGS.rounds, warmup=ARGS.warmup)
-    memory = {} if ARGS.no_memory else peak_memory(ARGS.methods)
     rows = []
     for name in steps:
         ms = _common.median_ms(times, name)
