@@ -387,8 +387,10 @@ class Runner:
         if variant in self.teachers:
             return self.teachers[variant]
         setting, seed = self.setting, self.teacher_seed
-        data = setting.load(seed)
+        # Seed first: a tf.data shuffle's order depends on the global seed
+        # when the pipeline is built.
         keras.utils.set_random_seed(seed)
+        data = setting.load(seed)
         teacher = setting.teacher(variant, data)
         path = self.teacher_dir and os.path.join(
             self.teacher_dir,
@@ -422,18 +424,23 @@ class Runner:
         for variant in ["original"] + sorted(teachers - {"original"}):
             self.teacher(variant)
         print(f"seed {seed}", flush=True)
-        data = setting.load(seed)
-        steps = _steps(data.train)
-        cache = tfkd.data.is_deterministic(data.train)
-        # The same initial weights for every row with the same student.
+        # The same initial weights for every row with the same student
+        # network, whichever rows are selected.
         keras.utils.set_random_seed(seed)
+        data = setting.load(seed)
         initial = {}
         for variant in VARIANTS:
             if any(row.variant == variant for row in rows):
+                keras.utils.set_random_seed(seed)
                 initial[variant] = setting.student(variant, data).get_weights()
-        cached = {}
 
         for row in rows:
+            # Fresh pipelines per row, built after seeding: a row's batch
+            # order (the pipelines reshuffle on every pass, from the global
+            # seed at build time) does not depend on the rows before.
+            keras.utils.set_random_seed(seed)
+            data = setting.load(seed)
+            steps = _steps(data.train)
             keras.utils.set_random_seed(seed)
             student = setting.student(row.variant, data)
             student.set_weights(initial[row.variant])
@@ -456,14 +463,13 @@ class Runner:
                 distiller = build_distiller(row, teacher, student,
                                             setting.layer)
                 train, validation = data.train, data.validation
-                if cache and row.approach != "kd":
-                    if row.teacher_variant not in cached:
-                        cached[row.teacher_variant] = (
-                            tfkd.data.cache_teacher_outputs(
-                                distiller, data.train, seed=seed),
-                            tfkd.data.cache_teacher_outputs(
-                                distiller, data.validation, shuffle=False))
-                    train, validation = cached[row.teacher_variant]
+                if row.approach != "kd" and tfkd.data.is_deterministic(
+                        data.train):
+                    # No augmentation: the teacher's outputs, once.
+                    train = tfkd.data.cache_teacher_outputs(
+                        distiller, data.train, seed=seed)
+                    validation = tfkd.data.cache_teacher_outputs(
+                        distiller, data.validation, shuffle=False)
                 history = self._fit(row, distiller, train, validation, steps,
                                     callbacks)
                 hyperparameters.update(

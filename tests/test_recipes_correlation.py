@@ -136,3 +136,20 @@ def test_cifar_without_data_fails_clearly(recipe, tmp_path):
         recipe.main(["--table", "4", "--rows", "student", "--seeds", "0",
                      "--data-dir", str(tmp_path / "tfds"),
                      "--out", str(tmp_path / "out")])
+
+
+def test_a_rows_result_does_not_depend_on_the_other_rows(recipe, tmp_path):
+    common = ["--quick", "--table", "3", "--seeds", "1", "--epochs", "1",
+              "--teacher-epochs", "1"]
+
+    def history(out, rows):
+        recipe.main(common + ["--rows", *rows, "--out", str(out)])
+        for name in os.listdir(out):
+            if name.startswith("digits_channel-single_"):
+                with open(os.path.join(out, name)) as f:
+                    return json.load(f)["history"]
+
+    alone = history(tmp_path / "alone", ["channel/single"])
+    after = history(tmp_path / "after", ["both/single", "channel/single"])
+    for key in ("loss", "knowledge_loss", "val_loss", "test_accuracy"):
+        assert after[key] == pytest.approx(alone[key], rel=1e-5), key
