@@ -66,8 +66,10 @@ it); the seeds change the students' initial weights (shared by every row
 of a seed with the same student network), the batch order and the
 augmentation.
 
-`--quick` runs the same code on the embedded digits (16×16; split fixed
-with seed 0) with `tfkd.models.digits_teacher` / `digits_student` and their
+`--quick` runs the same code on the embedded digits (16×16; split and
+shuffling fixed with seed 0, so there the seeds change the initial weights
+and the order of the feature rows' cached batches) with
+`tfkd.models.digits_teacher` / `digits_student` and their
 `augmented` / `self_taught` variants (the guided layer, whose activation
 `block2_relu` is tapped, doubled: 64 → 128 channels for the teacher, 16 →
 32 for the student, 16 guided + 16 self-taught when self-taught). The
@@ -287,8 +289,8 @@ class Setting:
     def describe_optimizer(self):
         if self.quick:
             return f"Adam({self.learning_rate:g})"
-        return (f"SGD(momentum=0.9, weight_decay=5e-4, lr={self.learning_rate:g}"
-                " x0.2 at 30/60/80 %)")
+        return ("SGD(momentum=0.9, weight_decay=5e-4, "
+                f"lr={self.learning_rate:g} x0.2 at 30/60/80 %)")
 
     def teacher(self, variant, data):
         augmented = variant == "augmented"

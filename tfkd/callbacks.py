@@ -146,7 +146,16 @@ class EvaluateAccuracy(keras.callbacks.Callback):
         return self.model if student is None else student
 
     def _counter(self, model):
-        @tf.function(reduce_retracing=True)
+        # One trace per model: the batch dimension is left free.
+        images_spec, labels_spec = self.data.element_spec[:2]
+        if isinstance(images_spec, dict):
+            images_spec = images_spec["images"]
+
+        def free_batch(spec):
+            return tf.TensorSpec((None,) + tuple(spec.shape[1:]), spec.dtype)
+
+        @tf.function(input_signature=[free_batch(images_spec),
+                                      free_batch(labels_spec)])
         def count(images, labels):
             predicted = tf.argmax(model(images, training=False), axis=-1)
             if labels.shape.rank == predicted.shape.rank + 1:
