@@ -33,6 +33,16 @@ COMMON_SEARCH_SPACE = {
                          "default": 1.0},
 }
 
+# The class loss (correlation paper eq. 5) that every feature distiller
+# shares: alpha = 1 is no KD term, 0.3 the paper's "+KD"; KD temperature.
+# (Specs are deep-copied by `normalize_spec`, so sharing them is safe.)
+_CLASS_LOSS_SPACE = {
+    "alpha": {"type": "float", "min_value": 0.3, "max_value": 1.0,
+              "default": 1.0},
+    "temperature": {"type": "float", "min_value": 1.0, "max_value": 10.0,
+                    "default": 4.0},
+}
+
 #: Per-method search spaces with the papers' ranges (default = paper value).
 DEFAULT_SEARCH_SPACES = {
     # Hinton et al. 2015: T in 1-10 (2-20 in the paper's MNIST runs), alpha
@@ -48,28 +58,19 @@ DEFAULT_SEARCH_SPACES = {
     "correlation": {
         "beta": {"type": "float", "min_value": 0.01, "max_value": 1.0,
                  "sampling": "log", "default": 0.1},
-        "alpha": {"type": "float", "min_value": 0.3, "max_value": 1.0,
-                  "default": 1.0},
-        "temperature": {"type": "float", "min_value": 1.0, "max_value": 10.0,
-                        "default": 4.0},
+        **_CLASS_LOSS_SPACE,
     },
     # FitNets hints through the same single-stage objective.
     "fitnet": {
         "beta": {"type": "float", "min_value": 0.01, "max_value": 1.0,
                  "sampling": "log", "default": 0.1},
-        "alpha": {"type": "float", "min_value": 0.3, "max_value": 1.0,
-                  "default": 1.0},
-        "temperature": {"type": "float", "min_value": 1.0, "max_value": 10.0,
-                        "default": 4.0},
+        **_CLASS_LOSS_SPACE,
     },
     # Attention transfer: beta = 1000 / 2 per pair in the authors' code.
     "attention": {
         "beta": {"type": "float", "min_value": 50.0, "max_value": 5000.0,
                  "sampling": "log", "default": 500.0},
-        "alpha": {"type": "float", "min_value": 0.3, "max_value": 1.0,
-                  "default": 1.0},
-        "temperature": {"type": "float", "min_value": 1.0, "max_value": 10.0,
-                        "default": 4.0},
+        **_CLASS_LOSS_SPACE,
     },
     # LP paper eq. 8: k = 5 neighbours, gamma = 1, lam = 2, tau = 0.5.
     "lp": {
