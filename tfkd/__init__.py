@@ -12,11 +12,13 @@ from tfkd import data  # noqa: F401
 from tfkd import distillers  # noqa: F401
 from tfkd import experiment  # noqa: F401
 from tfkd import export  # noqa: F401
+from tfkd import hyperparameters  # noqa: F401
 from tfkd import layers  # noqa: F401
 from tfkd import losses  # noqa: F401
 from tfkd import models  # noqa: F401
 from tfkd import reporting  # noqa: F401
 from tfkd import saving  # noqa: F401
+from tfkd import terms  # noqa: F401
 from tfkd import tuning  # noqa: F401
 from tfkd.distillers import Distiller  # noqa: F401
 from tfkd.distillers import AttentionDistiller  # noqa: F401

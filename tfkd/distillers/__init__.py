@@ -3,7 +3,7 @@
 from tfkd.distillers.base import Distiller  # noqa: F401
 from tfkd.distillers.attention import AttentionDistiller  # noqa: F401
 from tfkd.distillers.correlation import CorrelationDistiller  # noqa: F401
-from tfkd.distillers.feature import FeatureAdapter  # noqa: F401
+from tfkd.layers.feature_adapter import FeatureAdapter  # noqa: F401
 from tfkd.distillers.feature import FeatureDistiller  # noqa: F401
 from tfkd.distillers.fitnet import FitNetDistiller  # noqa: F401
 from tfkd.distillers.locality import LocalityPreservingDistiller  # noqa: F401

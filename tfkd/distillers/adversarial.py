@@ -16,55 +16,34 @@ The phase is read from a step-counter variable, so it is saved and restored
 with the distiller's weights.
 """
 
-import copy
 import numbers
 
 import keras
 import tensorflow as tf
 
+from tfkd import _compat
+from tfkd import hyperparameters as hp
 from tfkd.distillers.base import Distiller
-from tfkd.distillers.base import num_replicas
 from tfkd.distillers.base import reduce_term
-from tfkd.distillers.base import split_cached_inputs
-from tfkd.layers.teacher_to_student import TeacherToStudent
 from tfkd.layers.teacher_to_student import pretrain_regressor
-from tfkd.losses import kd as kd_losses
-from tfkd.losses import ktan as ktan_losses
-from tfkd.losses._utils import check_non_negative
-from tfkd.losses._utils import check_positive
-from tfkd.models.discriminator import DISCRIMINATOR_LOGIT_LAYER
-from tfkd.models.discriminator import build_discriminator
-
-
-def _single_layer_name(value, name):
-    if isinstance(value, (list, tuple)) and len(value) == 1:
-        value = value[0]
-    if not isinstance(value, str):
-        raise ValueError(
-            f"`{name}` must be the name of one layer (KTAN transfers a single "
-            f"feature map, the network's last conv map). Received: "
-            f"{name}={value!r}."
-        )
-    return value
-
-
-def _is_non_negative_output(layer):
-    """True when the layer's output is a ReLU (so the regressor's is too)."""
-    relus = (keras.activations.relu, keras.activations.relu6)
-    if isinstance(layer, keras.layers.ReLU):
-        return (not layer.negative_slope) and not layer.threshold
-    return getattr(layer, "activation", None) in relus
+from tfkd.terms.adversarial import AdversarialDistillation
+from tfkd.terms.adversarial import RegressedFeatureDistillation
+from tfkd.terms.adversarial import _single_layer_name
+from tfkd.terms.base import LOGITS
+from tfkd.terms.kd import KDDistillation
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
 class AdversarialDistiller(Distiller):
     """KTAN: feature-map MSE plus an adversarial discriminator (and DLN).
 
-    Knowledge is the teacher's last conv feature map `m_t`
-    (`teacher_layer`), mapped to the shape of the student's last conv map
-    `m_s` (`student_layer`) by a frozen `TeacherToStudent` regressor `R`.
-    Training has two phases, both inside `train_step` so a plain `fit` runs
-    them (Algorithm 2):
+    A preset over two terms: `tfkd.losses.RegressedFeatureDistillation`
+    (`mse`: the teacher's last conv map `m_t` through a frozen
+    `TeacherToStudent` regressor `R`, compared with the student's map `m_s`
+    by eq. 2's MSE) and `tfkd.losses.AdversarialDistillation` (`adv`: a
+    discriminator `D` tells `R(m_t)` from `m_s`; the student's term is
+    `−log D(m_s)`), plus Hinton KD (`kd`). Training has two phases, both
+    inside `train_step` so a plain `fit` runs them (Algorithm 2):
 
     - phase 1, the first `pretrain_steps` steps: the student minimises
       `CE(y, s) + beta · L_MSE(R(m_t), m_s)`;
@@ -73,40 +52,30 @@ class AdversarialDistiller(Distiller):
       `m_s`, then a student step on
       `CE + alpha · (−log D(m_s)) + beta · L_MSE + kd_weight · KD`.
 
-    `alpha = 0` is DLN (the paper's "directly learning network"): no
-    adversarial term reaches the student. The discriminator still trains
-    then, as a monitor: its `d_accuracy` shows how well the student's maps
-    can be told from the teacher's without the adversary. `kd_weight > 0`
-    gives the "KD+KTAN" row (Hinton's `kd_loss` at `temperature`).
-
-    The phase is decided by the step counter `distiller.step_counter` (a
+    In the engine's convention the total is that objective divided by 2
+    (`student_loss_weight = 0.5`, term weights `beta`, `alpha` (0 in phase
+    1) and `kd_weight`). `alpha = 0` is DLN (the paper's "directly learning
+    network"); the discriminator still trains then, as a monitor
+    (`d_accuracy`). The phase is decided by `distiller.step_counter` (a
     non-trainable variable saved with the weights), so a restored distiller
     resumes in the right phase; a phase-1 step leaves the discriminator and
     its optimizer untouched. Compile with two optimizers:
     `compile(optimizer=..., discriminator_optimizer=...)`; both are saved in
-    `.keras` files. Under mixed float16 both are wrapped in a
-    `LossScaleOptimizer`; under `tf.distribute` both losses are scaled to the
-    global mean, as in `Distiller.train_step`.
+    `.keras` files and wrapped in a `LossScaleOptimizer` under mixed
+    float16; under `tf.distribute` both losses are scaled to the global
+    mean.
 
-    Metrics: `loss` (the student's objective), `class_loss`, `mse_loss`,
-    `kd_loss` (reported even when `kd_weight = 0`), `adv_loss`
-    (`−log D(m_s)`), `d_loss` and `d_accuracy` (the discriminator's binary
-    cross entropy and accuracy on real and fake maps). During training
-    `adv_loss`, `d_loss` and `d_accuracy` average over phase-2 steps only
-    (they read 0 during phase 1); validation reports them for the current
-    discriminator.
+    Metrics: `loss`, `student_loss`, `mse_loss`, `adv_loss`, `kd_loss`
+    (reported even when `kd_weight = 0`), `d_loss` and `d_accuracy` (the
+    discriminator's binary cross entropy and accuracy on real and fake
+    maps). During training `adv_loss`, `d_loss` and `d_accuracy` average
+    over phase-2 steps only (they read 0 during phase 1); validation
+    reports them for the current discriminator.
 
-    The regressor `R` should be pre-trained (Algorithm 1) before `fit`:
-    call `distiller.pretrain_regressor(data, num_classes)` (or the function
-    `tfkd.layers.pretrain_regressor`), or pass an already trained
-    `regressor=`. It stays frozen during distillation (so teacher outputs
-    cached with `tfkd.data.cache_teacher_outputs`, which hold `R(m_t)`, must
-    be built after pre-training). When `regressor` is
-    `None` one is created from the map shapes, with a ReLU output when the
-    student's tapped layer ends in a ReLU (so `R(m_t)` and `m_s` share a
-    range and the discriminator cannot tell them apart by sign alone).
-    The regressor and discriminator belong to the distiller
-    (`distiller.weights`), never to `distiller.student`.
+    Pre-train the regressor before `fit` (Algorithm 1):
+    `distiller.pretrain_regressor(data)`, or pass a trained `regressor=`.
+    The regressor and discriminator belong to the terms (saved with the
+    distiller), never to `distiller.student`.
 
     Args:
         teacher: Trained functional teacher outputting logits; frozen.
@@ -139,28 +108,31 @@ class AdversarialDistiller(Distiller):
     >>> int(distiller.step_counter.numpy())
     4
     >>> sorted(history.history)  # doctest: +NORMALIZE_WHITESPACE
-    ['adv_loss', 'class_loss', 'd_accuracy', 'd_loss', 'kd_loss', 'loss',
-     'mse_loss']
+    ['adv_loss', 'd_accuracy', 'd_loss', 'kd_loss', 'loss', 'mse_loss',
+     'student_loss']
 
     Reference:
         Liu, Liu, Ma, Jiang, Seok. "KTAN: Knowledge Transfer Adversarial
         Network", eq. 2 and Algorithms 1-2.
     """
 
-    loss_term_names = ("class_loss", "mse_loss", "adv_loss", "kd_loss",
-                       "d_loss", "d_accuracy")
-    _adversarial_terms = ("adv_loss", "d_loss", "d_accuracy")
+    alpha = hp.Hyperparameter(hp.non_negative,
+                              doc="Weight of the adversarial term.")
+    beta = hp.Hyperparameter(hp.non_negative, doc="Weight of L_MSE.")
+    kd_weight = hp.Hyperparameter(hp.non_negative,
+                                  doc="Weight of the KD term.")
 
-    def __init__(self, teacher, student, *, teacher_layer, student_layer,
-                 alpha=0.6, beta=0.5, pretrain_steps=1000, kd_weight=0.0,
-                 temperature=4.0, regressor=None, discriminator_width=64,
-                 **kwargs):
+    _phase2_metrics = ("adv_loss", "d_loss", "d_accuracy")
+
+    def __init__(self, teacher, student, *, teacher_layer=None,
+                 student_layer=None, alpha=0.6, beta=0.5, pretrain_steps=100,
+                 kd_weight=0.0, temperature=4.0, regressor=None,
+                 discriminator_width=64, **kwargs):
         teacher_layer = _single_layer_name(teacher_layer, "teacher_layer")
         student_layer = _single_layer_name(student_layer, "student_layer")
-        alpha = check_non_negative(alpha, "alpha")
-        beta = check_non_negative(beta, "beta")
-        kd_weight = check_non_negative(kd_weight, "kd_weight")
-        check_positive(temperature, "temperature")
+        alpha = hp.non_negative(alpha, "alpha")
+        beta = hp.non_negative(beta, "beta")
+        kd_weight = hp.non_negative(kd_weight, "kd_weight")
         if isinstance(pretrain_steps, bool) or not isinstance(
             pretrain_steps, numbers.Integral
         ) or pretrain_steps < 0:
@@ -169,81 +141,85 @@ class AdversarialDistiller(Distiller):
                 "phase-1 steps before adversarial training). Received: "
                 f"pretrain_steps={pretrain_steps!r}."
             )
-        if isinstance(discriminator_width, bool) or not isinstance(
-            discriminator_width, numbers.Integral
-        ) or discriminator_width < 1:
-            raise ValueError(
-                "`discriminator_width` must be a positive int. Received: "
-                f"discriminator_width={discriminator_width!r}."
-            )
-        if regressor is not None and not isinstance(regressor,
-                                                    keras.layers.Layer):
-            raise TypeError(
-                "`regressor` must be a Keras layer such as "
-                "`tfkd.layers.TeacherToStudent`, or None to create one. "
-                f"Received: regressor={regressor!r} of type "
-                f"{type(regressor).__name__}."
-            )
-        # The base's `alpha` (CE weight in [0, 1]) has no role here.
-        super().__init__(teacher, student, alpha=1.0, temperature=temperature,
-                         teacher_layer=teacher_layer,
-                         student_layer=student_layer, **kwargs)
+        super().__init__(
+            teacher, student,
+            distillation_losses=[
+                RegressedFeatureDistillation(
+                    teacher_layer, student_layer, regressor=regressor,
+                    name="mse"),
+                AdversarialDistillation(
+                    teacher_layer, student_layer,
+                    discriminator_width=discriminator_width, name="adv"),
+                KDDistillation(temperature=temperature, name="kd"),
+            ],
+            **kwargs,
+        )
         self.alpha = alpha
         self.beta = beta
         self.kd_weight = kd_weight
         self.pretrain_steps = int(pretrain_steps)
-        self.discriminator_width = int(discriminator_width)
-
-        teacher_map = tuple(self._teacher_extractor.outputs[1].shape[1:])
-        student_map = tuple(self._student_extractor.outputs[1].shape[1:])
-        guided = self._guided[0]
-        if guided is not None:
-            student_map = student_map[:-1] + (guided,)
-        for role, shape in (("teacher", teacher_map),
-                            ("student", student_map)):
-            if len(shape) != 3 or any(d is None for d in shape):
-                raise ValueError(
-                    f"The tapped {role} layer must output a feature map of "
-                    f"static shape (batch, H, W, C). Received shape "
-                    f"(batch,) + {shape}. Tap the last conv block's output "
-                    f"and build the {role} with a fixed input size."
-                )
-        self.teacher_map_shape = teacher_map
-        self.student_map_shape = student_map
-        if regressor is None:
-            activation = "relu" if _is_non_negative_output(
-                self.student.get_layer(student_layer)) else None
-            regressor = TeacherToStudent(
-                student_map[-1], teacher_size=teacher_map[:2],
-                student_size=student_map[:2], activation=activation,
-                name="teacher_to_student",
-            )
-        regressor.trainable = False
-        mapped = regressor(keras.Input(teacher_map, name="teacher_map"))
-        if tuple(mapped.shape[1:]) != student_map:
-            raise ValueError(
-                f"The regressor maps the teacher's {teacher_map} map to "
-                f"{tuple(mapped.shape[1:])}, but the student's map is "
-                f"{student_map}. Build it as TeacherToStudent("
-                f"{student_map[-1]}, teacher_size={teacher_map[:2]}, "
-                f"student_size={student_map[:2]}) or pass regressor=None."
-            )
-        self.regressor = regressor
-        self.discriminator = build_discriminator(
-            student_map, width=self.discriminator_width,
-            name="discriminator",
-        )
-        object.__setattr__(self, "_discriminator_logits", keras.Model(
-            self.discriminator.inputs,
-            self.discriminator.get_layer(DISCRIMINATOR_LOGIT_LAYER).output,
-            name="discriminator_logits",
-        ))
         self.step_counter = self.add_weight(
             name="step_counter", shape=(), dtype="int64",
             initializer="zeros", trainable=False,
             aggregation="only_first_replica",
         )
         self.discriminator_optimizer = None
+
+    def _unique_names(self):
+        return ["mse", "adv", "kd"]
+
+    def extra_metric_names(self):
+        return ("d_loss", "d_accuracy")
+
+    # ------------------------------------------------------------------
+    # Parts.
+
+    @property
+    def regressor(self):
+        """The frozen teacher-to-student regressor `R`."""
+        return self._terms[0].regressor
+
+    @property
+    def discriminator(self):
+        """The discriminator `D` (trained by its own optimizer)."""
+        return self._terms[1].discriminator
+
+    @property
+    def teacher_map_shape(self):
+        return self._terms[0].teacher_map_shape
+
+    @property
+    def student_map_shape(self):
+        return self._terms[0].student_map_shape
+
+    @property
+    def discriminator_width(self):
+        return self._terms[1].discriminator_width
+
+    @property
+    def temperature(self):
+        """The KD temperature (live, assignable)."""
+        return self._terms[2].temperature
+
+    @temperature.setter
+    def temperature(self, value):
+        self._terms[2].temperature = value
+
+    def _aliases(self):
+        return ("temperature",)
+
+    def adversarial_phase(self):
+        """Boolean tensor: whether the next step is a phase-2 step."""
+        return self.step_counter >= self.pretrain_steps
+
+    def paper_weights(self):
+        phase = tf.cast(self.adversarial_phase(), tf.float32)
+        return 1.0, [self.beta, self.alpha * phase, self.kd_weight], 2.0
+
+    def step_variables(self):
+        """The student's trainable variables (regressor and teacher frozen;
+        the discriminator has its own optimizer)."""
+        return list(self.student.trainable_variables)
 
     # ------------------------------------------------------------------
     # Regressor pre-training (Algorithm 1).
@@ -254,8 +230,8 @@ class AdversarialDistiller(Distiller):
         """Pre-trains the regressor on the frozen teacher (Algorithm 1).
 
         Delegates to `tfkd.layers.pretrain_regressor` with this distiller's
-        teacher, `teacher_layer` and regressor; the regressor stays frozen
-        for distillation afterwards.
+        teacher, tapped teacher layer and regressor; the regressor stays
+        frozen for distillation afterwards.
 
         Args:
             data: `tf.data.Dataset` of `(images, labels)` or an
@@ -274,8 +250,8 @@ class AdversarialDistiller(Distiller):
         if num_classes is None:
             num_classes = int(self.teacher.outputs[0].shape[-1])
         return pretrain_regressor(
-            self.teacher, self.teacher_layer[0], self.regressor, data,
-            num_classes, epochs=epochs, optimizer=optimizer,
+            self.teacher, self._terms[0].teacher_layer_name, self.regressor,
+            data, num_classes, epochs=epochs, optimizer=optimizer,
             batch_size=batch_size, steps_per_epoch=steps_per_epoch,
             verbose=verbose,
         )
@@ -284,7 +260,7 @@ class AdversarialDistiller(Distiller):
     # Compilation with two optimizers.
 
     def compile(self, optimizer="rmsprop", discriminator_optimizer=None,
-                metrics=None, **kwargs):
+                metrics=None, loss=None, **kwargs):
         """Configures the student's and the discriminator's optimizers.
 
         Args:
@@ -293,22 +269,14 @@ class AdversarialDistiller(Distiller):
                 instance, a separate object). Defaults to a fresh copy of
                 `optimizer`'s configuration.
             metrics: Metrics computed on the student's logits.
+            loss: The student loss (default: cross entropy from logits).
             **kwargs: Other `keras.Model.compile` arguments
-                (`jit_compile`, `steps_per_execution`, ...). `loss` is not
-                accepted: the distiller defines its losses.
+                (`jit_compile`, `steps_per_execution`, ...).
         """
-        if kwargs.get("loss") is not None:
-            raise ValueError(
-                "`AdversarialDistiller.compile` takes no `loss`: the "
-                "distiller defines its objectives. Received: "
-                f"loss={kwargs['loss']!r}."
-            )
-        kwargs.pop("loss", None)
         student_optimizer = keras.optimizers.get(optimizer)
         if discriminator_optimizer is None:
             discriminator_optimizer = student_optimizer.__class__.from_config(
-                student_optimizer.get_config()
-            )
+                student_optimizer.get_config())
         discriminator_optimizer = keras.optimizers.get(discriminator_optimizer)
         inner = getattr(student_optimizer, "inner_optimizer", None)
         if discriminator_optimizer is student_optimizer or (
@@ -319,8 +287,8 @@ class AdversarialDistiller(Distiller):
                 "object from `optimizer` (each keeps its own state). Pass "
                 "a new instance, e.g. keras.optimizers.Adam(1e-4)."
             )
-        super().compile(optimizer=student_optimizer, metrics=metrics,
-                        **kwargs)
+        super().compile(optimizer=student_optimizer, loss=loss,
+                        metrics=metrics, **kwargs)
         if (
             kwargs.get("auto_scale_loss", True)
             and self.dtype_policy.name == "mixed_float16"
@@ -335,7 +303,6 @@ class AdversarialDistiller(Distiller):
         # Built now, over exactly the variables each one updates, so that
         # (a) saved optimizer states load back and (b) no variable is
         # created inside the phase-2 `tf.cond`.
-        self.optimizer.build(self.trainable_variables_for_step())
         self.discriminator_optimizer.build(
             self.discriminator.trainable_variables)
 
@@ -344,102 +311,46 @@ class AdversarialDistiller(Distiller):
         if config and self.discriminator_optimizer is not None:
             config["discriminator_optimizer"] = (
                 keras.saving.serialize_keras_object(
-                    self.discriminator_optimizer)
-            )
+                    self.discriminator_optimizer))
         return config
-
-    def compile_from_config(self, config):
-        config = keras.saving.deserialize_keras_object(config)
-        self.compile(**config)
-
-    # ------------------------------------------------------------------
-    # Forward passes and loss terms.
-
-    def trainable_variables_for_step(self):
-        """The student's trainable variables (regressor and teacher frozen;
-        the discriminator has its own optimizer)."""
-        return list(self.student.trainable_variables)
-
-    def _owned_layers(self):
-        return []
-
-    def teacher_forward(self, x):
-        """Runs the frozen teacher and regressor: `(logits, [R(m_t)])`.
-
-        `tfkd.data.cache_teacher_outputs` caches these outputs, i.e. the
-        regressed map: build the cache after `pretrain_regressor`.
-        """
-        logits, features = super().teacher_forward(x)
-        target = self.regressor(features[0], training=False)
-        return logits, [tf.stop_gradient(target)]
-
-    def _d_logits(self, feature_map):
-        feature_map = tf.cast(feature_map, self.discriminator.compute_dtype)
-        return self._discriminator_logits(feature_map, training=True)
-
-    def _discriminator_terms(self, real, fake):
-        """Discriminator logits on real and fake maps, in one forward pass."""
-        dtype = self.discriminator.compute_dtype
-        both = tf.concat([tf.cast(real, dtype), tf.cast(fake, dtype)], 0)
-        logits = self._discriminator_logits(both, training=True)
-        real_logits, fake_logits = tf.split(logits, 2, axis=0)
-        return (ktan_losses.discriminator_loss(real_logits, fake_logits),
-                ktan_losses.discriminator_accuracy(real_logits, fake_logits))
-
-    def _student_terms(self, y, teacher_logits, student_logits, target,
-                       student_map):
-        fake_logits = self._d_logits(student_map)
-        return {
-            "class_loss": kd_losses.cross_entropy(y, student_logits),
-            "mse_loss": ktan_losses.ktan_mse_loss(target, student_map),
-            "adv_loss": ktan_losses.adversarial_loss(fake_logits),
-            "kd_loss": kd_losses.kd_loss(teacher_logits, student_logits,
-                                         self.temperature),
-        }
-
-    def compute_loss_terms(self, y, teacher_logits, student_logits,
-                           teacher_features, student_features):
-        """All terms for evaluation: the student's and the discriminator's.
-
-        `teacher_features` holds the regressed teacher map `R(m_t)`.
-        """
-        terms = self._student_terms(y, teacher_logits, student_logits,
-                                    teacher_features[0], student_features[0])
-        d_loss, d_accuracy = self._discriminator_terms(
-            teacher_features[0], student_features[0])
-        terms.update({"d_loss": d_loss, "d_accuracy": d_accuracy})
-        return terms
-
-    def adversarial_phase(self):
-        """Boolean tensor: whether the next step is a phase-2 step."""
-        return self.step_counter >= self.pretrain_steps
-
-    def loss_weights(self):
-        """The student's objective; the adversarial weight is 0 in phase 1."""
-        phase = tf.cast(self.adversarial_phase(), tf.float32)
-        return {
-            "class_loss": 1.0,
-            "mse_loss": self.beta,
-            "adv_loss": self.alpha * phase,
-            "kd_loss": self.kd_weight,
-        }
 
     # ------------------------------------------------------------------
     # The step.
+
+    def _maps(self, teacher, student):
+        """`(R(m_t), m_s)` from one forward pass of each network."""
+        mse, adv = self._terms[0], self._terms[1]
+        real = mse.regress(teacher[mse.teacher_taps[0]])
+        fake = adv.student_feature(0, student[adv.student_taps[0]])
+        return real, fake
+
+    def compute_losses(self, x, y=None, sample_weight=None, training=False,
+                       outputs=None, discriminator=True):
+        outputs = outputs or self.forward(x, training)
+        result = super().compute_losses(x, y, sample_weight, training,
+                                        outputs=outputs)
+        if discriminator:
+            real, fake = self._maps(*outputs)
+            d_loss, d_accuracy = self._terms[1].discriminator_terms(
+                real, fake)
+            result[1].update({
+                "d_loss": reduce_term(d_loss, sample_weight),
+                "d_accuracy": reduce_term(d_accuracy, sample_weight),
+            })
+        return result
 
     def _discriminator_gradients(self, real, fake, sample_weight):
         """One discriminator loss and its (scaled) gradients, no update."""
         variables = self.discriminator.trainable_variables
         with tf.GradientTape() as tape:
-            per_example, accuracy = self._discriminator_terms(real, fake)
+            per_example, accuracy = self._terms[1].discriminator_terms(
+                real, fake)
             d_loss = reduce_term(per_example, sample_weight)
             total = d_loss
             if self.discriminator.losses:
                 total += tf.add_n([tf.cast(r, tf.float32)
                                    for r in self.discriminator.losses])
-            replicas = num_replicas()
-            loss = total / replicas if replicas > 1 else total
-            scaled = self.discriminator_optimizer.scale_loss(loss)
+            scaled = self._scaled(total, self.discriminator_optimizer)
         gradients = tape.gradient(scaled, variables)
         gradients = [tf.zeros_like(v) if g is None else g
                      for g, v in zip(gradients, variables)]
@@ -460,7 +371,7 @@ class AdversarialDistiller(Distiller):
         def apply(grads):
             optimizer.apply_gradients(zip(grads, variables))
 
-        if tf.__internal__.distribute.strategy_supports_no_merge_call():
+        if _compat.strategy_supports_no_merge_call():
             tf.cond(adversarial, lambda: apply(gradients), lambda: None)
         else:
             # As keras.optimizers.LossScaleOptimizer does: strategies that
@@ -488,64 +399,43 @@ class AdversarialDistiller(Distiller):
                 "before training."
             )
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        x, cached = split_cached_inputs(x)
         adversarial = self.adversarial_phase()
         phase = tf.cast(adversarial, tf.float32)
-        weights = self.loss_weights()
-        if cached is None:
-            teacher_logits, (target,) = self.teacher_forward(x)
-        else:
-            teacher_logits, (target,) = self._check_cached(cached)
-        variables = self.trainable_variables_for_step()
         with tf.GradientTape() as tape:
-            student_logits, (student_map,) = self.student_forward(
-                x, training=True)
-            y = self._check_labels(y, student_logits)
+            outputs = self.forward(x, training=True)
+            real, fake = self._maps(*outputs)
             # Phase 2: the discriminator steps first, on the current m_s.
             with tape.stop_recording():
                 d_loss, d_accuracy = self._discriminator_step(
-                    adversarial, target, tf.stop_gradient(student_map),
-                    sample_weight)
-            terms = self._student_terms(y, teacher_logits, student_logits,
-                                        target, student_map)
-            reduced = {n: reduce_term(v, sample_weight)
-                       for n, v in terms.items()}
-            total = tf.add_n([tf.cast(weights[n], tf.float32) * v
-                              for n, v in reduced.items()])
-            if self.student.losses:
-                total += tf.add_n([tf.cast(r, tf.float32)
-                                   for r in self.student.losses])
-            replicas = num_replicas()
-            loss = total / replicas if replicas > 1 else total
-            scaled = self.optimizer.scale_loss(loss)
+                    adversarial, real, tf.stop_gradient(fake), sample_weight)
+            total, values, logits, y, weights = self.compute_losses(
+                x, y, sample_weight, training=True, outputs=outputs,
+                discriminator=False)
+            scaled = self._scaled(total)
+        variables = self.step_variables()
         gradients = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
         self.step_counter.assign_add(1)
-        reduced.update({"d_loss": d_loss, "d_accuracy": d_accuracy})
-        self._track(total, reduced, x, phase)
-        return self.compute_metrics(x, y, student_logits, sample_weight)
-
-    def _track(self, total, reduced, x, phase):
-        batch = tf.cast(tf.shape(tf.nest.flatten(x)[0])[0], tf.float32)
-        self._loss_tracker.update_state(total, sample_weight=batch)
-        for tracker in self._term_trackers:
-            weight = batch * phase if tracker.name in \
-                self._adversarial_terms else batch
-            tracker.update_state(reduced[tracker.name], sample_weight=weight)
+        values.update({"d_loss": d_loss, "d_accuracy": d_accuracy})
+        batch = tf.cast(tf.shape(outputs[1][LOGITS])[0], tf.float32)
+        self._update_trackers(total, values, x, weights={
+            name: batch * phase for name in self._phase2_metrics})
+        return self.compute_metrics(x, y, logits, weights)
 
     # ------------------------------------------------------------------
     # Serialisation.
 
     def get_config(self):
-        config = super().get_config()
-        config.pop("teacher_layer")
-        config.pop("student_layer")
+        config = self.base_config()
+        mse = self._terms[0]
         config.update({
-            "teacher_layer": self.teacher_layer[0],
-            "student_layer": self.student_layer[0],
+            "teacher_layer": mse.teacher_layer_name,
+            "student_layer": mse.student_layer_name,
+            "alpha": self.alpha,
             "beta": self.beta,
             "pretrain_steps": self.pretrain_steps,
             "kd_weight": self.kd_weight,
+            "temperature": self.temperature,
             "regressor": keras.saving.serialize_keras_object(self.regressor),
             "discriminator_width": self.discriminator_width,
         })
@@ -553,7 +443,7 @@ class AdversarialDistiller(Distiller):
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        config = copy.deepcopy(config)
+        config = dict(config)
         if isinstance(config.get("regressor"), dict):
             config["regressor"] = keras.saving.deserialize_keras_object(
                 config["regressor"], custom_objects=custom_objects)

@@ -3,53 +3,43 @@
 import keras
 
 from tfkd.distillers.feature import FeatureDistiller
-from tfkd.losses._utils import check_non_negative
-from tfkd.losses._utils import check_option
-from tfkd.losses._utils import check_positive
-from tfkd.losses.attention import ATTENTION_MODES
-from tfkd.losses.attention import attention_transfer_loss
+from tfkd.distillers.feature import require_layers
+from tfkd.terms.attention import AttentionDistillation
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
 class AttentionDistiller(FeatureDistiller):
     """Attention transfer: match the spatial attention maps of tapped layers.
 
-    Each tapped pair contributes `attention_transfer_loss(t, s, p, mode)`
-    (`tfkd.losses`): the attention map `Σ_c |F_c|^p`, flattened and
-    L2-normalised, of the student against the teacher's. Channel counts may
-    differ; spatial sizes must match (`adapter=True` resizes the student's
-    map to the teacher's, bilinearly).
+    A preset over `tfkd.losses.AttentionDistillation`: each tapped pair
+    contributes `attention_transfer_loss(t, s, p, mode)`, the attention map
+    `Σ_c |F_c|^p`, flattened and L2-normalised, of the student against the
+    teacher's. Channel counts may differ; spatial sizes must match
+    (`adapter=True` resizes the student's map bilinearly).
 
     Objective, as in the attention-transfer paper (its `β/2 · Σ_j` term):
     `L = L_Class + beta · Σ_pairs L_AT`, with
     `L_Class = alpha · CE + (1 − alpha) · KD` and `beta = 1000 / 2` per
-    pair, the authors' value for the default `mode="code"` (the mean over
-    positions of `(q_S − q_T)²`, which their code uses and their tables
-    quote). `mode="paper"` is the paper's `‖q_S − q_T‖₂`, on a different
-    scale: choose `beta` again for it. Unlike `CorrelationDistiller`, `beta`
-    here weighs the knowledge loss, not `L_Class`. Two-stage training
-    (`stage=1`: `beta · Σ L_AT` up to the guided layers; `stage=2`:
-    `L_Class`) works as in `FeatureDistiller`; the reported
-    `knowledge_loss` is the unweighted `Σ_pairs L_AT`.
+    pair, the authors' value for the default `mode="code"`. `mode="paper"`
+    is the paper's `‖q_S − q_T‖₂`, on a different scale: choose `beta` again
+    for it. Here `beta` weighs the knowledge loss (as in its paper), where
+    `CorrelationDistiller`'s `beta` weighs `L_Class` (as in its paper). In
+    the engine's convention the total is `L / 2`. Two-stage training works
+    as in `FeatureDistiller` (stage 1: `beta · Σ L_AT`).
 
     Args:
         teacher: Trained `keras.Model` outputting logits; frozen.
         student: Functional `keras.Model` outputting logits.
         teacher_layer: Name (or list of names) of the teacher layer(s).
-        student_layer: Name (or list of names) of the student layer(s),
-            paired in order.
+        student_layer: Name (or list of names) of the student layer(s).
         beta: Weight of each pair's attention loss, `>= 0` (default 500).
-        alpha: Weight of the cross entropy in `L_Class`, in `[0, 1]`
-            (1: no KD).
+        alpha: Weight of the cross entropy in `L_Class`, in `[0, 1]`.
         temperature: KD temperature, `> 0`.
         p: Exponent of the attention map, `> 0` (default 2).
-        mode: `"code"` (default) or `"paper"`; see
-            `tfkd.losses.attention_transfer_loss`.
-        adapter: If `True`, resize a student map whose spatial size differs
-            from the teacher's.
+        mode: `"code"` (default) or `"paper"`.
+        adapter: If `True`, resize a student map whose spatial size differs.
         stage: `None` (single-stage), `1` or `2`.
-        guided_channels: `None`, an int, or one int/`None` per pair (see
-            `FeatureDistiller`).
+        guided_channels: `None`, an int, or one int/`None` per pair.
         **kwargs: Passed to `keras.Model`.
 
     Example:
@@ -65,7 +55,7 @@ class AttentionDistiller(FeatureDistiller):
     >>> x, y = testing.random_images(32)
     >>> history = distiller.fit(x, y, epochs=1, verbose=0)
     >>> sorted(history.history)
-    ['class_loss', 'kd_loss', 'knowledge_loss', 'loss']
+    ['kd_loss', 'knowledge_loss', 'loss', 'student_loss']
 
     Reference:
         Zagoruyko & Komodakis. "Paying More Attention to Attention:
@@ -78,15 +68,14 @@ class AttentionDistiller(FeatureDistiller):
                  student_layer=None, beta=500.0, alpha=1.0, temperature=4.0,
                  p=2, mode="code", adapter=False, stage=None,
                  guided_channels=None, **kwargs):
-        self.p = check_positive(p, "p")
-        self.mode = check_option(mode, "mode", ATTENTION_MODES)
-        beta = check_non_negative(beta, "beta")
-        super().__init__(
-            teacher, student, teacher_layer=teacher_layer,
-            student_layer=student_layer, alpha=alpha, beta=beta,
-            temperature=temperature, adapter=adapter, stage=stage,
-            guided_channels=guided_channels, **kwargs,
-        )
+        kwargs.pop("knowledge", None)
+        require_layers(type(self).__name__, teacher_layer, student_layer)
+        knowledge = AttentionDistillation(
+            p, mode, teacher_layer, student_layer, adapter=adapter,
+            guided_channels=guided_channels, name="attention")
+        super().__init__(teacher, student, knowledge=knowledge, alpha=alpha,
+                         beta=beta, temperature=temperature, stage=stage,
+                         **kwargs)
 
     @property
     def knowledge_weight(self):
@@ -96,14 +85,29 @@ class AttentionDistiller(FeatureDistiller):
     def class_weight(self):
         return 1.0
 
-    def feature_requirements(self):
-        return ("spatial",)
+    @property
+    def p(self):
+        """Exponent of the attention map."""
+        return self.knowledge.p
 
-    def knowledge_loss(self, teacher_feature, student_feature):
-        return attention_transfer_loss(teacher_feature, student_feature,
-                                       p=self.p, mode=self.mode)
+    @property
+    def mode(self):
+        """`"code"` or `"paper"`."""
+        return self.knowledge.mode
+
+    @property
+    def adapters(self):
+        return list(self.knowledge.adapters)
 
     def get_config(self):
         config = super().get_config()
-        config.update({"p": self.p, "mode": self.mode})
+        term = config.pop("knowledge")["config"]
+        config.update({
+            "teacher_layer": term["teacher_layer_name"],
+            "student_layer": term["student_layer_name"],
+            "p": term["p"],
+            "mode": term["mode"],
+            "adapter": term["adapter"],
+            "guided_channels": term["guided_channels"],
+        })
         return config

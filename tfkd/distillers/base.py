@@ -1,20 +1,30 @@
-"""The base `Distiller`: frozen teacher, layer taps, one forward pass each.
+"""`tfkd.Distiller`: the one engine every tfkd method runs on.
 
-Every tfkd distiller extends `Distiller`. The base class owns what all
-methods share:
+The engine follows Keras's `keras.distillation.Distiller` convention: a
+teacher, a student, a list of distillation losses ("knowledge terms") with
+weights, and a student loss weight,
 
-- it freezes the teacher and always calls it with `training=False`;
-- it taps intermediate layers by name through one fused extractor per
-  network (a functional model whose outputs are the logits plus every tapped
-  layer), so teacher and student each run forward exactly once per step;
-- it reduces each loss term over the batch (honouring sample weights),
-  reports each term as its own metric, scales the total for
-  `tf.distribute` and mixed precision exactly as Keras's own trainer does,
-  and applies gradients to the student plus any distiller-owned parts
-  (adapters, regressors) — never to the teacher.
+    total = w_s · L_student + (1 − w_s) · Σ_i w_i · L_i,
 
-A method only states its loss terms (`compute_loss_terms`) and their weights
-(`loss_weights`); the base class `Distiller` itself is Hinton KD.
+where `L_student` is the compiled loss of the student against the labels.
+It accepts Keras's own `LogitsDistillation` / `FeatureDistillation` and
+tfkd's terms (`tfkd.terms`), in any combination. What it owns:
+
+- the frozen teacher, always called with `training=False`;
+- taps: every layer any term reads, gathered into one fused extractor per
+  network, so teacher and student each run forward once per step;
+- per-term metrics (`<term>_loss`, plus `student_loss` and the total
+  `loss`), in training and validation;
+- reduction with sample weights, unlabelled examples (label `-1`), loss
+  scaling under `tf.distribute` and mixed precision as Keras's trainer
+  does it, teacher outputs cached with the data
+  (`tfkd.data.cache_teacher_outputs`);
+- live hyperparameters: every weight and temperature is a variable (see
+  `tfkd.hyperparameters`), assignable between steps without recompiling.
+
+Presets (`CorrelationDistiller`, `LocalityPreservingDistiller`, ...) are
+thin subclasses that build their paper's terms and derive the weights from
+the paper's symbols.
 """
 
 import copy
@@ -23,64 +33,27 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfkd.layers.self_taught_conv2d import find_guided_channels
+from tfkd import _compat
+from tfkd import hyperparameters as hp
+from tfkd.distillers.taps import Extractor
 from tfkd.losses import kd as kd_losses
-from tfkd.losses._utils import check_positive
-from tfkd.losses._utils import check_unit_interval
-
-
-def _as_name_list(value, name):
-    """Normalises `None | str | list[str]` to a list of layer names."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, (list, tuple)) and all(
-        isinstance(v, str) for v in value
-    ):
-        return list(value)
-    raise TypeError(
-        f"`{name}` must be a layer name (str) or a list of layer names. "
-        f"Received: {name}={value!r}."
-    )
-
-
-def _is_functional(model):
-    """True for functional and Sequential models with symbolic inputs."""
-    try:
-        return bool(model.inputs) and bool(model.outputs)
-    except (AttributeError, ValueError):
-        return False
-
-
-def _resolve_layer(model, layer_name, role):
-    """Returns the layer named `layer_name` or raises a helpful error."""
-    names = [layer.name for layer in model.layers]
-    if layer_name not in names:
-        raise ValueError(
-            f"`{role}_layer`={layer_name!r} is not a layer of the {role} "
-            f"model {model.name!r}. Existing layers: {names}."
-        )
-    return model.get_layer(layer_name)
-
-
-def _layer_output(layer, role):
-    try:
-        return layer.output
-    except (AttributeError, ValueError) as e:
-        raise ValueError(
-            f"Cannot tap {role} layer {layer.name!r}: it is called more than "
-            f"once in the model (shared layer) or was never called, so its "
-            f"output is ambiguous. Tap a layer that is used exactly once "
-            f"(e.g. the activation after it). Details: {e}"
-        ) from e
-
+from tfkd.terms.base import LOGITS
+from tfkd.terms.base import DistillationTerm
+from tfkd.terms.kd import KDDistillation
 
 #: Keys of the input dict of a batch that carries cached teacher outputs
 #: (see `tfkd.data.cache_teacher_outputs`).
 IMAGES_KEY = "images"
 TEACHER_LOGITS_KEY = "teacher_logits"
 TEACHER_FEATURES_KEY = "teacher_features"
+
+#: Losses that expect probabilities unless told `from_logits=True`; tfkd
+#: students output logits.
+_PROBABILITY_LOSSES = (
+    "sparse_categorical_crossentropy", "categorical_crossentropy",
+    "binary_crossentropy", "categorical_focal_crossentropy",
+    "binary_focal_crossentropy",
+)
 
 
 def split_cached_inputs(x):
@@ -99,13 +72,6 @@ def split_cached_inputs(x):
 def num_replicas():
     """Replicas of the current `tf.distribute` strategy (1 by default)."""
     return tf.distribute.get_strategy().num_replicas_in_sync
-
-
-def _multi_worker(strategy):
-    """Whether `strategy` is a `MultiWorkerMirroredStrategy` over workers."""
-    return isinstance(
-        strategy, tf.distribute.MultiWorkerMirroredStrategy
-    ) and strategy.extended._in_multi_worker_mode()
 
 
 def _batch_size(x):
@@ -133,74 +99,223 @@ def reduce_term(value, sample_weight=None):
     return tf.math.divide_no_nan(tf.reduce_sum(value), count)
 
 
+def _term_name(term):
+    """A term's metric stem: its layer name, or Keras's class name."""
+    if isinstance(term, DistillationTerm):
+        return term.name
+    name = type(term).__name__
+    if name.endswith("Distillation") and len(name) > len("Distillation"):
+        name = name[: -len("Distillation")]
+    out = []
+    for i, c in enumerate(name):
+        if c.isupper() and i and not name[i - 1].isupper():
+            out.append("_")
+        out.append(c.lower())
+    return "".join(out)
+
+
+class _KerasTerm:
+    """Reads a Keras `DistillationLoss` (e.g. `LogitsDistillation`) the way
+    `keras.distillation.Distiller` does: its `teacher_layer_name` /
+    `student_layer_name` (final outputs when absent) and the scalar of its
+    `compute_loss`."""
+
+    batch_level = True
+
+    def __init__(self, loss):
+        self.loss = loss
+        teacher = getattr(loss, "teacher_layer_name", None)
+        student = getattr(loss, "student_layer_name", None)
+        # Keras's Distiller decides on `teacher_layer_name` alone.
+        if teacher is None:
+            self.teacher_taps, self.student_taps = (LOGITS,), (LOGITS,)
+        else:
+            self.teacher_taps = (teacher,)
+            self.student_taps = (student,)
+
+    def bind(self, teacher, student, teacher_tensors, student_tensors):
+        self.loss.validate_model_compatibility(teacher, student)
+
+    def call(self, teacher_outputs, student_outputs, labels=None,
+             training=False):
+        self.loss.validate_outputs(teacher_outputs, student_outputs)
+        value = self.loss.compute_loss(teacher_outputs, student_outputs)
+        if getattr(value, "shape", ()) and len(value.shape) > 0:
+            raise ValueError(
+                f"Distillation loss {type(self.loss).__name__} returned a "
+                f"non-scalar loss of shape {value.shape}; "
+                "`DistillationLoss.compute_loss` must return a scalar."
+            )
+        return value
+
+    @property
+    def trainable_weights(self):
+        return []
+
+    @property
+    def losses(self):
+        return []
+
+
+def _as_term(loss, index):
+    if isinstance(loss, DistillationTerm):
+        return loss
+    if isinstance(loss, keras.distillation.DistillationLoss):
+        return _KerasTerm(loss)
+    raise TypeError(
+        "`distillation_losses` must hold `keras.distillation."
+        "DistillationLoss` objects (tfkd's terms in `tfkd.losses`, or "
+        "Keras's `LogitsDistillation` / `FeatureDistillation`). Received "
+        f"item {index}: {loss!r} of type {type(loss).__name__}."
+    )
+
+
+def _resolve_student_loss(loss):
+    """`None` (tfkd's cross entropy from logits) or a per-example loss."""
+    if loss is None:
+        return None
+    if isinstance(loss, (list, tuple, dict)):
+        raise TypeError(
+            "`loss` must be one loss for the student's single output. "
+            f"Received: loss={loss!r}."
+        )
+    if isinstance(loss, str):
+        if loss in _PROBABILITY_LOSSES:
+            raise ValueError(
+                f"`loss={loss!r}` treats the student's outputs as "
+                "probabilities, but tfkd students output logits. Pass "
+                f"`keras.losses.{_class_name(loss)}(from_logits=True)` or "
+                "leave `loss=None` (cross entropy from logits)."
+            )
+        try:
+            return keras.losses.get(loss)
+        except (ValueError, TypeError) as e:
+            raise ValueError(
+                f"`loss` does not name a Keras loss. Received: loss={loss!r}."
+                f" Details: {e}"
+            ) from e
+    if isinstance(loss, keras.losses.Loss):
+        config = loss.get_config()
+        if config.get("from_logits") is False:
+            raise ValueError(
+                f"`loss={type(loss).__name__}(from_logits=False)` treats the "
+                "student's outputs as probabilities, but tfkd students "
+                "output logits. Build it with `from_logits=True`."
+            )
+        return loss
+    if callable(loss):
+        return loss
+    raise TypeError(
+        "`loss` must be None, a Keras loss name, a `keras.losses.Loss` or a "
+        f"callable `(y_true, y_pred)`. Received: loss={loss!r} of type "
+        f"{type(loss).__name__}."
+    )
+
+
+def _class_name(loss_name):
+    return "".join(part.capitalize() for part in loss_name.split("_"))
+
+
+def _per_example(loss, y, y_pred):
+    """Unreduced values of a Keras loss or loss function."""
+    if isinstance(loss, keras.losses.Loss):
+        return loss.call(y, y_pred)
+    return loss(y, y_pred)
+
+
 @keras.saving.register_keras_serializable(package="tfkd")
-class Distiller(keras.Model):
-    """Hinton knowledge distillation, and the base of every tfkd distiller.
+class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
+    """Knowledge distillation in Keras's convention; Hinton KD by default.
 
-    The student learns from the labels and from the frozen teacher's
-    temperature-softened logits:
-    `loss = alpha · CE(y, s) + (1 − alpha) · kd_loss(t, s, temperature)`.
+    The student learns from the labels (the compiled `loss`, cross entropy
+    from logits by default) and from each knowledge term:
 
-    Use it like any Keras model: `compile(optimizer=..., metrics=[...])`,
-    then `fit`, `evaluate`, `predict` (which runs the student alone).
-    Training and validation report each term as its own metric: `loss` (the
-    total), `class_loss` (cross entropy of the student against the labels)
-    and `kd_loss`, plus any compiled metrics (computed on the student's
-    logits). Labels may be integer class ids or one-hot.
+    `loss = w_s · L_student + (1 − w_s) · Σ_i w_i · L_i`
 
-    The teacher is frozen (`teacher.trainable = False`) and always called
-    with `training=False`. Intermediate layers can be tapped by name with
-    `teacher_layer=` / `student_layer=` (one name or a list of names, paired
-    in order): each network then runs through one fused extractor, so it
-    runs forward exactly once per step (Keras's own
-    `keras.distillation.Distiller` runs the student a second time to get
-    features). Subclasses receive the tapped features in
-    `compute_loss_terms`.
+    with `w_s = student_loss_weight` and `w_i = distillation_loss_weights[i]`,
+    exactly as `keras.distillation.Distiller`. Terms are tfkd's
+    (`tfkd.losses.KDDistillation`, `HintDistillation`,
+    `AttentionDistillation`, `CorrelationDistillation`,
+    `LocalityPreservingDistillation`, `CollaborationDistillation`, ...) or
+    Keras's own `LogitsDistillation` / `FeatureDistillation`, in any
+    combination. Without `distillation_losses` it is Hinton KD:
+    `alpha · CE(y, s) + (1 − alpha) · kd_loss(t, s, temperature)`.
 
-    Subclassing: override `compute_loss_terms` (return a dict of named loss
-    terms, each of shape `(batch,)` or a batch-level scalar) and
-    `loss_weights` (a dict of the same names to weights); list the names in
-    `loss_term_names` so they are reported as metrics. Trainable parts a
-    method needs (adapters, regressors) are created by the distiller and
-    trained with the student; they are never part of `distiller.student`.
+    Use it like any Keras model: `compile(optimizer=..., loss=...,
+    metrics=[...])`, then `fit`, `evaluate`, `predict` (the student alone).
+    Training and validation report `loss` (the total), `student_loss` and
+    one `<term>_loss` per term (its unweighted value), plus the compiled
+    metrics (on the student's logits).
+
+    - **One forward pass per network.** Every layer any term taps is read
+      from one fused extractor per network (Keras's own distiller runs the
+      student twice when it taps features).
+    - **The teacher is frozen** (`teacher.trainable = False`, called with
+      `training=False`); its weights never change.
+    - **Trainable parts of terms** (adapters, regressors) are trained with
+      the student and saved with the distiller, never part of
+      `distiller.student`.
+    - **Labels** are integer class ids or one-hot; `-1` marks an unlabelled
+      example: the student loss averages over the labelled examples of the
+      batch (0 when there are none), knowledge terms use every example.
+    - **Live hyperparameters.** `student_loss_weight`,
+      `distillation_loss_weights` and the terms' temperatures are variables:
+      assigning them (`distiller.student_loss_weight = 0.2`,
+      `distiller.set_hyperparameter("kd/temperature", 2.0)`) takes effect at
+      the next step, and `tfkd.callbacks.HyperparameterScheduler` schedules
+      them. `distiller.hyperparameters` lists them.
 
     Args:
         teacher: A trained `keras.Model` that outputs logits. It is frozen.
-        student: The `keras.Model` to train; outputs logits of the teacher's
-            shape.
-        alpha: Weight of the cross entropy with the labels, in `[0, 1]`;
-            `1 − alpha` weighs the KD term. `alpha = 1` is training from
-            labels only.
-        temperature: KD softening temperature, `> 0`.
-        teacher_layer: Optional name (or list of names) of teacher layers
-            whose outputs are tapped.
-        student_layer: Optional name (or list of names) of student layers
-            paired with `teacher_layer`, in order.
+        student: The `keras.Model` to train, outputting logits.
+        distillation_losses: A knowledge term or a list of them. `None`
+            (default) is Hinton KD with `alpha` and `temperature`.
+        distillation_loss_weights: One weight `>= 0` per term (default 1
+            each).
+        student_loss_weight: Weight `w_s` of the student loss, in `[0, 1]`
+            (default 0.5).
+        alpha: Hinton KD only (no `distillation_losses`): the weight of the
+            cross entropy with the labels, in `[0, 1]`, i.e.
+            `student_loss_weight` (default 0.5).
+        temperature: Hinton KD only: the KD temperature `> 0` (default 4).
         **kwargs: Passed to `keras.Model` (e.g. `name`).
 
     Example:
 
-    >>> import keras
-    >>> teacher = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
-    >>> student = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
-    >>> distiller = Distiller(teacher, student, alpha=0.5, temperature=4.0)
+    >>> import tfkd
+    >>> from tfkd import testing
+    >>> teacher = testing.tiny_conv_model("teacher", width=8)
+    >>> student = testing.tiny_conv_model("student", width=4)
+    >>> distiller = tfkd.Distiller(
+    ...     teacher, student,
+    ...     distillation_losses=[
+    ...         tfkd.losses.KDDistillation(temperature=4.0),
+    ...         tfkd.losses.AttentionDistillation(
+    ...             teacher_layer_name="conv2", student_layer_name="conv2"),
+    ...     ],
+    ...     distillation_loss_weights=[1.0, 500.0],
+    ...     student_loss_weight=0.5)
     >>> distiller.compile(optimizer="adam", metrics=["accuracy"])
-    >>> x = keras.random.normal((16, 8), seed=1)
-    >>> y = keras.ops.zeros((16,), dtype="int32")
+    >>> x, y = testing.random_images(32)
     >>> history = distiller.fit(x, y, epochs=1, verbose=0)
     >>> sorted(history.history)
-    ['accuracy', 'class_loss', 'kd_loss', 'loss']
+    ['accuracy', 'attention_loss', 'kd_loss', 'loss', 'student_loss']
+    >>> hinton = tfkd.Distiller(teacher, student, alpha=0.3, temperature=2.0)
+    >>> hinton.alpha, hinton.temperature
+    (0.3, 2.0)
 
     Reference:
         Hinton, Vinyals, Dean. "Distilling the Knowledge in a Neural
         Network", NIPS Deep Learning Workshop 2015.
     """
 
-    #: Names of the loss terms reported as metrics, besides `loss`.
-    loss_term_names = ("class_loss", "kd_loss")
+    _student_loss_weight = hp.Hyperparameter(
+        hp.unit_interval, name="student_loss_weight",
+        doc="Weight of the student loss, in [0, 1].")
 
-    def __init__(self, teacher, student, *, alpha=0.5, temperature=4.0,
-                 teacher_layer=None, student_layer=None, **kwargs):
+    def __init__(self, teacher, student, distillation_losses=None,
+                 distillation_loss_weights=None, student_loss_weight=None,
+                 *, alpha=None, temperature=None, **kwargs):
         for role, model in (("teacher", teacher), ("student", student)):
             if not isinstance(model, keras.Model):
                 raise TypeError(
@@ -214,6 +329,49 @@ class Distiller(keras.Model):
                 "teacher is frozen, so the student could not learn. Pass a "
                 "separate student model."
             )
+        hinton = distillation_losses is None
+        if hinton:
+            if distillation_loss_weights is not None:
+                raise ValueError(
+                    "`distillation_loss_weights` weighs `distillation_losses`"
+                    ", but none were given. Received: distillation_loss_"
+                    f"weights={distillation_loss_weights!r}. Pass the terms "
+                    "too, or leave both out for Hinton KD."
+                )
+            if alpha is not None and student_loss_weight is not None:
+                raise ValueError(
+                    "`alpha` is Hinton KD's name for `student_loss_weight`; "
+                    f"pass one of them. Received: alpha={alpha!r}, "
+                    f"student_loss_weight={student_loss_weight!r}."
+                )
+            if alpha is None:
+                alpha = 0.5 if student_loss_weight is None \
+                    else student_loss_weight
+            student_loss_weight = hp.unit_interval(alpha, "alpha")
+            terms = [KDDistillation(
+                temperature=4.0 if temperature is None else temperature)]
+        else:
+            for name, value in (("alpha", alpha),
+                                ("temperature", temperature)):
+                if value is not None:
+                    raise TypeError(
+                        f"`{name}` configures Hinton KD, used when no "
+                        "`distillation_losses` are given. With terms, pass "
+                        "`student_loss_weight=` and set temperatures on the "
+                        f"terms (e.g. `KDDistillation(temperature=...)`). "
+                        f"Received: {name}={value!r}."
+                    )
+            terms = distillation_losses
+            if not isinstance(terms, (list, tuple)):
+                terms = [terms]
+            terms = list(terms)
+            if not terms:
+                raise ValueError(
+                    "`distillation_losses` is empty. Pass at least one term, "
+                    "or None for Hinton KD."
+                )
+            if student_loss_weight is None:
+                student_loss_weight = 0.5
         if "dtype" not in kwargs and student.dtype_policy.name.startswith(
             "mixed"
         ):
@@ -221,35 +379,35 @@ class Distiller(keras.Model):
             # model's own policy is mixed_float16, as Keras's trainer does.
             kwargs["dtype"] = student.dtype_policy
         super().__init__(**kwargs)
-        self.alpha = check_unit_interval(alpha, "alpha")
-        self.temperature = check_positive(temperature, "temperature")
+        self._hinton = hinton
         self.teacher = teacher
         self.student = student
         self.teacher.trainable = False
-        self.teacher_layer = _as_name_list(teacher_layer, "teacher_layer")
-        self.student_layer = _as_name_list(student_layer, "student_layer")
-        if len(self.teacher_layer) != len(self.student_layer):
-            raise ValueError(
-                "`teacher_layer` and `student_layer` are paired in order and "
-                "must have the same length. Received: "
-                f"teacher_layer={self.teacher_layer}, "
-                f"student_layer={self.student_layer}."
-            )
-        self._check_compatible()
+        self._check_inputs()
+        self.distillation_losses = terms
+        object.__setattr__(self, "_terms", [
+            _as_term(t, i) for i, t in enumerate(terms)])
+        self._term_names = self._unique_names()
+        self._student_loss_weight = student_loss_weight
+        self._set_up_term_weights(distillation_loss_weights)
         self._build_extractors()
-        self._term_trackers = [
-            keras.metrics.Mean(name=name) for name in self.loss_term_names
-        ]
+        self._student_loss_fn = None
+        self._student_loss_config = None
+        self.checkpoint_student_only = False
+        self._trackers = [keras.metrics.Mean(name="student_loss")] + [
+            keras.metrics.Mean(name=f"{n}_loss") for n in self._term_names
+        ] + [keras.metrics.Mean(name=n) for n in self.extra_metric_names()]
         # Teacher and student arrive built; marking the distiller built lets
         # `.keras` loading restore optimizer state after compile.
         self.built = True
 
     # ------------------------------------------------------------------
-    # Construction helpers.
+    # Construction.
 
-    def _check_compatible(self):
-        """Checks input and logit shapes of teacher and student agree."""
-        if not (_is_functional(self.teacher) and _is_functional(self.student)):
+    def _check_inputs(self):
+        """Checks that teacher and student take the same inputs."""
+        if not (_compat.is_functional(self.teacher)
+                and _compat.is_functional(self.student)):
             return
         t_in = [tuple(t.shape[1:]) for t in self.teacher.inputs]
         s_in = [tuple(t.shape[1:]) for t in self.student.inputs]
@@ -265,63 +423,288 @@ class Distiller(keras.Model):
                 f"{s_in}. Resize the data for one of them inside the model "
                 f"(e.g. a `keras.layers.Resizing` layer) so both accept it."
             )
-        if self.requires_matching_logits:
-            t_out = tuple(self.teacher.outputs[0].shape[1:])
-            s_out = tuple(self.student.outputs[0].shape[1:])
-            if t_out != s_out:
+
+    def _unique_names(self):
+        names, seen = [], {}
+        for term in self._terms:
+            base = _term_name(term.loss if isinstance(term, _KerasTerm)
+                              else term)
+            seen[base] = seen.get(base, 0) + 1
+            names.append(base if seen[base] == 1 else f"{base}_{seen[base]}")
+        reserved = {"student", "total"}
+        for name in names:
+            if name in reserved:
                 raise ValueError(
-                    "The teacher's and student's logits must have the same "
-                    f"shape. Received: teacher output shape {t_out}, student "
-                    f"output shape {s_out}. Give the student a final layer "
-                    f"with as many units as the teacher has classes."
+                    f"A term is named {name!r}, which the distiller reports "
+                    "itself. Give the term another `name=`."
                 )
+        return names
 
-    #: Whether teacher and student logits must match in shape (KD needs it).
-    requires_matching_logits = True
-
-    def _extractor(self, model, layer_names, role):
-        if not layer_names:
-            return None
-        if not _is_functional(model):
+    def _set_up_term_weights(self, weights):
+        count = len(self._terms)
+        if weights is None:
+            weights = [1.0] * count
+        if not isinstance(weights, (list, tuple)) or len(weights) != count:
             raise ValueError(
-                f"Cannot tap layers {layer_names} of the {role} "
-                f"{model.name!r}: it is a subclassed model, whose "
-                f"intermediate outputs Keras cannot reach by name. Build the "
-                f"{role} with the functional API or `keras.Sequential` (with "
-                f"a `keras.Input`), or return the features from its `call` "
-                f"and distil only the logits."
+                "`distillation_loss_weights` must be a list with one weight "
+                f"per term ({count}: {self._term_names}). Received: "
+                f"distillation_loss_weights={weights!r}."
             )
-        layers = [_resolve_layer(model, n, role) for n in layer_names]
-        outputs = [_layer_output(layer, role) for layer in layers]
-        if len(model.outputs) != 1:
-            raise ValueError(
-                f"The {role} {model.name!r} has {len(model.outputs)} outputs; "
-                f"tfkd distillers expect one logits output. Build a model "
-                f"view with `keras.Model(inputs, logits)` first."
-            )
-        # A single input is passed as a tensor, not a one-element list, so
-        # calling the extractor on a batch matches its input structure.
-        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-        return keras.Model(
-            inputs, [model.outputs[0]] + outputs, name=f"{model.name}_taps",
-        )
+        variables = []
+        for name, weight in zip(self._term_names, weights):
+            value = hp.non_negative(weight, f"distillation_loss_weights"
+                                            f"[{name!r}]")
+            variables.append(self.add_weight(
+                name=f"{name}_weight", shape=(), dtype="float32",
+                initializer=keras.initializers.Constant(value),
+                trainable=False,
+            ))
+        object.__setattr__(self, "_term_weight_variables", variables)
 
     def _build_extractors(self):
-        # Kept out of Keras's attribute tracking: they share every layer with
-        # teacher/student, which already own (and save) those weights.
-        object.__setattr__(
-            self, "_teacher_extractor",
-            self._extractor(self.teacher, self.teacher_layer, "teacher"),
+        teacher_taps = [n for t in self._terms for n in t.teacher_taps]
+        student_taps = [n for t in self._terms for n in t.student_taps]
+        # Kept out of Keras's attribute tracking: they share every layer
+        # with teacher/student, which already own (and save) those weights.
+        object.__setattr__(self, "_teacher_extractor",
+                           Extractor(self.teacher, teacher_taps, "teacher"))
+        object.__setattr__(self, "_student_extractor",
+                           Extractor(self.student, student_taps, "student"))
+        for term in self._terms:
+            term.bind(
+                self.teacher, self.student,
+                self._teacher_extractor.symbolic(term.teacher_taps),
+                self._student_extractor.symbolic(term.student_taps),
+            )
+
+    # ------------------------------------------------------------------
+    # Terms and hyperparameters.
+
+    @property
+    def terms(self):
+        """`{name: term}` of the distiller's knowledge terms, in order."""
+        return {n: (t.loss if isinstance(t, _KerasTerm) else t)
+                for n, t in zip(self._term_names, self._terms)}
+
+    def term(self, name):
+        """The knowledge term called `name` (its metric is `<name>_loss`)."""
+        terms = self.terms
+        if name not in terms:
+            raise ValueError(
+                f"No term named {name!r}. Received: name={name!r}. This "
+                f"distiller's terms: {list(terms)}."
+            )
+        return terms[name]
+
+    def extra_metric_names(self):
+        """Metrics a preset reports besides the loss terms (none here)."""
+        return ()
+
+    def paper_weights(self):
+        """A preset's objective as `(a, [b_i], s)`, or `None`.
+
+        Presets state their paper's objective `a · L_student + Σ_i b_i L_i`
+        and a normalisation `s >= a`; the engine then uses
+        `w_s = a / s` and `w_i = b_i / (s − a)`, i.e. the total is the
+        paper's objective divided by `s`. The engine itself returns `None`
+        (weights are its own variables).
+        """
+        return None
+
+    def loss_weights(self):
+        """`(w_s, [w_i])` used by the next step (tensors inside a step)."""
+        paper = self.paper_weights()
+        if paper is None:
+            return (self._student_loss_weight,
+                    [self._weight_value(v) for v in
+                     self._term_weight_variables])
+        a, b, s = paper
+        denominator = s - a
+        if isinstance(denominator, (int, float)) and not isinstance(
+            a, tf.Tensor
+        ):
+            weights = [0.0 if denominator == 0 else bi / denominator
+                       for bi in b]
+        else:
+            weights = [tf.math.divide_no_nan(tf.cast(bi, tf.float32),
+                                             tf.cast(denominator, tf.float32))
+                       for bi in b]
+        return a / s, weights
+
+    @staticmethod
+    def _weight_value(variable):
+        if tf.inside_function():
+            return tf.cast(tf.convert_to_tensor(variable.value), tf.float32)
+        return hp.to_python(variable.numpy())
+
+    def _derived(self, what):
+        return ValueError(
+            f"{type(self).__name__} derives `{what}` from its paper's "
+            f"hyperparameters ({', '.join(self._own_hyperparameters())}); "
+            "assign those instead, or build `tfkd.Distiller(teacher, "
+            "student, distillation_losses=[...])` to set the weights "
+            "directly."
         )
-        object.__setattr__(
-            self, "_student_extractor",
-            self._extractor(self.student, self.student_layer, "student"),
-        )
-        # A tap after a SelfTaughtConv2D (its batch norm or ReLU) still
-        # carries guided channels first; find them through per-channel layers.
-        self._guided = [
-            find_guided_channels(self.student, n) for n in self.student_layer
-        ]
+
+    def _own_hyperparameters(self):
+        return hp.hyperparameter_names(self)
+
+    @property
+    def student_loss_weight(self):
+        """Weight `w_s` of the student loss (a float; live, assignable)."""
+        value = self.loss_weights()[0]
+        return value if tf.inside_function() else float(value)
+
+    @student_loss_weight.setter
+    def student_loss_weight(self, value):
+        if self.paper_weights() is not None:
+            raise self._derived("student_loss_weight")
+        self._student_loss_weight = value
+
+    @property
+    def distillation_loss_weights(self):
+        """The terms' weights `w_i` (floats; assign a list to change them)."""
+        weights = self.loss_weights()[1]
+        if tf.inside_function():
+            return weights
+        return [float(w) for w in weights]
+
+    @distillation_loss_weights.setter
+    def distillation_loss_weights(self, values):
+        if self.paper_weights() is not None:
+            raise self._derived("distillation_loss_weights")
+        if not isinstance(values, (list, tuple)) or len(values) != len(
+            self._terms
+        ):
+            raise ValueError(
+                "`distillation_loss_weights` must be a list with one weight "
+                f"per term ({len(self._terms)}: {self._term_names}). "
+                f"Received: {values!r}."
+            )
+        checked = [hp.non_negative(v, f"distillation_loss_weights[{n!r}]")
+                   for v, n in zip(values, self._term_names)]
+        for variable, value in zip(self._term_weight_variables, checked):
+            variable.assign(value)
+
+    @property
+    def alpha(self):
+        """Hinton KD: weight of the cross entropy (`student_loss_weight`)."""
+        if not self._hinton:
+            raise AttributeError(
+                "`alpha` is Hinton KD's name for `student_loss_weight`; this "
+                "distiller was built with `distillation_losses`. Use "
+                "`student_loss_weight`."
+            )
+        return self.student_loss_weight
+
+    @alpha.setter
+    def alpha(self, value):
+        if not self._hinton:
+            raise AttributeError(
+                "`alpha` is Hinton KD's name for `student_loss_weight`; this "
+                "distiller was built with `distillation_losses`. Use "
+                "`student_loss_weight`."
+            )
+        self._student_loss_weight = hp.unit_interval(value, "alpha")
+
+    @property
+    def temperature(self):
+        """Hinton KD: the KD term's temperature (live, assignable)."""
+        if not self._hinton:
+            raise AttributeError(
+                "`temperature` belongs to a term in this distiller: use "
+                "`distiller.term(name).temperature` or "
+                "`set_hyperparameter('<term>/temperature', value)`."
+            )
+        return self._terms[0].temperature
+
+    @temperature.setter
+    def temperature(self, value):
+        if not self._hinton:
+            raise AttributeError(
+                "`temperature` belongs to a term in this distiller: use "
+                "`distiller.term(name).temperature = value`."
+            )
+        self._terms[0].temperature = value
+
+    @property
+    def hyperparameters(self):
+        """`{path: value}` of every live hyperparameter.
+
+        Paths are the distiller's own (`student_loss_weight`, or a preset's
+        paper symbols such as `alpha`, `beta`), `<term>/weight` for each
+        term's weight, and `<term>/<name>` for a term's own (e.g.
+        `kd/temperature`). `set_hyperparameter(path, value)` assigns one;
+        so does `tfkd.callbacks.HyperparameterScheduler`.
+        """
+        values = {}
+        if self.paper_weights() is None:
+            values["student_loss_weight"] = self.student_loss_weight
+            for name, w in zip(self._term_names,
+                               self.distillation_loss_weights):
+                values[f"{name}/weight"] = w
+        for name in self._own_hyperparameters():
+            values[name] = getattr(self, name)
+        for name, term in zip(self._term_names, self._terms):
+            if isinstance(term, DistillationTerm):
+                for attr in hp.hyperparameter_names(term):
+                    values[f"{name}/{attr}"] = getattr(term, attr)
+        return values
+
+    def _aliases(self):
+        """Names a preset or Hinton KD accepts besides `hyperparameters`."""
+        return ("alpha", "temperature") if self._hinton else ()
+
+    def set_hyperparameter(self, path, value):
+        """Assigns a live hyperparameter; the next step uses it.
+
+        Args:
+            path: A key of `hyperparameters` (e.g. `"kd/temperature"`,
+                `"student_loss_weight"`, `"beta"`) or a preset alias
+                (`"temperature"`).
+            value: The new value; checked like the constructor's argument.
+
+        Example:
+
+        >>> import tfkd
+        >>> from tfkd import testing
+        >>> d = tfkd.Distiller(testing.tiny_conv_model("t"),
+        ...                    testing.tiny_conv_model("s"))
+        >>> d.set_hyperparameter("kd/temperature", 2.0)
+        >>> d.hyperparameters["kd/temperature"]
+        2.0
+        """
+        known = list(self.hyperparameters) + list(self._aliases())
+        if not isinstance(path, str) or path not in known:
+            raise ValueError(
+                f"Unknown hyperparameter. Received: path={path!r}. This "
+                f"distiller's live hyperparameters: {known}."
+            )
+        if "/" in path:
+            name, attr = path.split("/", 1)
+            if attr == "weight":
+                weights = self.distillation_loss_weights
+                weights[self._term_names.index(name)] = value
+                self.distillation_loss_weights = weights
+            else:
+                setattr(self._terms[self._term_names.index(name)], attr,
+                        value)
+        else:
+            setattr(self, path, value)
+
+    def get_hyperparameter(self, path):
+        """The current value of a live hyperparameter (see
+        `hyperparameters`; aliases accepted)."""
+        if path in self._aliases():
+            return getattr(self, path)
+        values = self.hyperparameters
+        if path not in values:
+            raise ValueError(
+                f"Unknown hyperparameter. Received: path={path!r}. This "
+                f"distiller's live hyperparameters: "
+                f"{list(values) + list(self._aliases())}."
+            )
+        return values[path]
 
     # ------------------------------------------------------------------
     # Forward passes: each network once per step.
@@ -331,204 +714,325 @@ class Distiller(keras.Model):
         return self.student(inputs, training=training)
 
     def teacher_forward(self, x):
-        """Runs the frozen teacher once: `(logits, [tapped features])`."""
-        if self._teacher_extractor is None:
-            outputs = [self.teacher(x, training=False)]
-        else:
-            outputs = self._teacher_extractor(x, training=False)
-        outputs = [tf.stop_gradient(o) for o in outputs]
-        return outputs[0], outputs[1:]
+        """Runs the frozen teacher once: `(logits, [tapped features])`,
+        the features in the order of `teacher_taps`."""
+        outputs = self._teacher_extractor(x, training=False)
+        outputs = {k: tf.stop_gradient(v) for k, v in outputs.items()}
+        return outputs[LOGITS], [outputs[n] for n in self.teacher_taps]
 
     def student_forward(self, x, training):
-        """Runs the student once: `(logits, [tapped features])`.
-
-        Features of layers with guided channels (see `SelfTaughtConv2D`) are
-        sliced to the guided channels, so knowledge losses never reach the
-        self-taught ones.
-        """
-        if self._student_extractor is None:
-            return self.student(x, training=training), []
+        """Runs the student once: `(logits, [tapped features])`."""
         outputs = self._student_extractor(x, training=training)
-        features = [
-            f if g is None else f[..., :g]
-            for f, g in zip(outputs[1:], self._guided)
-        ]
-        return outputs[0], features
+        return outputs[LOGITS], [outputs[n] for n in self.student_taps]
+
+    @property
+    def teacher_taps(self):
+        """Teacher layers tapped by the terms (besides the logits)."""
+        return list(self._teacher_extractor.names)
+
+    @property
+    def student_taps(self):
+        """Student layers tapped by the terms (besides the logits)."""
+        return list(self._student_extractor.names)
+
+    def forward(self, x, training):
+        """Both networks once: `(teacher outputs, student outputs)`, each a
+        `{tap: tensor}` dict (key `None`: the logits)."""
+        images, cached = split_cached_inputs(x)
+        if cached is None:
+            teacher = self._teacher_extractor(images, training=False)
+            teacher = {k: tf.stop_gradient(v) for k, v in teacher.items()}
+        else:
+            teacher = self._cached_outputs(cached)
+        student = self._student_extractor(images, training=training)
+        return teacher, student
+
+    def _cached_outputs(self, cached):
+        logits, features = cached
+        names = self._teacher_extractor.names
+        if len(features) != len(names):
+            raise ValueError(
+                f"The cached teacher outputs hold {len(features)} tapped "
+                f"feature(s) but this distiller taps {len(names)} teacher "
+                f"layer(s) ({names}). Rebuild the cache with "
+                "`tfkd.data.cache_teacher_outputs(distiller, ...)` for this "
+                "distiller."
+            )
+        outputs = {LOGITS: logits, **dict(zip(names, features))}
+        return {k: tf.stop_gradient(v) for k, v in outputs.items()}
 
     # ------------------------------------------------------------------
-    # What a method defines.
+    # Losses.
 
-    def compute_loss_terms(self, y, teacher_logits, student_logits,
-                           teacher_features, student_features):
-        """Returns `{term name: per-example (batch,) or scalar tensor}`."""
-        return {
-            "class_loss": kd_losses.cross_entropy(y, student_logits),
-            "kd_loss": kd_losses.kd_loss(
-                teacher_logits, student_logits, self.temperature
-            ),
+    def term_values(self, teacher, student, y, training):
+        """`{name: unreduced value}` of every term on one forward pass."""
+        values = {}
+        for name, term in zip(self._term_names, self._terms):
+            t = [teacher[n] for n in term.teacher_taps]
+            s = [student[n] for n in term.student_taps]
+            several = getattr(term, "_several", False)
+            values[name] = term.call(
+                t if several else t[0], s if several else s[0],
+                labels=y, training=training)
+        return values
+
+    def _sparse_labels(self, y, logits):
+        return y.dtype.is_integer or (
+            y.shape.rank is not None and logits.shape.rank is not None
+            and (y.shape.rank < logits.shape.rank or y.shape[-1] == 1)
+        )
+
+    def _check_labels(self, y, logits):
+        """Checks labels in the graph; returns `(labels, labelled mask)`.
+
+        The mask is `None` unless labels are class ids (then `-1` marks an
+        unlabelled example).
+        """
+        if y is None:
+            raise ValueError(
+                "Distillers need labels: call `fit(x, y)` or pass a dataset "
+                "of `(images, labels)` pairs (label -1 marks an unlabelled "
+                "example). Received: y=None."
+            )
+        y = tf.convert_to_tensor(y)
+        if self._student_loss_fn is not None and not self._sparse_labels(
+            y, logits
+        ):
+            return y, None
+        if not self._sparse_labels(y, logits):
+            num_classes = logits.shape[-1]
+            if y.shape[-1] is not None and num_classes is not None and (
+                y.shape[-1] != num_classes
+            ):
+                raise ValueError(
+                    f"One-hot labels have {y.shape[-1]} columns but the "
+                    f"student outputs {num_classes} logits. Received labels "
+                    f"of shape {tuple(y.shape)}. Use one column per class, "
+                    "or integer class ids."
+                )
+            return y, None
+        if self._student_loss_fn is not None:
+            return y, None
+        checks = []
+        if y.dtype.is_floating:
+            checks.append(tf.debugging.assert_equal(
+                y, tf.round(y),
+                message=("Labels `y` are fractional floats; class ids must "
+                         "be whole numbers (e.g. 3.0 or 3). Round or cast "
+                         "your labels, or pass one-hot / soft labels with "
+                         "one column per class.")))
+        labels = tf.cast(y, tf.int64)
+        num_classes = tf.cast(tf.shape(logits)[-1], tf.int64)
+        checks += [
+            tf.debugging.assert_greater_equal(
+                labels, tf.constant(-1, tf.int64),
+                message=("Labels `y` must be class ids >= 0, or -1 for an "
+                         "unlabelled example.")),
+            tf.debugging.assert_less(
+                labels, num_classes,
+                message=("Labels `y` must be class ids in [0, num_classes) "
+                         "of the student's logits; a label is out of range. "
+                         "Check the number of classes of your models "
+                         "against your data.")),
+        ]
+        with tf.control_dependencies(checks):
+            labels = tf.reshape(tf.identity(labels), [-1])
+        labelled = labels >= 0
+        return tf.maximum(labels, 0), labelled
+
+    def student_loss_values(self, y, logits):
+        """Unreduced student loss (`(batch,)` or more dims)."""
+        if self._student_loss_fn is None:
+            return kd_losses.cross_entropy(y, logits)
+        logits = tf.cast(logits, tf.float32)
+        if y.dtype.is_floating:
+            y = tf.cast(y, tf.float32)
+        return _per_example(self._student_loss_fn, y, logits)
+
+    def compute_losses(self, x, y=None, sample_weight=None, training=False,
+                       outputs=None):
+        """The step's losses on one batch.
+
+        Args:
+            x: The batch's inputs (or a cached-teacher dict).
+            y: Labels.
+            sample_weight: Optional per-example weights.
+            training: Whether this is a training step.
+            outputs: Optional `(teacher, student)` outputs of `forward`,
+                when the caller ran it already.
+
+        Returns:
+            `(total, {metric name: value}, student logits, labels,
+            metric sample weights)`.
+        """
+        teacher, student = outputs or self.forward(x, training)
+        logits = student[LOGITS]
+        y, labelled = self._check_labels(y, logits)
+        values = {
+            f"{name}_loss": reduce_term(value, sample_weight)
+            for name, value in self.term_values(
+                teacher, student, y, training).items()
         }
+        per_example = self.student_loss_values(y, logits)
+        weights = sample_weight
+        if labelled is not None:
+            mask = tf.cast(labelled, tf.float32)
+            weights = mask if sample_weight is None else mask * tf.cast(
+                tf.reshape(sample_weight, [-1]), tf.float32)
+            value = tf.cast(per_example, tf.float32)
+            if value.shape.rank and value.shape.rank > 1:
+                value = tf.reduce_mean(
+                    value, axis=list(range(1, value.shape.rank)))
+            student_loss = tf.math.divide_no_nan(
+                tf.reduce_sum(value * weights), tf.reduce_sum(mask))
+        else:
+            student_loss = reduce_term(per_example, sample_weight)
+        values = {"student_loss": student_loss, **values}
+        w_s, w = self.loss_weights()
+        w_s = tf.cast(w_s, tf.float32)
+        distillation = tf.add_n([
+            tf.cast(wi, tf.float32) * values[f"{n}_loss"]
+            for n, wi in zip(self._term_names, w)
+        ])
+        total = w_s * student_loss + (1.0 - w_s) * distillation
+        if training:
+            regularization = list(self.student.losses) + [
+                loss for t in self._terms for loss in t.losses]
+            if regularization:
+                total += tf.add_n(
+                    [tf.cast(r, tf.float32) for r in regularization])
+        return total, values, logits, y, weights
 
-    def loss_weights(self):
-        """Returns `{term name: weight}`; the total is the weighted sum."""
-        return {"class_loss": self.alpha, "kd_loss": 1.0 - self.alpha}
+    # ------------------------------------------------------------------
+    # Steps.
 
-    def trainable_variables_for_step(self):
-        """Variables the optimizer updates: the student plus owned parts."""
+    def step_variables(self):
+        """Variables the optimizer updates: the student plus the terms'
+        trainable parts (adapters, regressors)."""
         seen, variables = set(), []
-        for v in self.trainable_weights:
+        for v in list(self.student.trainable_variables) + [
+            v for t in self._terms for v in t.trainable_weights
+        ]:
             if id(v) not in seen:
                 seen.add(id(v))
                 variables.append(v)
         return variables
 
-    # ------------------------------------------------------------------
-    # Steps.
-
-    def _check_labels(self, y, logits):
-        if y is None:
-            raise ValueError(
-                "Distillers need labels: call `fit(x, y)` or pass a dataset "
-                "of `(images, labels)` pairs. Received: y=None."
-            )
-        y = tf.convert_to_tensor(y)
-        if y.dtype.is_integer or (
-            y.shape.rank is not None and logits.shape.rank is not None
-            and (y.shape.rank < logits.shape.rank or y.shape[-1] == 1)
-        ):
-            num_classes = tf.cast(tf.shape(logits)[-1], tf.int64)
-            labels = tf.cast(y, tf.int64)
-            checks = [
-                tf.debugging.assert_non_negative(
-                    labels, message="Labels `y` must be >= 0."),
-                tf.debugging.assert_less(
-                    labels, num_classes,
-                    message=("Labels `y` must be class ids in [0, "
-                             "num_classes) of the student's logits; a label "
-                             "is out of range. Check the number of classes "
-                             "of your models against your data."),
-                ),
-            ]
-            with tf.control_dependencies(checks):
-                return tf.identity(y)
-        return y
-
-    def _loss_and_terms(self, x, y, sample_weight, training):
-        x, cached = split_cached_inputs(x)
-        if cached is None:
-            teacher_logits, teacher_features = self.teacher_forward(x)
-        else:
-            # Teacher outputs streamed with the data: the step runs only
-            # the student.
-            teacher_logits, teacher_features = self._check_cached(cached)
-        student_logits, student_features = self.student_forward(
-            x, training=training
-        )
-        y = self._check_labels(y, student_logits)
-        terms = self.compute_loss_terms(
-            y, teacher_logits, student_logits,
-            teacher_features, student_features,
-        )
-        weights = self.loss_weights()
-        reduced = {n: reduce_term(v, sample_weight) for n, v in terms.items()}
-        total = tf.add_n([
-            tf.cast(weights[name], tf.float32) * value
-            for name, value in reduced.items() if name in weights
-        ])
-        if training:
-            regularization = self.student.losses + [
-                loss for layer in self._owned_layers() for loss in layer.losses
-            ]
-            if regularization:
-                total += tf.add_n(
-                    [tf.cast(r, tf.float32) for r in regularization]
-                )
-        return total, reduced, student_logits
-
-    def _check_cached(self, cached):
-        logits, features = cached
-        if len(features) != len(self.teacher_layer):
-            raise ValueError(
-                f"The cached teacher outputs hold {len(features)} tapped "
-                f"feature(s) but this distiller taps {len(self.teacher_layer)}"
-                f" teacher layer(s) ({self.teacher_layer}). Rebuild the cache "
-                f"with `tfkd.data.cache_teacher_outputs(distiller, ...)` for "
-                f"this distiller."
-            )
-        return (tf.stop_gradient(logits),
-                [tf.stop_gradient(f) for f in features])
-
-    def _owned_layers(self):
-        """Distiller-owned trainable parts (adapters, regressors, ...)."""
-        return []
-
-    def _update_trackers(self, total, reduced, x):
-        batch = _batch_size(x)
-        self._loss_tracker.update_state(total, sample_weight=batch)
-        for tracker in self._term_trackers:
-            if tracker.name in reduced:
-                tracker.update_state(reduced[tracker.name],
-                                     sample_weight=batch)
+    def _scaled(self, total, optimizer=None):
+        # Per-replica mean -> global mean under tf.distribute, as
+        # keras.src.losses.loss.scale_loss_for_distribution does.
+        replicas = num_replicas()
+        loss = total / replicas if replicas > 1 else total
+        return (optimizer or self.optimizer).scale_loss(loss)
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        variables = self.trainable_variables_for_step()
         with tf.GradientTape() as tape:
-            total, reduced, student_logits = self._loss_and_terms(
-                x, y, sample_weight, training=True
-            )
-            # Per-replica mean -> global mean under tf.distribute, as
-            # keras.src.losses.loss.scale_loss_for_distribution does.
-            replicas = num_replicas()
-            loss = total / replicas if replicas > 1 else total
-            scaled = self.optimizer.scale_loss(loss)
+            total, values, logits, y, weights = self.compute_losses(
+                x, y, sample_weight, training=True)
+            scaled = self._scaled(total)
+        # Read after the forward pass: a lazily built student has its
+        # variables only now.
+        variables = self.step_variables()
         gradients = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
-        self._update_trackers(total, reduced, x)
-        return self.compute_metrics(x, y, student_logits, sample_weight)
+        self._update_trackers(total, values, x)
+        return self.compute_metrics(x, y, logits, weights)
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        total, reduced, student_logits = self._loss_and_terms(
-            x, y, sample_weight, training=False
-        )
-        self._update_trackers(total, reduced, x)
-        return self.compute_metrics(x, y, student_logits, sample_weight)
+        total, values, logits, y, weights = self.compute_losses(
+            x, y, sample_weight, training=False)
+        self._update_trackers(total, values, x)
+        return self.compute_metrics(x, y, logits, weights)
+
+    def _update_trackers(self, total, values, x, weights=None):
+        batch = _batch_size(x)
+        self._loss_tracker.update_state(total, sample_weight=batch)
+        weights = weights or {}
+        for tracker in self._trackers:
+            if tracker.name in values:
+                tracker.update_state(
+                    values[tracker.name],
+                    sample_weight=weights.get(tracker.name, batch))
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        # The compiled metrics see the student's logits only; the loss
-        # trackers were updated by the step itself.
-        if self._compile_metrics is not None:
-            self._compile_metrics.update_state(y, y_pred, sample_weight)
+        # The compiled metrics see the student's logits only (unlabelled
+        # examples carry weight 0); the loss trackers were updated by the
+        # step itself.
+        metrics = _compat.compile_metrics(self)
+        if metrics is not None:
+            metrics.update_state(y, y_pred, sample_weight)
         results = self.get_metrics_result()
-        if _multi_worker(tf.distribute.get_strategy()):
+        if _compat.in_multi_worker_mode(tf.distribute.get_strategy()):
             # Keras reduces step outputs across workers with
             # `strategy.reduce("MEAN", v, axis=0)`, which rejects scalars
             # (keras-team/keras#20585); the results are global already.
             results = {k: tf.reshape(v, [1]) for k, v in results.items()}
         return results
 
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Keras takes the first batch's shapes by `strategy.reduce`-ing it
-        # across replicas, which fails with several workers
-        # (keras-team/keras#20585). The shapes of this worker's first
-        # replica batch are all it needs.
-        strategy = self._distribute_strategy
-        if iterator is not None and strategy is not None and _multi_worker(
-            strategy
-        ):
-            for _, _, batches in iterator:
-                data_batch = tf.nest.map_structure(
-                    lambda v: strategy.experimental_local_results(v)[0]
-                    if isinstance(v, tf.distribute.DistributedValues) else v,
-                    next(batches),
-                )
-                break
-            iterator = None
-        return super()._maybe_symbolic_build(iterator=iterator,
-                                             data_batch=data_batch)
+    # ------------------------------------------------------------------
+    # Compilation.
+
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None,
+                **kwargs):
+        """Configures training; `loss` is the student loss (Keras's
+        convention).
+
+        Args:
+            optimizer: Optimizer of the student and the terms' parts.
+            loss: The student's loss against the labels: `None` (default)
+                for cross entropy from logits with integer or one-hot
+                labels (`-1`: unlabelled), or any Keras loss on logits
+                (name, `keras.losses.Loss`, or callable). Losses that take
+                probabilities (`from_logits=False`) are refused.
+            metrics: Metrics on the student's logits.
+            **kwargs: Other `keras.Model.compile` arguments
+                (`weighted_metrics`, `jit_compile`, `steps_per_execution`,
+                `auto_scale_loss`, ...). `loss_weights` is refused: the
+                distiller's weights are `student_loss_weight` and
+                `distillation_loss_weights`.
+        """
+        if kwargs.get("loss_weights") is not None:
+            raise ValueError(
+                "`compile(loss_weights=...)` has no meaning for a distiller: "
+                "its weights are `student_loss_weight` and "
+                "`distillation_loss_weights`. Received: loss_weights="
+                f"{kwargs['loss_weights']!r}."
+            )
+        kwargs.pop("loss_weights", None)
+        self._student_loss_fn = _resolve_student_loss(
+            self._default_student_loss() if loss is None else loss)
+        self._student_loss_config = loss
+        super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
+        # Built now over exactly the variables `fit` updates, so a saved
+        # optimizer state loads back in the same order.
+        if self.student.built:
+            self.optimizer.build(self.optimizer_variables())
+
+    def optimizer_variables(self):
+        """Variables the optimizer is built on (every variable any step may
+        update; by default `step_variables()`)."""
+        return self.step_variables()
+
+    def _default_student_loss(self):
+        """The student loss when `compile` gets none (a preset may set
+        one); `None` is cross entropy from logits."""
+        return None
+
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config and self._student_loss_config is not None:
+            config["loss"] = keras.saving.serialize_keras_object(
+                self._student_loss_config)
+        return config
+
+    def compile_from_config(self, config):
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
 
     # ------------------------------------------------------------------
-    # Data checks and serialisation.
+    # Data checks, checkpoints and serialisation.
 
     def fit(self, x=None, y=None, *args, **kwargs):
         _check_not_empty(x, "x")
@@ -548,16 +1052,45 @@ class Distiller(keras.Model):
         except (AttributeError, TypeError, ValueError, IndexError):
             return None
 
-    def get_config(self):
-        config = super().get_config()
+    def save_weights(self, filepath, overwrite=True, **kwargs):
+        """Saves the distiller's weights, or only the student's when
+        `checkpoint_student_only` is set (Keras Tuner's trial
+        checkpoints: no teacher weights in every trial directory)."""
+        if self.checkpoint_student_only:
+            return self.student.save_weights(filepath, overwrite=overwrite,
+                                             **kwargs)
+        return super().save_weights(filepath, overwrite=overwrite, **kwargs)
+
+    def load_weights(self, filepath, **kwargs):
+        """Loads weights saved by `save_weights` (same mode)."""
+        if self.checkpoint_student_only:
+            return self.student.load_weights(filepath, **kwargs)
+        return super().load_weights(filepath, **kwargs)
+
+    def base_config(self):
+        """`keras.Model`'s config plus the serialised teacher and student;
+        presets add their own arguments to it."""
+        config = keras.Model.get_config(self)
         config.update({
             "teacher": keras.saving.serialize_keras_object(self.teacher),
             "student": keras.saving.serialize_keras_object(self.student),
-            "alpha": self.alpha,
-            "temperature": self.temperature,
-            "teacher_layer": list(self.teacher_layer) or None,
-            "student_layer": list(self.student_layer) or None,
         })
+        return config
+
+    def get_config(self):
+        config = self.base_config()
+        if self._hinton:
+            config.update({"alpha": self.alpha,
+                           "temperature": self.temperature})
+        else:
+            config.update({
+                "distillation_losses": [
+                    keras.saving.serialize_keras_object(t)
+                    for t in self.distillation_losses
+                ],
+                "distillation_loss_weights": self.distillation_loss_weights,
+                "student_loss_weight": self.student_loss_weight,
+            })
         return config
 
     @classmethod
@@ -566,8 +1099,13 @@ class Distiller(keras.Model):
         config = copy.deepcopy(config)
         for key in ("teacher", "student"):
             config[key] = keras.saving.deserialize_keras_object(
-                config[key], custom_objects=custom_objects
-            )
+                config[key], custom_objects=custom_objects)
+        if config.get("distillation_losses") is not None:
+            config["distillation_losses"] = [
+                keras.saving.deserialize_keras_object(
+                    t, custom_objects=custom_objects)
+                for t in config["distillation_losses"]
+            ]
         return cls(**config)
 
 
@@ -587,18 +1125,32 @@ def _check_arrays(x, y, num_classes, x_name, y_name):
                 f"elements; the first in example {first}). Clean or impute "
                 f"the data before training."
             )
-    if (
-        isinstance(y, np.ndarray) and num_classes is not None
-        and np.issubdtype(y.dtype, np.integer) and y.size
-    ):
-        low, high = int(y.min()), int(y.max())
-        if low < 0 or high >= num_classes:
+    if not isinstance(y, np.ndarray) or num_classes is None or not y.size:
+        return
+    sparse = y.ndim == 1 or (y.ndim == 2 and y.shape[-1] == 1)
+    if not sparse:
+        return
+    if np.issubdtype(y.dtype, np.floating):
+        flat = y.reshape(-1)
+        bad = ~np.isfinite(flat) | (flat != np.round(flat))
+        if bad.any():
             raise ValueError(
-                f"`{y_name}` must hold class ids in [0, {num_classes}) for "
-                f"a student with {num_classes} logits. Received labels in "
-                f"[{low}, {high}]. Check the data's number of classes "
-                f"against the models'."
+                f"`{y_name}` holds fractional or non-finite float labels "
+                f"(e.g. {flat[np.argmax(bad)]!r} at index "
+                f"{int(np.argmax(bad))}); class ids must be whole numbers. "
+                "Round or cast them, or pass one-hot / soft labels with one "
+                "column per class."
             )
+    elif not np.issubdtype(y.dtype, np.integer):
+        return
+    low, high = int(y.min()), int(y.max())
+    if low < -1 or high >= num_classes:
+        raise ValueError(
+            f"`{y_name}` must hold class ids in [0, {num_classes}) for a "
+            f"student with {num_classes} logits (or -1 for an unlabelled "
+            f"example). Received labels in [{low}, {high}]. Check the "
+            "data's number of classes against the models'."
+        )
 
 
 def _check_not_empty(data, name):

@@ -1,65 +1,35 @@
 """`CorrelationDistiller`: correlation-based learning (channel/spatial Grams)."""
 
 import keras
-import tensorflow as tf
 
 from tfkd.distillers.feature import FeatureDistiller
-from tfkd.losses._utils import check_option
-from tfkd.losses._utils import check_positive_int
-from tfkd.losses.correlation import CORRELATION_MODES
+from tfkd.distillers.feature import require_layers
 from tfkd.losses.correlation import DEFAULT_MAX_SPATIAL_POSITIONS
-from tfkd.losses.correlation import correlation_loss
-
-
-def _check_pool_to(value):
-    if value is None:
-        return None
-    pair = (value, value) if isinstance(value, int) else value
-    try:
-        pair = tuple(pair)
-    except TypeError:
-        pair = ()
-    if len(pair) != 2 or not all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= 1
-        for v in pair
-    ):
-        raise ValueError(
-            "`pool_to` must be None, a positive int or a pair of positive "
-            f"ints (H, W). Received: pool_to={value!r}."
-        )
-    return pair
+from tfkd.terms.correlation import CorrelationDistillation
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
 class CorrelationDistiller(FeatureDistiller):
     """Correlation-based learning: match channel and/or spatial Gram matrices.
 
-    The student's guided layer learns the teacher layer's *correlations*
-    rather than its activations: the channel Gram `C = Fᵀ F` (`N × N`), the
-    spatial Gram `S = F Fᵀ` (`M × M`, `M = H · W`) or both, each
-    standardised per example and compared with the (non-squared) L2 norm
-    (`tfkd.losses.correlation_loss`). Single-stage objective (eq. 6):
-    `L = L_Know + beta · (alpha · CE + (1 − alpha) · KD)`; two-stage
-    training trains the student up to the guided layer with `L_Know`, then
-    the whole student with `L_Class` (see `FeatureDistiller`, `stage`,
-    `fit_two_stage`). With several tapped pairs, `L_Know` is the sum over
-    pairs. The paper's "+KD" settings are `alpha=0.3`.
+    A preset of the correlation paper: a `tfkd.losses.CorrelationDistillation`
+    term (the student's guided layer learns the teacher layer's channel
+    Gram `C = Fᵀ F`, spatial Gram `S = F Fᵀ` or both, standardised per
+    example, compared with the non-squared L2 norm) in the paper's
+    objective (eq. 6) `L = L_Know + beta · (alpha · CE + (1 − alpha) · KD)`,
+    single- or two-stage (see `FeatureDistiller`). With several tapped
+    pairs `L_Know` is their sum. The paper's "+KD" settings are
+    `alpha=0.3`. In the engine's convention the total is `L / (1 + beta)`
+    (see `FeatureDistiller`).
 
-    `mode="channel"` needs equal channel counts, `"spatial"` equal `(H, W)`,
-    `"both"` both; on a mismatch `adapter=True` inserts a trainable 1×1 conv
-    and/or bilinear resize on the student side, otherwise construction
-    raises a `ValueError` naming both shapes. A `SelfTaughtConv2D` guided
-    layer has only its guided channels compared (self-guided learning,
-    §3.2).
-
-    **Memory of the spatial Gram.** `S` has `(H · W)²` entries per example
-    and pair, for the teacher and for the student, plus as much again for
-    the gradient: a 32 × 32 map is 4 MiB of float32 per example and Gram, a
-    64 × 64 map 64 MiB. Maps with more than `max_spatial_positions`
-    positions (4096 by default) are refused at construction; pass
-    `pool_to=(h, w)` to average-pool both maps to `h × w` before the
-    spatial Gram (the channel Gram always uses the full maps), use
-    `mode="channel"`, or raise `max_spatial_positions`.
+    `mode="channel"` needs equal channel counts, `"spatial"` equal
+    `(H, W)`, `"both"` both; on a mismatch `adapter=True` inserts a
+    trainable 1×1 conv and/or bilinear resize on the student side,
+    otherwise construction raises a `ValueError` naming both shapes. A
+    `SelfTaughtConv2D` guided layer has only its guided channels compared
+    (self-guided learning, §3.2). Maps larger than `max_spatial_positions`
+    positions are refused for the spatial Gram: pass `pool_to=(h, w)` to
+    average-pool both maps first, or use `mode="channel"`.
 
     Args:
         teacher: Trained `keras.Model` outputting logits; frozen.
@@ -76,10 +46,9 @@ class CorrelationDistiller(FeatureDistiller):
             mismatch.
         stage: `None` (single-stage), `1` or `2`.
         guided_channels: `None`, an int, or one int/`None` per pair (see
-            `FeatureDistiller`).
+            `tfkd.terms.DistillationTerm`).
         pool_to: Optional int or `(h, w)`: average-pool both feature maps to
-            this size before the spatial Gram. `H` and `W` must be
-            multiples of it.
+            this size before the spatial Gram.
         max_spatial_positions: Largest `H · W` the spatial Gram accepts.
         **kwargs: Passed to `keras.Model`.
 
@@ -96,7 +65,7 @@ class CorrelationDistiller(FeatureDistiller):
     >>> x, y = testing.random_images(32)
     >>> history = distiller.fit(x, y, epochs=1, verbose=0)
     >>> sorted(history.history)
-    ['accuracy', 'class_loss', 'kd_loss', 'knowledge_loss', 'loss']
+    ['accuracy', 'kd_loss', 'knowledge_loss', 'loss', 'student_loss']
 
     Reference:
         Wang, Xu, Xu, Yu, Wang. "Student-Centric Network Learning for
@@ -109,86 +78,36 @@ class CorrelationDistiller(FeatureDistiller):
                  guided_channels=None, pool_to=None,
                  max_spatial_positions=DEFAULT_MAX_SPATIAL_POSITIONS,
                  **kwargs):
-        # Set before the base constructor: it checks shapes per mode.
-        self.mode = check_option(mode, "mode", CORRELATION_MODES)
-        self.pool_to = _check_pool_to(pool_to)
-        self.max_spatial_positions = check_positive_int(
-            max_spatial_positions, "max_spatial_positions"
-        )
-        super().__init__(
-            teacher, student, teacher_layer=teacher_layer,
-            student_layer=student_layer, alpha=alpha, beta=beta,
-            temperature=temperature, adapter=adapter, stage=stage,
-            guided_channels=guided_channels, **kwargs,
-        )
-        if self.mode != "channel":
-            for i, name in enumerate(self.teacher_layer):
-                self._check_spatial_size(name, self._pair_shapes(i)[0])
+        kwargs.pop("knowledge", None)
+        require_layers(type(self).__name__, teacher_layer, student_layer)
+        knowledge = CorrelationDistillation(
+            mode, max_spatial_positions, teacher_layer, student_layer,
+            adapter=adapter, pool_to=pool_to,
+            guided_channels=guided_channels, name="correlation")
+        super().__init__(teacher, student, knowledge=knowledge, alpha=alpha,
+                         beta=beta, temperature=temperature, stage=stage,
+                         **kwargs)
 
-    def _check_spatial_size(self, name, shape):
-        height, width = shape[1], shape[2]
-        if self.pool_to is not None:
-            ph, pw = self.pool_to
-            if height % ph or width % pw:
-                raise ValueError(
-                    f"`pool_to`={self.pool_to} must divide the spatial size "
-                    f"of the tapped features. Received: layer {name!r} with "
-                    f"feature shape {shape}."
-                )
-            height, width = ph, pw
-        positions = height * width
-        if positions > self.max_spatial_positions:
-            mib = positions * positions * 4 / 2**20
-            raise ValueError(
-                f"The spatial Gram of layer {name!r} (feature shape {shape}"
-                f"{', pooled to ' + str(self.pool_to) if self.pool_to else ''}"
-                f") would be {positions} × {positions} ({mib:,.0f} MiB of "
-                "float32 per example), more than max_spatial_positions="
-                f"{self.max_spatial_positions} allows. Pass pool_to=(h, w) "
-                "to average-pool the maps first, use mode='channel', or "
-                "raise max_spatial_positions."
-            )
+    @property
+    def mode(self):
+        """`"channel"`, `"spatial"` or `"both"`."""
+        return self.knowledge.mode
 
-    def feature_requirements(self):
-        return {
-            "channel": ("channels",),
-            "spatial": ("spatial",),
-            "both": ("spatial", "channels"),
-        }[self.mode]
-
-    def _pool(self, features):
-        height, width = features.shape[1], features.shape[2]
-        size = (height // self.pool_to[0], width // self.pool_to[1])
-        if size == (1, 1):
-            return features
-        return tf.nn.avg_pool2d(features, ksize=size, strides=size,
-                                padding="VALID")
-
-    def knowledge_loss(self, teacher_feature, student_feature):
-        if self.pool_to is None:
-            return correlation_loss(
-                teacher_feature, student_feature, mode=self.mode,
-                max_spatial_positions=self.max_spatial_positions,
-            )
-        losses = []
-        if self.mode in ("channel", "both"):
-            losses.append(correlation_loss(teacher_feature, student_feature,
-                                           mode="channel"))
-        if self.mode in ("spatial", "both"):
-            losses.append(correlation_loss(
-                self._pool(teacher_feature), self._pool(student_feature),
-                mode="spatial",
-                max_spatial_positions=self.max_spatial_positions,
-            ))
-        if len(losses) == 2:
-            return 0.5 * (losses[0] + losses[1])
-        return losses[0]
+    @property
+    def adapters(self):
+        """The student-side adapters (one per mismatched pair)."""
+        return list(self.knowledge.adapters)
 
     def get_config(self):
         config = super().get_config()
+        term = config.pop("knowledge")["config"]
         config.update({
-            "mode": self.mode,
-            "pool_to": list(self.pool_to) if self.pool_to else None,
-            "max_spatial_positions": self.max_spatial_positions,
+            "teacher_layer": term["teacher_layer_name"],
+            "student_layer": term["student_layer_name"],
+            "mode": term["mode"],
+            "adapter": term["adapter"],
+            "guided_channels": term["guided_channels"],
+            "pool_to": term["pool_to"],
+            "max_spatial_positions": term["max_spatial_positions"],
         })
         return config

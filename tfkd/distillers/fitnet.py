@@ -2,40 +2,32 @@
 
 import keras
 
-from tfkd.distillers.feature import FeatureAdapter
 from tfkd.distillers.feature import FeatureDistiller
-from tfkd.losses.hint import hint_loss
+from tfkd.distillers.feature import require_layers
+from tfkd.terms.hint import HintDistillation
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
 class FitNetDistiller(FeatureDistiller):
     """FitNets: the student's guided layer regresses the teacher's hint layer.
 
-    A convolutional regressor `r`, owned by the distiller (trained with the
-    student, saved with the distiller, never exported with the student),
-    maps the guided layer's output to the shape of the teacher's hint layer,
-    and the knowledge loss is the hint loss `½ ‖r(f_S) − f_T‖²` summed over
-    elements (`tfkd.losses.hint_loss`), summed over tapped pairs.
+    A preset over `tfkd.losses.HintDistillation`: a convolutional regressor
+    `r` owned by the term (trained with the student, saved with the
+    distiller, never exported with the student) maps the guided layer's
+    output to the hint's shape, and the knowledge loss is
+    `½ ‖r(f_S) − f_T‖²` summed over elements and tapped pairs. FitNets gives
+    the regressor the hint layer's non-linearity: pass
+    `regressor_activation="relu"` when the hint is a ReLU output. With
+    `regressor=False` the shapes must match exactly.
 
-    The regressor follows FitNets (§3.3): a convolution with the teacher's
-    channel count and `'valid'` padding whose kernel is
-    `(H_S − H_T + 1) × (W_S − W_T + 1)`, so its output has the hint's
-    spatial size (a 1×1 convolution when the sizes are equal). If the
-    guided map is smaller than the hint, it is a 1×1 convolution followed
-    by a bilinear upsampling. FitNets gives the regressor the hint layer's
-    non-linearity: pass `regressor_activation="relu"` when the hint is a
-    ReLU output. With `regressor=False` there is no regressor and the
-    shapes must match exactly.
-
-    Training follows FitNets and the correlation paper's framework:
-    `stage=1` is the hint stage (the student up to the guided layer, plus
-    the regressor, trained with the hint loss), `stage=2` the KD stage (the
-    whole student trained with `L_Class = alpha · CE + (1 − alpha) · KD`;
-    FitNets' own KD stage is `alpha < 1`); run both with `fit_two_stage`.
-    Single-stage training (`stage=None`) minimises
-    `L_hint + beta · L_Class`, the "Activation" baseline of the correlation
-    paper's Table 3. Note that the hint loss is a sum over all elements of
-    the map, so its scale grows with the map's size.
+    Training follows FitNets and the correlation paper's framework (see
+    `FeatureDistiller`): `stage=1` is the hint stage, `stage=2` the KD stage
+    (`L_Class = alpha · CE + (1 − alpha) · KD`; FitNets' own KD stage is
+    `alpha < 1`); run both with `fit_two_stage`. Single-stage training
+    minimises `L_hint + beta · L_Class` (divided by `1 + beta` in the
+    engine's convention), the "Activation" baseline of the correlation
+    paper's Table 3. The hint loss is a sum over all elements of the map,
+    so its scale grows with the map's size.
 
     Args:
         teacher: Trained `keras.Model` outputting logits; frozen.
@@ -49,8 +41,7 @@ class FitNetDistiller(FeatureDistiller):
             trainable convolutional regressor.
         regressor_activation: Activation of the regressor (default linear).
         stage: `None` (single-stage), `1` (hint stage) or `2` (KD stage).
-        guided_channels: `None`, an int, or one int/`None` per pair (see
-            `FeatureDistiller`).
+        guided_channels: `None`, an int, or one int/`None` per pair.
         **kwargs: Passed to `keras.Model`.
 
     Example:
@@ -73,46 +64,37 @@ class FitNetDistiller(FeatureDistiller):
         Thin Deep Nets", ICLR 2015, §2.2 and eq. 3.
     """
 
-    _adapter_option = "regressor"
-
     def __init__(self, teacher, student, *, teacher_layer=None,
                  student_layer=None, alpha=1.0, beta=0.1, temperature=4.0,
                  regressor=True, regressor_activation=None, stage=None,
                  guided_channels=None, **kwargs):
-        self.regressor_activation = keras.activations.serialize(
-            keras.activations.get(regressor_activation)
-        )
-        super().__init__(
-            teacher, student, teacher_layer=teacher_layer,
-            student_layer=student_layer, alpha=alpha, beta=beta,
-            temperature=temperature, adapter=regressor, stage=stage,
-            guided_channels=guided_channels, **kwargs,
-        )
+        kwargs.pop("knowledge", None)
+        require_layers(type(self).__name__, teacher_layer, student_layer)
+        knowledge = HintDistillation(
+            teacher_layer, student_layer, regressor=regressor,
+            regressor_activation=regressor_activation,
+            guided_channels=guided_channels, name="hint")
+        super().__init__(teacher, student, knowledge=knowledge, alpha=alpha,
+                         beta=beta, temperature=temperature, stage=stage,
+                         **kwargs)
 
     @property
     def regressors(self):
         """The distiller-owned regressors, one per tapped pair."""
-        return list(self.adapters)
+        return self.knowledge.regressors
 
-    def _needs_adapter(self, index, t, s):
-        # FitNets always regresses; without a regressor shapes must match.
-        return self.adapter or bool(self._mismatched(t, s))
-
-    def _make_adapter(self, index, t, s):
-        if s[1] >= t[1] and s[2] >= t[2]:
-            kernel, target = (s[1] - t[1] + 1, s[2] - t[2] + 1), None
-        else:
-            kernel, target = 1, t[1:3]
-        return FeatureAdapter(
-            filters=t[3], kernel_size=kernel, target_size=target,
-            activation=self.regressor_activation,
-            dtype=self.student.dtype_policy, name=f"regressor_{index}",
-        )
-
-    def knowledge_loss(self, teacher_feature, student_feature):
-        return hint_loss(teacher_feature, student_feature)
+    @property
+    def adapters(self):
+        return self.regressors
 
     def get_config(self):
         config = super().get_config()
-        config["regressor_activation"] = self.regressor_activation
+        term = config.pop("knowledge")["config"]
+        config.update({
+            "teacher_layer": term["teacher_layer_name"],
+            "student_layer": term["student_layer_name"],
+            "regressor": term["regressor"],
+            "regressor_activation": term["regressor_activation"],
+            "guided_channels": term["guided_channels"],
+        })
         return config

@@ -1,94 +1,61 @@
 """The locality-preserving (LP) distiller of Chen et al. (eq. 8)."""
 
 import keras
-import tensorflow as tf
 
+from tfkd import hyperparameters as hp
 from tfkd.distillers.base import Distiller
-from tfkd.losses import kd as kd_losses
-from tfkd.losses._utils import check_non_negative
-from tfkd.losses._utils import check_positive
-from tfkd.losses._utils import check_positive_int
-from tfkd.losses.locality import locality_preserving_loss
+from tfkd.terms.kd import SoftTargetDistillation
+from tfkd.terms.locality import LocalityPreservingDistillation
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
 class LocalityPreservingDistiller(Distiller):
     """Locality-preserving distillation: keep the teacher's neighbourhoods.
 
-    The student learns from the labels, from the teacher's softened outputs
-    and from the neighbourhood structure of the teacher's features: examples
-    that are near neighbours in the teacher's feature space (its `k` nearest
-    within the mini-batch) are pulled together in the student's. The
-    objective is the LP paper's eq. 8 (its `H(y, P_T)` typo read as
-    `H(y, P_S)`, as tfkd's SPEC fixes):
+    The LP paper's eq. 8 (its `H(y, P_T)` typo read as `H(y, P_S)`, as
+    tfkd's SPEC fixes):
+    `L = CE(y, s) + lam · H(softmax(t/τ), softmax(s/τ)) + gamma · L_LP`,
+    with `L_LP = 1/(2m) Σ_i Σ_{j∈N(i)} a_ij ‖f_S^i − f_S^j‖²`
+    (`tfkd.losses.LocalityPreservingDistillation`: examples among each
+    other's `k` nearest neighbours in the teacher's features are pulled
+    together in the student's). Eq. 8 writes the LP term with `1/m` where
+    eq. 6 has `1/(2m)`; tfkd uses eq. 6's `L_LP`, so `gamma = 2` reproduces
+    eq. 8's literal factor. In the engine's convention the terms are `soft`
+    (`tfkd.losses.SoftTargetDistillation`, no `T²` factor) and `lp`, and
+    the total is `L / 2` (`student_loss_weight = 0.5`, term weights
+    `lam` and `gamma`).
 
-    `loss = CE(y, s) + lam · H(softmax(t/τ), softmax(s/τ)) + gamma · L_LP`,
+    Metrics (training and validation), besides `loss`: `student_loss`
+    (`CE(y, s)`), `soft_loss` (the soft-target cross entropy, not tfkd's
+    `kd_loss = T² · KL`) and `lp_loss` (summed over the tapped pairs).
 
-    with `L_LP = 1/(2m) Σ_i Σ_{j∈N(i)} a_ij ‖f_S^i − f_S^j‖²` (see
-    `tfkd.losses.locality_preserving_loss`). Eq. 8 writes the LP term with
-    `1/m` where eq. 6 has `1/(2m)`; tfkd uses eq. 6's `L_LP` throughout, so
-    `gamma = 2` reproduces eq. 8's literal factor.
+    **A batch-level loss.** `L_LP` is one scalar per mini-batch (neighbours
+    are searched within it): sample weights do not scale it, and under
+    `tf.distribute` each replica searches its own examples (use a
+    per-replica batch of 128 for the paper's neighbourhoods).
 
-    Reported metrics (training and validation), besides `loss`:
-
-    - `class_loss`: `CE(y, s)`, the cross entropy with the labels;
-    - `soft_loss`: `H(softmax(t/τ), softmax(s/τ))`, the soft-target cross
-      entropy of `tfkd.losses.soft_cross_entropy` *without* the `T²` factor
-      (the paper uses none). It is named `soft_loss`, not `kd_loss`,
-      because tfkd's `kd_loss` is `T² · KL`, a different quantity (they
-      differ by the teacher's entropy and the `T²` factor);
-    - `lp_loss`: `L_LP`, summed over the tapped layer pairs.
-
-    Features are flattened per example, so teacher and student features may
-    have any (different) shapes: no regressor and no new weights. With
-    several layer pairs (lists of names for `teacher_layer` and
-    `student_layer`, paired in order), `lp_loss` is the sum of one LP term
-    per pair. Tapped layers with guided channels (`SelfTaughtConv2D`)
-    contribute only those channels.
-
-    **A batch-level loss.** `L_LP` is a scalar over the whole mini-batch
-    (neighbours are searched within it), not a mean of per-example terms,
-    so sample weights scale `class_loss` and `soft_loss` but not `lp_loss`,
-    and its value depends on the batch size. Under `tf.distribute` each
-    replica computes `L_LP` on its *local* batch: the `k` nearest
-    neighbours are searched among that replica's examples only, and the
-    replicas' losses are averaged (as every term is). To reproduce the
-    paper's neighbourhoods of `m = 128` examples, use a per-replica batch
-    of 128 (global batch `128 × replicas`), not a global batch of 128.
-
-    **Scale.** `L_LP` only pulls neighbours together (it has no repulsive
-    term) and grows with the squared scale and the dimension of the
-    student's features. If `gamma · L_LP` dwarfs the class loss, the
-    student can minimise it by shrinking or collapsing its features, and
-    accuracy drops to chance. Watch `lp_loss` against `class_loss`: e.g. on
-    the digits pair (`tfkd.models.digits_student`), tapping the 8×8×16 conv
-    map `block2_relu` with `gamma = 1` starts at `lp_loss ≈ 100` vs
-    `class_loss ≈ 2.4` and collapses, while the 16-d `gap` embedding
-    trains well. Tap a lower-dimensional layer or lower `gamma`.
-
-    Cost: O(m² (d_T + d_S)) per pair and step for the LP term, O(m²)
-    memory; nothing of size `m × m × d` is built.
+    **Scale.** `L_LP` only pulls neighbours together (no repulsive term)
+    and grows with the squared scale and the dimension of the student's
+    features; if `gamma · L_LP` dwarfs the class loss the student can
+    collapse its features. Watch `lp_loss` against `student_loss`; tap a
+    lower-dimensional layer (the pooled embedding) or lower `gamma`.
 
     Args:
         teacher: A trained `keras.Model` outputting logits. It is frozen.
         student: The `keras.Model` to train; logits of the teacher's shape.
         teacher_layer: Name (or list of names) of the teacher layer(s) whose
-            features define the neighbourhoods (the paper: FitNets' hint
-            layer, e.g. `lp_tap_layers(teacher)["lp"]`).
+            features define the neighbourhoods.
         student_layer: Name (or list of names) of the paired student
-            layer(s) (FitNets' guided layer).
-        k: Neighbours per example, an integer >= 1 (paper: 5); clipped to
-            the batch size minus one.
+            layer(s).
+        k: Neighbours per example, an integer >= 1 (paper: 5).
         gamma: Weight of the LP term, >= 0 (paper: 1).
         lam: Weight `λ` of the soft-target term, >= 0 (paper: 2).
         temperature: Softening temperature `τ > 0` (paper: 0.5).
-        sigma: Gaussian width `σ > 0` of the neighbour weights, or `None`
-            for the per-batch estimate of `locality_preserving_loss`.
+        sigma: Gaussian width `σ > 0`, or `None` for the per-batch estimate.
         **kwargs: Passed to `keras.Model` (e.g. `name`).
 
     Example:
 
-    >>> import keras
     >>> from tfkd import testing
     >>> teacher = testing.tiny_conv_model("teacher", width=8)
     >>> student = testing.tiny_conv_model("student", width=4)
@@ -98,7 +65,7 @@ class LocalityPreservingDistiller(Distiller):
     >>> x, y = testing.random_images(32)
     >>> history = distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
     >>> sorted(history.history)
-    ['accuracy', 'class_loss', 'loss', 'lp_loss', 'soft_loss']
+    ['accuracy', 'loss', 'lp_loss', 'soft_loss', 'student_loss']
 
     Reference:
         Chen, Wang, Xu, Xu, Tao. "Learning Student Networks via Feature
@@ -106,16 +73,13 @@ class LocalityPreservingDistiller(Distiller):
         Algorithm 1.
     """
 
-    loss_term_names = ("class_loss", "soft_loss", "lp_loss")
+    gamma = hp.Hyperparameter(hp.non_negative, doc="Weight of the LP term.")
+    lam = hp.Hyperparameter(hp.non_negative,
+                            doc="Weight of the soft-target term.")
 
-    def __init__(self, teacher, student, *, teacher_layer, student_layer,
-                 k=5, gamma=1.0, lam=2.0, temperature=0.5, sigma=None,
-                 **kwargs):
-        kwargs.pop("alpha", None)  # The base's KD weight; unused here.
-        k = check_positive_int(k, "k")
-        gamma = check_non_negative(gamma, "gamma")
-        lam = check_non_negative(lam, "lam")
-        sigma = None if sigma is None else check_positive(sigma, "sigma")
+    def __init__(self, teacher, student, *, teacher_layer=None,
+                 student_layer=None, k=5, gamma=1.0, lam=2.0,
+                 temperature=0.5, sigma=None, **kwargs):
         for name, value in (("teacher_layer", teacher_layer),
                             ("student_layer", student_layer)):
             if value is None or (isinstance(value, (list, tuple))
@@ -126,41 +90,58 @@ class LocalityPreservingDistiller(Distiller):
                     f"Received: {name}={value!r}. Pass a layer name, e.g. "
                     f"`tfkd.models.lp_tap_layers(model)['lp']`."
                 )
+        gamma = hp.non_negative(gamma, "gamma")
+        lam = hp.non_negative(lam, "lam")
         super().__init__(
-            teacher, student, alpha=1.0, temperature=temperature,
-            teacher_layer=teacher_layer, student_layer=student_layer,
+            teacher, student,
+            distillation_losses=[
+                SoftTargetDistillation(temperature=temperature, name="soft"),
+                LocalityPreservingDistillation(
+                    k, sigma, teacher_layer, student_layer, name="lp"),
+            ],
             **kwargs,
         )
-        self.k = k
         self.gamma = gamma
         self.lam = lam
-        self.sigma = sigma
 
-    def compute_loss_terms(self, y, teacher_logits, student_logits,
-                           teacher_features, student_features):
-        lp = tf.add_n([
-            locality_preserving_loss(t, s, k=self.k, sigma=self.sigma)
-            for t, s in zip(teacher_features, student_features)
-        ])
-        return {
-            "class_loss": kd_losses.cross_entropy(y, student_logits),
-            "soft_loss": kd_losses.soft_cross_entropy(
-                teacher_logits, student_logits, self.temperature
-            ),
-            "lp_loss": lp,
-        }
+    def _unique_names(self):
+        return ["soft", "lp"]
 
-    def loss_weights(self):
-        return {"class_loss": 1.0, "soft_loss": self.lam,
-                "lp_loss": self.gamma}
+    def paper_weights(self):
+        return 1.0, [self.lam, self.gamma], 2.0
+
+    @property
+    def temperature(self):
+        """Softening temperature `τ` (the `soft` term's; live)."""
+        return self._terms[0].temperature
+
+    @temperature.setter
+    def temperature(self, value):
+        self._terms[0].temperature = value
+
+    @property
+    def k(self):
+        """Neighbours per example."""
+        return self._terms[1].k
+
+    @property
+    def sigma(self):
+        """Gaussian width, or `None` for the per-batch estimate."""
+        return self._terms[1].sigma
+
+    def _aliases(self):
+        return ("temperature",)
 
     def get_config(self):
-        config = super().get_config()
-        config.pop("alpha", None)
+        config = self.base_config()
+        term = self._terms[1]
         config.update({
+            "teacher_layer": term.teacher_layer_name,
+            "student_layer": term.student_layer_name,
             "k": self.k,
             "gamma": self.gamma,
             "lam": self.lam,
+            "temperature": self.temperature,
             "sigma": self.sigma,
         })
         return config

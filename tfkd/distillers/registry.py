@@ -1,94 +1,181 @@
-"""Names of the distillation methods, for the CLI, recipes and tuning.
+"""The distillation methods, derived from the knowledge terms.
 
-Each entry maps a method name to its distiller class (imported lazily) and
-whether it taps features. `build` constructs a distiller on any
-teacher/student pair from a method name, so `tfkd demo --method`,
-`tfkd tune --method` and the recipes share one table.
+Every term class that declares a `method` (`tfkd.terms.Method`) is a
+method: `tfkd demo --method`, `tfkd tune`, the recipes, the docs' method
+table and the test battery all read this registry, and the registry reads
+the terms. Every module of the `tfkd.terms` package is imported (a module
+that fails to import fails loudly), so a new method is one new module there
+plus its test.
 """
 
 import dataclasses
 import importlib
+import inspect
+import pkgutil
+
+#: Arguments of a method's distiller that are never hyperparameters.
+NOT_HYPERPARAMETERS = frozenset({
+    "self", "teacher", "student", "teacher_layer", "student_layer", "name",
+    "dtype", "trainable", "teacher_layer_name", "student_layer_name",
+    "guided_channels", "regressor", "kwargs", "knowledge",
+    "collaboration_loss", "student_loss",
+})
+
+_EXTRA_TERMS = []
 
 
 @dataclasses.dataclass(frozen=True)
 class MethodSpec:
-    """How to build one method's distiller.
+    """One method: its term class and how to build its distiller.
 
     Attributes:
-        target: `"module:ClassName"` of the distiller.
-        uses_features: Whether it needs `teacher_layer` / `student_layer`.
-        defaults: Constructor arguments the method uses by default here.
-        description: One line for `--help` and tables.
+        name: The method's name.
+        term: The `tfkd.terms.DistillationTerm` subclass providing it.
+        method: The term's `tfkd.terms.Method` entry.
     """
 
-    target: str
-    uses_features: bool
-    defaults: dict = dataclasses.field(default_factory=dict)
-    description: str = ""
+    name: str
+    term: type
+    method: object
+
+    @property
+    def description(self):
+        return self.method.description
+
+    @property
+    def paper(self):
+        return self.method.paper
+
+    @property
+    def uses_features(self):
+        return self.method.uses_features
+
+    @property
+    def two_optimizers(self):
+        return self.method.two_optimizers
+
+    @property
+    def preset(self):
+        return self.method.preset
+
+    @property
+    def build_defaults(self):
+        return dict(self.method.build_defaults)
+
+    @property
+    def search_space(self):
+        return dict(self.method.search_space)
+
+    @property
+    def target(self):
+        """`"module:Class"` of the distiller that builds the method."""
+        return self.preset or "tfkd.distillers.base:Distiller"
 
     def load(self):
+        """The distiller class (the preset, or `tfkd.Distiller`)."""
         module, name = self.target.split(":")
         return getattr(importlib.import_module(module), name)
 
+    def arguments(self):
+        """`{argument: default}` a user may set for this method (the
+        tunable ones: no models, taps or objects)."""
+        if self.preset:
+            functions = [self.load().__init__]
+        else:
+            functions = [self.term.__init__]
+        arguments = {}
+        for function in functions:
+            for name, p in inspect.signature(function).parameters.items():
+                if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and (
+                    name not in NOT_HYPERPARAMETERS
+                ):
+                    arguments[name] = p.default
+        if not self.preset:
+            arguments["weight"] = 1.0
+            arguments["student_loss_weight"] = 0.5
+        arguments.update(self.build_defaults)
+        return arguments
 
-_METHODS = {
-    "stc": MethodSpec(
-        "tfkd.distillers.collaboration:CollaborationDistiller", True,
-        {"alpha": 0.5, "temperature": 1.0, "adapter": True},
-        "student-teacher collaboration: student front + frozen teacher back"),
-    "kd": MethodSpec("tfkd.distillers.base:Distiller", False,
-                     {"alpha": 0.5, "temperature": 4.0},
-                     "Hinton KD (soft targets)"),
-    "correlation": MethodSpec(
-        "tfkd.distillers.correlation:CorrelationDistiller", True,
-        {"mode": "both", "alpha": 1.0, "beta": 0.1, "adapter": True},
-        "correlation-based learning (channel + spatial Gram matrices)"),
-    "fitnet": MethodSpec(
-        "tfkd.distillers.fitnet:FitNetDistiller", True,
-        {"alpha": 1.0, "beta": 0.1},
-        "FitNets hints through a distiller-owned regressor"),
-    "attention": MethodSpec(
-        "tfkd.distillers.attention:AttentionDistiller", True,
-        {"adapter": True},
-        "attention transfer (AT, beta = 1000 / 2 per pair)"),
-    "ktan": MethodSpec(
-        "tfkd.distillers.adversarial:AdversarialDistiller", True,
-        # Phase 1 (CE + beta·MSE) for 100 steps, then adversarial steps; the
-        # paper leaves phase 1's length open. `fit` pre-trains the regressor.
-        {"alpha": 0.6, "beta": 0.5, "pretrain_steps": 100},
-        "KTAN: teacher-to-student regressor + discriminator"),
-    "lp": MethodSpec("tfkd.distillers.locality:LocalityPreservingDistiller",
-                     True,
-                     {"k": 5, "gamma": 1.0, "lam": 2.0, "temperature": 0.5},
-                     "locality-preserving loss + soft targets (LP, eq. 8)"),
-}
+    def defaults(self):
+        """The values `build` uses unless overridden."""
+        return self.arguments()
 
 
-def register_method(name, spec):
-    """Adds (or replaces) a method in the table."""
-    _METHODS[name] = spec
+def _import_term_modules():
+    import tfkd.terms as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        # A term module that fails to import is a bug: let it raise.
+        importlib.import_module(f"{package.__name__}.{info.name}")
+
+
+def register(term_class):
+    """Registers a term class defined outside `tfkd.terms` (its `method`
+    entries become methods).
+
+    Args:
+        term_class: A `tfkd.terms.DistillationTerm` subclass with a
+            `method`.
+
+    Returns:
+        `term_class` (usable as a class decorator).
+    """
+    from tfkd.terms.base import DistillationTerm
+    from tfkd.terms.base import methods_of
+
+    if not (isinstance(term_class, type)
+            and issubclass(term_class, DistillationTerm)):
+        raise TypeError(
+            "`register` takes a `tfkd.terms.DistillationTerm` subclass. "
+            f"Received: {term_class!r}."
+        )
+    if not methods_of(term_class):
+        raise ValueError(
+            f"{term_class.__name__} declares no `method`, so it provides no "
+            "method to register. Give it `method = tfkd.terms.Method(...)`."
+        )
+    if term_class not in _EXTRA_TERMS:
+        _EXTRA_TERMS.append(term_class)
+    return term_class
+
+
+def methods():
+    """`{name: MethodSpec}` of every method, in name order.
+
+    Raises:
+        ValueError: If two terms declare the same method name.
+    """
+    from tfkd.terms.base import methods_of
+    from tfkd.terms.base import term_classes
+
+    _import_term_modules()
+    found = {}
+    for term in term_classes() + _EXTRA_TERMS:
+        for method in methods_of(term):
+            other = found.get(method.name)
+            if other is not None and other.term is not term:
+                raise ValueError(
+                    f"Two terms declare the method {method.name!r}: "
+                    f"{other.term.__name__} and {term.__name__}. Rename one."
+                )
+            found[method.name] = MethodSpec(method.name, term, method)
+    return dict(sorted(found.items()))
 
 
 def method_names():
-    """Names of the methods whose distiller is importable, sorted."""
-    names = []
-    for name, spec in _METHODS.items():
-        try:
-            spec.load()
-        except (ImportError, AttributeError):
-            continue
-        names.append(name)
-    return sorted(names)
+    """Names of all methods, sorted."""
+    return list(methods())
 
 
 def get(name):
     """Returns the `MethodSpec` of `name` or raises a clear `ValueError`."""
-    if name not in method_names():
+    table = methods()
+    if name not in table:
         raise ValueError(
             f"Unknown distillation method. Received: method={name!r}. "
-            f"Choose one of {method_names()}."
+            f"Choose one of {list(table)}."
         )
-    return _METHODS[name]
+    return table[name]
 
 
 #: Per-method taps on the digits pair where the default does not suit:
@@ -127,13 +214,22 @@ def build(name, teacher, student, feature_layers=None, **overrides):
         teacher: The trained teacher `keras.Model`.
         student: The student `keras.Model`.
         feature_layers: `(teacher_layer, student_layer)` for feature methods.
-        **overrides: Constructor arguments replacing the method's defaults.
+        **overrides: Arguments replacing the method's defaults (see
+            `get(name).arguments()`).
 
     Returns:
         The constructed distiller (not compiled).
+
+    Example:
+
+    >>> from tfkd import testing
+    >>> d = build("kd", testing.tiny_conv_model("t"),
+    ...           testing.tiny_conv_model("s"), temperature=2.0)
+    >>> d.temperature
+    2.0
     """
     spec = get(name)
-    kwargs = dict(spec.defaults)
+    kwargs = spec.build_defaults
     kwargs.update(overrides)
     if spec.uses_features:
         if feature_layers is None:
@@ -142,9 +238,33 @@ def build(name, teacher, student, feature_layers=None, **overrides):
                 f"`feature_layers=(teacher_layer, student_layer)`. "
                 f"Received: feature_layers=None."
             )
-        kwargs.setdefault("teacher_layer", feature_layers[0])
-        kwargs.setdefault("student_layer", feature_layers[1])
-    return spec.load()(teacher, student, **kwargs)
+        if not (isinstance(feature_layers, (list, tuple))
+                and len(feature_layers) == 2):
+            raise ValueError(
+                "`feature_layers` must be a pair (teacher_layer, "
+                f"student_layer). Received: feature_layers={feature_layers!r}."
+            )
+    elif feature_layers is not None:
+        raise ValueError(
+            f"Method {name!r} reads only the logits; it taps no layer. "
+            f"Received: feature_layers={feature_layers!r}. Drop it."
+        )
+    if spec.preset:
+        if spec.uses_features:
+            kwargs.setdefault("teacher_layer", feature_layers[0])
+            kwargs.setdefault("student_layer", feature_layers[1])
+        return spec.load()(teacher, student, **kwargs)
+    from tfkd.distillers.base import Distiller
+
+    weight = kwargs.pop("weight", 1.0)
+    student_loss_weight = kwargs.pop("student_loss_weight", 0.5)
+    if spec.uses_features:
+        kwargs.setdefault("teacher_layer_name", feature_layers[0])
+        kwargs.setdefault("student_layer_name", feature_layers[1])
+    term = spec.term(**kwargs)
+    return Distiller(teacher, student, [term],
+                     distillation_loss_weights=[weight],
+                     student_loss_weight=student_loss_weight)
 
 
 def fit(distiller, *args, **kwargs):
@@ -160,3 +280,24 @@ def fit(distiller, *args, **kwargs):
     ):
         return distiller.fit_two_stage(*args, **kwargs)
     return distiller.fit(*args, **kwargs)
+
+
+def method_table():
+    """The methods as a Markdown table (method, what it does, paper,
+    class), for the README and the docs.
+
+    Example:
+
+    >>> print(method_table().splitlines()[0])
+    | method | what it distils | paper | built by |
+    """
+    rows = ["| method | what it distils | paper | built by |",
+            "| --- | --- | --- | --- |"]
+    for spec in methods().values():
+        built = spec.target.split(":")[1]
+        term = spec.term.__name__
+        by = f"`tfkd.{built}`" if spec.preset else \
+            f"`tfkd.Distiller` + `tfkd.losses.{term}`"
+        rows.append(f"| `{spec.name}` | {spec.description} | {spec.paper} "
+                    f"| {by} |")
+    return "\n".join(rows)

@@ -7,3 +7,4 @@ from tfkd.layers.teacher_to_student import (  # noqa: F401
     regressor_kernel_size,
 )
 from tfkd.layers.teacher_to_student import upsampling_factor  # noqa: F401
+from tfkd.layers.feature_adapter import FeatureAdapter  # noqa: F401

@@ -18,12 +18,6 @@ from tfkd.losses.correlation import channel_gram  # noqa: F401
 from tfkd.losses.correlation import correlation_loss  # noqa: F401
 from tfkd.losses.correlation import spatial_gram  # noqa: F401
 from tfkd.losses.correlation import standardize  # noqa: F401
-from tfkd.losses.distillation import AttentionDistillation  # noqa: F401
-from tfkd.losses.distillation import CorrelationDistillation  # noqa: F401
-from tfkd.losses.distillation import HintDistillation  # noqa: F401
-from tfkd.losses.distillation import (  # noqa: F401
-    LocalityPreservingDistillation,
-)
 from tfkd.losses.hint import HintLoss  # noqa: F401
 from tfkd.losses.hint import hint_loss  # noqa: F401
 from tfkd.losses.locality import locality_preserving_loss  # noqa: F401
@@ -31,3 +25,26 @@ from tfkd.losses.ktan import adversarial_loss  # noqa: F401
 from tfkd.losses.ktan import discriminator_accuracy  # noqa: F401
 from tfkd.losses.ktan import discriminator_loss  # noqa: F401
 from tfkd.losses.ktan import ktan_mse_loss  # noqa: F401
+
+
+# The knowledge terms, under Keras's `...Distillation` names. They build on
+# the functions above (and on layers that use them), so they are imported
+# on first access rather than here.
+_TERMS = (
+    "AdversarialDistillation", "AttentionDistillation",
+    "CollaborationDistillation", "CorrelationDistillation",
+    "HintDistillation", "KDDistillation", "LocalityPreservingDistillation",
+    "RegressedFeatureDistillation", "SoftTargetDistillation",
+)
+
+
+def __getattr__(name):
+    if name in _TERMS:
+        from tfkd.losses import distillation
+
+        return getattr(distillation, name)
+    raise AttributeError(f"module 'tfkd.losses' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_TERMS))

@@ -134,3 +134,16 @@ def safe_l2_norm(x, axis=-1):
     positive = sq > 0.0
     safe_sq = tf.where(positive, sq, tf.ones_like(sq))
     return tf.where(positive, tf.sqrt(safe_sq), tf.zeros_like(sq))
+
+
+def check_live(check, value, name):
+    """Checks a hyperparameter that may also be a live tensor.
+
+    Distillers pass their hyperparameters to the loss functions as the
+    current value of a variable (a tensor inside the traced step); those
+    were checked when assigned (`tfkd.hyperparameters`). Python numbers are
+    checked here with `check`.
+    """
+    if isinstance(value, (tf.Tensor, tf.Variable)):
+        return tf.cast(value, tf.float32)
+    return check(value, name)

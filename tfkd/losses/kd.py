@@ -3,6 +3,7 @@
 import keras
 import tensorflow as tf
 
+from tfkd.losses._utils import check_live
 from tfkd.losses._utils import check_positive
 from tfkd.losses._utils import check_same_shape
 from tfkd.losses._utils import check_unit_interval
@@ -37,7 +38,7 @@ def kd_loss(teacher_logits, student_logits, temperature=4.0):
         Hinton, Vinyals, Dean. "Distilling the Knowledge in a Neural
         Network", 2015.
     """
-    temperature = check_positive(temperature, "temperature")
+    temperature = check_live(check_positive, temperature, "temperature")
     t = to_float32(teacher_logits, "teacher_logits")
     s = to_float32(student_logits, "student_logits")
     check_same_shape(t, s, "teacher_logits", "student_logits")
@@ -68,7 +69,7 @@ def soft_cross_entropy(teacher_logits, student_logits, temperature=1.0):
     >>> round(float(soft_cross_entropy(t, t)[0]), 4)  # log(2)
     0.6931
     """
-    temperature = check_positive(temperature, "temperature")
+    temperature = check_live(check_positive, temperature, "temperature")
     t = to_float32(teacher_logits, "teacher_logits")
     s = to_float32(student_logits, "student_logits")
     check_same_shape(t, s, "teacher_logits", "student_logits")

@@ -1,0 +1,168 @@
+"""Every use of a private Keras / TensorFlow attribute, in one place.
+
+tfkd relies on a few internals that Keras and TensorFlow do not publish
+(the functional graph's nodes, the compiled metrics container, the epoch a
+`BackupAndRestore` callback restored, ...). Each one is wrapped here, so a
+Keras release that changes it breaks one function, and
+`tests/test_compat.py` (one test per wrapper) says which. No other tfkd
+module touches a private Keras attribute.
+"""
+
+import itertools
+
+import keras
+import tensorflow as tf
+
+# ----------------------------------------------------------------------
+# Models and layers.
+
+
+def compile_metrics(model):
+    """The compiled-metrics container of `model` (`None` before compile)."""
+    return getattr(model, "_compile_metrics", None)
+
+
+def reset_initial_epoch(model):
+    """Forgets the epoch a `BackupAndRestore` callback restored.
+
+    Keras keeps it in `model._initial_epoch` for every later `fit`; a
+    second `fit` that numbers its epochs itself (stage 2 of two-stage
+    training) must clear it.
+    """
+    model._initial_epoch = None
+
+
+def flatten_layers(layer):
+    """`layer` and all of its sub-layers, parents before children."""
+    return list(layer._flatten_layers(include_self=True, recursive=True))
+
+
+def is_functional(model):
+    """True for functional and Sequential models with symbolic inputs."""
+    try:
+        return bool(model.inputs) and bool(model.outputs)
+    except (AttributeError, ValueError):
+        return False
+
+
+def functional_graph(model):
+    """The functional graph of a functional or built Sequential model.
+
+    Returns `None` for a subclassed or unbuilt model.
+    """
+    if isinstance(model, keras.Sequential):
+        return getattr(model, "_functional", None)
+    if isinstance(model, keras.Model) and (
+        getattr(model, "_nodes_by_depth", None) is not None
+    ):
+        return model
+    return None
+
+
+def graph_operations(graph):
+    """The layers (operations) of a functional graph, in creation order."""
+    return list(graph._operations)
+
+
+def nodes_by_depth(graph):
+    """`{depth: [nodes]}` of a functional graph (outputs at depth 0)."""
+    return graph._nodes_by_depth
+
+
+def graph_node_keys(graph):
+    """The keys of the nodes a functional graph owns."""
+    return getattr(graph, "_nodes", None) or ()
+
+
+def inbound_nodes(layer):
+    """The nodes at which `layer` was called, in call order."""
+    return list(getattr(layer, "_inbound_nodes", []))
+
+
+def node_key(layer, index):
+    """The key under which a graph records `layer`'s `index`-th node."""
+    return f"{id(layer)}_ib-{index}"
+
+
+def producer(tensor):
+    """`(layer, node)` that produced a symbolic `KerasTensor`."""
+    history = tensor._keras_history
+    layer = history.operation
+    return layer, layer._inbound_nodes[history.node_index]
+
+
+def input_signature(model):
+    """Input specs a (possibly subclassed) built model was built with."""
+    from keras.src.export.export_utils import get_input_signature
+
+    return get_input_signature(model)
+
+
+# ----------------------------------------------------------------------
+# tf.distribute.
+
+
+def in_multi_worker_mode(strategy):
+    """Whether `strategy` is a `MultiWorkerMirroredStrategy` over workers."""
+    return isinstance(
+        strategy, tf.distribute.MultiWorkerMirroredStrategy
+    ) and strategy.extended._in_multi_worker_mode()
+
+
+def strategy_supports_no_merge_call():
+    """Whether the current strategy updates variables without `merge_call`.
+
+    `MirroredStrategy` synchronises through `merge_call`, which a
+    replica-context `tf.cond` forbids; Keras's `LossScaleOptimizer` branches
+    on this too.
+    """
+    return tf.__internal__.distribute.strategy_supports_no_merge_call()
+
+
+_key_bases = itertools.count(1)
+
+
+def mirrored_strategy(devices=None):
+    """A `MirroredStrategy` over `devices` with its own collective keys.
+
+    Every `MirroredStrategy` numbers its collective ops from the same keys,
+    so a second strategy on the same devices in one process reuses instance
+    keys whose shapes TensorFlow has cached, and its first all-reduce of
+    differently shaped gradients aborts ("Shape mismatch in the collective
+    instance", tensorflow/tensorflow#62790). TF's own tests give each
+    strategy a distinct key base; so does this. Programs should create one
+    strategy per process and reuse it.
+    """
+    cls = tf.distribute.MirroredStrategy
+    saved = cls._collective_key_base
+    cls._collective_key_base = 100_000 * next(_key_bases)
+    try:
+        return cls(devices)
+    finally:
+        cls._collective_key_base = saved
+
+
+class MultiWorkerBuildMixin:
+    """Fixes Keras's first-batch build under multi-worker strategies.
+
+    Keras takes the first batch's shapes by `strategy.reduce`-ing it across
+    replicas, which fails with several workers (keras-team/keras#20585).
+    The shapes of this worker's first replica batch are all a model needs.
+    Mix it in before `keras.Model`.
+    """
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        strategy = self._distribute_strategy
+        if iterator is not None and strategy is not None and (
+            in_multi_worker_mode(strategy)
+        ):
+            for _, _, batches in iterator:
+                data_batch = tf.nest.map_structure(
+                    lambda v: strategy.experimental_local_results(v)[0]
+                    if isinstance(v, tf.distribute.DistributedValues) else v,
+                    next(batches),
+                )
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator,
+                                             data_batch=data_batch)
