@@ -1,27 +1,53 @@
-"""One small, deterministic configuration of every tfkd distiller, for tests.
+"""The distiller test battery: one case per registered method, plus options.
 
-`distiller_params()` yields one `pytest.param` per distiller: the explicit
-cases below (each distiller class with options that exercise its own parts:
-adapters, regressors, the STC back, KTAN's discriminator) plus any method
-of `tfkd.distillers.registry` not covered by them (built with the
-registry's defaults), so a new method is tested as soon as it is
-registered. A case whose distiller is not importable yet is skipped with
-a reason naming it.
+`distiller_params()` yields one `pytest.param` per method of
+`tfkd.distillers.registry` (built with `registry.build` on a tiny
+teacher/student pair, so a new method is tested as soon as its term
+declares it), plus explicit cases for options a method's default build does
+not exercise (two-stage, several pairs, "+KD", a mixed Keras + tfkd term
+list). A method that fails to build fails the suite; nothing is skipped.
 
 The models are `tfkd.testing.tiny_conv_model`s (8×8×1 inputs, no batch
 norm), so results do not depend on how a batch is split across replicas
-except where a loss is batch-level by design (LP).
+except where a term is batch-level by design (LP).
 """
 
 import dataclasses
-import importlib
-import itertools
 
 import keras
 import pytest
-import tensorflow as tf
 
+import tfkd
+from tfkd import _compat
 from tfkd import testing
+from tfkd.distillers import registry
+
+#: Both tiny models tap `conv2` (8×8×width) for feature methods.
+TAPS = ("conv2", "conv2")
+
+#: Smaller settings so every method trains in a couple of steps on the tiny
+#: pair (the defaults are the papers', for real models).
+_FAST = {
+    "lp": {"k": 3, "gamma": 0.1},
+    "ktan": {"pretrain_steps": 1, "discriminator_width": 4,
+             "kd_weight": 0.5},
+    "dln": {"pretrain_steps": 1, "discriminator_width": 4},
+}
+
+
+def _mixed_terms():
+    return [
+        tfkd.losses.KDDistillation(temperature=2.0),
+        tfkd.losses.AttentionDistillation(teacher_layer_name="conv1",
+                                          student_layer_name="conv1"),
+        tfkd.losses.CorrelationDistillation(
+            "channel", teacher_layer_name="conv2",
+            student_layer_name="conv2", adapter=True),
+        keras.distillation.LogitsDistillation(
+            temperature=3.0, loss=keras.losses.KLDivergence()),
+        keras.distillation.FeatureDistillation(
+            loss="mse", teacher_layer_name="pool", student_layer_name="pool"),
+    ]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,33 +56,35 @@ class Case:
 
     Attributes:
         name: Test id.
-        target: `"module:ClassName"` of the distiller.
-        kwargs: Constructor arguments besides teacher and student.
-        two_optimizers: Whether `compile` takes `discriminator_optimizer`.
-        batch_level: Names of loss terms computed over the (local) batch.
+        method: The registry method (or `None` for a custom `make`).
+        kwargs: Arguments on top of the method's defaults.
+        make: Optional `make(teacher, student) -> distiller`.
     """
 
     name: str
-    target: str
+    method: str = None
     kwargs: dict = dataclasses.field(default_factory=dict)
-    two_optimizers: bool = False
-    batch_level: tuple = ()
-    registry_method: str = None
-
-    def load(self):
-        module, cls = self.target.split(":")
-        return getattr(importlib.import_module(module), cls)
+    make: object = None
 
     def build(self, teacher, student, **overrides):
-        if self.registry_method is not None:
-            from tfkd.distillers import registry
+        if self.make is not None:
+            return self.make(teacher, student, **overrides)
+        spec = registry.get(self.method)
+        kwargs = {**self.kwargs, **overrides}
+        return registry.build(self.method, teacher, student,
+                              feature_layers=TAPS if spec.uses_features
+                              else None, **kwargs)
 
-            return registry.build(self.registry_method, teacher, student,
-                                  feature_layers=("conv2", "conv2"),
-                                  **overrides)
-        kwargs = dict(self.kwargs)
-        kwargs.update(overrides)
-        return self.load()(teacher, student, **kwargs)
+    @property
+    def two_optimizers(self):
+        return self.method is not None and registry.get(
+            self.method).two_optimizers
+
+    def batch_level(self, distiller):
+        """Metric names of batch-level terms of a built distiller."""
+        return tuple(f"{name}_loss" for name, term in distiller.terms.items()
+                     if getattr(term, "batch_level", False)
+                     or not isinstance(term, tfkd.terms.DistillationTerm))
 
     def compile(self, distiller, optimizer=None, **kwargs):
         def sgd():
@@ -70,71 +98,32 @@ class Case:
         return distiller
 
 
-_D = "tfkd.distillers."
-
-CASES = (
-    Case("kd", _D + "base:Distiller", {"alpha": 0.5, "temperature": 4.0}),
-    Case("kd_taps", _D + "base:Distiller",
-         {"alpha": 0.5, "teacher_layer": "conv1", "student_layer": "conv1"}),
-    Case("correlation", _D + "correlation:CorrelationDistiller",
-         {"teacher_layer": "conv2", "student_layer": "conv2", "mode": "both",
-          "adapter": True, "alpha": 0.5}),
-    Case("correlation_stage1", _D + "correlation:CorrelationDistiller",
-         {"teacher_layer": "conv1", "student_layer": "conv1",
-          "mode": "channel", "adapter": True, "stage": 1}),
-    Case("fitnet", _D + "fitnet:FitNetDistiller",
-         {"teacher_layer": "conv1", "student_layer": "conv1", "alpha": 0.5}),
-    Case("attention", _D + "attention:AttentionDistiller",
-         {"teacher_layer": ["conv1", "conv2"],
-          "student_layer": ["conv1", "conv2"], "alpha": 0.5}),
-    Case("lp", _D + "locality:LocalityPreservingDistiller",
-         {"teacher_layer": "conv2", "student_layer": "conv2", "k": 3,
-          "gamma": 0.1}, batch_level=("lp_loss",)),
-    Case("stc", _D + "collaboration:CollaborationDistiller",
-         {"teacher_layer": "conv1", "student_layer": "conv1", "alpha": 0.3,
-          "adapter": True, "kd_weight": 0.5}),
-    Case("ktan", _D + "adversarial:AdversarialDistiller",
-         {"teacher_layer": "conv2", "student_layer": "conv2",
-          "pretrain_steps": 1, "discriminator_width": 4, "kd_weight": 0.5},
-         two_optimizers=True),
-)
-
 def all_cases():
-    """The explicit cases plus uncovered registry methods."""
-    cases = list(CASES)
-    try:
-        from tfkd.distillers import registry
-
-        names = registry.method_names()
-    except ImportError:
-        names = []
-    known_targets = {c.target for c in CASES}
-    for name in names:
-        spec = registry.get(name)
-        if spec.target in known_targets:
-            continue  # Its class already has an explicit case.
-        cases.append(Case(f"registry_{name}", spec.target,
-                          registry_method=name,
-                          two_optimizers="Adversarial" in spec.target))
+    """A case per registered method, then the option cases."""
+    cases = [Case(name, name, _FAST.get(name, {}))
+             for name in registry.method_names()]
+    cases += [
+        Case("correlation_stage1", "correlation",
+             {"teacher_layer": "conv1", "student_layer": "conv1",
+              "mode": "channel", "stage": 1}),
+        Case("attention_two_pairs", "attention",
+             {"teacher_layer": ["conv1", "conv2"],
+              "student_layer": ["conv1", "conv2"], "alpha": 0.5}),
+        Case("stc_kd", "stc", {"teacher_layer": "conv1",
+                               "student_layer": "conv1", "alpha": 0.3,
+                               "kd_weight": 0.5}),
+        Case("mixed_terms", make=lambda t, s, **kw: tfkd.Distiller(
+            t, s, _mixed_terms(),
+            distillation_loss_weights=[1.0, 100.0, 1.0, 0.5, 0.1],
+            student_loss_weight=0.3, **kw)),
+    ]
     return cases
 
 
 def distiller_params(exclude=()):
-    """`pytest.param(case, id=case.name)` for each case, skipping the ones
-    whose distiller class cannot be imported yet."""
-    params = []
-    for case in all_cases():
-        if case.name in exclude:
-            continue
-        marks = ()
-        try:
-            case.load()
-        except (ImportError, AttributeError) as e:
-            marks = pytest.mark.skip(
-                reason=f"distiller {case.target} ({case.name}) is not "
-                       f"importable yet: {e}")
-        params.append(pytest.param(case, id=case.name, marks=marks))
-    return params
+    """`pytest.param(case, id=case.name)` for each case."""
+    return [pytest.param(case, id=case.name) for case in all_cases()
+            if case.name not in exclude]
 
 
 def tiny_pair(teacher_width=8, student_width=4, seed=1, **kwargs):
@@ -147,26 +136,7 @@ def tiny_pair(teacher_width=8, student_width=4, seed=1, **kwargs):
     return teacher, student
 
 
-
-_key_bases = itertools.count(1)
-
-
 def mirrored_strategy(devices):
-    """A `MirroredStrategy` over `devices` with its own collective keys.
-
-    Every `MirroredStrategy` numbers its collective ops from the same keys,
-    so a second strategy on the same devices in one process reuses
-    instance keys whose shapes TensorFlow has cached, and its first
-    all-reduce of differently shaped gradients aborts with "Shape mismatch
-    in the collective instance 100" (tensorflow/tensorflow#62790). TF's own
-    tests give each strategy a distinct key base; so do we, since pytest
-    runs many strategies in one process. Real programs should create one
-    strategy per process and reuse it.
-    """
-    cls = tf.distribute.MirroredStrategy
-    saved = cls._collective_key_base
-    cls._collective_key_base = 100_000 * next(_key_bases)
-    try:
-        return cls(devices)
-    finally:
-        cls._collective_key_base = saved
+    """A `MirroredStrategy` with its own collective keys (see
+    `tfkd._compat.mirrored_strategy`)."""
+    return _compat.mirrored_strategy(devices)

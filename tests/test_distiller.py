@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 import tfkd
+from tfkd import _compat
 from tfkd import testing
 from tfkd.callbacks import NonFiniteLossError
 from tfkd.callbacks import StopOnNonFiniteLoss
@@ -24,25 +25,30 @@ def test_fit_battery_plain_kd():
     x, y = testing.random_images(48)
     testing.run_distiller_test(
         tfkd.Distiller(teacher, student, alpha=0.5, temperature=4.0), x, y,
-        expected_metrics=["class_loss", "kd_loss"],
+        expected_metrics=["student_loss", "kd_loss"],
     )
 
 
 def test_fit_battery_with_taps_and_tf_data():
     teacher, student = _pair()
     distiller = tfkd.Distiller(
-        teacher, student, teacher_layer=["conv1", "conv2"],
-        student_layer=["conv1", "conv2"],
-    )
+        teacher, student, [
+            tfkd.losses.KDDistillation(),
+            tfkd.losses.AttentionDistillation(
+                teacher_layer_name=["conv1", "conv2"],
+                student_layer_name=["conv1", "conv2"]),
+        ])
     distiller.compile(optimizer="adam", metrics=["accuracy"])
     data = tfkd.data.load_digits(image_size=8, batch_size=64)
     history = distiller.fit(data.train, validation_data=data.validation,
                             epochs=1, verbose=0)
-    assert {"loss", "class_loss", "kd_loss", "accuracy", "val_loss",
-            "val_class_loss", "val_kd_loss", "val_accuracy"} <= set(
-                history.history)
+    assert set(history.history) == {
+        "loss", "student_loss", "kd_loss", "attention_loss", "accuracy",
+        "val_loss", "val_student_loss", "val_kd_loss", "val_attention_loss",
+        "val_accuracy"}
     results = distiller.evaluate(data.test, return_dict=True, verbose=0)
-    assert set(results) == {"loss", "class_loss", "kd_loss", "accuracy"}
+    assert set(results) == {"loss", "student_loss", "kd_loss",
+                            "attention_loss", "accuracy"}
 
 
 def test_total_loss_is_weighted_sum_of_terms():
@@ -52,12 +58,12 @@ def test_total_loss_is_weighted_sum_of_terms():
     distiller.compile(optimizer="sgd")
     r = distiller.evaluate(x, y, batch_size=32, return_dict=True, verbose=0)
     assert r["loss"] == pytest.approx(
-        0.3 * r["class_loss"] + 0.7 * r["kd_loss"], rel=1e-5)
+        0.3 * r["student_loss"] + 0.7 * r["kd_loss"], rel=1e-5)
     t_logits, s_logits = teacher.predict(x, verbose=0), student.predict(
         x, verbose=0)
     ce = keras.losses.sparse_categorical_crossentropy(y, s_logits,
                                                       from_logits=True)
-    assert r["class_loss"] == pytest.approx(float(np.mean(ce)), rel=1e-5)
+    assert r["student_loss"] == pytest.approx(float(np.mean(ce)), rel=1e-5)
     kd = tfkd.losses.kd_loss(t_logits, s_logits, temperature=2.0)
     assert r["kd_loss"] == pytest.approx(float(np.mean(kd)), rel=1e-5)
 
@@ -90,9 +96,17 @@ def _counted_model(name, width):
 def test_each_network_runs_forward_once_per_step(taps):
     teacher, t_counter = _counted_model("teacher", 8)
     student, s_counter = _counted_model("student", 4)
-    layer = "conv1" if taps else None
-    distiller = tfkd.Distiller(teacher, student, teacher_layer=layer,
-                               student_layer=layer)
+    terms = [tfkd.losses.KDDistillation()]
+    if taps:
+        # Three terms tapping overlapping layers: still one pass each.
+        terms += [
+            tfkd.losses.HintDistillation("conv1", "conv1"),
+            tfkd.losses.AttentionDistillation(teacher_layer_name="conv1",
+                                              student_layer_name="conv1"),
+            tfkd.losses.LocalityPreservingDistillation(
+                teacher_layer_name="pool", student_layer_name="pool"),
+        ]
+    distiller = tfkd.Distiller(teacher, student, terms)
     distiller.compile(optimizer="sgd")
     x, y = testing.random_images(40)
     distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
@@ -111,7 +125,7 @@ def test_one_hot_labels_and_sample_weights():
     sparse = distiller.evaluate(x, y, return_dict=True, verbose=0)
     one_hot = distiller.evaluate(x, keras.utils.to_categorical(y, 10),
                                  return_dict=True, verbose=0)
-    assert one_hot["class_loss"] == pytest.approx(sparse["class_loss"],
+    assert one_hot["student_loss"] == pytest.approx(sparse["student_loss"],
                                                   rel=1e-5)
     weights = np.zeros(32, "float32")
     weighted = distiller.evaluate(x, y, sample_weight=weights,
@@ -122,7 +136,7 @@ def test_one_hot_labels_and_sample_weights():
 def test_distiller_owned_variables_exclude_teacher():
     teacher, student = _pair()
     distiller = tfkd.Distiller(teacher, student)
-    ids = {id(v) for v in distiller.trainable_variables_for_step()}
+    ids = {id(v) for v in distiller.step_variables()}
     assert ids == {id(v) for v in student.trainable_weights}
     assert not teacher.trainable
     assert not distiller.teacher.trainable_weights
@@ -130,12 +144,10 @@ def test_distiller_owned_variables_exclude_teacher():
 
 def test_config_round_trip():
     teacher, student = _pair()
-    distiller = tfkd.Distiller(teacher, student, alpha=0.2, temperature=3.0,
-                               teacher_layer="conv2", student_layer="conv2")
+    distiller = tfkd.Distiller(teacher, student, alpha=0.2, temperature=3.0)
     config = distiller.get_config()
     clone = tfkd.Distiller.from_config(config)
     assert clone.alpha == 0.2 and clone.temperature == 3.0
-    assert clone.teacher_layer == ["conv2"]
     assert clone.get_config()["student"] == config["student"]
     assert keras.saving.get_registered_name(tfkd.Distiller) == \
         "tfkd>Distiller"
@@ -165,13 +177,15 @@ def test_mirrored_strategy_matches_single_device():
     x, y = testing.random_images(64, seed=3)
     results = []
     for strategy in (tf.distribute.get_strategy(),
-                     tf.distribute.MirroredStrategy(
+                     _compat.mirrored_strategy(
                          [d.name for d in devices[:2]])):
         with strategy.scope():
             teacher, student = _pair()
-            distiller = tfkd.Distiller(teacher, student,
-                                       teacher_layer="conv1",
-                                       student_layer="conv1")
+            distiller = tfkd.Distiller(teacher, student, [
+                tfkd.losses.KDDistillation(),
+                tfkd.losses.AttentionDistillation(
+                    teacher_layer_name="conv1", student_layer_name="conv1")],
+                distillation_loss_weights=[1.0, 100.0])
             distiller.compile(optimizer=keras.optimizers.SGD(0.1))
         history = distiller.fit(x, y, batch_size=32, epochs=2, verbose=0,
                                 shuffle=False)
@@ -188,8 +202,10 @@ def test_mirrored_strategy_matches_single_device():
 def test_mixed_precision_step(policy):
     keras.mixed_precision.set_dtype_policy(policy)
     teacher, student = _pair()
-    distiller = tfkd.Distiller(teacher, student, teacher_layer="conv1",
-                               student_layer="conv1")
+    distiller = tfkd.Distiller(teacher, student, [
+        tfkd.losses.KDDistillation(),
+        tfkd.losses.AttentionDistillation(teacher_layer_name="conv1",
+                                          student_layer_name="conv1")])
     distiller.compile(optimizer="adam")
     if policy == "mixed_float16":
         assert isinstance(distiller.optimizer,
@@ -295,21 +311,43 @@ BAD_CONSTRUCTOR_CASES = [
      lambda t, s: tfkd.Distiller(t, s, alpha=-0.1), ValueError,
      "alpha=-0.1"),
     ("unknown_teacher_layer",
-     lambda t, s: tfkd.Distiller(t, s, teacher_layer="conv9",
-                                 student_layer="conv1"), ValueError,
+     lambda t, s: tfkd.Distiller(t, s, [tfkd.losses.HintDistillation(
+         "conv9", "conv1")]), ValueError,
      r"teacher_layer`='conv9'.*Existing layers: \['images', 'conv1', "
      r"'conv2', 'pool', 'logits'\]"),
     ("unknown_student_layer",
-     lambda t, s: tfkd.Distiller(t, s, teacher_layer="conv1",
-                                 student_layer="nope"), ValueError,
+     lambda t, s: tfkd.Distiller(t, s, [tfkd.losses.HintDistillation(
+         "conv1", "nope")]), ValueError,
      r"student_layer`='nope'.*Existing layers"),
     ("unpaired_layers",
-     lambda t, s: tfkd.Distiller(t, s, teacher_layer=["conv1", "conv2"],
-                                 student_layer="conv1"), ValueError,
+     lambda t, s: tfkd.Distiller(t, s, [tfkd.losses.HintDistillation(
+         ["conv1", "conv2"], "conv1")]), ValueError,
      "same length"),
     ("layer_not_string",
-     lambda t, s: tfkd.Distiller(t, s, teacher_layer=3, student_layer=3),
-     TypeError, "teacher_layer=3"),
+     lambda t, s: tfkd.Distiller(t, s, [tfkd.losses.HintDistillation(3, 3)]),
+     TypeError, "teacher_layer_name=3"),
+    ("taps_on_the_engine",
+     lambda t, s: tfkd.Distiller(t, s, teacher_layer="conv1"), TypeError,
+     r"taps layers through its terms.*teacher_layer='conv1'"),
+    ("not_a_term",
+     lambda t, s: tfkd.Distiller(t, s, ["kd"]), TypeError,
+     r"`distillation_losses` must hold.*Received item 0: 'kd'"),
+    ("weights_length",
+     lambda t, s: tfkd.Distiller(t, s, [tfkd.losses.KDDistillation()],
+                                 distillation_loss_weights=[1.0, 2.0]),
+     ValueError, r"one weight per term \(1: \['kd'\]\)"),
+    ("negative_weight",
+     lambda t, s: tfkd.Distiller(t, s, [tfkd.losses.KDDistillation()],
+                                 distillation_loss_weights=[-1.0]),
+     ValueError, r"distillation_loss_weights\['kd'\]` must be"),
+    ("student_loss_weight_above_one",
+     lambda t, s: tfkd.Distiller(t, s, [tfkd.losses.KDDistillation()],
+                                 student_loss_weight=1.5),
+     ValueError, r"`student_loss_weight` must be in \[0, 1\]"),
+    ("alpha_with_terms",
+     lambda t, s: tfkd.Distiller(t, s, [tfkd.losses.KDDistillation()],
+                                 alpha=0.5),
+     TypeError, r"`alpha` configures Hinton KD.*student_loss_weight"),
     ("input_shape_mismatch",
      lambda t, s: tfkd.Distiller(
          t, testing.tiny_conv_model("s", input_shape=(16, 16, 1))),
@@ -337,8 +375,8 @@ def test_subclassed_model_cannot_be_tapped():
     student = _Subclassed(name="sub")
     student(np.zeros((1, 8, 8, 1), "float32"))
     with pytest.raises(ValueError, match="subclassed model.*functional API"):
-        tfkd.Distiller(teacher, student, teacher_layer="conv1",
-                       student_layer="conv1")
+        tfkd.Distiller(teacher, student, [tfkd.losses.HintDistillation(
+            "conv1", "conv1")])
 
 
 def test_labels_out_of_range():
@@ -401,8 +439,10 @@ def test_cached_teacher_outputs_match_live_training():
         keras.utils.set_random_seed(0)
         teacher, t_counter = _counted_model("teacher", 8)
         student = testing.tiny_conv_model("student", width=4, seed=2)
-        distiller = tfkd.Distiller(teacher, student, teacher_layer="conv1",
-                                   student_layer="conv2")
+        distiller = tfkd.Distiller(
+            teacher, student, [tfkd.losses.KDDistillation(),
+                               tfkd.losses.HintDistillation("conv1",
+                                                            "conv2")])
         distiller.compile(optimizer=keras.optimizers.SGD(0.1))
         train = data.validation  # unshuffled: same order in both runs
         if use_cache:
@@ -444,8 +484,9 @@ def test_cache_rejects_non_dataset_and_non_distiller():
 def test_cache_for_other_taps_is_rejected():
     teacher, student = _pair()
     plain = tfkd.Distiller(teacher, student)
-    tapped = tfkd.Distiller(teacher, student, teacher_layer="conv1",
-                            student_layer="conv1")
+    tapped = tfkd.Distiller(teacher, student, [
+        tfkd.losses.KDDistillation(),
+        tfkd.losses.HintDistillation("conv1", "conv1")])
     ds = tf.data.Dataset.from_tensor_slices(testing.random_images(8)).batch(4)
     cached = tfkd.data.cache_teacher_outputs(plain, ds, shuffle=False)
     tapped.compile(optimizer="sgd")

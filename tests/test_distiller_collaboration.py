@@ -13,7 +13,7 @@ from tfkd.models import cifar_resnet
 from tfkd.models import split_model
 
 SHAPE = (8, 8, 3)
-TERMS = ["stc_loss", "class_loss", "kd_loss"]
+TERMS = ["stc_loss", "student_loss", "kd_loss"]
 
 
 def _tiny_resnet(width=16, outputs=10, name="tiny_resnet"):
@@ -109,10 +109,10 @@ def test_loss_terms_match_formulas(target):
     kd = kd_losses.kd_loss(o_t, s, 3.0)
     assert r["stc_loss"] == pytest.approx(float(np.mean(expected_stc)),
                                           rel=1e-4)
-    assert r["class_loss"] == pytest.approx(float(np.mean(ce)), rel=1e-4)
+    assert r["student_loss"] == pytest.approx(float(np.mean(ce)), rel=1e-4)
     assert r["kd_loss"] == pytest.approx(float(np.mean(kd)), rel=1e-4)
     assert r["loss"] == pytest.approx(
-        0.3 * r["stc_loss"] + 0.7 * r["class_loss"] + 0.5 * r["kd_loss"],
+        0.3 * r["stc_loss"] + 0.7 * r["student_loss"] + 0.5 * r["kd_loss"],
         rel=1e-5)
 
 
@@ -224,18 +224,18 @@ def test_regression_head_with_huber(tmp_path):
     distiller.compile(optimizer=keras.optimizers.Adam(1e-2))
     history = distiller.fit(x, y, batch_size=16, epochs=3, verbose=0,
                             validation_data=(x, y))
-    assert set(history.history) == {"loss", "stc_loss", "class_loss",
+    assert set(history.history) == {"loss", "stc_loss", "student_loss",
                                     "val_loss", "val_stc_loss",
                                     "val_class_loss"}
-    assert history.history["class_loss"][-1] < history.history[
-        "class_loss"][0]
+    assert history.history["student_loss"][-1] < history.history[
+        "student_loss"][0]
     r = distiller.evaluate(x, y, batch_size=32, return_dict=True, verbose=0)
     front = split_model(student, "block2_out")[0]
     o_c = distiller.teacher_back(front(x), training=False)
     huber = keras.losses.Huber(reduction=None)
     assert r["stc_loss"] == pytest.approx(
         float(np.mean(huber(teacher(x), o_c))), rel=1e-4)
-    assert r["class_loss"] == pytest.approx(
+    assert r["student_loss"] == pytest.approx(
         float(np.mean(huber(y, student(x)))), rel=1e-4)
 
     config = distiller.get_config()

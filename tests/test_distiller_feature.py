@@ -55,7 +55,7 @@ def _values(variables):
     return [np.array(v) for v in variables]
 
 
-EXPECTED = ["knowledge_loss", "class_loss", "kd_loss"]
+EXPECTED = ["knowledge_loss", "student_loss", "kd_loss"]
 
 
 # ----------------------------------------------------------------------
@@ -112,15 +112,15 @@ def test_loss_is_weighted_sum_per_stage():
                                   verbose=0)
 
     r = evaluate()
-    class_loss = 0.3 * r["class_loss"] + 0.7 * r["kd_loss"]
+    student_loss = 0.3 * r["student_loss"] + 0.7 * r["kd_loss"]
     assert r["loss"] == pytest.approx(
-        r["knowledge_loss"] + 0.1 * class_loss, rel=1e-5)
+        r["knowledge_loss"] + 0.1 * student_loss, rel=1e-5)
     distiller.set_stage(1)
     r1 = evaluate()
     assert r1["loss"] == pytest.approx(r["knowledge_loss"], rel=1e-5)
     distiller.stage = 2
     r2 = evaluate()
-    assert r2["loss"] == pytest.approx(class_loss, rel=1e-5)
+    assert r2["loss"] == pytest.approx(student_loss, rel=1e-5)
     # knowledge_loss is the correlation loss of the tapped maps.
     t = keras.Model(teacher.input, teacher.get_layer("relu2").output)(x)
     s = keras.Model(student.input, student.get_layer("relu2").output)(x)

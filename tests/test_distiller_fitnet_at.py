@@ -76,7 +76,7 @@ def test_fitnet_knowledge_is_hint_loss_of_regressed_features():
     assert r["knowledge_loss"] == pytest.approx(
         float(tf.reduce_mean(expected)), rel=1e-4)
     assert r["loss"] == pytest.approx(
-        r["knowledge_loss"] + 0.1 * r["class_loss"], rel=1e-5)
+        r["knowledge_loss"] + 0.1 * r["student_loss"], rel=1e-5)
 
 
 def test_fitnet_hint_stage_then_kd_stage():
@@ -152,9 +152,9 @@ def test_attention_objective_and_weight():
         s = keras.Model(student.input, student.get_layer(name).output)(x)
         expected += float(tf.reduce_mean(attention_transfer_loss(t, s)))
     assert r["knowledge_loss"] == pytest.approx(expected, rel=1e-4)
-    class_loss = 0.3 * r["class_loss"] + 0.7 * r["kd_loss"]
+    student_loss = 0.3 * r["student_loss"] + 0.7 * r["kd_loss"]
     assert r["loss"] == pytest.approx(
-        class_loss + 500.0 * r["knowledge_loss"], rel=1e-5)
+        student_loss + 500.0 * r["knowledge_loss"], rel=1e-5)
     distiller.set_stage(1)
     r1 = distiller.evaluate(x, y, batch_size=16, return_dict=True, verbose=0)
     assert r1["loss"] == pytest.approx(500.0 * expected, rel=1e-4)

@@ -60,7 +60,7 @@ def test_fit_battery(taps):
     )
     testing.run_distiller_test(
         distiller, x, y,
-        expected_metrics=["class_loss", "soft_loss", "lp_loss"],
+        expected_metrics=["student_loss", "soft_loss", "lp_loss"],
     )
 
 
@@ -115,7 +115,7 @@ def test_objective_matches_eq8_by_hand(sigma):
     p_t = np.exp(_np_log_softmax(t_logits / tau))
     soft = -(p_t * _np_log_softmax(s_logits / tau)).sum(-1).mean()
     lp = _np_lp(f_t, f_s, k, sigma)
-    np.testing.assert_allclose(r["class_loss"], ce, rtol=1e-5)
+    np.testing.assert_allclose(r["student_loss"], ce, rtol=1e-5)
     np.testing.assert_allclose(r["soft_loss"], soft, rtol=1e-5)
     np.testing.assert_allclose(r["lp_loss"], lp, rtol=1e-4)
     np.testing.assert_allclose(r["loss"], ce + lam * soft + gamma * lp,
@@ -157,7 +157,7 @@ def test_sample_weights_scale_per_example_terms_only():
                                verbose=0)
     weighted = distiller.evaluate(x, y, sample_weight=np.full(16, 2.0),
                                   batch_size=16, return_dict=True, verbose=0)
-    assert weighted["class_loss"] == pytest.approx(2 * plain["class_loss"])
+    assert weighted["student_loss"] == pytest.approx(2 * plain["student_loss"])
     assert weighted["soft_loss"] == pytest.approx(2 * plain["soft_loss"])
     assert weighted["lp_loss"] == pytest.approx(plain["lp_loss"])
 
@@ -187,7 +187,7 @@ def test_lp_gradient_reaches_student_up_to_tap_only():
             assert grad is None or not np.any(np.array(grad)), name
     # The total reaches every student weight and no teacher weight.
     total_grads = tape.gradient(
-        reduced["class_loss"] + reduced["soft_loss"] + reduced["lp_loss"],
+        reduced["student_loss"] + reduced["soft_loss"] + reduced["lp_loss"],
         teacher.weights)
     assert all(g is None for g in total_grads)
     assert not teacher.trainable
@@ -297,8 +297,8 @@ def test_trains_on_digits_without_nan():
         assert np.all(np.isfinite(values)), name
     assert history.history["lp_loss"][-1] > 0
     assert history.history["loss"][-1] < history.history["loss"][0]
-    assert history.history["class_loss"][-1] < history.history[
-        "class_loss"][0]
+    assert history.history["student_loss"][-1] < history.history[
+        "student_loss"][0]
 
 
 # --------------------------------------------------------------------------

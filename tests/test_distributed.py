@@ -31,44 +31,40 @@ def _devices():
     return [d.name for d in devices[:REPLICAS]]
 
 
-def _per_replica_reference(cls, batch_level, replicas):
-    """A subclass of `cls` computing batch-level terms as `replicas`
-    replicas do: on consecutive equal slices of the global batch, then
-    averaged. Per-example terms are concatenated (unchanged)."""
+def _per_replica_reference(distiller, batch_level, replicas):
+    """Makes `distiller` compute batch-level terms as `replicas` replicas
+    do: on consecutive equal slices of the global batch, then averaged.
+    Per-example terms are concatenated (unchanged)."""
+    term_values = distiller.term_values
 
-    class PerReplica(cls):
-        def compute_loss_terms(self, y, teacher_logits, student_logits,
-                               teacher_features, student_features):
-            size = tf.shape(student_logits)[0] // replicas
-            parts = []
-            for r in range(replicas):
-                s = slice(r * size, (r + 1) * size)
-                parts.append(super().compute_loss_terms(
-                    y[s], teacher_logits[s], student_logits[s],
-                    [f[s] for f in teacher_features],
-                    [f[s] for f in student_features]))
-            merged = {}
-            for name in parts[0]:
-                values = [p[name] for p in parts]
-                if name in batch_level:
-                    merged[name] = tf.add_n(values) / replicas
-                else:
-                    merged[name] = tf.concat(values, axis=0)
-            return merged
+    def per_replica(teacher, student, y, training):
+        size = tf.shape(y)[0] // replicas
+        parts = []
+        for r in range(replicas):
+            s = slice(r * size, (r + 1) * size)
+            parts.append(term_values(
+                {k: v[s] for k, v in teacher.items()},
+                {k: v[s] for k, v in student.items()}, y[s], training))
+        merged = {}
+        for name in parts[0]:
+            values = [p[name] for p in parts]
+            if f"{name}_loss" in batch_level:
+                merged[name] = tf.add_n(values) / replicas
+            else:
+                merged[name] = tf.concat(values, axis=0)
+        return merged
 
-    PerReplica.__name__ = f"PerReplica{cls.__name__}"
-    return PerReplica
+    object.__setattr__(distiller, "term_values", per_replica)
+    return distiller
 
 
 def _train(case, strategy, initial_weights, x, y, reference=False):
     with strategy.scope():
         teacher, student = tiny_pair()
-        if reference and case.batch_level:
-            cls = _per_replica_reference(case.load(), case.batch_level,
-                                         REPLICAS)
-            distiller = cls(teacher, student, **case.kwargs)
-        else:
-            distiller = case.build(teacher, student)
+        distiller = case.build(teacher, student)
+        batch_level = case.batch_level(distiller)
+        if reference and batch_level:
+            _per_replica_reference(distiller, batch_level, REPLICAS)
         if initial_weights is not None:
             distiller.set_weights(initial_weights)
         case.compile(distiller, optimizer=keras.optimizers.SGD(0.01))

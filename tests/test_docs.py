@@ -114,5 +114,5 @@ def test_own_model_tutorial_runs(tmp_path, monkeypatch):
     for block in _python_blocks("tutorials/own-model.md"):
         exec(compile(block, "own-model.md", "exec"), namespace)
     history = namespace["history"]
-    assert {"loss", "class_loss", "kd_loss", "knowledge_loss",
+    assert {"loss", "student_loss", "kd_loss", "knowledge_loss",
             "val_knowledge_loss"} <= set(history.history)

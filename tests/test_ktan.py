@@ -17,7 +17,7 @@ from tfkd.layers import upsampling_factor
 from tfkd.losses import ktan as ktan_losses
 from tfkd.models import build_discriminator
 
-KTAN_METRICS = ["class_loss", "mse_loss", "adv_loss", "kd_loss", "d_loss",
+KTAN_METRICS = ["student_loss", "mse_loss", "adv_loss", "kd_loss", "d_loss",
                 "d_accuracy"]
 
 
@@ -247,7 +247,7 @@ def test_phase_switch_at_exactly_pretrain_steps():
         assert not _same(s_before, _np(distiller.student.weights))
         for name in ("adv_loss", "d_loss", "d_accuracy"):
             assert (logs[name] != 0.0) is adversarial or name == "d_accuracy"
-        expected = logs["class_loss"] + 0.5 * logs["mse_loss"] + (
+        expected = logs["student_loss"] + 0.5 * logs["mse_loss"] + (
             0.6 * logs["adv_loss"] if adversarial else 0.0)
         assert logs["loss"] == pytest.approx(expected, rel=1e-5)
     assert _same(frozen_before, _np(frozen))
@@ -281,7 +281,7 @@ def test_one_phase2_step_is_a_discriminator_then_a_student_step(alpha):
     with tf.GradientTape() as tape:
         s_logits, (m_s,) = distiller.student_forward(x, training=True)
         terms = distiller._student_terms(y, t_logits, s_logits, target, m_s)
-        total = (tf.reduce_mean(terms["class_loss"])
+        total = (tf.reduce_mean(terms["student_loss"])
                  + 0.5 * tf.reduce_mean(terms["mse_loss"])
                  + alpha * tf.reduce_mean(terms["adv_loss"])
                  + 0.3 * tf.reduce_mean(terms["kd_loss"]))

@@ -212,7 +212,7 @@ def test_stop_without_raising_records_the_term():
 
 
 @pytest.mark.parametrize("logs, term", [
-    ({"class_loss": 1.0, "loss": float("nan"), "lp_loss": float("nan")},
+    ({"student_loss": 1.0, "loss": float("nan"), "lp_loss": float("nan")},
      "lp_loss"),
     ({"loss": float("inf"), "mse_loss": float("inf"), "adv_loss": 0.1},
      "mse_loss"),

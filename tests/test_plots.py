@@ -20,7 +20,7 @@ def _png(path):
 
 def _history(epochs=4):
     ramp = np.linspace(1.0, 0.2, epochs).tolist()
-    return {"loss": ramp, "class_loss": ramp, "kd_loss": [2 * v for v in ramp],
+    return {"loss": ramp, "student_loss": ramp, "kd_loss": [2 * v for v in ramp],
             "knowledge_loss": [100 * v for v in ramp],
             "val_loss": ramp, "val_kd_loss": ramp,
             "accuracy": [1 - v for v in ramp],
@@ -32,7 +32,7 @@ def test_plot_history_one_panel_per_loss_term(tmp_path):
     fig = plots.plot_history(_history(), path, title="run")
     _png(path)
     assert [ax.get_title() for ax in fig.axes] == [
-        "loss", "class_loss", "kd_loss", "knowledge_loss", "other metrics"]
+        "loss", "student_loss", "kd_loss", "knowledge_loss", "other metrics"]
     kd = fig.axes[2]
     labels = [line.get_label() for line in kd.get_lines()]
     assert labels == ["train", "validation"]
@@ -49,8 +49,8 @@ def test_plot_history_accepts_a_keras_history_and_single_epoch(tmp_path):
     history = distiller.fit(x, y, epochs=1, verbose=0)
     fig = plots.plot_history(history, tmp_path / "one.png")
     assert [ax.get_title() for ax in fig.axes] == [
-        "loss", "class_loss", "kd_loss"]
-    assert plots.loss_terms(history) == ["loss", "class_loss", "kd_loss"]
+        "loss", "student_loss", "kd_loss"]
+    assert plots.loss_terms(history) == ["loss", "student_loss", "kd_loss"]
 
 
 def test_plot_history_errors(tmp_path):

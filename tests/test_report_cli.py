@@ -15,7 +15,7 @@ from tfkd.reporting import summarize
 
 
 def _history(final):
-    return {"loss": [1.5, 0.9, 0.6], "class_loss": [1.2, 0.7, 0.5],
+    return {"loss": [1.5, 0.9, 0.6], "student_loss": [1.2, 0.7, 0.5],
             "kd_loss": [3.0, 2.0, 1.5], "val_loss": [1.6, 1.0, 0.8],
             "accuracy": [0.5, 0.8, final], "val_accuracy": [0.5, 0.7, final]}
 

@@ -1,6 +1,6 @@
 """Each loss term reaches TensorBoard through `keras.callbacks.TensorBoard`.
 
-A `tfkd.Distiller` reports `loss`, `class_loss` and `kd_loss` as metrics, so
+A `tfkd.Distiller` reports `loss`, `student_loss` and `kd_loss` as metrics, so
 the standard callback writes one scalar per term (`epoch_<name>`), for
 training and validation; the test reads the event files back.
 """
@@ -65,7 +65,7 @@ def test_each_loss_term_is_a_tensorboard_scalar(tmp_path):
         assert tag in train, f"{tag} missing from {sorted(train)}"
         assert tag in validation, f"{tag} missing from {sorted(validation)}"
     # The logged values are the History's values, term by term.
-    for name in ("loss", "class_loss", "kd_loss"):
+    for name in ("loss", "student_loss", "kd_loss"):
         np.testing.assert_allclose(train[f"epoch_{name}"],
                                    history.history[name], rtol=1e-5)
         np.testing.assert_allclose(validation[f"epoch_{name}"],

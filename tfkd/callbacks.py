@@ -14,7 +14,7 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     """Stops training as soon as any loss term is NaN or infinite.
 
     Unlike `keras.callbacks.TerminateOnNaN`, which only looks at the total
-    `loss`, this checks every reported term (`class_loss`, `kd_loss`,
+    `loss`, this checks every reported term (`student_loss`, `kd_loss`,
     `knowledge_loss`, ...) and names the first one that went bad (a term
     rather than the total `loss` it spoils), so you know which part of the
     objective to fix (a learning rate too high for a

@@ -5,7 +5,7 @@ Agg backend (no `pyplot`, no global state, no display needed), returns the
 figure, and writes a PNG when given `path`:
 
 - `plot_history`: training curves, one panel per loss term (`loss`,
-  `class_loss`, `kd_loss`, `knowledge_loss`, ...), training and validation;
+  `student_loss`, `kd_loss`, `knowledge_loss`, ...), training and validation;
 - `plot_gram_matrices`: standardised channel Gram matrices of the teacher
   and of students (e.g. before and after distillation), with their
   distance to the teacher's, as the correlation loss measures it;
@@ -128,8 +128,8 @@ def loss_terms(history):
     Example:
 
     >>> loss_terms({"kd_loss": [1.0], "loss": [2.0], "val_loss": [2.1],
-    ...             "accuracy": [0.5], "class_loss": [0.9]})
-    ['loss', 'kd_loss', 'class_loss']
+    ...             "accuracy": [0.5], "student_loss": [0.9]})
+    ['loss', 'kd_loss', 'student_loss']
     """
     history = _history_dict(history)
     names = [k for k in history
@@ -140,7 +140,7 @@ def loss_terms(history):
 def plot_history(history, path=None, *, title=None, terms=None, ncols=3):
     """Training curves, one panel per loss term, training and validation.
 
-    Each loss term a distiller reports (`loss`, `class_loss`, `kd_loss`,
+    Each loss term a distiller reports (`loss`, `student_loss`, `kd_loss`,
     `knowledge_loss`, `lp_loss`, ...) gets its own panel with its own
     scale (knowledge losses are often orders of magnitude apart from the
     cross entropy); the validation curve (`val_<term>`) is dashed. Other
@@ -159,12 +159,12 @@ def plot_history(history, path=None, *, title=None, terms=None, ncols=3):
 
     Example:
 
-    >>> history = {"loss": [2.0, 1.2, 0.9], "class_loss": [1.5, 0.9, 0.6],
+    >>> history = {"loss": [2.0, 1.2, 0.9], "student_loss": [1.5, 0.9, 0.6],
     ...            "kd_loss": [4.0, 2.5, 2.0], "val_loss": [2.1, 1.4, 1.1],
     ...            "accuracy": [0.4, 0.7, 0.8]}
     >>> fig = plot_history(history, title="kd on digits")
     >>> [ax.get_title() for ax in fig.axes]
-    ['loss', 'class_loss', 'kd_loss', 'other metrics']
+    ['loss', 'student_loss', 'kd_loss', 'other metrics']
     """
     history = _history_dict(history)
     if terms is None:

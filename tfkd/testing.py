@@ -78,7 +78,7 @@ def run_distiller_test(distiller, x, y, *, expected_metrics, batch_size=16,
         x: Training images (NumPy).
         y: Training labels.
         expected_metrics: Metric names expected in `fit`'s history besides
-            `loss` (e.g. `["class_loss", "kd_loss"]`); the validation
+            `loss` (e.g. `["student_loss", "kd_loss"]`); the validation
             versions (`val_...`) are checked too.
         batch_size: Batch size of the fit.
         optimizer: Optimizer for `compile` (SGD(0.05) by default).

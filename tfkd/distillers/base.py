@@ -329,6 +329,17 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
                 "teacher is frozen, so the student could not learn. Pass a "
                 "separate student model."
             )
+        for key in ("teacher_layer", "student_layer"):
+            if key in kwargs:
+                raise TypeError(
+                    f"`tfkd.Distiller` taps layers through its terms, not "
+                    f"`{key}`. Received: {key}={kwargs[key]!r}. Pass a "
+                    "feature term, e.g. `distillation_losses=["
+                    "tfkd.losses.KDDistillation(), tfkd.losses."
+                    "HintDistillation(teacher_layer_name=..., "
+                    "student_layer_name=...)]`, or use a preset such as "
+                    "`tfkd.FitNetDistiller`."
+                )
         hinton = distillation_losses is None
         if hinton:
             if distillation_loss_weights is not None:

@@ -29,8 +29,8 @@ class _LogitTerm(DistillationTerm):
         t, s = teacher_shapes[0], student_shapes[0]
         if t is not None and s is not None and tuple(t[1:]) != tuple(s[1:]):
             raise ValueError(
-                f"{type(self).__name__} needs teacher and student logits of "
-                f"the same shape. Received: teacher output shape "
+                f"{type(self).__name__}: the teacher's and student's logits "
+                f"must have the same shape. Received: teacher output shape "
                 f"{tuple(t[1:])}, student output shape {tuple(s[1:])}. Give "
                 "the student a final layer with as many units as the teacher "
                 "has classes."
