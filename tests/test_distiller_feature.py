@@ -11,7 +11,7 @@ import tensorflow as tf
 
 import tfkd
 from tfkd import testing
-from tfkd.distillers.feature import FeatureAdapter
+from tfkd.layers import FeatureAdapter
 from tfkd.layers import SelfTaughtConv2D
 from tfkd.losses import correlation_loss
 
@@ -112,15 +112,17 @@ def test_loss_is_weighted_sum_per_stage():
                                   verbose=0)
 
     r = evaluate()
-    student_loss = 0.3 * r["student_loss"] + 0.7 * r["kd_loss"]
+    class_loss = 0.3 * r["student_loss"] + 0.7 * r["kd_loss"]
+    # Eq. 6, L_Know + beta * L_Class, divided by 1 + beta (the engine's
+    # convex split of the student loss and the terms; documented).
     assert r["loss"] == pytest.approx(
-        r["knowledge_loss"] + 0.1 * student_loss, rel=1e-5)
+        (r["knowledge_loss"] + 0.1 * class_loss) / 1.1, rel=1e-5)
     distiller.set_stage(1)
     r1 = evaluate()
     assert r1["loss"] == pytest.approx(r["knowledge_loss"], rel=1e-5)
     distiller.stage = 2
     r2 = evaluate()
-    assert r2["loss"] == pytest.approx(student_loss, rel=1e-5)
+    assert r2["loss"] == pytest.approx(class_loss, rel=1e-5)
     # knowledge_loss is the correlation loss of the tapped maps.
     t = keras.Model(teacher.input, teacher.get_layer("relu2").output)(x)
     s = keras.Model(student.input, student.get_layer("relu2").output)(x)
@@ -139,10 +141,7 @@ def test_stage1_only_front_gets_gradients():
     x, _ = testing.random_images(16)
     front_names = {"conv1", "conv2"}
     with tf.GradientTape() as tape:
-        t_logits, t_feats = distiller.teacher_forward(x)
-        s_logits, s_feats = distiller.student_forward(x, training=True)
-        terms = distiller.compute_loss_terms(
-            tf.zeros((16,), "int32"), t_logits, s_logits, t_feats, s_feats)
+        terms = distiller.compute_terms(x, training=True)
         loss = tf.reduce_mean(terms["knowledge_loss"])
     variables = student.trainable_weights + distiller.adapters[0].weights
     grads = tape.gradient(loss, variables)
@@ -223,7 +222,7 @@ def test_stage_survives_config_and_save():
         distiller.save(path)
         restored = keras.models.load_model(path)
     assert restored.stage == 1
-    assert restored._guided == [3]
+    assert restored.guided_channels == [3]
     for a, b in zip(distiller.adapters[0].weights,
                     restored.adapters[0].weights):
         np.testing.assert_array_equal(np.array(a), np.array(b))
@@ -254,15 +253,15 @@ def test_self_taught_kernels_get_zero_knowledge_gradient():
         teacher, student, teacher_layer="relu1", student_layer="relu1",
         stage=1,
     )
-    assert distiller._guided == [4]  # found through bn1 and relu1
+    assert distiller.guided_channels == [4]  # found through bn1 and relu1
     x, _ = testing.random_images(16)
     layer = student.get_layer("conv1")
     with tf.GradientTape() as tape:
-        t_logits, t_feats = distiller.teacher_forward(x)
-        s_logits, s_feats = distiller.student_forward(x, training=True)
-        assert s_feats[0].shape[-1] == 4
-        terms = distiller.compute_loss_terms(
-            tf.zeros((16,), "int32"), t_logits, s_logits, t_feats, s_feats)
+        _, s_feats = distiller.student_forward(x, training=True)
+        assert s_feats[0].shape[-1] == 7
+        assert distiller.knowledge.student_feature(
+            0, s_feats[0]).shape[-1] == 4
+        terms = distiller.compute_terms(x, training=True)
         loss = tf.reduce_mean(terms["knowledge_loss"])
     g_guided, g_self, b_self = tape.gradient(
         loss, [layer.guided_kernel, layer.self_taught_kernel,
@@ -283,7 +282,7 @@ def test_explicit_guided_channels():
         teacher, student, teacher_layer="relu2", student_layer="relu2",
         mode="channel", guided_channels=3,
     )
-    assert distiller._guided == [3]
+    assert distiller.guided_channels == [3]
     with pytest.raises(ValueError, match="exceeds"):
         tfkd.CorrelationDistiller(
             teacher, student, teacher_layer="relu2", student_layer="relu2",
@@ -352,7 +351,7 @@ def test_pool_to_pools_before_spatial_gram():
     pooled = [tf.nn.avg_pool2d(f, 2, 2, "VALID") for f in (t, s)]
     expected = 0.5 * (correlation_loss(t, s, mode="channel")
                       + correlation_loss(*pooled, mode="spatial"))
-    np.testing.assert_allclose(distiller.knowledge_loss(t, s), expected,
+    np.testing.assert_allclose(distiller.knowledge.pair_loss(t, s), expected,
                                rtol=1e-6)
     with pytest.raises(ValueError, match="must divide"):
         tfkd.CorrelationDistiller(
@@ -410,12 +409,19 @@ def test_unknown_layer_and_missing_layers():
                                   student_layer="relu2", adapter="yes")
 
 
-def test_abstract_knowledge_loss():
+def test_feature_distiller_takes_any_knowledge_term():
     teacher, student = _pair((4, 4))
-    distiller = tfkd.FeatureDistiller(teacher, student, teacher_layer="relu1",
-                                      student_layer="relu1")
-    with pytest.raises(NotImplementedError, match="knowledge_loss"):
-        distiller.knowledge_loss(None, None)
+    with pytest.raises(TypeError, match="`knowledge` must be a tfkd "
+                                        "knowledge term.*knowledge=None"):
+        tfkd.FeatureDistiller(teacher, student)
+
+    class Bare(tfkd.terms.DistillationTerm):
+        pass
+
+    distiller = tfkd.FeatureDistiller(
+        teacher, student, knowledge=Bare("relu1", "relu1"))
+    with pytest.raises(NotImplementedError, match="pair_loss"):
+        distiller.knowledge.pair_loss(None, None)
 
 
 # ----------------------------------------------------------------------
@@ -462,6 +468,6 @@ def test_paper_vgg_pair_needs_no_adapter():
     distiller = tfkd.CorrelationDistiller(
         teacher, student, teacher_layer=layer, student_layer=layer,
         mode="both", alpha=0.3)
-    assert distiller._guided == [512] and distiller.adapters == []
+    assert distiller.guided_channels == [512] and distiller.adapters == []
     front = {layer.name for layer in distiller._front.layers}
     assert "block4_conv1" in front and "logits" not in front

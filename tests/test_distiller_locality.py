@@ -118,7 +118,9 @@ def test_objective_matches_eq8_by_hand(sigma):
     np.testing.assert_allclose(r["student_loss"], ce, rtol=1e-5)
     np.testing.assert_allclose(r["soft_loss"], soft, rtol=1e-5)
     np.testing.assert_allclose(r["lp_loss"], lp, rtol=1e-4)
-    np.testing.assert_allclose(r["loss"], ce + lam * soft + gamma * lp,
+    # Eq. 8, divided by 2 (the preset's normalisation into the engine's
+    # convention: student_loss_weight 0.5, term weights lam and gamma).
+    np.testing.assert_allclose(r["loss"], (ce + lam * soft + gamma * lp) / 2,
                                rtol=1e-4)
     # ... and the library's loss functions agree.
     np.testing.assert_allclose(
@@ -172,7 +174,7 @@ def test_lp_gradient_reaches_student_up_to_tap_only():
     distiller = tfkd.LocalityPreservingDistiller(
         teacher, student, teacher_layer="conv3", student_layer="conv2")
     with tf.GradientTape(persistent=True) as tape:
-        _, reduced, _ = distiller._loss_and_terms(x, y, None, training=True)
+        _, reduced, *_ = distiller.compute_losses(x, y, training=True)
     lp_grads = tape.gradient(
         reduced["lp_loss"], student.trainable_weights + teacher.weights)
     by_name = dict(zip(
@@ -191,7 +193,7 @@ def test_lp_gradient_reaches_student_up_to_tap_only():
         teacher.weights)
     assert all(g is None for g in total_grads)
     assert not teacher.trainable
-    assert distiller.trainable_variables_for_step() == list(
+    assert distiller.step_variables() == list(
         student.trainable_weights)  # No new weights.
 
 
@@ -328,7 +330,9 @@ def test_bad_arguments(kwargs, error, match):
 
 def test_layer_names_are_required_keywords():
     teacher, student = _pair()
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="`teacher_layer` must name at "
+                                         "least one layer.*teacher_layer="
+                                         "None"):
         tfkd.LocalityPreservingDistiller(teacher, student)
 
 

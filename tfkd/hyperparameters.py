@@ -163,8 +163,9 @@ class Hyperparameter:
                 name=self.name, shape=(), dtype="float32",
                 initializer=_Constant(value), trainable=False,
             )
-            # Plain attribute: the layer already tracks the variable.
-            object.__setattr__(obj, self.slot, variable)
+            # A tracked attribute, so `tf.train.Checkpoint` saves it too
+            # (Keras already tracks it; it does not add it twice).
+            setattr(obj, self.slot, variable)
         else:
             variable.assign(value)
 

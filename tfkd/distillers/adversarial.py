@@ -175,6 +175,16 @@ class AdversarialDistiller(Distiller):
     # Parts.
 
     @property
+    def teacher_layer(self):
+        """The tapped teacher layer(s), as a list."""
+        return list(self._terms[0].teacher_taps)
+
+    @property
+    def student_layer(self):
+        """The tapped student layer(s), as a list."""
+        return list(self._terms[0].student_taps)
+
+    @property
     def regressor(self):
         """The frozen teacher-to-student regressor `R`."""
         return self._terms[0].regressor

@@ -398,6 +398,12 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         self.distillation_losses = terms
         object.__setattr__(self, "_terms", [
             _as_term(t, i) for i, t in enumerate(terms)])
+        # One attribute per term too: TensorFlow checkpoints
+        # (`tf.train.Checkpoint`, multi-worker backups) do not look into
+        # Keras's tracked lists.
+        for i, term in enumerate(self._terms):
+            if isinstance(term, DistillationTerm):
+                setattr(self, f"_term_{i}", term)
         self._term_names = self._unique_names()
         self._student_loss_weight = student_loss_weight
         self._set_up_term_weights(distillation_loss_weights)
@@ -462,14 +468,17 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
                 f"distillation_loss_weights={weights!r}."
             )
         variables = []
-        for name, weight in zip(self._term_names, weights):
+        for i, (name, weight) in enumerate(zip(self._term_names, weights)):
             value = hp.non_negative(weight, f"distillation_loss_weights"
                                             f"[{name!r}]")
-            variables.append(self.add_weight(
+            variable = self.add_weight(
                 name=f"{name}_weight", shape=(), dtype="float32",
                 initializer=keras.initializers.Constant(value),
                 trainable=False,
-            ))
+            )
+            # A tracked attribute, for TensorFlow checkpoints (see above).
+            setattr(self, f"_term_weight_{i}", variable)
+            variables.append(variable)
         object.__setattr__(self, "_term_weight_variables", variables)
 
     def _build_extractors(self):
@@ -787,6 +796,37 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
                 labels=y, training=training)
         return values
 
+    def compute_terms(self, x, y=None, training=False):
+        """Every term's unreduced value on one batch, keyed by metric name.
+
+        One forward pass of each network (the one `fit` would run); useful
+        to inspect or differentiate the terms directly.
+
+        Args:
+            x: A batch of inputs.
+            y: Its labels (needed by terms that read them).
+            training: Run the student in training mode.
+
+        Returns:
+            `{"<term>_loss": value}`: `(batch,)` per example, or a scalar for
+            batch-level terms.
+
+        Example:
+
+        >>> import tfkd
+        >>> from tfkd import testing
+        >>> d = tfkd.Distiller(testing.tiny_conv_model("t"),
+        ...                    testing.tiny_conv_model("s"))
+        >>> x, _ = testing.random_images(4)
+        >>> {k: tuple(v.shape) for k, v in d.compute_terms(x).items()}
+        {'kd_loss': (4,)}
+        """
+        teacher, student = self.forward(x, training)
+        if y is not None:
+            y = tf.convert_to_tensor(y)
+        return {f"{name}_loss": value for name, value in self.term_values(
+            teacher, student, y, training).items()}
+
     def _sparse_labels(self, y, logits):
         return y.dtype.is_integer or (
             y.shape.rank is not None and logits.shape.rank is not None
@@ -1047,14 +1087,17 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
 
     def fit(self, x=None, y=None, *args, **kwargs):
         _check_not_empty(x, "x")
-        _check_arrays(x, y, self._num_classes(), "x", "y")
+        # Labels are class ids only with the default student loss; a
+        # custom one (e.g. a regression head's) takes any targets.
+        num_classes = self._num_classes() if self._student_loss_fn is None \
+            else None
+        _check_arrays(x, y, num_classes, "x", "y")
         validation = kwargs.get("validation_data")
         if validation is not None:
             _check_not_empty(validation, "validation_data")
             if isinstance(validation, (tuple, list)) and len(validation) >= 2:
-                _check_arrays(validation[0], validation[1],
-                              self._num_classes(), "validation_data[0]",
-                              "validation_data[1]")
+                _check_arrays(validation[0], validation[1], num_classes,
+                              "validation_data[0]", "validation_data[1]")
         return super().fit(x, y, *args, **kwargs)
 
     def _num_classes(self):

@@ -146,6 +146,16 @@ class CollaborationDistiller(Distiller):
         return ["stc", "kd"][:len(self._terms)]
 
     @property
+    def teacher_layer(self):
+        """The tapped teacher layer(s), as a list."""
+        return list([self._terms[0].teacher_layer_name])
+
+    @property
+    def student_layer(self):
+        """The tapped student layer(s), as a list."""
+        return list(self._terms[0].student_taps)
+
+    @property
     def stc(self):
         """The STC term."""
         return self._terms[0]

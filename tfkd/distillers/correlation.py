@@ -94,6 +94,17 @@ class CorrelationDistiller(FeatureDistiller):
         return self.knowledge.mode
 
     @property
+    def pool_to(self):
+        """`(h, w)` the maps are pooled to before the spatial Gram, or
+        `None`."""
+        return self.knowledge.pool_to
+
+    @property
+    def max_spatial_positions(self):
+        """Largest `H · W` the spatial Gram accepts."""
+        return self.knowledge.max_spatial_positions
+
+    @property
     def adapters(self):
         """The student-side adapters (one per mismatched pair)."""
         return list(self.knowledge.adapters)

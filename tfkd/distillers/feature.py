@@ -190,6 +190,22 @@ class FeatureDistiller(Distiller):
         """The knowledge term (metric `knowledge_loss`)."""
         return self._terms[0]
 
+    @property
+    def teacher_layer(self):
+        """The tapped teacher layer(s), as a list."""
+        return list(self.knowledge.teacher_taps)
+
+    @property
+    def student_layer(self):
+        """The tapped student layer(s), as a list."""
+        return list(self.knowledge.student_taps)
+
+    @property
+    def guided_channels(self):
+        """Leading channels of each tapped student feature the knowledge
+        term sees (`None`: all), one per pair."""
+        return self.knowledge.guided_channels
+
     def _unique_names(self):
         return ["knowledge", "kd"]
 
@@ -408,16 +424,21 @@ class FeatureDistiller(Distiller):
         return super().step_variables()
 
     def step_variables(self):
-        """Trainable variables of the current stage.
+        """Trainable variables of the current stage (`stage_variables`)."""
+        return self.stage_variables()
+
+    def stage_variables(self, stage=None):
+        """Trainable variables a stage updates (default: current stage).
 
         Stage 1: the student's sub-graph from its inputs to the guided
         layers plus the term's adapters; stage 2: the student;
         single-stage: the student plus the adapters.
         """
-        if self._stage == 1:
+        stage = self._stage if stage is None else check_stage(stage)
+        if stage == 1:
             variables = list(self._front.trainable_weights) + list(
                 self.knowledge.trainable_weights)
-        elif self._stage == 2:
+        elif stage == 2:
             variables = list(self.student.trainable_weights)
         else:
             return super().step_variables()

@@ -120,6 +120,16 @@ class LocalityPreservingDistiller(Distiller):
         self._terms[0].temperature = value
 
     @property
+    def teacher_layer(self):
+        """The tapped teacher layer(s), as a list."""
+        return list(self._terms[1].teacher_taps)
+
+    @property
+    def student_layer(self):
+        """The tapped student layer(s), as a list."""
+        return list(self._terms[1].student_taps)
+
+    @property
     def k(self):
         """Neighbours per example."""
         return self._terms[1].k

@@ -18,7 +18,8 @@ NOT_HYPERPARAMETERS = frozenset({
     "self", "teacher", "student", "teacher_layer", "student_layer", "name",
     "dtype", "trainable", "teacher_layer_name", "student_layer_name",
     "guided_channels", "regressor", "kwargs", "knowledge",
-    "collaboration_loss", "student_loss",
+    "collaboration_loss", "student_loss", "distillation_losses",
+    "distillation_loss_weights", "student_loss_weight",
 })
 
 _EXTRA_TERMS = []
@@ -213,7 +214,9 @@ def build(name, teacher, student, feature_layers=None, **overrides):
         name: A method name (see `method_names()`).
         teacher: The trained teacher `keras.Model`.
         student: The student `keras.Model`.
-        feature_layers: `(teacher_layer, student_layer)` for feature methods.
+        feature_layers: `(teacher_layer, student_layer)` for feature methods
+            (ignored by methods that read only the logits, so one call
+            serves every method).
         **overrides: Arguments replacing the method's defaults (see
             `get(name).arguments()`).
 
@@ -244,11 +247,6 @@ def build(name, teacher, student, feature_layers=None, **overrides):
                 "`feature_layers` must be a pair (teacher_layer, "
                 f"student_layer). Received: feature_layers={feature_layers!r}."
             )
-    elif feature_layers is not None:
-        raise ValueError(
-            f"Method {name!r} reads only the logits; it taps no layer. "
-            f"Received: feature_layers={feature_layers!r}. Drop it."
-        )
     if spec.preset:
         if spec.uses_features:
             kwargs.setdefault("teacher_layer", feature_layers[0])

@@ -237,6 +237,13 @@ class DistillationTerm(keras.layers.Layer,
         """Student layers this term reads (`None` stands for the logits)."""
         return self._student_taps
 
+    @property
+    def guided_channels(self):
+        """Leading channels of each student feature the term sees (`None`:
+        all), one per pair; read from the student once the term is bound."""
+        return list(self._guided) if self.slice_guided else [None] * len(
+            self._student_taps)
+
     def _pack(self, values):
         """One tensor, or a list when the term taps several pairs."""
         return list(values) if self._several else values[0]

@@ -8,7 +8,6 @@ line.
 """
 
 from tfkd.tuning.hypermodel import DistillerHyperModel  # noqa: F401
-from tfkd.tuning.hypermodel import StudentCheckpoints  # noqa: F401
 from tfkd.tuning.hypermodel import digits_hypermodel  # noqa: F401
 from tfkd.tuning.hypermodel import method_arguments  # noqa: F401
 from tfkd.tuning.hypermodel import scaled_digits_student  # noqa: F401

@@ -10,9 +10,10 @@ Student-only checkpoints: Keras Tuner saves and restores a trial's weights
 through three calls on the built model -- `SaveBestEpoch` calls
 `model.save_weights` at the best epoch, `Tuner.load_model` (behind
 `get_best_models`) and Hyperband's continuation of a trial call
-`model.load_weights`. The distillers built here override exactly those two
-methods to write and read `distiller.student` alone (see
-`StudentCheckpoints`), so every Keras Tuner tuner (`RandomSearch`,
+`model.load_weights`. The distillers built here have
+`checkpoint_student_only` set, so those two methods write and read
+`distiller.student` alone (see `student_checkpoints`), and every Keras
+Tuner tuner (`RandomSearch`,
 `BayesianOptimization`, `Hyperband`, chief/worker distributed tuning) keeps
 student-only checkpoints without a custom tuner class.
 """
@@ -28,11 +29,6 @@ import keras_tuner as kt
 from tfkd.distillers import registry
 from tfkd.tuning import spaces
 
-#: Constructor arguments that are never hyperparameters.
-_NOT_HYPERPARAMETERS = frozenset({
-    "self", "teacher", "student", "teacher_layer", "student_layer", "name",
-    "dtype", "trainable",
-})
 
 
 # ----------------------------------------------------------------------
@@ -93,34 +89,15 @@ def _builder_kind(builder):
 # Student-only checkpoints.
 
 
-class StudentCheckpoints:
-    """Mixin: `save_weights` / `load_weights` write and read the student only.
-
-    Keras Tuner checkpoints each trial with `model.save_weights` and restores
-    it with `model.load_weights`; on a distiller those would carry the
-    teacher's weights into every trial directory. With this mixin they carry
-    `distiller.student` alone (distiller-owned adapters, regressors and
-    discriminators are not saved either: a restored distiller is for reading
-    its student). Apply it with `student_checkpoints(distiller)`.
-    """
-
-    def save_weights(self, filepath, overwrite=True, **kwargs):
-        return self.student.save_weights(filepath, overwrite=overwrite,
-                                         **kwargs)
-
-    def load_weights(self, filepath, **kwargs):
-        return self.student.load_weights(filepath, **kwargs)
-
-
-_CHECKPOINT_CLASSES = {}
-
-
 def student_checkpoints(distiller):
     """Makes `distiller.save_weights` / `load_weights` student-only.
 
-    The distiller keeps its class's behaviour and `isinstance` relations: its
-    class becomes a subclass of it with the `StudentCheckpoints` mixin
-    (created once per distiller class).
+    Keras Tuner checkpoints each trial with `model.save_weights` and
+    restores it with `model.load_weights`; on a distiller those would carry
+    the teacher's weights into every trial directory. With
+    `checkpoint_student_only` set they carry `distiller.student` alone
+    (the terms' adapters, regressors and discriminators are not saved
+    either: a restored distiller is for reading its student).
 
     Args:
         distiller: A `tfkd.Distiller` (any method).
@@ -134,28 +111,16 @@ def student_checkpoints(distiller):
     >>> from tfkd import testing
     >>> distiller = student_checkpoints(tfkd.Distiller(
     ...     testing.tiny_conv_model("t"), testing.tiny_conv_model("s")))
-    >>> isinstance(distiller, tfkd.Distiller)
+    >>> distiller.checkpoint_student_only
     True
     """
-    cls = type(distiller)
-    if issubclass(cls, StudentCheckpoints):
-        return distiller
-    if not hasattr(distiller, "student"):
+    if not hasattr(distiller, "checkpoint_student_only"):
         raise TypeError(
             "`distiller` must be a tfkd distiller with a `student`. "
-            f"Received: distiller={distiller!r} of type {cls.__name__}."
+            f"Received: distiller={distiller!r} of type "
+            f"{type(distiller).__name__}."
         )
-    subclass = _CHECKPOINT_CLASSES.get(cls)
-    if subclass is None:
-        subclass = type(cls.__name__, (StudentCheckpoints, cls), {
-            "__module__": cls.__module__,
-            "__qualname__": cls.__qualname__,
-            "__doc__": cls.__doc__,
-        })
-        _CHECKPOINT_CLASSES[cls] = subclass
-    # Same layout (only two methods added), so the swap is safe; building
-    # through `registry.build` keeps every method's own construction logic.
-    distiller.__class__ = subclass
+    distiller.checkpoint_student_only = True
     return distiller
 
 
@@ -178,13 +143,7 @@ def method_arguments(method):
     >>> method_arguments("kd")
     ['alpha', 'temperature']
     """
-    cls = registry.get(method).load()
-    parameters = inspect.signature(cls.__init__).parameters
-    return sorted(
-        name for name, p in parameters.items()
-        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
-        and name not in _NOT_HYPERPARAMETERS
-    )
+    return sorted(registry.get(method).arguments())
 
 
 def _as_methods(method):
@@ -274,7 +233,7 @@ class DistillerHyperModel(kt.HyperModel):
     Use it with any Keras Tuner tuner (`kt.RandomSearch`,
     `kt.BayesianOptimization`, `kt.Hyperband`) and a student validation
     metric as objective (`"val_accuracy"` with the default metrics). Trial
-    checkpoints hold the student only (see `StudentCheckpoints`);
+    checkpoints hold the student only (see `student_checkpoints`);
     `tfkd.tuning.best_student(tuner)` returns the best student, ready for
     `tfkd.export.to_tflite`.
 
@@ -579,6 +538,7 @@ class DistillerHyperModel(kt.HyperModel):
         distiller = registry.build(method, self.teacher, student,
                                    feature_layers=self.feature_layers,
                                    **kwargs)
+
         student_checkpoints(distiller)
         distiller.compile(
             optimizer=_make_optimizer(self.optimizer,

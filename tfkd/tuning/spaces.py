@@ -16,10 +16,13 @@ Shorthands accepted wherever a spec is: `(low, high)` or
 a list for a choice, or a `keras_tuner.engine.hyperparameters` object
 (`Float`, `Int`, `Choice`, `Boolean`).
 
-A method that lands later only needs an entry in `DEFAULT_SEARCH_SPACES`
-(or a call to `register_search_space`); `DistillerHyperModel` does the rest.
+Each method's space is published by its knowledge term
+(`tfkd.terms.Method.search_space`) and read here: a new method's term
+declares it once. `register_search_space` overrides one for a user's own
+method; `DistillerHyperModel` does the rest.
 """
 
+import collections.abc
 import copy
 import math
 import numbers
@@ -33,98 +36,81 @@ COMMON_SEARCH_SPACE = {
                          "default": 1.0},
 }
 
-# The class loss (correlation paper eq. 5) that every feature distiller
-# shares: alpha = 1 is no KD term, 0.3 the paper's "+KD"; KD temperature.
-# (Specs are deep-copied by `normalize_spec`, so sharing them is safe.)
-_CLASS_LOSS_SPACE = {
-    "alpha": {"type": "float", "min_value": 0.3, "max_value": 1.0,
-              "default": 1.0},
-    "temperature": {"type": "float", "min_value": 1.0, "max_value": 10.0,
-                    "default": 4.0},
-}
 
-#: Per-method search spaces with the papers' ranges (default = paper value).
-DEFAULT_SEARCH_SPACES = {
-    # Hinton et al. 2015: T in 1-10 (2-20 in the paper's MNIST runs), alpha
-    # weighs the hard-label cross entropy.
-    "kd": {
-        "alpha": {"type": "float", "min_value": 0.0, "max_value": 1.0,
-                  "default": 0.5},
-        "temperature": {"type": "float", "min_value": 1.0, "max_value": 10.0,
-                        "default": 4.0},
-    },
-    # Correlation paper eq. 6: L_Know + beta * L_Class with beta = 0.1; the
-    # "+KD" rows use alpha = 0.3 in L_Class (alpha = 1: no KD term).
-    "correlation": {
-        "beta": {"type": "float", "min_value": 0.01, "max_value": 1.0,
-                 "sampling": "log", "default": 0.1},
-        **_CLASS_LOSS_SPACE,
-    },
-    # FitNets hints through the same single-stage objective.
-    "fitnet": {
-        "beta": {"type": "float", "min_value": 0.01, "max_value": 1.0,
-                 "sampling": "log", "default": 0.1},
-        **_CLASS_LOSS_SPACE,
-    },
-    # Attention transfer: beta = 1000 / 2 per pair in the authors' code.
-    "attention": {
-        "beta": {"type": "float", "min_value": 50.0, "max_value": 5000.0,
-                 "sampling": "log", "default": 500.0},
-        **_CLASS_LOSS_SPACE,
-    },
-    # LP paper eq. 8: k = 5 neighbours, gamma = 1, lam = 2, tau = 0.5.
-    "lp": {
-        "k": {"type": "int", "min_value": 1, "max_value": 10, "default": 5},
-        "gamma": {"type": "float", "min_value": 0.1, "max_value": 10.0,
-                  "sampling": "log", "default": 1.0},
-        "lam": {"type": "float", "min_value": 0.5, "max_value": 4.0,
-                "default": 2.0},
-        "temperature": {"type": "float", "min_value": 0.25, "max_value": 4.0,
-                        "sampling": "log", "default": 0.5},
-    },
-    # STC: alpha = 0.3 (CIFAR-10) / 0.5 (CIFAR-100), T = 1; "+KD" weight.
-    "stc": {
-        "alpha": {"type": "float", "min_value": 0.3, "max_value": 0.5,
-                  "default": 0.3},
-        "temperature": {"type": "float", "min_value": 1.0, "max_value": 4.0,
-                        "default": 1.0},
-        "kd_weight": {"type": "float", "min_value": 0.0, "max_value": 1.0,
-                      "default": 0.0},
-    },
-    # KTAN: alpha = 0.6 (adversarial), beta = 0.5 (MSE).
-    "ktan": {
-        "alpha": {"type": "float", "min_value": 0.3, "max_value": 0.9,
-                  "default": 0.6},
-        "beta": {"type": "float", "min_value": 0.25, "max_value": 1.0,
-                 "default": 0.5},
-    },
-    # DLN = KTAN without the adversary (alpha fixed at 0).
-    "dln": {
-        "beta": {"type": "float", "min_value": 0.25, "max_value": 1.0,
-                 "default": 0.5},
-    },
-}
+#: Search spaces registered by users (`register_search_space`); they take
+#: precedence over the ones the methods' terms publish.
+_REGISTERED = {}
+_REGISTERED_LIMITS = {}
+
+
+class _Spaces(collections.abc.Mapping):
+    """`{method: search space}`: each method's space as its term publishes
+    it (`tfkd.terms.Method.search_space`), plus registered ones."""
+
+    def _names(self):
+        from tfkd.distillers import registry
+
+        return list(dict.fromkeys(registry.method_names() + list(_REGISTERED)))
+
+    def __getitem__(self, method):
+        if method in _REGISTERED:
+            return copy.deepcopy(_REGISTERED[method])
+        from tfkd.distillers import registry
+
+        if method not in registry.method_names():
+            raise KeyError(method)
+        spec = registry.get(method)
+        defaults = spec.arguments()
+        space = {}
+        for name, entry in spec.search_space.items():
+            entry = dict(entry)
+            default = defaults.get(name)
+            # The constructor's default is the space's default: one source.
+            if "default" not in entry and isinstance(default, (int, float)) \
+                    and not isinstance(default, bool):
+                entry["default"] = default
+            space[name] = entry
+        return space
+
+    def __iter__(self):
+        return iter(self._names())
+
+    def __len__(self):
+        return len(self._names())
+
+
+#: Per-method search spaces with the papers' ranges (default = the
+#: constructor's default), derived from the terms.
+DEFAULT_SEARCH_SPACES = _Spaces()
 
 #: Valid values of each hyperparameter: `min`/`max` are inclusive bounds,
-#: `above` an exclusive lower bound, `integer` requires ints.
+#: `above` an exclusive lower bound, `integer` requires ints. A method's
+#: own hyperparameters (`tfkd.hyperparameters.Hyperparameter` attributes of
+#: its distiller) are checked by their own check instead.
 LIMITS = {
     "alpha": {"min": 0.0, "max": 1.0},
     "beta": {"min": 0.0},
     "gamma": {"min": 0.0},
     "lam": {"min": 0.0},
     "kd_weight": {"min": 0.0},
+    "weight": {"min": 0.0},
+    "student_loss_weight": {"min": 0.0, "max": 1.0},
     "temperature": {"above": 0.0},
     "k": {"min": 1, "integer": True},
     "learning_rate": {"above": 0.0},
     "width_multiplier": {"above": 0.0},
 }
 
-#: Method-specific limits that replace `LIMITS` entries.
-METHOD_LIMITS = {
-    # KTAN's alpha weighs the adversarial term; it is not a convex weight.
-    "ktan": {"alpha": {"min": 0.0}},
-    "dln": {"alpha": {"min": 0.0}},
-}
+
+def _limits_of_check(check):
+    from tfkd import hyperparameters as hp
+
+    return {
+        hp.unit_interval: {"min": 0.0, "max": 1.0},
+        hp.non_negative: {"min": 0.0},
+        hp.positive: {"above": 0.0},
+    }.get(check)
+
 
 _TYPES = ("float", "int", "choice", "boolean", "fixed")
 _SAMPLINGS = ("linear", "log", "reverse_log")
@@ -161,12 +147,12 @@ def register_search_space(method, space, limits=None):
             "`space` must be a dict of hyperparameter name to spec. "
             f"Received: space={space!r} of type {type(space).__name__}."
         )
-    DEFAULT_SEARCH_SPACES[method] = {
+    _REGISTERED[method] = {
         name: normalize_spec(name, spec, method=method)
         for name, spec in space.items()
     }
     if limits:
-        METHOD_LIMITS[method] = dict(limits)
+        _REGISTERED_LIMITS[method] = dict(limits)
 
 
 def default_search_space(method):
@@ -183,17 +169,35 @@ def default_search_space(method):
     >>> sorted(default_search_space("kd"))
     ['alpha', 'temperature']
     """
+    space = DEFAULT_SEARCH_SPACES[method] if method in \
+        DEFAULT_SEARCH_SPACES else {}
     return {
         name: normalize_spec(name, spec, method=method)
-        for name, spec in DEFAULT_SEARCH_SPACES.get(method, {}).items()
+        for name, spec in space.items()
     }
 
 
 def limits_for(name, method=None):
-    """The limits of hyperparameter `name` for `method` (`{}` if none)."""
-    method_limits = METHOD_LIMITS.get(method, {})
-    if name in method_limits:
-        return method_limits[name]
+    """The limits of hyperparameter `name` for `method` (`{}` if none).
+
+    A registered method's limits come first; then, when `name` is a
+    `tfkd.hyperparameters.Hyperparameter` of the method's distiller, the
+    limits its check enforces (KTAN's `alpha` is any weight >= 0, STC's is
+    in [0, 1]); else the generic `LIMITS`.
+    """
+    registered = _REGISTERED_LIMITS.get(method, {})
+    if name in registered:
+        return registered[name]
+    if method is not None and method not in _REGISTERED:
+        from tfkd import hyperparameters as hp
+        from tfkd.distillers import registry
+
+        if method in registry.method_names():
+            attribute = getattr(registry.get(method).load(), name, None)
+            if isinstance(attribute, hp.Hyperparameter):
+                limits = _limits_of_check(attribute.check)
+                if limits is not None:
+                    return limits
     return LIMITS.get(name, {})
 
 
