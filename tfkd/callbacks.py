@@ -1,5 +1,6 @@
 """Callbacks that guard distillation runs and log what they reach."""
 
+import inspect
 import math
 
 import keras
@@ -188,3 +189,164 @@ class EvaluateAccuracy(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs[self.name] = self.accuracy()
+
+
+def _arity(schedule):
+    try:
+        parameters = [
+            p for p in inspect.signature(schedule).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+    except (TypeError, ValueError):
+        return 1
+    return 2 if len(parameters) >= 2 else 1
+
+
+class HyperparameterScheduler(keras.callbacks.Callback):
+    """Schedules a distiller's live hyperparameters per epoch or per step.
+
+    Every weight and temperature of a tfkd distiller is a variable
+    (`distiller.hyperparameters` lists them): this callback assigns new
+    values while `fit` runs, e.g. annealing a KD temperature or warming up
+    a knowledge term's weight, without recompiling. Each scheduled value is
+    logged under its path (in `History` and TensorBoard), as Keras's
+    `LearningRateScheduler` logs `learning_rate`.
+
+    Args:
+        schedules: `{path: schedule}`. `path` is a key of
+            `distiller.hyperparameters` (e.g. `"kd/temperature"`,
+            `"attention/weight"`, `"student_loss_weight"`, a preset's
+            `"beta"`) or a preset alias such as `"temperature"`. `schedule`
+            is called with the epoch index (`per="epoch"`, at each epoch's
+            start) or the optimizer's step count (`per="step"`, before each
+            batch), optionally with the current value as a second argument,
+            and returns the new value; a
+            `keras.optimizers.schedules.LearningRateSchedule` works too.
+        per: `"epoch"` (default) or `"step"`.
+        verbose: Print each new value (per-epoch schedules only).
+
+    Example:
+
+    >>> import tfkd
+    >>> from tfkd import testing
+    >>> distiller = tfkd.Distiller(testing.tiny_conv_model("t"),
+    ...                            testing.tiny_conv_model("s"))
+    >>> distiller.compile(optimizer="sgd")
+    >>> anneal = HyperparameterScheduler(
+    ...     {"kd/temperature": lambda epoch: 4.0 / (1 + epoch)})
+    >>> x, y = testing.random_images(16)
+    >>> history = distiller.fit(x, y, epochs=2, verbose=0,
+    ...                         callbacks=[anneal])
+    >>> history.history["kd/temperature"]
+    [4.0, 2.0]
+    """
+
+    _PER = ("epoch", "step")
+
+    def __init__(self, schedules, per="epoch", verbose=0):
+        super().__init__()
+        if not isinstance(schedules, dict) or not schedules:
+            raise TypeError(
+                "`schedules` must be a non-empty dict of hyperparameter path "
+                f"to schedule. Received: schedules={schedules!r}."
+            )
+        for path, schedule in schedules.items():
+            if not isinstance(path, str) or not callable(schedule):
+                raise TypeError(
+                    "`schedules` maps hyperparameter paths (str) to "
+                    "callables `schedule(epoch_or_step[, current]) -> "
+                    f"value`. Received: {path!r}: {schedule!r}."
+                )
+        if per not in self._PER:
+            raise ValueError(
+                f"`per` must be 'epoch' or 'step'. Received: per={per!r}."
+            )
+        self.schedules = dict(schedules)
+        self.per = per
+        self.verbose = verbose
+        self._arity = {path: _arity(s) for path, s in self.schedules.items()
+                       if not isinstance(
+                           s, keras.optimizers.schedules.LearningRateSchedule)}
+
+    def on_train_begin(self, logs=None):
+        model = self.model
+        if not hasattr(model, "set_hyperparameter"):
+            raise TypeError(
+                "HyperparameterScheduler schedules a tfkd distiller's "
+                f"hyperparameters; the model is a {type(model).__name__}. "
+                "Use it with `tfkd.Distiller` (or a preset)."
+            )
+        for path in self.schedules:
+            model.get_hyperparameter(path)  # A clear error for bad paths.
+
+    def _value(self, path, index):
+        schedule = self.schedules[path]
+        if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+            value = schedule(index)
+        elif self._arity[path] == 2:
+            value = schedule(index, self.model.get_hyperparameter(path))
+        else:
+            value = schedule(index)
+        return float(value)
+
+    def _assign(self, index):
+        for path in self.schedules:
+            value = self._value(path, index)
+            try:
+                self.model.set_hyperparameter(path, value)
+            except (TypeError, ValueError) as e:
+                raise ValueError(
+                    f"The schedule of {path!r} returned {value!r} at {self.per} "
+                    f"{index}, which the distiller refuses: {e}"
+                ) from e
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.per == "epoch":
+            self._assign(epoch)
+            if self.verbose:
+                values = ", ".join(f"{p} = {self.model.get_hyperparameter(p)}"
+                                   for p in self.schedules)
+                print(f"Epoch {epoch + 1}: {values}")
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.per == "step":
+            self._assign(int(self.model.optimizer.iterations.numpy()))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            for path in self.schedules:
+                logs[path] = self.model.get_hyperparameter(path)
+
+
+def linear_warmup(target, epochs, start=0.0):
+    """A schedule rising linearly from `start` to `target` over `epochs`.
+
+    For `HyperparameterScheduler`: e.g. DKD's warm-up of its weight over the
+    first 20 epochs, `{"dkd/weight": linear_warmup(1.0, 20)}`.
+
+    Args:
+        target: The value from epoch (or step) `epochs` on.
+        epochs: Length of the ramp, an int `>= 1` (epochs or steps, as the
+            scheduler counts).
+        start: The value at index 0.
+
+    Returns:
+        A callable `schedule(index) -> float`.
+
+    Example:
+
+    >>> schedule = linear_warmup(1.0, 4)
+    >>> [schedule(i) for i in range(6)]
+    [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(
+            f"`epochs` must be an int >= 1. Received: epochs={epochs!r}."
+        )
+    target, start = float(target), float(start)
+
+    def schedule(index):
+        fraction = min(1.0, index / epochs)
+        return start + (target - start) * fraction
+
+    return schedule

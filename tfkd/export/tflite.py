@@ -30,6 +30,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfkd import _compat
+
 logger = logging.getLogger(__name__)
 
 QUANTIZATIONS = (None, "float16", "dynamic", "int8")
@@ -76,11 +78,9 @@ def _input_spec(model):
         specs = [(tuple(t.shape), t.dtype) for t in inputs]
     else:
         # Subclassed models: Keras records the shapes they were built with.
-        from keras.src.export.export_utils import get_input_signature
-
         specs = [
             (tuple(s.shape), s.dtype)
-            for s in keras.tree.flatten(get_input_signature(model))
+            for s in keras.tree.flatten(_compat.input_signature(model))
         ]
     if len(specs) != 1:
         raise ValueError(

@@ -9,6 +9,8 @@ from the class loss.
 import keras
 from keras import ops
 
+from tfkd import _compat
+
 # Layers whose output channel `c` depends on input channel `c` only. Slicing
 # the first `g` channels after any chain of them still isolates the guided
 # neurons of an upstream `SelfTaughtConv2D` (see `find_guided_channels`).
@@ -368,11 +370,12 @@ def _is_channelwise(layer):
 
 def _inbound_layer(layer, model):
     """The single layer feeding `layer` inside `model`, else None."""
-    nodes = getattr(layer, "_inbound_nodes", [])
+    nodes = _compat.inbound_nodes(layer)
     # A layer called again outside `model` has several nodes: keep the one
-    # `model` owns (Keras keys them "<id(layer)>_ib-<index>").
-    own = getattr(model, "_nodes", None) or ()
-    mine = [n for i, n in enumerate(nodes) if f"{id(layer)}_ib-{i}" in own]
+    # `model` owns.
+    own = _compat.graph_node_keys(model)
+    mine = [n for i, n in enumerate(nodes)
+            if _compat.node_key(layer, i) in own]
     if len(mine) != 1:
         mine = nodes if len(nodes) == 1 else []
     if not mine:

@@ -17,6 +17,8 @@ import re
 
 import keras
 
+from tfkd import _compat
+
 __all__ = ["split_model", "cut_points", "block_boundaries"]
 
 # Zoo naming scheme (see tfkd/models/resnet.py, wrn.py, cifar_vgg.py):
@@ -167,8 +169,8 @@ def block_boundaries(model):
 
 def _functional_graph(model):
     """Returns the `Functional` that holds `model`'s graph."""
+    graph = _compat.functional_graph(model)
     if isinstance(model, keras.Sequential):
-        graph = getattr(model, "_functional", None)
         if graph is None:
             raise ValueError(
                 f"The Sequential model '{model.name}' is not built, so it has "
@@ -177,10 +179,8 @@ def _functional_graph(model):
                 f"Received: model={model.name!r} (unbuilt)"
             )
         return graph
-    if isinstance(model, keras.Model) and (
-        getattr(model, "_nodes_by_depth", None) is not None
-    ):
-        return model
+    if graph is not None:
+        return graph
     raise TypeError(
         "`split_model` needs a functional Keras model, built with "
         "`keras.Model(inputs, outputs)` or `keras.Sequential`, because it "
@@ -198,9 +198,10 @@ def _topological_nodes(graph):
     always deeper than its children, so sorting by decreasing depth is a
     topological order. Ties follow `graph._operations` for determinism.
     """
-    op_index = {id(op): i for i, op in enumerate(graph._operations)}
+    op_index = {id(op): i for i, op in
+                enumerate(_compat.graph_operations(graph))}
     nodes = []
-    for depth, depth_nodes in graph._nodes_by_depth.items():
+    for depth, depth_nodes in _compat.nodes_by_depth(graph).items():
         for node in depth_nodes:
             nodes.append((-depth, op_index.get(id(node.operation), -1), node))
     nodes.sort(key=lambda item: item[:2])
@@ -209,8 +210,7 @@ def _topological_nodes(graph):
 
 def _producer(tensor):
     """The node that produced a KerasTensor."""
-    history = tensor._keras_history
-    return history.operation._inbound_nodes[history.node_index]
+    return _compat.producer(tensor)[1]
 
 
 def _ancestors(node, topo):
@@ -384,7 +384,7 @@ def _crossing_message(model, graph, topo, layer_name, cut_tensor, crossing):
 
 def _build_back(model, graph, topo, front_nodes, cut_tensor, layer_name):
     """Re-calls the back's layers, in topological order, on a new Input."""
-    layer_names = {op.name for op in graph._operations}
+    layer_names = {op.name for op in _compat.graph_operations(graph)}
     input_name = f"{layer_name}_cut"
     while input_name in layer_names:
         input_name += "_"
