@@ -233,22 +233,13 @@ def _convert(model, input_shape, dtype, quantization, calibration, int8_io):
 
 
 def _write_atomically(path, content):
-    """Writes bytes or text to `path` via a temp file + rename (no half file)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    mode = "wb" if isinstance(content, bytes) else "w"
-    fd, tmp = tempfile.mkstemp(
-        dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(fd, mode) as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Writes bytes or text to `path` all or nothing (see `tfkd.io`)."""
+    from tfkd import io as tfkd_io
+
+    with tfkd_io.atomic_write(
+        path, "wb" if isinstance(content, bytes) else "w"
+    ) as f:
+        f.write(content)
 
 
 def _flatbuffer_counts(content):

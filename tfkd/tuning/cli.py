@@ -7,7 +7,6 @@ best student as `.keras`. The tuner's directory holds student checkpoints
 and trial records only; the teacher is saved once, beside it.
 """
 
-import json
 import os
 import time
 
@@ -210,6 +209,7 @@ def run_tune(methods=("kd",), trials=10, epochs=10, data="digits",
     import keras
 
     import tfkd
+    from tfkd import io as tfkd_io
     from tfkd.distillers import registry
     from tfkd.tuning import hypermodel as hypermodel_lib
     from tfkd.tuning import search
@@ -245,8 +245,8 @@ def run_tune(methods=("kd",), trials=10, epochs=10, data="digits",
         print(f"[tune] 1/3 teacher: training {teacher_epochs} epochs on "
               f"{data} (once, shared by every trial)")
         teacher_model = _train_teacher(dataset, teacher_epochs, verbose)
-        teacher_path = os.path.join(out, "teacher.keras")
-        teacher_model.save(teacher_path)
+        teacher_path = tfkd.saving.save(
+            teacher_model, os.path.join(out, "teacher.keras"))
     else:
         print(f"[tune] 1/3 teacher: loading {teacher}")
         teacher_model = keras.saving.load_model(teacher, compile=False)
@@ -281,8 +281,8 @@ def run_tune(methods=("kd",), trials=10, epochs=10, data="digits",
     print(f"\n[tune] 3/3 trials, best first ({len(rows)}):")
     print(search.format_trials(rows, objective))
     student = search.best_student(tuner_obj)
-    student_path = os.path.join(out, "best_student.keras")
-    student.save(student_path)
+    student_path = tfkd.saving.save(
+        student, os.path.join(out, "best_student.keras"))
     test_accuracy = _accuracy(student, dataset.test)
     result = {
         "methods": methods,
@@ -296,8 +296,8 @@ def run_tune(methods=("kd",), trials=10, epochs=10, data="digits",
         "trials": rows,
         "seconds": round(time.time() - start, 1),
     }
-    with open(os.path.join(out, "trials.json"), "w") as f:
-        json.dump(result, f, indent=2, default=str)
+    tfkd_io.write_json(os.path.join(out, "trials.json"), result,
+                       default=str)
     print(f"\nBest student ({student.count_params():,} params, test accuracy "
           f"{test_accuracy:.4f}) saved to {student_path}")
     return result

@@ -105,8 +105,13 @@ class StudentCheckpoints:
     """
 
     def save_weights(self, filepath, overwrite=True, **kwargs):
-        return self.student.save_weights(filepath, overwrite=overwrite,
-                                         **kwargs)
+        from tfkd import io as tfkd_io
+
+        # Atomic: a trial killed mid-save keeps its previous checkpoint.
+        path = os.fspath(filepath)
+        with tfkd_io.atomic_path(path, tfkd_io.keras_suffix(path)) as tmp:
+            return self.student.save_weights(tmp, overwrite=overwrite,
+                                             **kwargs)
 
     def load_weights(self, filepath, **kwargs):
         return self.student.load_weights(filepath, **kwargs)
