@@ -88,6 +88,31 @@ def _truncated_keras_file():
     return path
 
 
+@functools.lru_cache(maxsize=None)
+def _tflite_bytes():
+    path = os.path.join(_TMP, "good.tflite")
+    export.to_tflite(_student(), path, verify=False, latency_runs=0)
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _bad_tflite(name):
+    """A damaged `.tflite`: cut in half, garbage, empty, or a `.keras`."""
+    if name == "truncated":
+        data = _tflite_bytes()[: len(_tflite_bytes()) // 2]
+    elif name == "garbage":
+        data = b"not a model" * 100
+    elif name == "empty":
+        data = b""
+    else:
+        with open(_truncated_keras_file(), "rb") as f:
+            data = f.read()
+    path = os.path.join(_TMP, f"{name}.tflite")
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
 def case(name, fn, error, pattern, marks=()):
     return pytest.param(fn, error, pattern, id=name, marks=marks)
 
@@ -352,6 +377,26 @@ CASES = [
          lambda: export.measure_latency(os.path.join(_TMP, "none.tflite"),
                                         runs=0),
          ValueError, r"`runs`.*runs=0"),
+    case("verify_truncated_file",
+         lambda: export.verify_tflite(_bad_tflite("truncated"), _student(),
+                                      _images()[0]),
+         ValueError, r"Cannot load '.*truncated\.tflite'.*damaged or cut "
+                     r"short.*to_tflite"),
+    case("latency_truncated_file",
+         lambda: export.measure_latency(_bad_tflite("truncated")),
+         ValueError, r"'.*truncated\.tflite'.*damaged or cut short"),
+    case("latency_garbage_file",
+         lambda: export.measure_latency(_bad_tflite("garbage")),
+         ValueError, r"'.*garbage\.tflite'.*lacks the TFLite file "
+                     r"identifier.*Export the model again"),
+    case("verify_empty_file",
+         lambda: export.verify_tflite(_bad_tflite("empty"), _student(),
+                                      _images()[0]),
+         ValueError, r"'.*empty\.tflite'.*the file is empty"),
+    case("latency_keras_file",
+         lambda: export.measure_latency(_bad_tflite("keras")),
+         ValueError, r"'.*keras\.tflite'.*zip archive \(a `\.keras` "
+                     r"model\?\)"),
     # ---------------------------------------------------------------- tuning
     case("hypermodel_method", lambda: _hypermodel(method="bogus"),
          ValueError, r"method='bogus'"),
