@@ -146,6 +146,24 @@ def _positive_int(value, name):
         )
 
 
+def _load_teacher(path, option="--teacher"):
+    """Loads a teacher file; a broken file is named as such, not missing."""
+    from tfkd import saving
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"Teacher file not found. Received: {option} {path!r}. Pass "
+            "a `.keras` file saved by `tfkd demo` or `tfkd tune`."
+        )
+    try:
+        return saving.load(path, compile=False)
+    except (ValueError, TypeError, OSError) as e:
+        reason = " ".join(str(e).split())
+        raise ValueError(
+            f"{option} {path!r} exists but cannot be loaded: {reason}"
+        ) from e
+
+
 def _train_teacher(data, epochs, verbose):
     import keras
 
@@ -205,6 +223,10 @@ def run_tune(methods=("kd",), trials=10, epochs=10, data="digits",
     Returns:
         A dict with the trial rows (best first), the best student's path
         and its test accuracy.
+
+    Raises:
+        ValueError: For bad arguments or a teacher file that cannot be
+            loaded.
     """
     import keras
 
@@ -228,11 +250,9 @@ def run_tune(methods=("kd",), trials=10, epochs=10, data="digits",
     if tuner not in search.TUNERS:
         raise ValueError(f"Unknown tuner. Received: tuner={tuner!r}. Choose "
                          f"one of {list(search.TUNERS)}.")
-    if teacher is not None and not os.path.exists(teacher):
-        raise FileNotFoundError(
-            f"Teacher file not found. Received: --teacher {teacher!r}. Pass "
-            "a `.keras` file saved by `tfkd demo` or `tfkd tune`."
-        )
+    teacher_model = None
+    if teacher is not None:
+        teacher_model = _load_teacher(teacher)
     start = time.time()
     os.makedirs(out, exist_ok=True)
     keras.utils.set_random_seed(seed)
@@ -248,8 +268,7 @@ def run_tune(methods=("kd",), trials=10, epochs=10, data="digits",
         teacher_path = tfkd.saving.save(
             teacher_model, os.path.join(out, "teacher.keras"))
     else:
-        print(f"[tune] 1/3 teacher: loading {teacher}")
-        teacher_model = keras.saving.load_model(teacher, compile=False)
+        print(f"[tune] 1/3 teacher: loaded {teacher}")
         teacher_path = teacher
     teacher_accuracy = _accuracy(teacher_model, dataset.validation)
     print(f"[tune] teacher validation accuracy: {teacher_accuracy:.4f}")

@@ -375,7 +375,11 @@ class DistillerHyperModel(kt.HyperModel):
                     f"Teacher file not found. Received: teacher={path!r}. "
                     "Pass a saved `.keras` model or a `keras.Model`."
                 )
-            return keras.saving.load_model(path, compile=False)
+            from tfkd import saving
+
+            # tfkd.load names a damaged file (Keras calls a truncated
+            # archive "not found").
+            return saving.load(path, compile=False)
         raise TypeError(
             "`teacher` must be a `keras.Model` or a path to a `.keras` "
             f"file. Received: teacher={teacher!r} of type "
