@@ -5,6 +5,10 @@ methods' hyperparameters (and the student's width) with a random, Bayesian
 or Hyperband tuner, prints a table of the trials best first, and saves the
 best student as `.keras`. The tuner's directory holds student checkpoints
 and trial records only; the teacher is saved once, beside it.
+
+An `--out` that already holds a search is never silently replaced: pass
+`--resume` to continue it (refused if it searched other methods or another
+space) or `--overwrite` to delete it and start afresh.
 """
 
 import os
@@ -61,8 +65,12 @@ def register(subparsers):
     parser.add_argument("--steps-per-epoch", type=int, default=None,
                         help="cap the training batches per epoch")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--resume", action="store_true",
-                        help="continue an existing search in --out")
+    again = parser.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue the search in --out (same methods "
+                            "and space; reuses its teacher.keras)")
+    again.add_argument("--overwrite", action="store_true",
+                       help="delete the search in --out and start afresh")
     parser.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2),
                         help="progress output (default: 2, a line per "
                              "epoch)")
@@ -135,7 +143,8 @@ def _run_from_args(args):
              fixed=parse_fixed(args.fix), search_space=parse_space(args.space),
              image_size=args.image_size, batch_size=args.batch_size,
              steps_per_epoch=args.steps_per_epoch,
-             seed=args.seed, resume=args.resume, verbose=args.verbose)
+             seed=args.seed, resume=args.resume, overwrite=args.overwrite,
+             verbose=args.verbose)
     return 0
 
 
@@ -197,7 +206,7 @@ def run_tune(methods=("kd",), trials=10, epochs=10, data="digits",
              tuner="random", out=DEFAULT_OUT, teacher=None, teacher_epochs=20,
              objective="val_accuracy", fixed=None, search_space=None,
              image_size=None, batch_size=64, steps_per_epoch=None, seed=0,
-             resume=False, verbose=2):
+             resume=False, overwrite=False, verbose=2):
     """Runs `tfkd tune` and returns its results as a dict.
 
     Args:
@@ -217,7 +226,11 @@ def run_tune(methods=("kd",), trials=10, epochs=10, data="digits",
         batch_size: Batch size.
         steps_per_epoch: Optional cap on training batches per epoch.
         seed: Seed of the data split, the teacher and the oracle.
-        resume: Continue an existing search in `out` instead of restarting.
+        resume: Continue the search in `out` (refused if it searched other
+            methods or another space); its `teacher.keras` is reused when
+            `teacher` is None.
+        overwrite: Delete the search in `out` and start afresh. Without
+            `resume` or `overwrite`, an `out` holding a search is refused.
         verbose: Progress output (0 silent, 1 bars, 2 one line per epoch).
 
     Returns:
@@ -225,8 +238,8 @@ def run_tune(methods=("kd",), trials=10, epochs=10, data="digits",
         and its test accuracy.
 
     Raises:
-        ValueError: For bad arguments or a teacher file that cannot be
-            loaded.
+        ValueError: For bad arguments, a broken teacher file, or an `out`
+            that holds a search (another one when resuming).
     """
     import keras
 
@@ -250,9 +263,24 @@ def run_tune(methods=("kd",), trials=10, epochs=10, data="digits",
     if tuner not in search.TUNERS:
         raise ValueError(f"Unknown tuner. Received: tuner={tuner!r}. Choose "
                          f"one of {list(search.TUNERS)}.")
+    if resume and overwrite:
+        raise ValueError("Pass either --resume or --overwrite, not both. "
+                         "Received: resume=True, overwrite=True.")
+    project_dir = os.path.join(out, "search")
+    if search.holds_search(project_dir) and not (resume or overwrite):
+        held = search.describe_signature(search.read_signature(project_dir))
+        raise ValueError(
+            f"--out {out!r} already holds {held} (in {project_dir!r}). Pass "
+            "--resume to continue it, --overwrite to delete it and start "
+            "afresh, or choose another --out."
+        )
     teacher_model = None
     if teacher is not None:
         teacher_model = _load_teacher(teacher)
+    elif resume and os.path.exists(os.path.join(out, "teacher.keras")):
+        # The resumed trials were scored against this teacher.
+        teacher = os.path.join(out, "teacher.keras")
+        teacher_model = _load_teacher(teacher, option="--out's teacher")
     start = time.time()
     os.makedirs(out, exist_ok=True)
     keras.utils.set_random_seed(seed)
@@ -278,10 +306,17 @@ def run_tune(methods=("kd",), trials=10, epochs=10, data="digits",
         input_shape=dataset.input_shape, fixed=fixed,
         search_space=search_space, seed=seed,
     )
+    if resume:
+        signature = dict(hypermodel.search_signature(),
+                         tuner=search.tuner_kind(tuner))
+        search.check_signature(
+            project_dir, signature,
+            fix="Pass --overwrite to delete it and start afresh, or "
+                "choose another --out.")
     tuner_obj = search.build_tuner(
         hypermodel, tuner, objective=objective, max_trials=trials,
         max_epochs=epochs, directory=out, project_name="search",
-        overwrite=not resume, seed=seed,
+        overwrite=overwrite, seed=seed,
     )
     label = ("hyperband brackets" if tuner == "hyperband"
              else f"{trials} trials")
