@@ -5,6 +5,7 @@ umask's mode; temporary files of killed writers are cleaned up."""
 
 import os
 import random
+import re
 import resource
 import signal
 import subprocess
@@ -206,6 +207,27 @@ def test_full_disk_keeps_the_old_file(tmp_path, file_size_limit):
     assert open(path, "rb").read() == old
     assert tfkd.load(path).name == "small"
     assert open(text_path).read() == '{\n  "old": true\n}\n'
+    assert _temp_files(tmp_path) == []
+
+
+def test_full_disk_in_the_cli_is_one_line(tmp_path, file_size_limit, capsys):
+    from tfkd import cli
+
+    run = {"seed": 0, "method": "kd", "seconds": 1.0,
+           "teacher": {"accuracy": 0.97, "params": 600},
+           "scratch": {"accuracy": 0.91, "params": 60},
+           "distilled": {"accuracy": 0.94, "params": 60}}
+    tfkd_io.write_json(tmp_path / "results.json", {"runs": [run]})
+    file_size_limit(64)  # The summary table is longer.
+    code = cli.main(["report", str(tmp_path), "--no-plots"])
+    file_size_limit(None)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1, err
+    assert re.match(r"tfkd report: error: \[Errno 27\] Could not write "
+                    r"'.*summary\.md': File too large\. The file is "
+                    r"unchanged", err), err
+    assert not (tmp_path / "summary.md").exists()
     assert _temp_files(tmp_path) == []
 
 
