@@ -288,21 +288,41 @@ def test_new_files_follow_the_umask(tmp_path, umask):
 
 def test_stale_temp_files_are_removed(tmp_path):
     """A killed writer's temporary file goes at the next write into its
-    directory; live writers' temporary files stay."""
+    directory; those of live writers and of other hosts stay."""
     exited = subprocess.Popen([sys.executable, "-c", "pass"])
     exited.wait()  # Reaped: its pid no longer runs.
-    stale = tmp_path / f".model.keras.tfkd-tmp-{exited.pid}-0a1b2c3d.keras"
-    live = tmp_path / f".model.keras.tfkd-tmp-{os.getpid()}-0a1b2c3d.keras"
-    other = tmp_path / ".notes.tfkd-tmp-1-ffffffff"  # pid 1: init, running.
+    host = tfkd_io._HOST_ID
+    other_host = "0" * 8 if host != "0" * 8 else "1" * 8
+
+    def temp(name, host, pid):
+        return tmp_path / f".{name}.tfkd-tmp-{host}-{pid}-0a1b2c3d.keras"
+
+    stale = temp("model.keras", host, exited.pid)
+    live = temp("model.keras", host, os.getpid())
+    init = temp("notes", host, 1)  # pid 1 always runs.
+    remote = temp("model.keras", other_host, exited.pid)
     unrelated = tmp_path / ".model.keras.tmp"
-    for p in (stale, live, other, unrelated):
+    for p in (stale, live, init, remote, unrelated):
         p.write_bytes(b"partial")
-    assert tfkd_io.is_temp_file(stale) and not tfkd_io.is_temp_file(
-        unrelated)
+    assert tfkd_io.is_temp_file(stale) and tfkd_io.is_temp_file(remote)
+    assert not tfkd_io.is_temp_file(unrelated)
     tfkd_io.write_text(tmp_path / "summary.md", "table\n")
     assert not stale.exists()
-    assert live.exists() and other.exists() and unrelated.exists()
+    for kept in (live, init, remote, unrelated):
+        assert kept.exists(), kept
     assert tfkd_io.remove_stale_temp_files(tmp_path) == []
+
+
+def test_symlink_is_written_through(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "run.json").write_text("{}")
+    link = tmp_path / "run.json"
+    link.symlink_to(real / "run.json")
+    tfkd_io.write_json(link, {"a": 1})
+    assert link.is_symlink()
+    assert (real / "run.json").read_text() == '{\n  "a": 1\n}\n'
+    assert _temp_files(real) == [] and _temp_files(tmp_path) == []
 
 
 def test_save_round_trip_and_temp_name(tmp_path, monkeypatch):

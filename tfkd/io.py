@@ -13,13 +13,18 @@ New files get the mode of any normally created file (`0o666` minus the
 process's umask, e.g. `0o644` under umask `022`); a replaced file keeps its
 mode.
 
-Temporary files are named `.<name>.tfkd-tmp-<pid>-<8 hex digits><suffix>`
-(hidden, in the target's directory; `<suffix>` is the one the writer needs,
-e.g. `.keras`). Only a process killed while writing can leave one behind.
-Each atomic write removes, in its directory, the temporary files of
-processes no longer running on this machine (see
-`remove_stale_temp_files`), so they do not accumulate; call that function
-yourself to clean a directory no longer written to.
+Temporary files are named
+`.<name>.tfkd-tmp-<host>-<pid>-<8 hex digits><suffix>` (hidden, in the
+target's directory; `<host>` is 8 hex digits identifying the machine or
+container, `<suffix>` the ending the writer needs, e.g. `.keras`). Only a
+process killed while writing can leave one behind. Each atomic write
+removes, in its directory, the temporary files of processes of this host
+that no longer run (see `remove_stale_temp_files`), so they do not
+accumulate; files of other hosts sharing the directory are left to them.
+Call that function yourself to clean a directory no longer written to.
+
+A symbolic link is written through, as `open` would: its target is
+replaced, the link kept.
 
 `tfkd.saving.save(model, path)` is the public way to save a model
 atomically; the functions here are its building blocks.
@@ -30,13 +35,20 @@ import json
 import os
 import re
 import secrets
+import socket
+import zlib
 
-#: Marks tfkd's temporary files: `.<name>.tfkd-tmp-<pid>-<token><suffix>`.
+#: Marks tfkd's temporary files:
+#: `.<name>.tfkd-tmp-<host>-<pid>-<token><suffix>`.
 TEMP_MARKER = ".tfkd-tmp-"
 
 _TEMP_PATTERN = re.compile(
-    r"^\..*" + re.escape(TEMP_MARKER) + r"(?P<pid>\d+)-[0-9a-f]{8}"
+    r"^\..*" + re.escape(TEMP_MARKER)
+    + r"(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{8}"
 )
+# Process ids are only meaningful on their own host (or container, which
+# has its own hostname and pid namespace): stale-file checks compare both.
+_HOST_ID = format(zlib.crc32(socket.gethostname().encode()), "08x")
 # Longest part of the target's name kept in a temporary name (NAME_MAX is
 # 255 bytes on common file systems; the marker, pid and suffix need room).
 _MAX_BASE = 120
@@ -101,7 +113,8 @@ def _target_mode(path):
 def _temp_name(path, suffix):
     directory, base = os.path.split(os.path.abspath(path))
     token = secrets.token_hex(4)
-    name = f".{base[:_MAX_BASE]}{TEMP_MARKER}{os.getpid()}-{token}{suffix}"
+    name = (f".{base[:_MAX_BASE]}{TEMP_MARKER}{_HOST_ID}-{os.getpid()}-"
+            f"{token}{suffix}")
     return os.path.join(directory, name)
 
 
@@ -116,7 +129,7 @@ def is_temp_file(name):
 
     Example:
 
-    >>> is_temp_file(".student.keras.tfkd-tmp-4242-0a1b2c3d.keras")
+    >>> is_temp_file(".student.keras.tfkd-tmp-5f3e2a10-4242-0a1b2c3d.keras")
     True
     >>> is_temp_file("student.keras")
     False
@@ -139,11 +152,12 @@ def _running(pid):
 def remove_stale_temp_files(directory):
     """Deletes temporary files left in `directory` by killed writers.
 
-    A file is stale when the process whose id is in its name no longer runs
-    on this machine (a zombie -- killed but not yet reaped by its parent --
-    still counts as running). Files of running processes, including this
-    one, are left alone, so concurrent writers are safe. Every atomic write
-    calls this on its directory.
+    A file is stale when it was made on this host (machine or container)
+    by a process that no longer runs (a zombie -- killed but not yet reaped
+    by its parent -- still counts as running). Files of running processes,
+    including this one, and of other hosts sharing the directory are left
+    alone, so concurrent writers are safe. Every atomic write calls this on
+    its directory.
 
     Args:
         directory: The directory to clean.
@@ -166,7 +180,8 @@ def remove_stale_temp_files(directory):
     removed = []
     for name in names:
         match = _TEMP_PATTERN.match(name)
-        if match is None or _running(int(match["pid"])):
+        if (match is None or match["host"] != _HOST_ID
+                or _running(int(match["pid"]))):
             continue
         path = os.path.join(directory, name)
         try:
@@ -268,9 +283,12 @@ def atomic_path(path, suffix=""):
     if _is_remote(path):
         yield path
         return
-    remove_stale_temp_files(os.path.dirname(os.path.abspath(path)))
-    mode = _target_mode(path)
-    tmp = _temp_name(path, suffix)
+    # Through symbolic links, as `open` writes: the link's target is
+    # replaced, in its own directory (a rename cannot cross file systems).
+    target = os.path.realpath(path)
+    remove_stale_temp_files(os.path.dirname(target))
+    mode = _target_mode(target)
+    tmp = _temp_name(target, suffix)
     try:
         yield tmp
         if not os.path.exists(tmp):
@@ -280,7 +298,7 @@ def atomic_path(path, suffix=""):
                 "atomic_path(...)` block yields."
             )
         _fsync_path(tmp)
-        _replace(tmp, path, mode)
+        _replace(tmp, target, mode)
     except OSError as e:
         _remove_quietly(tmp)
         raise _write_error(path, e) from e

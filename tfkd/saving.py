@@ -68,7 +68,7 @@ def save(model, path, **kwargs):
 
     Same as `model.save(path, **kwargs)`, except that the model is written
     to a temporary file in `path`'s directory (named
-    `.<name>.tfkd-tmp-<pid>-<hex>.keras`), flushed to disk and renamed over
+    `.<name>.tfkd-tmp-<host>-<pid>-<hex>.keras`), flushed to disk and renamed over
     `path`. If the process is killed or the disk fills up during the save,
     `path` keeps its previous content (or does not exist), and a failed save
     removes its temporary file and raises an `OSError` naming `path`. A new
