@@ -109,9 +109,9 @@ def _check_clean_after_kills(directories, left_temp):
 
 def test_kill_during_keras_save_leaves_a_complete_model(tmp_path):
     """Writers save a 13 MB model in a loop (every weight equal to the
-    generation number) and are SIGKILLed at random moments, four times: the
+    generation number) and are SIGKILLed at random moments, three times: the
     file left is a complete model of the last or the next generation."""
-    kills = 4
+    kills = 3
     rng = random.Random()
     seed = rng.randrange(10**6)
     rng.seed(seed)

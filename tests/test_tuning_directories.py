@@ -151,7 +151,7 @@ def tune_out(tmp_path):
 
 
 CLI_ARGS = ["--image-size", "8", "--trials", "1", "--epochs", "1",
-            "--steps-per-epoch", "2", "--verbose", "0"]
+            "--steps-per-epoch", "1", "--verbose", "0"]
 
 
 def test_cli_refuses_to_replace_a_search(tune_out, capsys):
