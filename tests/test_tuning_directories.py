@@ -22,7 +22,7 @@ from tfkd import testing
 from tfkd.tuning import build_tuner
 from tfkd.tuning import DistillerHyperModel
 from tfkd.tuning import digits_hypermodel
-from tfkd.tuning import search
+from tfkd.tuning import signature as signature_lib
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_resume_refuse_overwrite(pair, tmp_path):
     _search(first)
     assert _completed(first) == 1
     project = tmp_path / "p"
-    with open(project / search.SIGNATURE_FILE) as f:
+    with open(project / signature_lib.SIGNATURE_FILE) as f:
         signature = json.load(f)
     assert signature["methods"] == ["kd"]
     assert signature["tuner"] == "RandomSearch"
@@ -95,14 +95,14 @@ def test_resume_refuse_overwrite(pair, tmp_path):
         assert "run no new trial" in message
         assert "Pass overwrite=True to delete it" in message
     # Refusal happens before Keras Tuner touches the directory.
-    with open(project / search.SIGNATURE_FILE) as f:
+    with open(project / signature_lib.SIGNATURE_FILE) as f:
         assert json.load(f) == signature
 
     # overwrite=True starts afresh and records the new search ...
     fresh = _tuner(pair, tmp_path, method="attention", overwrite=True)
     assert _completed(fresh) == 0
     assert not (project / "oracle.json").exists()
-    with open(project / search.SIGNATURE_FILE) as f:
+    with open(project / signature_lib.SIGNATURE_FILE) as f:
         assert json.load(f)["methods"] == ["attention"]
     # ... which is now the one the directory may resume.
     _tuner(pair, tmp_path, method="attention")
@@ -114,10 +114,10 @@ def test_unrecorded_project_resumes(pair, tmp_path):
     """A project made before signatures existed cannot be checked: it
     resumes, and gets a signature from then on."""
     first = _tuner(pair, tmp_path)
-    os.remove(tmp_path / "p" / search.SIGNATURE_FILE)
-    assert search.read_signature(tmp_path / "p") is None
+    os.remove(tmp_path / "p" / signature_lib.SIGNATURE_FILE)
+    assert signature_lib.read_signature(tmp_path / "p") is None
     _tuner(pair, tmp_path)
-    assert search.read_signature(tmp_path / "p")["methods"] == ["kd"]
+    assert signature_lib.read_signature(tmp_path / "p")["methods"] == ["kd"]
     del first
 
 

@@ -248,6 +248,7 @@ def run_tune(methods=("kd",), trials=10, epochs=10, data="digits",
     from tfkd.distillers import registry
     from tfkd.tuning import hypermodel as hypermodel_lib
     from tfkd.tuning import search
+    from tfkd.tuning import signature as signature_lib
 
     methods = list(methods)
     for name in methods:
@@ -267,8 +268,9 @@ def run_tune(methods=("kd",), trials=10, epochs=10, data="digits",
         raise ValueError("Pass either --resume or --overwrite, not both. "
                          "Received: resume=True, overwrite=True.")
     project_dir = os.path.join(out, "search")
-    if search.holds_search(project_dir) and not (resume or overwrite):
-        held = search.describe_signature(search.read_signature(project_dir))
+    if not (resume or overwrite) and signature_lib.holds_search(project_dir):
+        held = signature_lib.describe_signature(
+            signature_lib.read_signature(project_dir))
         raise ValueError(
             f"--out {out!r} already holds {held} (in {project_dir!r}). Pass "
             "--resume to continue it, --overwrite to delete it and start "
@@ -309,7 +311,7 @@ def run_tune(methods=("kd",), trials=10, epochs=10, data="digits",
     if resume:
         signature = dict(hypermodel.search_signature(),
                          tuner=search.tuner_kind(tuner))
-        search.check_signature(
+        signature_lib.check_signature(
             project_dir, signature,
             fix="Pass --overwrite to delete it and start afresh, or "
                 "choose another --out.")

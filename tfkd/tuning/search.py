@@ -6,11 +6,10 @@ with two conveniences for distillation:
 
 - `get_best_models()` returns students (the plain `keras.Model`s to export),
   not distillers;
-- a project directory is reused only for the search it holds: the tuner
-  writes the search's signature (methods, search space, fixed values,
-  tuner kind) into `tfkd_search.json` there and, resuming, refuses a
-  directory that holds another search instead of silently running no new
-  trial and returning the old search's students;
+- a project directory is reused only for the search it holds (see
+  `tfkd.tuning.signature`): resuming a directory that holds another
+  search is refused instead of silently running no new trial and returning
+  the old search's students;
 - a trial runs without TensorBoard installed. Keras Tuner 1.4 imports
   TensorBoard's HParams plugin at the start of every Keras trial on the
   TensorFlow backend, and TensorFlow >= 2.21 no longer installs
@@ -19,135 +18,15 @@ with two conveniences for distillation:
   imported when a `keras.callbacks.TensorBoard` callback is passed.
 """
 
-import json
 import math
 import os
 
 import keras_tuner as kt
 
+from tfkd.tuning import signature as signature_lib
+
 #: Tuner kinds accepted by `build_tuner` and `tfkd tune --tuner`.
 TUNERS = ("random", "bayesian", "hyperband")
-
-#: File in a tuner's project directory recording which search it holds.
-SIGNATURE_FILE = "tfkd_search.json"
-# Files by which Keras Tuner recognises a project it can resume.
-_TUNER_STATE_FILES = ("oracle.json", "tuner0.json")
-
-
-def _tuner_kind(tuner_class):
-    """The Keras Tuner class a tuner class is (`"RandomSearch"`, ...)."""
-    for cls in tuner_class.__mro__:
-        if cls.__module__.startswith("keras_tuner"):
-            return cls.__name__
-    return tuner_class.__name__
-
-
-def read_signature(project_dir):
-    """The search signature stored in a tuner project directory.
-
-    Args:
-        project_dir: A tuner's project directory (`directory/project_name`).
-
-    Returns:
-        The dict written by a tfkd tuner (`methods`, `search_space`,
-        `fixed`, `tuner`), or `None` if the directory holds none.
-
-    Raises:
-        ValueError: If the file exists but is not valid JSON.
-    """
-    path = os.path.join(os.fspath(project_dir), SIGNATURE_FILE)
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(
-            f"The tuner directory's search record {path!r} is damaged "
-            f"({e}). Start the search afresh with overwrite=True (`tfkd "
-            "tune --overwrite`), or delete the file to resume without the "
-            "check."
-        ) from e
-
-
-def holds_search(project_dir):
-    """Whether a tuner project directory holds a search to resume."""
-    project_dir = os.fspath(project_dir)
-    return any(os.path.exists(os.path.join(project_dir, name))
-               for name in (SIGNATURE_FILE,) + _TUNER_STATE_FILES)
-
-
-def describe_signature(signature):
-    """A one-line description of a search signature, for messages."""
-    if signature is None:
-        return "an unrecorded search"
-    fixed = signature.get("fixed") or {}
-    text = (f"a {signature.get('tuner', '?')} search over method(s) "
-            f"{signature.get('methods')}")
-    if fixed:
-        text += f" with fixed {fixed}"
-    return text
-
-
-def _differences(old, new):
-    """What differs between two signatures, as short phrases."""
-    phrases = []
-    for key in ("tuner", "methods"):
-        if old.get(key) != new.get(key):
-            phrases.append(f"{key} {old.get(key)!r} -> {new.get(key)!r}")
-    for key in ("search_space", "fixed"):
-        a, b = old.get(key) or {}, new.get(key) or {}
-        for group in sorted(set(a) | set(b)):
-            x, y = a.get(group) or {}, b.get(group) or {}
-            for name in sorted(set(x) | set(y)):
-                if x.get(name) != y.get(name):
-                    phrases.append(f"{key} {group}/{name}: "
-                                   f"{x.get(name)!r} -> {y.get(name)!r}")
-    return phrases
-
-
-def check_signature(project_dir, signature, *,
-                    fix="Pass overwrite=True to delete it and start afresh, "
-                        "or choose another `directory` or `project_name`."):
-    """Raises unless `project_dir` may resume the search `signature`.
-
-    A directory that holds no search, or the same search, passes; so does a
-    search recorded before tfkd wrote signatures (it cannot be checked).
-
-    Args:
-        project_dir: The tuner's project directory.
-        signature: The new search's signature
-            (`DistillerHyperModel.search_signature()` plus `tuner`).
-        fix: What to do instead, the error's last sentence (the command
-            line names `--overwrite` and `--out`).
-
-    Raises:
-        ValueError: The directory holds another search; the message names
-            the directory, what it holds, what differs and the fix.
-    """
-    old = read_signature(project_dir)
-    if old is None:
-        return
-    differences = _differences(old, signature)
-    if not differences:
-        return
-    raise ValueError(
-        f"The tuner directory {os.fspath(project_dir)!r} holds "
-        f"{describe_signature(old)}; this search differs "
-        f"({'; '.join(differences)}). Resuming it would run no new trial "
-        f"and return that search's students. {fix}"
-    )
-
-
-def write_signature(project_dir, signature):
-    """Writes `signature` into `project_dir` (atomically) if it differs."""
-    from tfkd import io as tfkd_io
-
-    if read_signature(project_dir) == signature:
-        return
-    os.makedirs(project_dir, exist_ok=True)
-    tfkd_io.write_json(os.path.join(project_dir, SIGNATURE_FILE), signature,
-                       sort_keys=True)
 
 
 class StudentTunerMixin:
@@ -158,17 +37,17 @@ class StudentTunerMixin:
         signature = None
         if hasattr(hypermodel, "search_signature"):
             signature = dict(hypermodel.search_signature(),
-                             tuner=_tuner_kind(type(self)))
+                             tuner=signature_lib.tuner_kind(type(self)))
             # Keras Tuner's defaults for the project directory.
             project_dir = os.path.join(
                 str(kwargs.get("directory") or "."),
                 kwargs.get("project_name") or "untitled_project")
             if not kwargs.get("overwrite", False):
                 # Before Keras Tuner reloads (and trusts) the old oracle.
-                check_signature(project_dir, signature)
+                signature_lib.check_signature(project_dir, signature)
         super().__init__(hypermodel, *args, **kwargs)
         if signature is not None:
-            write_signature(self.project_dir, signature)
+            signature_lib.write_signature(self.project_dir, signature)
 
     def load_model(self, trial):
         model = super().load_model(trial)
@@ -199,7 +78,7 @@ _TUNER_CLASSES = {"random": RandomSearch,
 
 def tuner_kind(tuner):
     """The signature's `tuner` entry for a `build_tuner` kind (`"random"`)."""
-    return _tuner_kind(_TUNER_CLASSES[tuner])
+    return signature_lib.tuner_kind(_TUNER_CLASSES[tuner])
 
 
 def _positive_int(value, name):
