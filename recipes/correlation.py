@@ -399,7 +399,7 @@ class Runner:
             f"{setting.dataset}_{teacher.name}_seed{seed}.keras")
         start = time.time()
         if path and os.path.exists(path):
-            teacher = keras.models.load_model(path)
+            teacher = tfkd.load(path)
             history = {}
             print(f"  loaded {path}", flush=True)
         else:
@@ -411,7 +411,7 @@ class Runner:
                 callbacks=self._callbacks(data, teacher), shuffle=False)
             if path:
                 os.makedirs(self.teacher_dir, exist_ok=True)
-                teacher.save(path)
+                tfkd.saving.save(teacher, path)
         key = "teacher" if variant == "original" else "teacher-augmented"
         self._record(key, seed, history, teacher, data, time.time() - start,
                      {"epochs": setting.teacher_epochs,
@@ -629,9 +629,7 @@ def report(writer, dataset, tables, quick):
                          f"({which} epoch), mean ± std over seeds. {note_t}"
                          f"\n\n{layout(rows, reference, which)}")
     text = "\n".join(parts) + "\nAll runs:\n\n" + markdown_table(rows)
-    with open(os.path.join(writer.run_dir, "tables.md"), "w",
-              encoding="utf-8") as f:
-        f.write(text)
+    tfkd.io.write_text(os.path.join(writer.run_dir, "tables.md"), text)
     print("\n" + text, flush=True)
     points = [p for p in plot_points(rows, writer.results())
               if p["params"] is not None]

@@ -191,7 +191,7 @@ def run_seed(setting, methods, seed, writer, teacher_dir=None, verbose=0):
                      ".keras")
     start = time.time()
     if path and os.path.exists(path):
-        teacher, history = keras.models.load_model(path), {}
+        teacher, history = tfkd.load(path), {}
     else:
         teacher = build_model(setting.teacher_name, data)
         compile_classifier(teacher, setting.optimizer(setting.teacher_epochs,
@@ -201,7 +201,7 @@ def run_seed(setting, methods, seed, writer, teacher_dir=None, verbose=0):
                               callbacks=guard, shuffle=False)
         if path:
             os.makedirs(teacher_dir, exist_ok=True)
-            teacher.save(path)
+            tfkd.saving.save(teacher, path)
     _record(writer, setting, "teacher", seed, history, teacher, teacher,
             data, time.time() - start, {"epochs": setting.teacher_epochs})
 

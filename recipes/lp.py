@@ -237,7 +237,7 @@ def _train_teacher(setting, pair, data, seed, teacher_dir, guard, verbose,
         teacher_dir, f"{setting.dataset}_{pair.teacher}_seed{seed}.keras")
     start = time.time()
     if path and os.path.exists(path):
-        teacher, history = keras.models.load_model(path), {}
+        teacher, history = tfkd.load(path), {}
     else:
         teacher = build_model(pair.teacher, data)
         compile_classifier(teacher, setting.optimizer(
@@ -248,7 +248,7 @@ def _train_teacher(setting, pair, data, seed, teacher_dir, guard, verbose,
                               callbacks=guard, shuffle=False)
         if path:
             os.makedirs(teacher_dir, exist_ok=True)
-            teacher.save(path)
+            tfkd.saving.save(teacher, path)
     _record(writer, setting, pair.teacher, "teacher", seed, history, teacher,
             teacher, data, time.time() - start,
             {"epochs": setting.teacher_epochs,

@@ -252,7 +252,7 @@ def run_pair(setting, pair, methods, seeds, writer, teacher_dir=None,
             teacher_dir, f"{setting.dataset}_{pair.teacher}_seed{seed}.keras")
         start = time.time()
         if path and os.path.exists(path):
-            teacher = keras.models.load_model(path)
+            teacher = tfkd.load(path)
             history = {}
         else:
             teacher = build_model(pair.teacher, data)
@@ -264,7 +264,7 @@ def run_pair(setting, pair, methods, seeds, writer, teacher_dir=None,
                 callbacks=guard, shuffle=False)
             if path:
                 os.makedirs(teacher_dir, exist_ok=True)
-                teacher.save(path)
+                tfkd.saving.save(teacher, path)
         _record(writer, setting, pair, "teacher", seed, history, teacher,
                 teacher, pair.teacher, data, time.time() - start,
                 {"epochs": setting.teacher_epochs})

@@ -88,6 +88,31 @@ def _truncated_keras_file():
     return path
 
 
+@functools.lru_cache(maxsize=None)
+def _tflite_bytes():
+    path = os.path.join(_TMP, "good.tflite")
+    export.to_tflite(_student(), path, verify=False, latency_runs=0)
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _bad_tflite(name):
+    """A damaged `.tflite`: cut in half, garbage, empty, or a `.keras`."""
+    if name == "truncated":
+        data = _tflite_bytes()[: len(_tflite_bytes()) // 2]
+    elif name == "garbage":
+        data = b"not a model" * 100
+    elif name == "empty":
+        data = b""
+    else:
+        with open(_truncated_keras_file(), "rb") as f:
+            data = f.read()
+    path = os.path.join(_TMP, f"{name}.tflite")
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
 def case(name, fn, error, pattern, marks=()):
     return pytest.param(fn, error, pattern, id=name, marks=marks)
 
@@ -352,12 +377,36 @@ CASES = [
          lambda: export.measure_latency(os.path.join(_TMP, "none.tflite"),
                                         runs=0),
          ValueError, r"`runs`.*runs=0"),
+    case("verify_truncated_file",
+         lambda: export.verify_tflite(_bad_tflite("truncated"), _student(),
+                                      _images()[0]),
+         ValueError, r"Cannot load '.*truncated\.tflite'.*damaged or cut "
+                     r"short.*to_tflite"),
+    case("latency_truncated_file",
+         lambda: export.measure_latency(_bad_tflite("truncated")),
+         ValueError, r"'.*truncated\.tflite'.*damaged or cut short"),
+    case("latency_garbage_file",
+         lambda: export.measure_latency(_bad_tflite("garbage")),
+         ValueError, r"'.*garbage\.tflite'.*lacks the TFLite file "
+                     r"identifier.*Export the model again"),
+    case("verify_empty_file",
+         lambda: export.verify_tflite(_bad_tflite("empty"), _student(),
+                                      _images()[0]),
+         ValueError, r"'.*empty\.tflite'.*the file is empty"),
+    case("latency_keras_file",
+         lambda: export.measure_latency(_bad_tflite("keras")),
+         ValueError, r"'.*keras\.tflite'.*zip archive \(a `\.keras` "
+                     r"model\?\)"),
     # ---------------------------------------------------------------- tuning
     case("hypermodel_method", lambda: _hypermodel(method="bogus"),
          ValueError, r"method='bogus'"),
     case("hypermodel_fixed_out_of_range",
          lambda: _hypermodel(method="kd", fixed={"alpha": 2.0}),
          ValueError, r"'alpha'.*fixed=\{'alpha': 2\.0\}"),
+    case("hypermodel_truncated_teacher",
+         lambda: tuning.DistillerHyperModel(_truncated_keras_file(),
+                                            _student()),
+         ValueError, r"'.*truncated\.keras'.*corrupt or truncated"),
     case("hypermodel_student_type",
          lambda: tuning.DistillerHyperModel(_teacher(), 3),
          TypeError, r"`student`.*student=3"),
@@ -450,6 +499,12 @@ CLI_CASES = [
                  r"method='bogus'", id="tune_method"),
     pytest.param(["tune", "--data", "bogus", "--out", "{tmp}/tune"],
                  r"name='bogus'", id="tune_data"),
+    pytest.param(["tune", "--teacher", "{truncated}", "--out", "{tmp}/tune"],
+                 r"--teacher '.*truncated\.keras' exists but cannot be "
+                 r"loaded: .*corrupt or truncated", id="tune_broken_teacher"),
+    pytest.param(["tune", "--teacher", "{tmp}/missing.keras", "--out",
+                  "{tmp}/tune"], r"not found.*--teacher '.*missing\.keras'",
+                 id="tune_missing_teacher"),
     pytest.param(["export", "{student}", "--quantization", "int4"],
                  r"--quantization.*'int4'", id="export_quantization"),
     pytest.param(["export", "{student}", "--data", "imagenet"],

@@ -3,8 +3,10 @@
 Each sub-command lives in its own module that provides
 `register(subparsers)`; it adds its parser and sets `func` to a callable
 taking the parsed `argparse.Namespace` and returning an exit code.
-User errors (`ValueError`, `TypeError`, `FileNotFoundError`) print one line
-and exit with code 2, without a traceback.
+User errors (`ValueError`, `TypeError`, `FileNotFoundError`) and failed
+writes (`OSError`: a full disk, no permission -- `tfkd.io` names the file
+and leaves it unchanged) print one line and exit with code 2, without a
+traceback.
 """
 
 import argparse
@@ -52,7 +54,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as e:
+    except (ValueError, TypeError, OSError) as e:
         message = " ".join(str(e).split())
         print(f"tfkd {args.command}: error: {message}", file=sys.stderr)
         return 2

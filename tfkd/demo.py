@@ -9,7 +9,6 @@ module is available, exports it to TFLite and prints the size/latency
 report.
 """
 
-import json
 import os
 import statistics
 import time
@@ -89,6 +88,7 @@ def run_demo(method=DEFAULT_METHOD, epochs=30, teacher_epochs=20, seeds=(0,),
     import keras
 
     import tfkd
+    from tfkd import io as tfkd_io
     from tfkd.callbacks import StopOnNonFiniteLoss
     from tfkd.distillers import registry
     from tfkd.experiment import compile_classifier
@@ -169,14 +169,15 @@ def run_demo(method=DEFAULT_METHOD, epochs=30, teacher_epochs=20, seeds=(0,),
         runs.append(run)
         # Saved only after every fit finished: the NaN guard raises before
         # this line, so nothing half-trained is written.
-        student.save(os.path.join(out, f"student_{method}_seed{seed}.keras"))
-        teacher.save(os.path.join(out, f"teacher_seed{seed}.keras"))
+        tfkd.saving.save(
+            student, os.path.join(out, f"student_{method}_seed{seed}.keras"))
+        tfkd.saving.save(teacher,
+                         os.path.join(out, f"teacher_seed{seed}.keras"))
 
     summary = _summarise(runs)
     print("\n" + format_table(summary, method, seeds))
     result = {"runs": runs, "summary": summary}
-    with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump(result, f, indent=2)
+    tfkd_io.write_json(os.path.join(out, "results.json"), result)
     student_path = os.path.join(out, f"student_{method}_seed{seeds[-1]}.keras")
     print(f"\nDistilled student saved to {student_path}")
     if export:

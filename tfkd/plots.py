@@ -59,7 +59,11 @@ def _save(fig, path, dpi=110):
             f"The directory of path={path!r} does not exist. Create "
             f"{directory!r} first."
         )
-    fig.savefig(path, dpi=dpi, format="png")
+    from tfkd import io as tfkd_io
+
+    # Saved under a temporary name and renamed: no half-drawn PNG is left.
+    with tfkd_io.atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
 
 
 def _as_array(x, name):

@@ -27,6 +27,7 @@ import json
 import os
 import re
 
+from tfkd import io as tfkd_io
 from tfkd import reporting
 
 DEMO_RESULTS = "results.json"
@@ -395,25 +396,16 @@ def write_report(run_dir, out=None, *, split="test", compare="last",
     table = reporting.markdown_table(rows, digits=digits, compare=compare)
     written = {}
     path = os.path.join(out, reporting.SUMMARY_MD)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(table)
-    written["summary.md"] = path
+    written["summary.md"] = tfkd_io.write_text(path, table)
     path = os.path.join(out, reporting.SUMMARY_CSV)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=reporting.SUMMARY_COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: "" if v is None else v
-                             for k, v in row.items()})
-    written["summary.csv"] = path
+    written["summary.csv"] = reporting.write_summary_csv(path, rows)
     images = {}
     if plots:
         images = _write_plots(results, os.path.join(out, PLOTS_DIR), split,
                               compare)
     path = os.path.join(out, REPORT_MD)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(_report_markdown(table, images, out, split))
-    written["report.md"] = path
+    written["report.md"] = tfkd_io.write_text(
+        path, _report_markdown(table, images, out, split))
     written.update(images)
     return written
 

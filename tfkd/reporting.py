@@ -15,12 +15,15 @@ show percentages, as the papers do. Pure Python: csv and json only.
 import csv
 import dataclasses
 import datetime
+import io
 import json
 import math
 import os
 import re
 import statistics
 import uuid
+
+from tfkd import io as tfkd_io
 
 RUNS_CSV = "runs.csv"
 SUMMARY_CSV = "summary.csv"
@@ -469,6 +472,35 @@ def markdown_table(rows, *, digits=2, compare="last", unit="%"):
     return "\n".join(lines) + "\n"
 
 
+def _csv_text(rows, columns, header=True):
+    """CSV text of `rows` (dicts), as `csv.DictWriter` writes it."""
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    if header:
+        writer.writeheader()
+    for row in rows:
+        writer.writerow(row)
+    return buffer.getvalue()
+
+
+def write_summary_csv(path, rows):
+    """Writes summary rows (as `summarize` returns them) to a CSV file.
+
+    Written atomically (see `tfkd.io`); `None` becomes an empty cell.
+
+    Args:
+        path: The `.csv` file to write.
+        rows: The rows of `summarize`.
+
+    Returns:
+        `path`.
+    """
+    rows = [{k: "" if v is None else v for k, v in row.items()}
+            for row in rows]
+    return tfkd_io.write_text(path, _csv_text(rows, SUMMARY_COLUMNS),
+                              newline="")
+
+
 class ResultsWriter:
     """Writes run records and their summary into one directory.
 
@@ -522,16 +554,18 @@ class ResultsWriter:
                 f"{self.run_dir}. Give the run a unique `run_id` (or leave it "
                 "None to generate one)."
             )
-        with open(json_path, "w", encoding="utf-8") as f:
-            json.dump(result.to_dict(), f, indent=2, default=_jsonable)
-            f.write("\n")
+        tfkd_io.write_json(json_path, result.to_dict(), default=_jsonable)
         csv_path = _runs_csv(self.run_dir)
-        new_file = not os.path.exists(csv_path)
-        with open(csv_path, "a", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=RUNS_COLUMNS)
-            if new_file:
-                writer.writeheader()
-            writer.writerow(result.csv_row(json_file))
+        try:
+            with open(csv_path, encoding="utf-8", newline="") as f:
+                text = f.read()
+        except FileNotFoundError:
+            text = ""
+        # The table is rewritten whole and renamed into place, not appended
+        # to: a kill mid-write cannot leave a half row that breaks reading.
+        rows = _csv_text([result.csv_row(json_file)], RUNS_COLUMNS,
+                         header=not text)
+        tfkd_io.write_text(csv_path, text + rows, newline="")
         return json_path
 
     def results(self):
@@ -557,19 +591,10 @@ class ResultsWriter:
             The summary rows, as `summary` returns them.
         """
         rows = self.summary(paper, **kwargs)
-        with open(os.path.join(self.run_dir, SUMMARY_CSV), "w", newline="",
-                  encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS)
-            writer.writeheader()
-            for row in rows:
-                writer.writerow(
-                    {k: "" if v is None else v for k, v in row.items()}
-                )
+        write_summary_csv(os.path.join(self.run_dir, SUMMARY_CSV), rows)
         table = markdown_table(
             rows, digits=digits, compare=kwargs.get("compare", "last"),
             unit="%" if kwargs.get("scale", 100.0) == 100.0 else "",
         )
-        with open(os.path.join(self.run_dir, SUMMARY_MD), "w",
-                  encoding="utf-8") as f:
-            f.write(table)
+        tfkd_io.write_text(os.path.join(self.run_dir, SUMMARY_MD), table)
         return rows

@@ -28,6 +28,7 @@ the paper's symbols.
 """
 
 import copy
+import os
 
 import keras
 import numpy as np
@@ -1106,13 +1107,37 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         except (AttributeError, TypeError, ValueError, IndexError):
             return None
 
+    def save_student(self, path, **kwargs):
+        """Saves the student alone to a `.keras` file, atomically.
+
+        The file holds no teacher, adapter, regressor or discriminator
+        weights; a kill or a full disk during the save leaves a previous
+        file at `path` intact (see `tfkd.saving.save`).
+
+        Args:
+            path: The `.keras` path; its directory must exist.
+            **kwargs: Other arguments of `keras.Model.save`.
+
+        Returns:
+            `path`, as a `str`.
+        """
+        from tfkd import saving
+
+        return saving.save(self.student, path, **kwargs)
+
     def save_weights(self, filepath, overwrite=True, **kwargs):
         """Saves the distiller's weights, or only the student's when
         `checkpoint_student_only` is set (Keras Tuner's trial
-        checkpoints: no teacher weights in every trial directory)."""
+        checkpoints: no teacher weights in every trial directory).
+        Student-only checkpoints are written atomically."""
         if self.checkpoint_student_only:
-            return self.student.save_weights(filepath, overwrite=overwrite,
-                                             **kwargs)
+            from tfkd import io as tfkd_io
+
+            path = os.fspath(filepath)
+            # Atomic: a trial killed mid-save keeps its previous checkpoint.
+            with tfkd_io.atomic_path(path, tfkd_io.keras_suffix(path)) as tmp:
+                return self.student.save_weights(tmp, overwrite=overwrite,
+                                                 **kwargs)
         return super().save_weights(filepath, overwrite=overwrite, **kwargs)
 
     def load_weights(self, filepath, **kwargs):

@@ -233,22 +233,13 @@ def _convert(model, input_shape, dtype, quantization, calibration, int8_io):
 
 
 def _write_atomically(path, content):
-    """Writes bytes or text to `path` via a temp file + rename (no half file)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    mode = "wb" if isinstance(content, bytes) else "w"
-    fd, tmp = tempfile.mkstemp(
-        dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(fd, mode) as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Writes bytes or text to `path` all or nothing (see `tfkd.io`)."""
+    from tfkd import io as tfkd_io
+
+    with tfkd_io.atomic_write(
+        path, "wb" if isinstance(content, bytes) else "w"
+    ) as f:
+        f.write(content)
 
 
 def _flatbuffer_counts(content):
@@ -275,7 +266,43 @@ def _interpreter(path, num_threads):
             f"No .tflite file at {path!r}. Export one with "
             f"`tfkd.export.to_tflite` first. Received: path={path!r}."
         )
-    return Interpreter(model_path=path, num_threads=num_threads)
+    try:
+        interpreter = Interpreter(model_path=path, num_threads=num_threads)
+        # Allocating reads every tensor's buffer: damage beyond the
+        # flatbuffer header shows here rather than mid-measurement.
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        raise _damaged_tflite(path, e) from e
+    return interpreter
+
+
+def _damaged_tflite(path, error):
+    """The `ValueError` for a `.tflite` the interpreter cannot load."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        size, head = None, b""
+    if size == 0:
+        reason = "the file is empty"
+    elif head[:4] == b"PK\x03\x04":
+        reason = ("it is a zip archive (a `.keras` model?), not a TFLite "
+                  "flatbuffer")
+    elif head[4:8] != b"TFL3":
+        reason = (f"it lacks the TFLite file identifier 'TFL3' ({size} "
+                  "bytes)")
+    else:
+        detail = " ".join(str(error).split()) or type(error).__name__
+        reason = f"its flatbuffer is damaged or cut short ({size} bytes: " \
+                 f"{detail})"
+    return ValueError(
+        f"Cannot load {path!r} as a TFLite model: {reason}. It was "
+        "probably truncated by an interrupted copy or download, damaged, or "
+        "is another kind of file. Export the model again with "
+        f"`tfkd.export.to_tflite(model, {path!r})` (or `tfkd export`), or "
+        f"copy the file again. Received: path={path!r}."
+    )
 
 
 def _quantize(x, detail):

@@ -3,6 +3,7 @@
 import math
 import numbers
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -23,46 +24,75 @@ def to_float32(x, name):
     return tf.cast(x, tf.float32)
 
 
+def _real_scalar(value):
+    """`value` as a Python `int` or `float`, or `None` if it is not a number.
+
+    Accepts Python numbers, NumPy scalars (`np.float32(0.5)`, `np.int64(3)`)
+    and 0-d arrays -- what NumPy arithmetic and config files hand back;
+    refuses bools (`True` is an `int` to Python, never a hyperparameter),
+    complex numbers, strings and arrays with elements.
+    """
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return None
+
+
+def _type_error(value, name, what):
+    return TypeError(
+        f"`{name}` must be {what}. Received: {name}={value!r} of type "
+        f"{type(value).__name__}."
+    )
+
+
 def check_positive(value, name):
-    """Raises a `ValueError` unless `value` is a finite number > 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(
-            f"`{name}` must be a number. Received: {name}={value!r} "
-            f"of type {type(value).__name__}."
-        )
-    if not math.isfinite(value) or value <= 0:
+    """Raises a `ValueError` unless `value` is a finite number > 0.
+
+    Python and NumPy scalars and 0-d arrays are accepted; returns a `float`.
+    """
+    number = _real_scalar(value)
+    if number is None:
+        raise _type_error(value, name, "a number")
+    if not math.isfinite(number) or number <= 0:
         raise ValueError(
-            f"`{name}` must be a finite number > 0. Received: {name}={value}."
+            f"`{name}` must be a finite number > 0. Received: {name}={number}."
         )
-    return float(value)
+    return float(number)
 
 
 def check_unit_interval(value, name):
-    """Raises a `ValueError` unless `0 <= value <= 1`."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(
-            f"`{name}` must be a number in [0, 1]. Received: {name}={value!r} "
-            f"of type {type(value).__name__}."
-        )
-    if not 0.0 <= value <= 1.0:
+    """Raises a `ValueError` unless `0 <= value <= 1` (NaN refused).
+
+    Python and NumPy scalars and 0-d arrays are accepted; returns a `float`.
+    """
+    number = _real_scalar(value)
+    if number is None:
+        raise _type_error(value, name, "a number in [0, 1]")
+    if not 0.0 <= number <= 1.0:
         raise ValueError(
-            f"`{name}` must be in [0, 1]. Received: {name}={value}."
+            f"`{name}` must be in [0, 1]. Received: {name}={number}."
         )
-    return float(value)
+    return float(number)
 
 
 def check_non_negative(value, name):
-    """Raises a `ValueError` unless `value` is a finite number >= 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(
-            f"`{name}` must be a number >= 0. Received: {name}={value!r} "
-            f"of type {type(value).__name__}."
-        )
-    if not math.isfinite(value) or value < 0:
+    """Raises a `ValueError` unless `value` is a finite number >= 0.
+
+    Python and NumPy scalars and 0-d arrays are accepted; returns a `float`.
+    """
+    number = _real_scalar(value)
+    if number is None:
+        raise _type_error(value, name, "a number >= 0")
+    if not math.isfinite(number) or number < 0:
         raise ValueError(
-            f"`{name}` must be a finite number >= 0. Received: {name}={value}."
+            f"`{name}` must be a finite number >= 0. Received: {name}={number}."
         )
-    return float(value)
+    return float(number)
 
 
 def check_same_shape(teacher, student, teacher_name, student_name, what=""):
@@ -76,17 +106,19 @@ def check_same_shape(teacher, student, teacher_name, student_name, what=""):
 
 
 def check_positive_int(value, name):
-    """Raises unless `value` is an integer >= 1 (bools and floats refused)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(
-            f"`{name}` must be an integer >= 1. Received: {name}={value!r} "
-            f"of type {type(value).__name__}."
-        )
-    if value < 1:
+    """Raises unless `value` is an integer >= 1 (bools and floats refused).
+
+    Python and NumPy integers and 0-d integer arrays are accepted; returns an
+    `int`.
+    """
+    number = _real_scalar(value)
+    if not isinstance(number, int):
+        raise _type_error(value, name, "an integer >= 1")
+    if number < 1:
         raise ValueError(
-            f"`{name}` must be an integer >= 1. Received: {name}={value}."
+            f"`{name}` must be an integer >= 1. Received: {name}={number}."
         )
-    return int(value)
+    return number
 
 
 def check_option(value, name, options):

@@ -5,9 +5,12 @@ methods' hyperparameters (and the student's width) with a random, Bayesian
 or Hyperband tuner, prints a table of the trials best first, and saves the
 best student as `.keras`. The tuner's directory holds student checkpoints
 and trial records only; the teacher is saved once, beside it.
+
+An `--out` that already holds a search is never silently replaced: pass
+`--resume` to continue it (refused if it searched other methods or another
+space) or `--overwrite` to delete it and start afresh.
 """
 
-import json
 import os
 import time
 
@@ -62,8 +65,12 @@ def register(subparsers):
     parser.add_argument("--steps-per-epoch", type=int, default=None,
                         help="cap the training batches per epoch")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--resume", action="store_true",
-                        help="continue an existing search in --out")
+    again = parser.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue the search in --out (same methods "
+                            "and space; reuses its teacher.keras)")
+    again.add_argument("--overwrite", action="store_true",
+                       help="delete the search in --out and start afresh")
     parser.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2),
                         help="progress output (default: 2, a line per "
                              "epoch)")
@@ -136,7 +143,8 @@ def _run_from_args(args):
              fixed=parse_fixed(args.fix), search_space=parse_space(args.space),
              image_size=args.image_size, batch_size=args.batch_size,
              steps_per_epoch=args.steps_per_epoch,
-             seed=args.seed, resume=args.resume, verbose=args.verbose)
+             seed=args.seed, resume=args.resume, overwrite=args.overwrite,
+             verbose=args.verbose)
     return 0
 
 
@@ -145,6 +153,24 @@ def _positive_int(value, name):
         raise ValueError(
             f"`{name}` must be a positive int. Received: {name}={value!r}."
         )
+
+
+def _load_teacher(path, option="--teacher"):
+    """Loads a teacher file; a broken file is named as such, not missing."""
+    from tfkd import saving
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"Teacher file not found. Received: {option} {path!r}. Pass "
+            "a `.keras` file saved by `tfkd demo` or `tfkd tune`."
+        )
+    try:
+        return saving.load(path, compile=False)
+    except (ValueError, TypeError, OSError) as e:
+        reason = " ".join(str(e).split())
+        raise ValueError(
+            f"{option} {path!r} exists but cannot be loaded: {reason}"
+        ) from e
 
 
 def _train_teacher(data, epochs, verbose):
@@ -180,7 +206,7 @@ def run_tune(methods=("kd",), trials=10, epochs=10, data="digits",
              tuner="random", out=DEFAULT_OUT, teacher=None, teacher_epochs=20,
              objective="val_accuracy", fixed=None, search_space=None,
              image_size=None, batch_size=64, steps_per_epoch=None, seed=0,
-             resume=False, verbose=2):
+             resume=False, overwrite=False, verbose=2):
     """Runs `tfkd tune` and returns its results as a dict.
 
     Args:
@@ -200,19 +226,29 @@ def run_tune(methods=("kd",), trials=10, epochs=10, data="digits",
         batch_size: Batch size.
         steps_per_epoch: Optional cap on training batches per epoch.
         seed: Seed of the data split, the teacher and the oracle.
-        resume: Continue an existing search in `out` instead of restarting.
+        resume: Continue the search in `out` (refused if it searched other
+            methods or another space); its `teacher.keras` is reused when
+            `teacher` is None.
+        overwrite: Delete the search in `out` and start afresh. Without
+            `resume` or `overwrite`, an `out` holding a search is refused.
         verbose: Progress output (0 silent, 1 bars, 2 one line per epoch).
 
     Returns:
         A dict with the trial rows (best first), the best student's path
         and its test accuracy.
+
+    Raises:
+        ValueError: For bad arguments, a broken teacher file, or an `out`
+            that holds a search (another one when resuming).
     """
     import keras
 
     import tfkd
+    from tfkd import io as tfkd_io
     from tfkd.distillers import registry
     from tfkd.tuning import hypermodel as hypermodel_lib
     from tfkd.tuning import search
+    from tfkd.tuning import signature as signature_lib
 
     methods = list(methods)
     for name in methods:
@@ -228,11 +264,25 @@ def run_tune(methods=("kd",), trials=10, epochs=10, data="digits",
     if tuner not in search.TUNERS:
         raise ValueError(f"Unknown tuner. Received: tuner={tuner!r}. Choose "
                          f"one of {list(search.TUNERS)}.")
-    if teacher is not None and not os.path.exists(teacher):
-        raise FileNotFoundError(
-            f"Teacher file not found. Received: --teacher {teacher!r}. Pass "
-            "a `.keras` file saved by `tfkd demo` or `tfkd tune`."
+    if resume and overwrite:
+        raise ValueError("Pass either --resume or --overwrite, not both. "
+                         "Received: resume=True, overwrite=True.")
+    project_dir = os.path.join(out, "search")
+    if not (resume or overwrite) and signature_lib.holds_search(project_dir):
+        held = signature_lib.describe_signature(
+            signature_lib.read_signature(project_dir))
+        raise ValueError(
+            f"--out {out!r} already holds {held} (in {project_dir!r}). Pass "
+            "--resume to continue it, --overwrite to delete it and start "
+            "afresh, or choose another --out."
         )
+    teacher_model = None
+    if teacher is not None:
+        teacher_model = _load_teacher(teacher)
+    elif resume and os.path.exists(os.path.join(out, "teacher.keras")):
+        # The resumed trials were scored against this teacher.
+        teacher = os.path.join(out, "teacher.keras")
+        teacher_model = _load_teacher(teacher, option="--out's teacher")
     start = time.time()
     os.makedirs(out, exist_ok=True)
     keras.utils.set_random_seed(seed)
@@ -245,11 +295,10 @@ def run_tune(methods=("kd",), trials=10, epochs=10, data="digits",
         print(f"[tune] 1/3 teacher: training {teacher_epochs} epochs on "
               f"{data} (once, shared by every trial)")
         teacher_model = _train_teacher(dataset, teacher_epochs, verbose)
-        teacher_path = os.path.join(out, "teacher.keras")
-        teacher_model.save(teacher_path)
+        teacher_path = tfkd.saving.save(
+            teacher_model, os.path.join(out, "teacher.keras"))
     else:
-        print(f"[tune] 1/3 teacher: loading {teacher}")
-        teacher_model = keras.saving.load_model(teacher, compile=False)
+        print(f"[tune] 1/3 teacher: loaded {teacher}")
         teacher_path = teacher
     teacher_accuracy = _accuracy(teacher_model, dataset.validation)
     print(f"[tune] teacher validation accuracy: {teacher_accuracy:.4f}")
@@ -259,10 +308,17 @@ def run_tune(methods=("kd",), trials=10, epochs=10, data="digits",
         input_shape=dataset.input_shape, fixed=fixed,
         search_space=search_space, seed=seed,
     )
+    if resume:
+        signature = dict(hypermodel.search_signature(),
+                         tuner=search.tuner_kind(tuner))
+        signature_lib.check_signature(
+            project_dir, signature,
+            fix="Pass --overwrite to delete it and start afresh, or "
+                "choose another --out.")
     tuner_obj = search.build_tuner(
         hypermodel, tuner, objective=objective, max_trials=trials,
         max_epochs=epochs, directory=out, project_name="search",
-        overwrite=not resume, seed=seed,
+        overwrite=overwrite, seed=seed,
     )
     label = ("hyperband brackets" if tuner == "hyperband"
              else f"{trials} trials")
@@ -281,8 +337,8 @@ def run_tune(methods=("kd",), trials=10, epochs=10, data="digits",
     print(f"\n[tune] 3/3 trials, best first ({len(rows)}):")
     print(search.format_trials(rows, objective))
     student = search.best_student(tuner_obj)
-    student_path = os.path.join(out, "best_student.keras")
-    student.save(student_path)
+    student_path = tfkd.saving.save(
+        student, os.path.join(out, "best_student.keras"))
     test_accuracy = _accuracy(student, dataset.test)
     result = {
         "methods": methods,
@@ -296,8 +352,8 @@ def run_tune(methods=("kd",), trials=10, epochs=10, data="digits",
         "trials": rows,
         "seconds": round(time.time() - start, 1),
     }
-    with open(os.path.join(out, "trials.json"), "w") as f:
-        json.dump(result, f, indent=2, default=str)
+    tfkd_io.write_json(os.path.join(out, "trials.json"), result,
+                       default=str)
     print(f"\nBest student ({student.count_params():,} params, test accuracy "
           f"{test_accuracy:.4f}) saved to {student_path}")
     return result

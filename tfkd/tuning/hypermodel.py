@@ -20,6 +20,7 @@ student-only checkpoints without a custom tuner class.
 
 import functools
 import inspect
+import json
 import os
 import warnings
 
@@ -329,7 +330,11 @@ class DistillerHyperModel(kt.HyperModel):
                     f"Teacher file not found. Received: teacher={path!r}. "
                     "Pass a saved `.keras` model or a `keras.Model`."
                 )
-            return keras.saving.load_model(path, compile=False)
+            from tfkd import saving
+
+            # tfkd.load names a damaged file (Keras calls a truncated
+            # archive "not found").
+            return saving.load(path, compile=False)
         raise TypeError(
             "`teacher` must be a `keras.Model` or a path to a `.keras` "
             f"file. Received: teacher={teacher!r} of type "
@@ -468,6 +473,37 @@ class DistillerHyperModel(kt.HyperModel):
     @staticmethod
     def _check_fixed(name, value, method):
         return spaces.check_fixed_value(name, value, method)
+
+    def search_signature(self):
+        """What a tuner directory searched with this hypermodel holds.
+
+        The methods, the search space (shared and per method) and the fixed
+        values, as plain JSON data. tfkd's tuners write it into their
+        project directory and refuse to resume a directory whose signature
+        differs (see `tfkd.tuning.build_tuner`).
+
+        Returns:
+            A dict with keys `methods`, `search_space` and `fixed`.
+
+        Example:
+
+        >>> from tfkd import testing
+        >>> hypermodel = DistillerHyperModel(
+        ...     testing.tiny_conv_model("t"), testing.tiny_conv_model("s"),
+        ...     fixed={"alpha": 0.3})
+        >>> signature = hypermodel.search_signature()
+        >>> signature["methods"], signature["fixed"]
+        (['kd'], {'kd': {'alpha': 0.3}})
+        """
+        space = {"common": dict(self.common_space)}
+        space.update(self.method_spaces)
+        fixed = {m: v for m, v in self.method_fixed.items() if v}
+        if self.common_fixed:
+            fixed["common"] = dict(self.common_fixed)
+        # A JSON round trip: tuples become lists, as they do in the file.
+        return json.loads(json.dumps(
+            {"methods": list(self.methods), "search_space": space,
+             "fixed": fixed}, default=repr))
 
     # ------------------------------------------------------------------
     # Keras Tuner hooks.

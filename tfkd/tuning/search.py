@@ -6,6 +6,10 @@ with two conveniences for distillation:
 
 - `get_best_models()` returns students (the plain `keras.Model`s to export),
   not distillers;
+- a project directory is reused only for the search it holds (see
+  `tfkd.tuning.signature`): resuming a directory that holds another
+  search is refused instead of silently running no new trial and returning
+  the old search's students;
 - a trial runs without TensorBoard installed. Keras Tuner 1.4 imports
   TensorBoard's HParams plugin at the start of every Keras trial on the
   TensorFlow backend, and TensorFlow >= 2.21 no longer installs
@@ -15,15 +19,35 @@ with two conveniences for distillation:
 """
 
 import math
+import os
 
 import keras_tuner as kt
+
+from tfkd.tuning import signature as signature_lib
 
 #: Tuner kinds accepted by `build_tuner` and `tfkd tune --tuner`.
 TUNERS = ("random", "bayesian", "hyperband")
 
 
 class StudentTunerMixin:
-    """Tuner mixin: best models are students; TensorBoard only if used."""
+    """Tuner mixin: best models are students; TensorBoard only if used;
+    a project directory is resumed only by the search it holds."""
+
+    def __init__(self, hypermodel=None, *args, **kwargs):
+        signature = None
+        if hasattr(hypermodel, "search_signature"):
+            signature = dict(hypermodel.search_signature(),
+                             tuner=signature_lib.tuner_kind(type(self)))
+            # Keras Tuner's defaults for the project directory.
+            project_dir = os.path.join(
+                str(kwargs.get("directory") or "."),
+                kwargs.get("project_name") or "untitled_project")
+            if not kwargs.get("overwrite", False):
+                # Before Keras Tuner reloads (and trusts) the old oracle.
+                signature_lib.check_signature(project_dir, signature)
+        super().__init__(hypermodel, *args, **kwargs)
+        if signature is not None:
+            signature_lib.write_signature(self.project_dir, signature)
 
     def load_model(self, trial):
         model = super().load_model(trial)
@@ -45,6 +69,16 @@ class BayesianOptimization(StudentTunerMixin, kt.BayesianOptimization):
 
 class Hyperband(StudentTunerMixin, kt.Hyperband):
     """`keras_tuner.Hyperband` whose best models are students."""
+
+
+_TUNER_CLASSES = {"random": RandomSearch,
+                  "bayesian": BayesianOptimization,
+                  "hyperband": Hyperband}
+
+
+def tuner_kind(tuner):
+    """The signature's `tuner` entry for a `build_tuner` kind (`"random"`)."""
+    return signature_lib.tuner_kind(_TUNER_CLASSES[tuner])
 
 
 def _positive_int(value, name):
@@ -74,7 +108,10 @@ def build_tuner(hypermodel, tuner="random", *, objective="val_accuracy",
         directory: Directory of the tuner's project (student checkpoints and
             trial records only).
         project_name: Sub-directory name of the project.
-        overwrite: Start afresh instead of resuming an existing project.
+        overwrite: Delete an existing project and start afresh. Without
+            it, an existing project of the same search (methods, search
+            space, fixed values, tuner kind) is resumed, and one of another
+            search is refused with a `ValueError` naming what it holds.
         seed: Seed of the oracle.
         **kwargs: Other arguments of the Keras Tuner tuner.
 
