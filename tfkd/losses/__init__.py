@@ -10,6 +10,7 @@ from tfkd.losses.kd import class_loss  # noqa: F401
 from tfkd.losses.kd import cross_entropy  # noqa: F401
 from tfkd.losses.kd import kd_loss  # noqa: F401
 from tfkd.losses.kd import soft_cross_entropy  # noqa: F401
+from tfkd.losses.kd import standardize_logits  # noqa: F401
 from tfkd.losses.attention import AttentionTransferLoss  # noqa: F401
 from tfkd.losses.attention import attention_map  # noqa: F401
 from tfkd.losses.attention import attention_transfer_loss  # noqa: F401

@@ -3,7 +3,15 @@
 import math
 import numbers
 
+import numpy as np
 import tensorflow as tf
+
+
+def _is_real_number(value):
+    """True for Python and NumPy real scalars (`0.5`, `np.float32(0.5)`),
+    False for bools (also `np.bool_`), strings, arrays and tensors."""
+    return (isinstance(value, numbers.Real)
+            and not isinstance(value, (bool, np.bool_)))
 
 
 def to_float32(x, name):
@@ -25,12 +33,13 @@ def to_float32(x, name):
 
 def check_positive(value, name):
     """Raises a `ValueError` unless `value` is a finite number > 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not _is_real_number(value):
         raise TypeError(
             f"`{name}` must be a number. Received: {name}={value!r} "
             f"of type {type(value).__name__}."
         )
-    if not math.isfinite(value) or value <= 0:
+    number = float(value)
+    if not math.isfinite(number) or number <= 0:
         raise ValueError(
             f"`{name}` must be a finite number > 0. Received: {name}={value}."
         )
@@ -39,12 +48,13 @@ def check_positive(value, name):
 
 def check_unit_interval(value, name):
     """Raises a `ValueError` unless `0 <= value <= 1`."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not _is_real_number(value):
         raise TypeError(
             f"`{name}` must be a number in [0, 1]. Received: {name}={value!r} "
             f"of type {type(value).__name__}."
         )
-    if not 0.0 <= value <= 1.0:
+    number = float(value)
+    if not 0.0 <= number <= 1.0:
         raise ValueError(
             f"`{name}` must be in [0, 1]. Received: {name}={value}."
         )
@@ -53,12 +63,13 @@ def check_unit_interval(value, name):
 
 def check_non_negative(value, name):
     """Raises a `ValueError` unless `value` is a finite number >= 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not _is_real_number(value):
         raise TypeError(
             f"`{name}` must be a number >= 0. Received: {name}={value!r} "
             f"of type {type(value).__name__}."
         )
-    if not math.isfinite(value) or value < 0:
+    number = float(value)
+    if not math.isfinite(number) or number < 0:
         raise ValueError(
             f"`{name}` must be a finite number >= 0. Received: {name}={value}."
         )
@@ -134,3 +145,41 @@ def safe_l2_norm(x, axis=-1):
     positive = sq > 0.0
     safe_sq = tf.where(positive, sq, tf.ones_like(sq))
     return tf.where(positive, tf.sqrt(safe_sq), tf.zeros_like(sq))
+
+
+def check_bool(value, name):
+    """Raises a `TypeError` unless `value` is a bool (also `np.bool_`)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(
+            f"`{name}` must be True or False. Received: {name}={value!r} "
+            f"of type {type(value).__name__}."
+        )
+    return bool(value)
+
+
+def check_same_batch(teacher, student, teacher_name, student_name):
+    """Raises a `ValueError` if two tensors' static batch sizes differ.
+
+    For losses whose teacher and student feature sizes may differ: the
+    message says so, so that users do not add a needless adapter.
+    """
+    if not teacher.shape[:1].is_compatible_with(student.shape[:1]):
+        raise ValueError(
+            f"`{teacher_name}` and `{student_name}` must have the same batch "
+            f"size (their other dimensions may differ). Received: "
+            f"{teacher_name}.shape={tuple(teacher.shape)}, "
+            f"{student_name}.shape={tuple(student.shape)}."
+        )
+
+
+def check_min_size(x, name, axis, minimum, what, fix):
+    """Raises a `ValueError` if the static size of `x` along `axis` is known
+    and smaller than `minimum`. `what` names the axis (e.g. "classes") and
+    `fix` says what to do."""
+    size = x.shape[axis] if x.shape.rank is not None else None
+    if size is not None and size < minimum:
+        raise ValueError(
+            f"`{name}` must have at least {minimum} {what} (axis {axis}). "
+            f"Received: {name}.shape={tuple(x.shape)}. {fix}"
+        )
+
