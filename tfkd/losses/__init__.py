@@ -19,6 +19,7 @@ from tfkd.losses.correlation import channel_gram  # noqa: F401
 from tfkd.losses.correlation import correlation_loss  # noqa: F401
 from tfkd.losses.correlation import spatial_gram  # noqa: F401
 from tfkd.losses.correlation import standardize  # noqa: F401
+from tfkd.losses.dkd import dkd_loss  # noqa: F401
 from tfkd.losses.distillation import AttentionDistillation  # noqa: F401
 from tfkd.losses.distillation import CorrelationDistillation  # noqa: F401
 from tfkd.losses.distillation import HintDistillation  # noqa: F401
