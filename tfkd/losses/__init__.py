@@ -33,3 +33,4 @@ from tfkd.losses.ktan import adversarial_loss  # noqa: F401
 from tfkd.losses.ktan import discriminator_accuracy  # noqa: F401
 from tfkd.losses.ktan import discriminator_loss  # noqa: F401
 from tfkd.losses.ktan import ktan_mse_loss  # noqa: F401
+from tfkd.losses.similarity import similarity_preserving_loss  # noqa: F401
