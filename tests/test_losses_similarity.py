@@ -100,6 +100,9 @@ def test_zero_rows_and_large_values_stay_finite(runner):
                                    runner=runner)
     assert_finite(value, *grads)
     np.testing.assert_allclose(value, np_sp(t, s), rtol=1e-5)
+    # A zero row of G gets no gradient through its norm (the authors'
+    # F.normalize would give ~1e12 here).
+    assert np.abs(grads[1][[0, 3]]).max() < 10.0
     zeros = np.zeros((3, 4), np.float32)
     value, grads = value_and_grads(similarity_preserving_loss, zeros, zeros,
                                    runner=runner)

@@ -183,3 +183,18 @@ def check_min_size(x, name, axis, minimum, what, fix):
             f"Received: {name}.shape={tuple(x.shape)}. {fix}"
         )
 
+
+
+def safe_l2_normalize(x, axis=-1):
+    """`x / ‖x‖` along `axis`; an all-zero slice stays 0, with gradient 0.
+
+    The authors' PyTorch code divides by `max(‖x‖, 1e-12)` (`F.normalize`):
+    the same values (but for norms below 1e-12), but a gradient of 1e12 at
+    an all-zero slice, which a dead ReLU example or channel hits exactly.
+    Here that gradient is 0, as `safe_l2_norm`'s.
+    """
+    sq = tf.reduce_sum(tf.square(x), axis=axis, keepdims=True)
+    positive = sq > 0.0
+    inv = tf.where(positive, tf.math.rsqrt(tf.where(positive, sq, 1.0)),
+                   tf.zeros_like(sq))
+    return x * inv

@@ -5,19 +5,20 @@ import tensorflow as tf
 from tfkd.losses._utils import check_rank
 from tfkd.losses._utils import check_same_batch
 from tfkd.losses._utils import flatten_per_example
+from tfkd.losses._utils import safe_l2_normalize
 from tfkd.losses._utils import to_float32
 
 
 def _similarity_matrix(f):
     """Float32 `(b, ...)` -> row-normalised `G = Q·Qᵀ`, `(b, b)`.
 
-    Each row of `Q·Qᵀ` is divided by its L2 norm, floored at 1e-12 as the
-    authors' `F.normalize` does, so an all-zero example gives a zero row
-    (and zero column entries) instead of NaN.
+    Each row of `Q·Qᵀ` is divided by its L2 norm; an all-zero example gives
+    a zero row (and zero column entries), as in the authors' code, but with
+    a zero gradient through its row norm (see `safe_l2_normalize`).
     """
     q = flatten_per_example(f)
     gram = tf.matmul(q, q, transpose_b=True)
-    return tf.math.l2_normalize(gram, axis=1, epsilon=1e-24)
+    return safe_l2_normalize(gram, axis=1)
 
 
 def similarity_preserving_loss(teacher_features, student_features):
@@ -37,6 +38,11 @@ def similarity_preserving_loss(teacher_features, student_features):
     configuration) is the weight of the knowledge term, not an argument of
     this function; the paper sums the loss over the tapped layer pairs,
     which is also the term's business.
+
+    An all-zero example (e.g. a dead ReLU map) gives a zero row of `G`, as
+    in the authors' code, whose `F.normalize` then back-propagates a
+    gradient of order 1e12; here it gets a zero gradient through the row
+    norm instead.
 
     Args:
         teacher_features: Tensor of shape `(b, ...)`.
