@@ -34,3 +34,4 @@ from tfkd.losses.ktan import discriminator_accuracy  # noqa: F401
 from tfkd.losses.ktan import discriminator_loss  # noqa: F401
 from tfkd.losses.ktan import ktan_mse_loss  # noqa: F401
 from tfkd.losses.similarity import similarity_preserving_loss  # noqa: F401
+from tfkd.losses.relational import relational_loss  # noqa: F401
