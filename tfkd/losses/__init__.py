@@ -35,3 +35,4 @@ from tfkd.losses.ktan import discriminator_loss  # noqa: F401
 from tfkd.losses.ktan import ktan_mse_loss  # noqa: F401
 from tfkd.losses.similarity import similarity_preserving_loss  # noqa: F401
 from tfkd.losses.relational import relational_loss  # noqa: F401
+from tfkd.losses.probabilistic import probabilistic_transfer_loss  # noqa: F401
