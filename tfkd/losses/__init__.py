@@ -37,3 +37,4 @@ from tfkd.losses.similarity import similarity_preserving_loss  # noqa: F401
 from tfkd.losses.relational import relational_loss  # noqa: F401
 from tfkd.losses.probabilistic import probabilistic_transfer_loss  # noqa: F401
 from tfkd.losses.selectivity import neuron_selectivity_loss  # noqa: F401
+from tfkd.losses.congruence import correlation_congruence_loss  # noqa: F401
