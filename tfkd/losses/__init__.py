@@ -38,3 +38,5 @@ from tfkd.losses.relational import relational_loss  # noqa: F401
 from tfkd.losses.probabilistic import probabilistic_transfer_loss  # noqa: F401
 from tfkd.losses.selectivity import neuron_selectivity_loss  # noqa: F401
 from tfkd.losses.congruence import correlation_congruence_loss  # noqa: F401
+from tfkd.losses.variational import vid_log_scale_for_variance  # noqa: F401
+from tfkd.losses.variational import vid_loss  # noqa: F401
