@@ -40,3 +40,4 @@ from tfkd.losses.selectivity import neuron_selectivity_loss  # noqa: F401
 from tfkd.losses.congruence import correlation_congruence_loss  # noqa: F401
 from tfkd.losses.variational import vid_log_scale_for_variance  # noqa: F401
 from tfkd.losses.variational import vid_loss  # noqa: F401
+from tfkd.losses.dist import dist_loss  # noqa: F401
