@@ -41,3 +41,6 @@ from tfkd.losses.congruence import correlation_congruence_loss  # noqa: F401
 from tfkd.losses.variational import vid_log_scale_for_variance  # noqa: F401
 from tfkd.losses.variational import vid_loss  # noqa: F401
 from tfkd.losses.dist import dist_loss  # noqa: F401
+from tfkd.losses.contrastive import contrastive_memory_update  # noqa: F401
+from tfkd.losses.contrastive import contrastive_normalizer  # noqa: F401
+from tfkd.losses.contrastive import contrastive_representation_loss  # noqa: F401
