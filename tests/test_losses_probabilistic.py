@@ -1,4 +1,5 @@
-"""Tests of `tfkd.losses.probabilistic_transfer_loss` (PKT, Passalis & Tefas)."""
+"""Tests of `tfkd.losses.probabilistic_transfer_loss` (PKT, Passalis &
+Tefas)."""
 
 import numpy as np
 import pytest

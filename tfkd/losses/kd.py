@@ -21,9 +21,10 @@ def standardize_logits(logits):
     taken over the classes of each example, the standard deviation with
     Bessel's correction (`K − 1` in the denominator, PyTorch's default
     `std`), and `1e-7` is added to it, so a constant logit vector becomes
-    all zeros. The paper's equations write the population standard deviation
-    (`1/K`); the two differ by the constant factor `sqrt(K / (K − 1))`,
-    which acts like a slightly different temperature.
+    all zeros. Read as the population standard deviation (`1/K`), the
+    paper's `σ` would differ from the code's by the constant factor
+    `sqrt(K / (K − 1))`, which acts like a slightly different temperature;
+    tfkd follows the code.
 
     Args:
         logits: Tensor of shape `(batch, num_classes)`, `num_classes >= 2`.

@@ -73,15 +73,15 @@ def relational_loss(teacher_embeddings, student_embeddings, *,
     mean_{i,j,k} h(ψ_A^S − ψ_A^T)`, `h` the Huber (smooth L1, δ = 1) loss.
 
     As in the authors' code, the means run over all `b²` ordered pairs and
-    all `b³` ordered triplets, the degenerate ones included (they contribute
-    0 to the sum but count in the denominator), while the paper writes sums
-    over the distinct pairs and triplets. The defaults 25 and 50 are the
-    CIFAR-100 weights of RepDistiller and mdistiller, tuned with these
-    means (the paper's metric-learning runs use 1 and 2). The teacher side
-    carries no gradient, as in the code. Embeddings of any shape are
-    flattened per example; teacher and student sizes may differ. An
-    example that coincides with another gives unit difference vectors of
-    0, as in the code, but with a zero gradient (see `safe_l2_normalize`).
+    all `b³` ordered triplets, the degenerate ones included (pairs `i = j`
+    and triplets with a repeated index count in the denominator), while the
+    paper writes sums over the distinct pairs and triplets. The defaults 25
+    and 50 are the CIFAR-100 weights of RepDistiller and mdistiller, tuned
+    with these means. The teacher side carries no gradient, as in the
+    code. Embeddings of any shape are flattened per example; teacher and
+    student sizes may differ. Two coinciding examples have a zero
+    difference vector (cosine 0 with any other), as in the code, but with
+    a zero gradient (see `safe_l2_normalize`).
 
     Memory: the angle term builds the `b × b × d` unit difference vectors
     (as the authors' code does) and a `b × b × b` tensor; for `b = 128`,
