@@ -82,3 +82,27 @@ def assert_finite(*arrays):
     for a in arrays:
         a = np.asarray(a, np.float64)
         assert np.all(np.isfinite(a)), f"not finite: {a}"
+
+
+def check_live_hyperparameters(fn, args, before, after, rtol=1e-5):
+    """Hyperparameters passed as live tensors (the current values of
+    variables, as distillers pass them inside their traced step) give the
+    results of the same Python numbers, under XLA, and a new assignment
+    takes effect without a new trace."""
+    variables = {k: tf.Variable(float(v)) for k, v in before.items()}
+    traces = []
+
+    @tf.function(jit_compile=True)
+    def f(*tensors):
+        traces.append(1)
+        live = {k: tf.identity(v) for k, v in variables.items()}
+        return fn(*tensors, **live)
+
+    tensors = [tf.constant(a) for a in args]
+    for values in (before, after):
+        for k, v in values.items():
+            variables[k].assign(float(v))
+        np.testing.assert_allclose(f(*tensors).numpy(),
+                                   fn(*args, **values).numpy(), rtol=rtol,
+                                   atol=1e-6)
+    assert len(traces) == 1

@@ -10,6 +10,7 @@ from tfkd.losses.congruence import correlation_congruence_loss
 
 from _loss_checks import RUNNERS
 from _loss_checks import assert_finite
+from _loss_checks import check_live_hyperparameters
 from _loss_checks import cases
 from _loss_checks import numeric_grad
 from _loss_checks import run
@@ -131,6 +132,14 @@ def test_mixed_precision_inputs(dtype):
     assert got.dtype == np.float32
     rounded = [tf.cast(tf.cast(x, dtype), tf.float32).numpy() for x in (t, s)]
     np.testing.assert_allclose(got, np_cc(*rounded), rtol=1e-4)
+
+
+def test_live_gamma():
+    t, s = features((5, 4), 12), features((5, 3), 13)
+    check_live_hyperparameters(
+        lambda a, b, gamma: correlation_congruence_loss(a, b, gamma=gamma,
+                                                        order=3),
+        (t, s), dict(gamma=0.4), dict(gamma=1.5))
 
 
 # ------------------------------------------------------------- golden values

@@ -13,6 +13,7 @@ from tfkd.losses.contrastive import contrastive_representation_loss
 
 from _loss_checks import RUNNERS
 from _loss_checks import assert_finite
+from _loss_checks import check_live_hyperparameters
 from _loss_checks import cases
 from _loss_checks import numeric_grad
 from _loss_checks import run
@@ -202,6 +203,17 @@ def test_mixed_precision_inputs(dtype):
     assert got.dtype == np.float32
     rounded = [tf.cast(tf.cast(x, dtype), tf.float32).numpy() for x in args]
     np.testing.assert_allclose(got, np_crd(*rounded, 100), rtol=1e-4)
+
+
+def test_live_temperature_and_momentum():
+    args = inputs(3, 5, 4, seed=8)
+    check_live_hyperparameters(
+        lambda *a, temperature: crd(*a, dataset_size=100,
+                                    temperature=temperature),
+        args, dict(temperature=0.07), dict(temperature=0.5))
+    check_live_hyperparameters(
+        contrastive_memory_update, args[:2], dict(momentum=0.5),
+        dict(momentum=0.9))
 
 
 # ------------------------------------------------------------- golden values

@@ -9,6 +9,7 @@ from tfkd.losses.kd import kd_loss
 
 from _loss_checks import RUNNERS
 from _loss_checks import assert_finite
+from _loss_checks import check_live_hyperparameters
 from _loss_checks import cases
 from _loss_checks import numeric_grad
 from _loss_checks import run
@@ -134,6 +135,13 @@ def test_mixed_precision_inputs(dtype):
     assert got.dtype == np.float32
     rounded = [tf.cast(tf.cast(x, dtype), tf.float32).numpy() for x in (t, s)]
     np.testing.assert_allclose(got, np_dist(*rounded), rtol=1e-4, atol=1e-5)
+
+
+def test_live_hyperparameters():
+    t, s = logits((5, 6), 6)
+    check_live_hyperparameters(
+        dist_loss, (t, s), dict(beta=1.0, gamma=1.0, temperature=1.0),
+        dict(beta=2.0, gamma=0.5, temperature=4.0))
 
 
 # ------------------------------------------------------------- golden values

@@ -11,6 +11,7 @@ from tfkd.losses.kd import kd_loss
 
 from _loss_checks import RUNNERS
 from _loss_checks import assert_finite
+from _loss_checks import check_live_hyperparameters
 from _loss_checks import cases
 from _loss_checks import numeric_grad
 from _loss_checks import run
@@ -168,6 +169,13 @@ def test_mixed_precision_inputs(dtype):
     rounded = [tf.cast(tf.cast(x, dtype), tf.float32).numpy() for x in (t, s)]
     np.testing.assert_allclose(got, np_dkd(*rounded, ids), rtol=1e-4,
                                atol=1e-4)
+
+
+def test_live_hyperparameters():
+    t, s, ids = logits((4, 6), seed=7)
+    check_live_hyperparameters(
+        dkd_loss, (t, s, ids), dict(alpha=1.0, beta=8.0, temperature=4.0),
+        dict(alpha=0.5, beta=2.0, temperature=1.0))
 
 
 # ------------------------------------------------------------- golden values

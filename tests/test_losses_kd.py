@@ -202,6 +202,7 @@ def test_class_loss_bad_alpha(alpha):
 
 
 # ------------------------------------------- logit standardisation (CVPR 24)
+from _loss_checks import check_live_hyperparameters  # noqa: E402
 from _loss_checks import numeric_grad  # noqa: E402
 from _loss_checks import value_and_grads  # noqa: E402
 from tfkd.losses.kd import KDLoss  # noqa: E402
@@ -327,3 +328,12 @@ def test_standardize_logits_bad_input():
         kd_loss(np.zeros((2, 1)), np.zeros((2, 1)), standardize_logits=True)
     with pytest.raises(TypeError, match="temperature"):
         kd_loss([[0.0, 1.0]], [[0.0, 1.0]], temperature=np.bool_(True))
+
+
+def test_live_temperature_with_standardization():
+    t, s = logits_pair((4, 6), seed=17)
+    for standardize in (False, True):
+        check_live_hyperparameters(
+            lambda a, b, temperature: kd_loss(
+                a, b, temperature, standardize_logits=standardize),
+            (t, s), dict(temperature=4.0), dict(temperature=1.5))

@@ -8,6 +8,7 @@ from tfkd.losses.relational import relational_loss
 
 from _loss_checks import RUNNERS
 from _loss_checks import assert_finite
+from _loss_checks import check_live_hyperparameters
 from _loss_checks import cases
 from _loss_checks import numeric_grad
 from _loss_checks import run
@@ -144,6 +145,13 @@ def test_mixed_precision_inputs(dtype):
     assert got.dtype == np.float32
     rounded = [tf.cast(tf.cast(x, dtype), tf.float32).numpy() for x in (t, s)]
     np.testing.assert_allclose(got, np_rkd(*rounded), rtol=1e-4)
+
+
+def test_live_weights():
+    t, s = features((5, 3), 16), features((5, 2), 17)
+    check_live_hyperparameters(
+        relational_loss, (t, s), dict(distance_weight=25.0, angle_weight=50.0),
+        dict(distance_weight=0.0, angle_weight=2.0))
 
 
 # ------------------------------------------------------------- golden values

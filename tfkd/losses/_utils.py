@@ -147,6 +147,19 @@ def safe_l2_norm(x, axis=-1):
     return tf.where(positive, tf.sqrt(safe_sq), tf.zeros_like(sq))
 
 
+def check_live(check, value, name):
+    """Checks a hyperparameter that may also be a live tensor.
+
+    Distillers pass their hyperparameters to the loss functions as the
+    current value of a variable (a tensor inside the traced step); those
+    were checked when assigned (`tfkd.hyperparameters`). Python numbers are
+    checked here with `check`.
+    """
+    if isinstance(value, (tf.Tensor, tf.Variable)):
+        return tf.cast(value, tf.float32)
+    return check(value, name)
+
+
 def check_bool(value, name):
     """Raises a `TypeError` unless `value` is a bool (also `np.bool_`)."""
     if not isinstance(value, (bool, np.bool_)):

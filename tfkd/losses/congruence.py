@@ -5,10 +5,9 @@ correlation paper's Gram matrices *inside* one feature map): correlation
 congruence correlates the *examples* of a batch.
 """
 
-import math
-
 import tensorflow as tf
 
+from tfkd.losses._utils import check_live
 from tfkd.losses._utils import check_positive
 from tfkd.losses._utils import check_positive_int
 from tfkd.losses._utils import check_rank
@@ -23,13 +22,13 @@ def _kernel_matrix(f, gamma, order):
     of the L2-normalised embeddings (see `correlation_congruence_loss`)."""
     f = safe_l2_normalize(flatten_per_example(f), axis=1)
     cos = tf.matmul(f, f, transpose_b=True)
-    # Σ_{p=0}^{P} e^{−2γ} (2γ)^p / p! · cos^p, by Horner's rule.
-    coefficients = [math.exp(-2.0 * gamma) * (2.0 * gamma) ** p
-                    / math.factorial(p) for p in range(order + 1)]
-    kernel = tf.fill(tf.shape(cos), coefficients[-1])
-    for c in reversed(coefficients[:-1]):
-        kernel = kernel * cos + c
-    return kernel
+    # Σ_{p=0}^{P} e^{−2γ} (2γ)^p / p! · cos^p = e^{−2γ} Σ_p (2γ·cos)^p / p!,
+    # by Horner's rule; γ may be a live tensor.
+    x = 2.0 * gamma * cos
+    series = tf.ones_like(cos)
+    for p in range(order, 0, -1):
+        series = 1.0 + series * x / float(p)
+    return tf.exp(-2.0 * tf.cast(gamma, tf.float32)) * series
 
 
 def correlation_congruence_loss(teacher_embeddings, student_embeddings, *,
@@ -82,7 +81,7 @@ def correlation_congruence_loss(teacher_embeddings, student_embeddings, *,
         Peng, Jin, Liu, Li, Wu, Liu, Zhou, Zhang, "Correlation Congruence
         for Knowledge Distillation", ICCV 2019, eqs. 6–9.
     """
-    gamma = check_positive(gamma, "gamma")
+    gamma = check_live(check_positive, gamma, "gamma")
     order = check_positive_int(order, "order")
     t = to_float32(teacher_embeddings, "teacher_embeddings")
     s = to_float32(student_embeddings, "student_embeddings")

@@ -30,6 +30,7 @@ import math
 import tensorflow as tf
 
 from tfkd.losses._utils import _is_real_number
+from tfkd.losses._utils import check_live
 from tfkd.losses._utils import check_positive
 from tfkd.losses._utils import check_positive_int
 from tfkd.losses._utils import check_rank
@@ -136,7 +137,7 @@ def contrastive_normalizer(anchor_embeddings, bank_rows, *, dataset_size,
     18.5914
     """
     dataset_size = check_positive_int(dataset_size, "dataset_size")
-    temperature = check_positive(temperature, "temperature")
+    temperature = check_live(check_positive, temperature, "temperature")
     anchor = to_float32(anchor_embeddings, "anchor_embeddings")
     rows = to_float32(bank_rows, "bank_rows")
     check_rank(anchor, "anchor_embeddings", rank=2, layout="(batch, dim)")
@@ -168,7 +169,7 @@ def contrastive_memory_update(bank_rows, embeddings, *, momentum=0.5):
     >>> contrastive_memory_update([[1.0, 0.0]], [[0.0, 1.0]]).numpy()
     array([[0.70710677, 0.70710677]], dtype=float32)
     """
-    momentum = check_unit_interval(momentum, "momentum")
+    momentum = check_live(check_unit_interval, momentum, "momentum")
     rows = to_float32(bank_rows, "bank_rows")
     e = to_float32(embeddings, "embeddings")
     check_rank(rows, "bank_rows", rank=2, layout="(batch, dim)")
@@ -253,7 +254,7 @@ def contrastive_representation_loss(teacher_embeddings, student_embeddings,
         `crd/memory.py`).
     """
     dataset_size = check_positive_int(dataset_size, "dataset_size")
-    temperature = check_positive(temperature, "temperature")
+    temperature = check_live(check_positive, temperature, "temperature")
     t = to_float32(teacher_embeddings, "teacher_embeddings")
     s = to_float32(student_embeddings, "student_embeddings")
     t_rows = to_float32(teacher_bank_rows, "teacher_bank_rows")

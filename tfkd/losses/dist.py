@@ -2,6 +2,7 @@
 
 import tensorflow as tf
 
+from tfkd.losses._utils import check_live
 from tfkd.losses._utils import check_non_negative
 from tfkd.losses._utils import check_positive
 from tfkd.losses._utils import check_rank
@@ -74,9 +75,9 @@ def dist_loss(teacher_logits, student_logits, *, beta=1.0, gamma=1.0,
         https://github.com/hunto/image_classification_sota
         (`lib/models/losses/dist_kd.py`).
     """
-    beta = check_non_negative(beta, "beta")
-    gamma = check_non_negative(gamma, "gamma")
-    temperature = check_positive(temperature, "temperature")
+    beta = check_live(check_non_negative, beta, "beta")
+    gamma = check_live(check_non_negative, gamma, "gamma")
+    temperature = check_live(check_positive, temperature, "temperature")
     t = to_float32(teacher_logits, "teacher_logits")
     s = to_float32(student_logits, "student_logits")
     check_rank(t, "teacher_logits", rank=2, layout="(batch, num_classes)")

@@ -2,6 +2,7 @@
 
 import tensorflow as tf
 
+from tfkd.losses._utils import check_live
 from tfkd.losses._utils import check_min_size
 from tfkd.losses._utils import check_non_negative
 from tfkd.losses._utils import check_positive
@@ -154,9 +155,9 @@ def dkd_loss(teacher_logits, student_logits, labels, *, alpha=1.0, beta=8.0,
         CVPR 2022. Code: https://github.com/megvii-research/mdistiller
         (`mdistiller/distillers/DKD.py`).
     """
-    alpha = check_non_negative(alpha, "alpha")
-    beta = check_non_negative(beta, "beta")
-    temperature = check_positive(temperature, "temperature")
+    alpha = check_live(check_non_negative, alpha, "alpha")
+    beta = check_live(check_non_negative, beta, "beta")
+    temperature = check_live(check_positive, temperature, "temperature")
     t = to_float32(teacher_logits, "teacher_logits")
     s = to_float32(student_logits, "student_logits")
     check_rank(t, "teacher_logits", rank=2, layout="(batch, num_classes)")

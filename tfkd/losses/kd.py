@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 from tfkd.losses._utils import check_bool
+from tfkd.losses._utils import check_live
 from tfkd.losses._utils import check_min_size
 from tfkd.losses._utils import check_positive
 from tfkd.losses._utils import check_rank
@@ -116,7 +117,7 @@ def kd_loss(teacher_logits, student_logits, temperature=4.0, *,
         Network", 2015. Sun, Ren, Li, Wang, Cao, "Logit Standardization in
         Knowledge Distillation", CVPR 2024.
     """
-    temperature = check_positive(temperature, "temperature")
+    temperature = check_live(check_positive, temperature, "temperature")
     standardize = check_bool(standardize_logits, "standardize_logits")
     t = to_float32(teacher_logits, "teacher_logits")
     s = to_float32(student_logits, "student_logits")
@@ -151,7 +152,7 @@ def soft_cross_entropy(teacher_logits, student_logits, temperature=1.0):
     >>> round(float(soft_cross_entropy(t, t)[0]), 4)  # log(2)
     0.6931
     """
-    temperature = check_positive(temperature, "temperature")
+    temperature = check_live(check_positive, temperature, "temperature")
     t = to_float32(teacher_logits, "teacher_logits")
     s = to_float32(student_logits, "student_logits")
     check_same_shape(t, s, "teacher_logits", "student_logits")

@@ -2,6 +2,7 @@
 
 import tensorflow as tf
 
+from tfkd.losses._utils import check_live
 from tfkd.losses._utils import check_non_negative
 from tfkd.losses._utils import check_rank
 from tfkd.losses._utils import check_same_batch
@@ -12,6 +13,10 @@ from tfkd.losses._utils import to_float32
 # The authors' `pdist` clamps squared distances at 1e-12 before the square
 # root: coincident examples are 1e-6 apart, with a zero gradient.
 _MIN_SQUARED_DISTANCE = 1e-12
+
+
+def _is_zero(weight):
+    return isinstance(weight, float) and weight == 0.0
 
 
 def _huber(x):
@@ -112,8 +117,10 @@ def relational_loss(teacher_embeddings, student_embeddings, *,
         and https://github.com/HobbitLong/RepDistiller
         (`distiller_zoo/RKD.py`), which this follows.
     """
-    distance_weight = check_non_negative(distance_weight, "distance_weight")
-    angle_weight = check_non_negative(angle_weight, "angle_weight")
+    distance_weight = check_live(check_non_negative, distance_weight,
+                                 "distance_weight")
+    angle_weight = check_live(check_non_negative, angle_weight,
+                              "angle_weight")
     t = to_float32(teacher_embeddings, "teacher_embeddings")
     s = to_float32(student_embeddings, "student_embeddings")
     check_rank(t, "teacher_embeddings", min_rank=2, layout="(batch, ...)")
@@ -123,9 +130,11 @@ def relational_loss(teacher_embeddings, student_embeddings, *,
     s = flatten_per_example(s)
 
     loss = tf.constant(0.0)
-    if distance_weight:
+    # A weight of Python 0 skips its term (the angle term is the costly
+    # one); a live weight (a tensor) always computes it.
+    if not _is_zero(distance_weight):
         loss += distance_weight * tf.reduce_mean(
             _huber(_normalized_distances(s) - _normalized_distances(t)))
-    if angle_weight:
+    if not _is_zero(angle_weight):
         loss += angle_weight * tf.reduce_mean(_huber(_angles(s) - _angles(t)))
     return loss
