@@ -197,7 +197,6 @@ def check_min_size(x, name, axis, minimum, what, fix):
         )
 
 
-
 def safe_l2_normalize(x, axis=-1):
     """`x / ‖x‖` along `axis`; an all-zero slice stays 0, with gradient 0.
 
