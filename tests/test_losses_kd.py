@@ -199,3 +199,141 @@ def test_non_numeric_input(fn):
 def test_class_loss_bad_alpha(alpha):
     with pytest.raises(ValueError, match="alpha"):
         class_loss([0], [[0.0, 1.0]], [[0.0, 1.0]], alpha=alpha)
+
+
+# ------------------------------------------- logit standardisation (CVPR 24)
+from _loss_checks import check_live_hyperparameters  # noqa: E402
+from _loss_checks import numeric_grad  # noqa: E402
+from _loss_checks import value_and_grads  # noqa: E402
+from tfkd.losses.kd import KDLoss  # noqa: E402
+from tfkd.losses.kd import standardize_logits  # noqa: E402
+
+
+def np_standardize(z):
+    """Per row: (z − mean) / (std + 1e-7), std with Bessel's correction."""
+    z = np.asarray(z, np.float64)
+    out = np.empty_like(z)
+    for b in range(z.shape[0]):
+        mean = z[b].sum() / z.shape[1]
+        std = np.sqrt(np.sum((z[b] - mean) ** 2) / (z.shape[1] - 1))
+        out[b] = (z[b] - mean) / (std + 1e-7)
+    return out
+
+
+def np_kd_standardized(t, s, temperature):
+    return np_kd(np_standardize(t), np_standardize(s), temperature)
+
+
+@pytest.mark.parametrize("shape,temperature,runner", cases(
+    product(SHAPES, [1.0, 2.0]), [((4, 10), 2.0)]))
+def test_standardized_kd_matches_reference(shape, temperature, runner):
+    t, s = logits_pair(shape, seed=10 + sum(shape), scale=5.0)
+    got = run(kd_loss, t, s, runner=runner, temperature=temperature,
+              standardize_logits=True)
+    assert got.shape == (shape[0],)
+    np.testing.assert_allclose(got, np_kd_standardized(t, s, temperature),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_standardize_logits_matches_reference():
+    z = logits_pair((5, 7), seed=11)[0]
+    np.testing.assert_allclose(standardize_logits(z).numpy(),
+                               np_standardize(z), rtol=1e-5, atol=1e-6)
+
+
+def test_standardized_kd_ignores_scale_and_shift_of_each_row():
+    t, s = logits_pair((4, 6), seed=12)
+    scale = np.array([[0.5], [2.0], [10.0], [1.0]], np.float32)
+    shift = np.array([[3.0], [-1.0], [0.0], [100.0]], np.float32)
+    base = kd_loss(t, s, 2.0, standardize_logits=True).numpy()
+    moved = kd_loss(scale * t + shift, s / scale - shift, 2.0,
+                    standardize_logits=True).numpy()
+    np.testing.assert_allclose(moved, base, rtol=1e-3, atol=1e-5)
+    # Without standardisation the same change does matter.
+    assert not np.allclose(kd_loss(scale * t + shift, s, 2.0).numpy(),
+                           kd_loss(t, s, 2.0).numpy(), rtol=1e-2)
+
+
+def test_standardized_kd_gradient_matches_finite_differences():
+    t, s = logits_pair((2, 4), seed=13)
+    _, (_, g_s) = value_and_grads(
+        lambda a, b: kd_loss(a, b, 2.0, standardize_logits=True), t, s)
+    want = numeric_grad(lambda x: np_kd_standardized(t, x, 2.0), s)
+    np.testing.assert_allclose(g_s, want, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_standardized_kd_degenerate_inputs_stay_finite(runner):
+    # A constant row has std 0 (its z-scores are 0); ±1e4 logits are
+    # brought back to a moderate range by the z-score.
+    t = np.array([[3.0, 3.0, 3.0], [1e4, -1e4, 0.0], [0.0, 0.0, 0.0]],
+                 np.float32)
+    s = np.array([[0.0, 0.0, 0.0], [-1e4, 1e4, 1e4], [1e4, -1e4, 5.0]],
+                 np.float32)
+    value, grads = value_and_grads(
+        lambda a, b: kd_loss(a, b, 4.0, standardize_logits=True), t, s,
+        runner=runner)
+    assert np.all(np.isfinite(value))
+    for g in grads:
+        assert np.all(np.isfinite(g))
+    np.testing.assert_allclose(value, np_kd_standardized(t, s, 4.0),
+                               rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [tf.float16, tf.bfloat16])
+def test_standardized_kd_mixed_precision_inputs(dtype):
+    t, s = logits_pair((3, 5), seed=14)
+    got = kd_loss(tf.constant(t, dtype), tf.constant(s, dtype),
+                  temperature=2.0, standardize_logits=True).numpy()
+    assert got.dtype == np.float32
+    t16 = tf.cast(tf.cast(t, dtype), tf.float32).numpy()
+    s16 = tf.cast(tf.cast(s, dtype), tf.float32).numpy()
+    np.testing.assert_allclose(got, np_kd_standardized(t16, s16, 2.0),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_standardized_golden_values():
+    t, s = logits_pair((3, 5), seed=123)
+    np.testing.assert_allclose(
+        kd_loss(t, s, temperature=2.0, standardize_logits=True).numpy(),
+        [0.138493, 0.54759294, 1.4912175], rtol=1e-5)
+
+
+def test_kd_loss_wrapper_standardizes_and_serialises():
+    loss = KDLoss(temperature=2.0, standardize_logits=True)
+    t, s = logits_pair((4, 6), seed=15)
+    np.testing.assert_allclose(
+        float(loss(t, s)), np.mean(np_kd_standardized(t, s, 2.0)), rtol=1e-4)
+    clone = KDLoss.from_config(loss.get_config())
+    assert clone.standardize_logits is True and clone.temperature == 2.0
+
+
+def test_numpy_scalar_hyperparameters_are_accepted():
+    t, s = logits_pair((2, 3), seed=16)
+    np.testing.assert_allclose(
+        kd_loss(t, s, temperature=np.float32(2.0),
+                standardize_logits=np.bool_(True)).numpy(),
+        kd_loss(t, s, temperature=2.0, standardize_logits=True).numpy())
+    np.testing.assert_allclose(
+        class_loss([0, 1], t, s, alpha=np.float64(0.3)).numpy(),
+        class_loss([0, 1], t, s, alpha=0.3).numpy())
+
+
+def test_standardize_logits_bad_input():
+    with pytest.raises(TypeError, match=r"`standardize_logits` must be "
+                       r"True or False\. Received: standardize_logits='yes'"):
+        kd_loss([[0.0, 1.0]], [[0.0, 1.0]], standardize_logits="yes")
+    with pytest.raises(ValueError, match=r"`teacher_logits` must have at "
+                       r"least 2 classes.*\(2, 1\)"):
+        kd_loss(np.zeros((2, 1)), np.zeros((2, 1)), standardize_logits=True)
+    with pytest.raises(TypeError, match="temperature"):
+        kd_loss([[0.0, 1.0]], [[0.0, 1.0]], temperature=np.bool_(True))
+
+
+def test_live_temperature_with_standardization():
+    t, s = logits_pair((4, 6), seed=17)
+    for standardize in (False, True):
+        check_live_hyperparameters(
+            lambda a, b, temperature: kd_loss(
+                a, b, temperature, standardize_logits=standardize),
+            (t, s), dict(temperature=4.0), dict(temperature=1.5))

@@ -7,6 +7,13 @@ import numpy as np
 import tensorflow as tf
 
 
+def _is_real_number(value):
+    """True for Python and NumPy real scalars (`0.5`, `np.float32(0.5)`),
+    False for bools (also `np.bool_`), strings, arrays and tensors."""
+    return (isinstance(value, numbers.Real)
+            and not isinstance(value, (bool, np.bool_)))
+
+
 def to_float32(x, name):
     """Converts `x` to a float32 tensor; losses compute in float32 so that
     mixed-precision students keep exact softmax and Gram arithmetic."""
@@ -179,3 +186,55 @@ def check_live(check, value, name):
     if isinstance(value, (tf.Tensor, tf.Variable)):
         return tf.cast(value, tf.float32)
     return check(value, name)
+
+
+def check_bool(value, name):
+    """Raises a `TypeError` unless `value` is a bool (also `np.bool_`)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(
+            f"`{name}` must be True or False. Received: {name}={value!r} "
+            f"of type {type(value).__name__}."
+        )
+    return bool(value)
+
+
+def check_same_batch(teacher, student, teacher_name, student_name):
+    """Raises a `ValueError` if two tensors' static batch sizes differ.
+
+    For losses whose teacher and student feature sizes may differ: the
+    message says so, so that users do not add a needless adapter.
+    """
+    if not teacher.shape[:1].is_compatible_with(student.shape[:1]):
+        raise ValueError(
+            f"`{teacher_name}` and `{student_name}` must have the same batch "
+            f"size (their other dimensions may differ). Received: "
+            f"{teacher_name}.shape={tuple(teacher.shape)}, "
+            f"{student_name}.shape={tuple(student.shape)}."
+        )
+
+
+def check_min_size(x, name, axis, minimum, what, fix):
+    """Raises a `ValueError` if the static size of `x` along `axis` is known
+    and smaller than `minimum`. `what` names the axis (e.g. "classes") and
+    `fix` says what to do."""
+    size = x.shape[axis] if x.shape.rank is not None else None
+    if size is not None and size < minimum:
+        raise ValueError(
+            f"`{name}` must have at least {minimum} {what} (axis {axis}). "
+            f"Received: {name}.shape={tuple(x.shape)}. {fix}"
+        )
+
+
+def safe_l2_normalize(x, axis=-1):
+    """`x / ‖x‖` along `axis`; an all-zero slice stays 0, with gradient 0.
+
+    The authors' PyTorch code divides by `max(‖x‖, 1e-12)` (`F.normalize`):
+    the same values (but for norms below 1e-12), but a gradient of 1e12 at
+    an all-zero slice, which a dead ReLU example or channel hits exactly.
+    Here that gradient is 0, as `safe_l2_norm`'s.
+    """
+    sq = tf.reduce_sum(tf.square(x), axis=axis, keepdims=True)
+    positive = sq > 0.0
+    inv = tf.where(positive, tf.math.rsqrt(tf.where(positive, sq, 1.0)),
+                   tf.zeros_like(sq))
+    return x * inv

@@ -3,14 +3,72 @@
 import keras
 import tensorflow as tf
 
+from tfkd.losses._utils import check_bool
 from tfkd.losses._utils import check_live
+from tfkd.losses._utils import check_min_size
 from tfkd.losses._utils import check_positive
+from tfkd.losses._utils import check_rank
 from tfkd.losses._utils import check_same_shape
 from tfkd.losses._utils import check_unit_interval
+from tfkd.losses._utils import safe_l2_norm
 from tfkd.losses._utils import to_float32
 
 
-def kd_loss(teacher_logits, student_logits, temperature=4.0):
+def standardize_logits(logits):
+    """Z-scores each logit vector: `(z − mean(z)) / (std(z) + 1e-7)`.
+
+    The pre-process of logit-standardised KD (Sun et al., CVPR 2024), as the
+    authors' code computes it: the mean and the standard deviation are
+    taken over the classes of each example, the standard deviation with
+    Bessel's correction (`K − 1` in the denominator, PyTorch's default
+    `std`), and `1e-7` is added to it, so a constant logit vector becomes
+    all zeros. Read as the population standard deviation (`1/K`), the
+    paper's `σ` would differ from the code's by the constant factor
+    `sqrt(K / (K − 1))`, which acts like a slightly different temperature;
+    tfkd follows the code.
+
+    Args:
+        logits: Tensor of shape `(batch, num_classes)`, `num_classes >= 2`.
+
+    Returns:
+        Tensor of the same shape, float32.
+
+    Example:
+
+    >>> z = standardize_logits([[1.0, 2.0, 3.0]])
+    >>> [round(float(v), 4) for v in z[0]]
+    [-1.0, 0.0, 1.0]
+
+    Reference:
+        Sun, Ren, Li, Wang, Cao, "Logit Standardization in Knowledge
+        Distillation", CVPR 2024; code:
+        https://github.com/sunshangquan/logit-standardization-KD
+        (`mdistiller/distillers/KD.py`, `normalize`).
+    """
+    z = to_float32(logits, "logits")
+    check_rank(z, "logits", min_rank=1, layout="(..., num_classes)")
+    return _standardize(z, "logits")
+
+
+def _standardize(z, name):
+    """Float32 `z` -> per-row z-scores (see `standardize_logits`)."""
+    check_min_size(
+        z, name, -1, 2, "classes",
+        "A standard deviation needs at least two logits per example.")
+    num_classes = tf.cast(tf.shape(z)[-1], tf.float32)
+    centered = z - tf.reduce_mean(z, axis=-1, keepdims=True)
+    # safe_l2_norm: a constant row has std 0, whose sqrt would give a NaN
+    # gradient; the norm's gradient there is 0 instead.
+    std = safe_l2_norm(centered, axis=-1) / tf.sqrt(
+        tf.maximum(num_classes - 1.0, 1.0))
+    return centered / (std[..., None] + _STANDARDIZE_EPSILON)
+
+
+_STANDARDIZE_EPSILON = 1e-7
+
+
+def kd_loss(teacher_logits, student_logits, temperature=4.0, *,
+            standardize_logits=False):
     """Hinton knowledge-distillation loss, per example.
 
     Computes `T² · KL(softmax(t / T) ‖ softmax(s / T))` for each example.
@@ -19,10 +77,20 @@ def kd_loss(teacher_logits, student_logits, temperature=4.0):
     constant for the student; KL is reported because it is 0 at a perfect
     match.
 
+    With `standardize_logits=True` (Sun et al., CVPR 2024) each logit
+    vector of the teacher and of the student is first z-scored, `(z −
+    mean(z)) / (std(z) + 1e-7)` over its classes (see
+    `tfkd.losses.standardize_logits`), so the student matches the teacher's
+    logit *relations* rather than their scale; `T` then acts as a base
+    temperature (the paper's CIFAR-100 runs use 2) and the `T²` factor is
+    kept, as the authors' code does.
+
     Args:
         teacher_logits: Tensor of shape `(batch, num_classes)`.
         student_logits: Tensor of the same shape.
         temperature: Softening temperature `T > 0`.
+        standardize_logits: Whether to z-score both logit vectors first
+            (needs `num_classes >= 2`).
 
     Returns:
         Tensor of shape `(batch,)`, float32.
@@ -34,14 +102,29 @@ def kd_loss(teacher_logits, student_logits, temperature=4.0):
     >>> float(kd_loss(t, s, temperature=4.0)[0])
     0.0
 
+    A student whose logits are the teacher's, scaled and shifted, has a KD
+    loss but no standardised KD loss:
+
+    >>> s = [[5.0, 1.0, -1.0]]
+    >>> round(float(kd_loss(t, s, temperature=1.0)[0]), 4)
+    0.2052
+    >>> round(float(kd_loss(t, s, temperature=1.0,
+    ...                     standardize_logits=True)[0]), 4)
+    0.0
+
     Reference:
         Hinton, Vinyals, Dean. "Distilling the Knowledge in a Neural
-        Network", 2015.
+        Network", 2015. Sun, Ren, Li, Wang, Cao, "Logit Standardization in
+        Knowledge Distillation", CVPR 2024.
     """
     temperature = check_live(check_positive, temperature, "temperature")
+    standardize = check_bool(standardize_logits, "standardize_logits")
     t = to_float32(teacher_logits, "teacher_logits")
     s = to_float32(student_logits, "student_logits")
     check_same_shape(t, s, "teacher_logits", "student_logits")
+    if standardize:
+        t = _standardize(t, "teacher_logits")
+        s = _standardize(s, "student_logits")
     log_p_t = tf.nn.log_softmax(t / temperature, axis=-1)
     log_p_s = tf.nn.log_softmax(s / temperature, axis=-1)
     kl = tf.reduce_sum(tf.exp(log_p_t) * (log_p_t - log_p_s), axis=-1)
@@ -155,6 +238,8 @@ class KDLoss(keras.losses.Loss):
 
     Args:
         temperature: Softening temperature `T > 0`.
+        standardize_logits: Whether to z-score both logit vectors first
+            (logit-standardised KD, see `kd_loss`).
         reduction: Keras reduction, `"sum_over_batch_size"` by default.
         name: Name of the loss.
 
@@ -166,16 +251,20 @@ class KDLoss(keras.losses.Loss):
     """
 
     def __init__(self, temperature=4.0, reduction="sum_over_batch_size",
-                 name="kd_loss", dtype=None):
+                 name="kd_loss", dtype=None, standardize_logits=False):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.temperature = check_positive(temperature, "temperature")
+        self.standardize_logits = check_bool(standardize_logits,
+                                             "standardize_logits")
 
     def call(self, y_true, y_pred):
-        return kd_loss(y_true, y_pred, temperature=self.temperature)
+        return kd_loss(y_true, y_pred, temperature=self.temperature,
+                       standardize_logits=self.standardize_logits)
 
     def get_config(self):
         config = super().get_config()
-        config.update({"temperature": self.temperature})
+        config.update({"temperature": self.temperature,
+                       "standardize_logits": self.standardize_logits})
         return config
 
 
