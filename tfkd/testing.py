@@ -145,3 +145,71 @@ def check_round_trips(distiller, x):
         # The student file holds no teacher weights.
         assert student.count_params() == distiller.student.count_params()
         assert os.path.getsize(student_path) < os.path.getsize(path)
+
+
+def check_term(make_term, *, reference=None, teacher_width=8,
+               student_width=4, taps=("conv2", "conv2"), atol=1e-5,
+               rtol=1e-4):
+    """Runs the uniform checks on a knowledge term.
+
+    Builds the term with `make_term()` and checks, on a pair of
+    `tiny_conv_model`s:
+
+    - its config round trip (`from_config(get_config())`);
+    - inside `tfkd.Distiller` with a student loss: `run_distiller_test`
+      (one `fit`, the `<name>_loss` metric in training and validation,
+      the teacher unchanged, the student changed, `.keras` round trip);
+    - its value on one batch against `reference(teacher_features,
+      student_features)` (the pure loss function, or an independent
+      reference) computed on the tapped layers `taps`, reduced as the
+      engine reduces it (the batch mean of per-example values);
+    - that its gradient reaches the student's tapped layer and no teacher
+      weight.
+
+    Args:
+        make_term: A callable building a fresh term tapping `taps`.
+        reference: Optional `reference(teacher_features,
+            student_features) -> values` to compare with.
+        teacher_width: Width of the tiny teacher.
+        student_width: Width of the tiny student.
+        taps: `(teacher_layer, student_layer)` the term taps.
+        atol: Absolute tolerance of the value comparison.
+        rtol: Relative tolerance of the value comparison.
+
+    Returns:
+        The trained `tfkd.Distiller`.
+    """
+    import tensorflow as tf
+
+    from tfkd.distillers.base import Distiller
+
+    term = make_term()
+    config = term.get_config()
+    clone = type(term).from_config(config)
+    assert clone.get_config() == config, (clone.get_config(), config)
+
+    teacher = tiny_conv_model("teacher", width=teacher_width, seed=1)
+    student = tiny_conv_model("student", width=student_width, seed=11)
+    term = make_term()
+    distiller = Distiller(teacher, student, [term])
+    x, y = random_images(32, seed=3)
+    name = distiller._term_names[0]
+    if reference is not None:
+        t = keras.Model(teacher.inputs,
+                        teacher.get_layer(taps[0]).output)(x[:16])
+        s = keras.Model(student.inputs,
+                        student.get_layer(taps[1]).output)(x[:16])
+        want = float(tf.reduce_mean(tf.cast(reference(t, s), tf.float32)))
+        got = float(tf.reduce_mean(distiller.compute_terms(
+            x[:16], y[:16])[f"{name}_loss"]))
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+    with tf.GradientTape() as tape:
+        value = tf.reduce_mean(distiller.compute_terms(
+            x[:16], y[:16], training=True)[f"{name}_loss"])
+    tapped = student.get_layer(taps[1]).trainable_weights
+    grads = tape.gradient(value, tapped + teacher.weights)
+    assert any(g is not None and np.any(np.array(g) != 0)
+               for g in grads[:len(tapped)]), "no gradient reaches the student"
+    assert all(g is None for g in grads[len(tapped):]), "teacher gradient"
+    run_distiller_test(distiller, x, y, expected_metrics=[f"{name}_loss"])
+    return distiller

@@ -92,8 +92,8 @@ class MethodSpec:
                 ):
                     arguments[name] = p.default
         if not self.preset:
-            arguments["weight"] = 1.0
-            arguments["student_loss_weight"] = 0.5
+            arguments["weight"] = self.method.weight
+            arguments["student_loss_weight"] = self.method.student_loss_weight
         arguments.update(self.build_defaults)
         return arguments
 
@@ -254,8 +254,9 @@ def build(name, teacher, student, feature_layers=None, **overrides):
         return spec.load()(teacher, student, **kwargs)
     from tfkd.distillers.base import Distiller
 
-    weight = kwargs.pop("weight", 1.0)
-    student_loss_weight = kwargs.pop("student_loss_weight", 0.5)
+    weight = kwargs.pop("weight", spec.method.weight)
+    student_loss_weight = kwargs.pop("student_loss_weight",
+                                     spec.method.student_loss_weight)
     if spec.uses_features:
         kwargs.setdefault("teacher_layer_name", feature_layers[0])
         kwargs.setdefault("student_layer_name", feature_layers[1])

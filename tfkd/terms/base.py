@@ -65,6 +65,10 @@ class Method:
         uses_features: Whether the method taps intermediate layers (then it
             needs `feature_layers=(teacher_layer, student_layer)`).
         two_optimizers: Whether `compile` takes a `discriminator_optimizer`.
+        weight: Without a preset: the term's default weight (its paper's
+            weight in front of the term).
+        student_loss_weight: Without a preset: the default student loss
+            weight.
     """
 
     name: str
@@ -75,6 +79,8 @@ class Method:
     build_defaults: dict = dataclasses.field(default_factory=dict)
     uses_features: bool = True
     two_optimizers: bool = False
+    weight: float = 1.0
+    student_loss_weight: float = 0.5
 
 
 _TERM_CLASSES = []
