@@ -6,7 +6,10 @@
 - The "Results" section gets every `docs/results_*.md` and
   `docs/benchmarks.md` that exists (other contributors add them), and the
   `<!-- tfkd:results-pages -->` marker in results.md becomes a list of links
-  to them. Any other page not listed in the nav goes to a "More" section, so
+  to them.
+- The `<!-- tfkd:methods-table -->` marker becomes the method table that
+  `tfkd.distillers.registry.method_table()` derives from the knowledge
+  terms (this imports tfkd, hence TensorFlow). Any other page not listed in the nav goes to a "More" section, so
   a strict build never fails on an omitted page.
 """
 
@@ -18,6 +21,7 @@ PACKAGE = "tfkd"
 REFERENCE_DIR = "reference"
 RESULTS_MARKER = "<!-- tfkd:results-pages -->"
 REFERENCE_MARKER = "<!-- tfkd:reference-modules -->"
+METHODS_MARKER = "<!-- tfkd:methods-table -->"
 
 _state = {"modules": [], "results": [], "more": []}
 
@@ -188,7 +192,17 @@ def _title(docs_dir, page):
     return page[:-3].replace("_", " ")
 
 
+def _methods_table():
+    """The method table, derived from the terms by the registry (the only
+    part of the site that imports tfkd)."""
+    from tfkd.distillers import registry
+
+    return registry.method_table()
+
+
 def on_page_markdown(markdown, page, config, files):
+    if METHODS_MARKER in markdown:
+        markdown = markdown.replace(METHODS_MARKER, _methods_table())
     if RESULTS_MARKER in markdown:
         results = _state["results"]
         if results:

@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "tfkd.export.cli",
     "tfkd.tuning.cli",
     "tfkd.report_cli",
+    "tfkd.methods_cli",
 )
 
 

@@ -310,6 +310,11 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         Network", NIPS Deep Learning Workshop 2015.
     """
 
+    #: Hinton KD's defaults, used when `alpha` / `temperature` are not
+    #: given (their signature default is `None`, to tell them apart from
+    #: `student_loss_weight`).
+    preset_defaults = {"alpha": 0.5, "temperature": 4.0}
+
     _student_loss_weight = hp.Hyperparameter(
         hp.unit_interval, name="student_loss_weight",
         doc="Weight of the student loss, in [0, 1].")
@@ -357,11 +362,12 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
                     f"student_loss_weight={student_loss_weight!r}."
                 )
             if alpha is None:
-                alpha = 0.5 if student_loss_weight is None \
-                    else student_loss_weight
+                alpha = self.preset_defaults["alpha"] \
+                    if student_loss_weight is None else student_loss_weight
+            if temperature is None:
+                temperature = self.preset_defaults["temperature"]
             student_loss_weight = hp.unit_interval(alpha, "alpha")
-            terms = [KDDistillation(
-                temperature=4.0 if temperature is None else temperature)]
+            terms = [KDDistillation(temperature=temperature)]
         else:
             for name, value in (("alpha", alpha),
                                 ("temperature", temperature)):

@@ -85,12 +85,19 @@ class MethodSpec:
         else:
             functions = [self.term.__init__]
         arguments = {}
+        # Arguments whose signature default is `None` but which a preset
+        # resolves to a value (Hinton KD's `alpha` and `temperature`).
+        resolved = getattr(self.load(), "preset_defaults", {}) \
+            if self.preset else {}
         for function in functions:
             for name, p in inspect.signature(function).parameters.items():
                 if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and (
                     name not in NOT_HYPERPARAMETERS
                 ):
-                    arguments[name] = p.default
+                    default = p.default
+                    if default is None and name in resolved:
+                        default = resolved[name]
+                    arguments[name] = default
         if not self.preset:
             arguments["weight"] = self.method.weight
             arguments["student_loss_weight"] = self.method.student_loss_weight

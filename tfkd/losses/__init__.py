@@ -47,24 +47,16 @@ from tfkd.losses.variational import vid_log_scale_for_variance  # noqa: F401
 from tfkd.losses.variational import vid_loss  # noqa: F401
 
 
-# The knowledge terms, under Keras's `...Distillation` names. They build on
-# the functions above (and on layers that use them), so they are imported
-# on first access rather than here.
-_TERMS = (
-    "AdversarialDistillation", "AttentionDistillation",
-    "CollaborationDistillation", "CorrelationDistillation",
-    "HintDistillation", "KDDistillation", "LocalityPreservingDistillation",
-    "RegressedFeatureDistillation", "SoftTargetDistillation",
-)
-
-
+# The knowledge terms, under Keras's `...Distillation` names (every
+# `tfkd.terms` class, including ones added later). They build on the
+# functions above (and on layers that use them), so they are imported on
+# first access rather than here.
 def __getattr__(name):
-    if name in _TERMS:
-        from tfkd.losses import distillation
+    if name.endswith("Distillation"):
+        import tfkd.terms
 
-        return getattr(distillation, name)
+        try:
+            return getattr(tfkd.terms, name)
+        except AttributeError:
+            pass
     raise AttributeError(f"module 'tfkd.losses' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_TERMS))

@@ -17,3 +17,19 @@ from tfkd.terms.hint import HintDistillation  # noqa: F401
 from tfkd.terms.kd import KDDistillation  # noqa: F401
 from tfkd.terms.kd import SoftTargetDistillation  # noqa: F401
 from tfkd.terms.locality import LocalityPreservingDistillation  # noqa: F401
+
+
+def __getattr__(name):
+    # A term module added to this package is reachable as `tfkd.terms.X`
+    # (and `tfkd.losses.X`) without editing this file.
+    import importlib
+    import pkgutil
+
+    from tfkd.terms.base import term_classes
+
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
+    for cls in term_classes():
+        if cls.__name__ == name and not name.startswith("_"):
+            return cls
+    raise AttributeError(f"module 'tfkd.terms' has no attribute {name!r}")
