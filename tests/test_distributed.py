@@ -37,7 +37,7 @@ def _per_replica_reference(distiller, batch_level, replicas):
     Per-example terms are concatenated (unchanged)."""
     term_values = distiller.term_values
 
-    def per_replica(teacher, student, y, training):
+    def per_replica(teacher, student, y, training, inputs=None):
         size = tf.shape(y)[0] // replicas
         parts = []
         for r in range(replicas):

@@ -60,13 +60,19 @@ _PROBABILITY_LOSSES = (
 def split_cached_inputs(x):
     """Splits a batch into `(images, cached teacher outputs or None)`.
 
-    A batch from `tfkd.data.cache_teacher_outputs` is a dict with the images
-    and the teacher's logits and tapped features; any other input is
-    returned unchanged with `None`.
+    A batch may be a dict holding the images under `"images"` and more:
+    the teacher's logits and tapped features of
+    `tfkd.data.cache_teacher_outputs`, or per-example data a term reads
+    (e.g. an example index, see `DistillationTerm.uses_inputs`). The
+    networks see the images only. Any other input is returned unchanged,
+    with `None`.
     """
-    if isinstance(x, dict) and TEACHER_LOGITS_KEY in x:
-        features = x.get(TEACHER_FEATURES_KEY, ())
-        return x[IMAGES_KEY], (x[TEACHER_LOGITS_KEY], list(features))
+    if isinstance(x, dict) and IMAGES_KEY in x:
+        cached = None
+        if TEACHER_LOGITS_KEY in x:
+            features = x.get(TEACHER_FEATURES_KEY, ())
+            cached = (x[TEACHER_LOGITS_KEY], list(features))
+        return x[IMAGES_KEY], cached
     return x, None
 
 
@@ -791,16 +797,22 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
     # ------------------------------------------------------------------
     # Losses.
 
-    def term_values(self, teacher, student, y, training):
-        """`{name: unreduced value}` of every term on one forward pass."""
+    def term_values(self, teacher, student, y, training, inputs=None):
+        """`{name: unreduced value}` of every term on one forward pass.
+
+        `inputs` (the batch's inputs, e.g. a dict with an example index)
+        is passed to the terms that declare `uses_inputs`.
+        """
         values = {}
         for name, term in zip(self._term_names, self._terms):
             t = [teacher[n] for n in term.teacher_taps]
             s = [student[n] for n in term.student_taps]
             several = getattr(term, "_several", False)
+            extra = {"inputs": inputs} if getattr(term, "uses_inputs",
+                                                  False) else {}
             values[name] = term.call(
                 t if several else t[0], s if several else s[0],
-                labels=y, training=training)
+                labels=y, training=training, **extra)
         return values
 
     def compute_terms(self, x, y=None, training=False):
@@ -832,7 +844,7 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         if y is not None:
             y = tf.convert_to_tensor(y)
         return {f"{name}_loss": value for name, value in self.term_values(
-            teacher, student, y, training).items()}
+            teacher, student, y, training, inputs=x).items()}
 
     def _sparse_labels(self, y, logits):
         return y.dtype.is_integer or (
@@ -929,7 +941,7 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         values = {
             f"{name}_loss": reduce_term(value, sample_weight)
             for name, value in self.term_values(
-                teacher, student, y, training).items()
+                teacher, student, y, training, inputs=x).items()
         }
         per_example = self.student_loss_values(y, logits)
         weights = sample_weight

@@ -194,6 +194,10 @@ class DistillationTerm(keras.layers.Layer,
     adapter_option = "adapter"
     #: Whether teacher and student logits must have the same shape.
     requires_matching_logits = False
+    #: Whether `call` also receives the batch's inputs (`inputs=`: the
+    #: images, or a dict holding them under `"images"` with per-example
+    #: data such as an example index).
+    uses_inputs = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
