@@ -241,6 +241,42 @@ def test_fit_two_stage_argument_errors():
         distiller.fit_two_stage(x, y, stage1_epochs=1, stage2_epochs=0)
     with pytest.raises(ValueError, match="stage=3"):
         distiller.set_stage(3)
+    with pytest.raises(ValueError, match="`stage2_optimizer` must be 'fresh'"
+                                         ", 'shared' or a"):
+        distiller.fit_two_stage(x, y, stage1_epochs=1, stage2_epochs=1,
+                                stage2_optimizer="adam")
+
+
+@pytest.mark.parametrize("stage2_optimizer", ["fresh", "shared", "given"])
+def test_fit_two_stage_stage2_optimizer(stage2_optimizer):
+    """Stage 2 gets a fresh optimizer by default (the recipes showed it
+    wins), keeps stage 1's with "shared", or takes the one given."""
+    teacher, student = _pair((4, 4))
+    distiller = tfkd.CorrelationDistiller(
+        teacher, student, teacher_layer="relu1", student_layer="relu1")
+    first = keras.optimizers.Adam(1e-3)
+    distiller.compile(optimizer=first, metrics=["accuracy"])
+    given = keras.optimizers.SGD(0.01)
+    x, y = testing.random_images(32)
+    distiller.fit_two_stage(
+        x, y, batch_size=16, stage1_epochs=1, stage2_epochs=1, verbose=0,
+        stage2_optimizer=given if stage2_optimizer == "given"
+        else stage2_optimizer)
+    if stage2_optimizer == "shared":
+        assert distiller.optimizer is first
+        assert int(first.iterations.numpy()) == 4
+    else:
+        assert distiller.optimizer is not first
+        assert int(first.iterations.numpy()) == 2
+        assert int(distiller.optimizer.iterations.numpy()) == 2
+        if stage2_optimizer == "given":
+            assert distiller.optimizer is given
+        else:
+            assert isinstance(distiller.optimizer, keras.optimizers.Adam)
+            assert distiller.optimizer.get_config() == first.get_config()
+    # The compiled metrics survive the recompile.
+    assert "accuracy" in distiller.evaluate(x, y, return_dict=True,
+                                            verbose=0)
 
 
 # ----------------------------------------------------------------------

@@ -343,3 +343,37 @@ def test_live_hyperparameters_survive_keras_round_trip(tmp_path):
     restored = keras.models.load_model(path)
     assert restored.hyperparameters == {
         "gamma": 0.25, "lam": 2.0, "soft/temperature": 1.5}
+
+
+# ----------------------------------------------------------------------
+# A term that dwarfs the student loss is named at the first step.
+
+
+def test_first_step_warns_when_a_term_dwarfs_the_student_loss():
+    teacher, student = _pair()
+    x, y = testing.random_images(16)
+    distiller = tfkd.Distiller(
+        teacher, student, [tfkd.losses.HintDistillation("conv2", "conv2")],
+        distillation_loss_weights=[1e6])
+    distiller.compile(optimizer=keras.optimizers.SGD(1e-9))
+    with pytest.warns(UserWarning, match=r"the term `hint_loss` adds .* "
+                                         r"the student loss's .*lower "
+                                         r"`hint/weight`"):
+        distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    balanced = tfkd.Distiller(teacher, student, alpha=0.5)
+    balanced.compile(optimizer="sgd")
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        balanced.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert not [w for w in caught if "At the first step" in str(w.message)]
+
+
+def test_lp_preset_names_its_own_weight():
+    teacher, student = _pair()
+    distiller = tfkd.LocalityPreservingDistiller(
+        teacher, student, teacher_layer="conv2", student_layer="conv2",
+        gamma=1e6)
+    message = distiller.scale_report(
+        {"student_loss": 2.0, "soft_loss": 1.0, "lp_loss": 1.0})
+    assert "lp_loss" in message and "lower `gamma`" in message

@@ -226,6 +226,10 @@ class AdversarialDistiller(Distiller):
         phase = tf.cast(self.adversarial_phase(), tf.float32)
         return 1.0, [self.beta, self.alpha * phase, self.kd_weight], 2.0
 
+    def weight_hint(self, term_name):
+        return {"mse": "lower `beta`", "adv": "lower `alpha`",
+                "kd": "lower `kd_weight`"}[term_name]
+
     def step_variables(self):
         """The student's trainable variables (regressor and teacher frozen;
         the discriminator has its own optimizer)."""

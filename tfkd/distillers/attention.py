@@ -85,6 +85,11 @@ class AttentionDistiller(FeatureDistiller):
     def class_weight(self):
         return 1.0
 
+    def weight_hint(self, term_name):
+        if term_name == "knowledge":
+            return "lower `beta` (the attention loss's weight)"
+        return super().weight_hint(term_name)
+
     @property
     def p(self):
         """Exponent of the attention map."""

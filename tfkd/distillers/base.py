@@ -29,6 +29,7 @@ the paper's symbols.
 
 import copy
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -1117,7 +1118,51 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
             if isinstance(validation, (tuple, list)) and len(validation) >= 2:
                 _check_arrays(validation[0], validation[1], num_classes,
                               "validation_data[0]", "validation_data[1]")
+        if len(args) < 4:  # `callbacks` not given positionally
+            kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + [
+                _ScaleCheck()]
         return super().fit(x, y, *args, **kwargs)
+
+    def weight_hint(self, term_name):
+        """How to shrink term `term_name`'s share of the loss (quoted in the
+        first-step scale warning)."""
+        return (f"lower `{term_name}/weight` (or raise "
+                "`student_loss_weight`)")
+
+    def scale_report(self, logs):
+        """The first-step check: warns when a term's weighted contribution
+        to the loss exceeds the student loss's by more than 100×.
+
+        Args:
+            logs: The metrics of the first training batch.
+
+        Returns:
+            The warning message, or `None`.
+        """
+        if "student_loss" not in logs:
+            return None
+        w_s, weights = self.loss_weights()
+        w_s = float(w_s)
+        student = w_s * float(logs["student_loss"])
+        if student <= 0:
+            return None
+        for name, w in zip(self._term_names, weights):
+            value = logs.get(f"{name}_loss")
+            if value is None:
+                continue
+            contribution = (1.0 - w_s) * float(w) * float(value)
+            if contribution > 100.0 * student:
+                return (
+                    f"At the first step the term `{name}_loss` adds "
+                    f"{contribution:.4g} to the loss (value {float(value):.4g}"
+                    f" × weight {(1.0 - w_s) * float(w):.4g}), "
+                    f"{contribution / student:.0f}× the student loss's "
+                    f"{student:.4g} (value {float(logs['student_loss']):.4g}"
+                    f" × weight {w_s:.4g}). The student may learn the term "
+                    "and ignore the labels, or collapse its features: "
+                    f"{self.weight_hint(name)}."
+                )
+        return None
 
     def _num_classes(self):
         try:
@@ -1204,6 +1249,23 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
                 for t in config["distillation_losses"]
             ]
         return cls(**config)
+
+
+class _ScaleCheck(keras.callbacks.Callback):
+    """Warns once, after the first training batch, when a knowledge term
+    dwarfs the student loss (see `Distiller.scale_report`)."""
+
+    def __init__(self):
+        super().__init__()
+        self._done = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._done:
+            return
+        self._done = True
+        message = self.model.scale_report(logs or {})
+        if message:
+            warnings.warn(message, stacklevel=2)
 
 
 def _check_arrays(x, y, num_classes, x_name, y_name):

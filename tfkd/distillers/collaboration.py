@@ -181,6 +181,9 @@ class CollaborationDistiller(Distiller):
         kd = self.kd_weight
         return 1.0 - alpha, [alpha, kd], 1.0 + kd
 
+    def weight_hint(self, term_name):
+        return {"stc": "lower `alpha`", "kd": "lower `kd_weight`"}[term_name]
+
     def _default_student_loss(self):
         return self._own_student_loss
 

@@ -252,6 +252,11 @@ class FeatureDistiller(Distiller):
         """Weight `cw` of `L_Class` in single-stage training (`beta`)."""
         return self.beta
 
+    def weight_hint(self, term_name):
+        if term_name == "knowledge":
+            return "raise `beta` (the weight of L_Class)"
+        return "raise `alpha` (the cross entropy's share of L_Class)"
+
     def paper_weights(self):
         alpha = self.alpha
         if self._stage == 1:
@@ -320,17 +325,17 @@ class FeatureDistiller(Distiller):
         return self
 
     def fit_two_stage(self, x=None, y=None, *, stage1_epochs, stage2_epochs,
-                      fresh_optimizer_for_stage2=True, **fit_kwargs):
+                      stage2_optimizer="fresh", **fit_kwargs):
         """Two-stage training: `stage1_epochs` of stage 1, then stage 2.
 
         Stage 1 trains the student up to the guided layer(s) (and the
         adapters) with the knowledge loss; stage 2 trains the whole student
         with `L_Class`. Epochs are numbered on from stage 1 (stage 2 starts
-        at epoch `stage1_epochs`), so callbacks and logs see one run. Stage
-        2 starts with a fresh copy of the compiled optimizer (same
-        configuration, no state): Adam's moments from the hint stage slow
-        the class stage (the correlation recipe's tables measure it). The
-        distiller is left in stage 2.
+        at epoch `stage1_epochs`), so callbacks and logs see one run. By
+        default stage 2 starts with a fresh copy of the compiled optimizer
+        (same configuration, no state): Adam's moments from the hint stage
+        slow the class stage (the correlation recipe's tables measure it).
+        The distiller is left in stage 2.
 
         Args:
             x: Training data, as for `fit` (arrays or a re-iterable
@@ -338,9 +343,10 @@ class FeatureDistiller(Distiller):
             y: Labels, as for `fit`.
             stage1_epochs: Int `>= 1`, epochs of stage 1.
             stage2_epochs: Int `>= 1`, epochs of stage 2.
-            fresh_optimizer_for_stage2: Give stage 2 a fresh optimizer
-                (default); `False` keeps the stage-1 optimizer and its
-                state.
+            stage2_optimizer: `"fresh"` (default): a fresh copy of the
+                compiled optimizer; `"shared"`: keep the stage-1 optimizer
+                and its state; or an optimizer for stage 2 (e.g. with its
+                own learning-rate schedule).
             **fit_kwargs: Other `fit` arguments (`batch_size`,
                 `validation_data`, `callbacks`, `verbose`, ...), used for
                 both stages. Not `epochs` / `initial_epoch`.
@@ -374,10 +380,13 @@ class FeatureDistiller(Distiller):
                 )
         stage1_epochs = _check_epochs(stage1_epochs, "stage1_epochs")
         stage2_epochs = _check_epochs(stage2_epochs, "stage2_epochs")
-        if not isinstance(fresh_optimizer_for_stage2, bool):
-            raise TypeError(
-                "`fresh_optimizer_for_stage2` must be True or False. "
-                f"Received: {fresh_optimizer_for_stage2!r}."
+        if not (stage2_optimizer in ("fresh", "shared") or isinstance(
+            stage2_optimizer, keras.optimizers.Optimizer
+        )):
+            raise ValueError(
+                "`stage2_optimizer` must be 'fresh', 'shared' or a "
+                "`keras.optimizers.Optimizer`. Received: stage2_optimizer="
+                f"{stage2_optimizer!r}."
             )
         if not self.compiled:
             raise ValueError(
@@ -401,10 +410,14 @@ class FeatureDistiller(Distiller):
             for c, delete in zip(backups, deletes):
                 c.delete_checkpoint = delete
         self.set_stage(2)
-        if fresh_optimizer_for_stage2:
+        if stage2_optimizer != "shared":
             # The compile config holds the optimizer's configuration, not
             # its state: compiling from it gives stage 2 a fresh one.
-            self.compile_from_config(self.get_compile_config())
+            config = keras.saving.deserialize_keras_object(
+                self.get_compile_config())
+            if stage2_optimizer != "fresh":
+                config["optimizer"] = stage2_optimizer
+            self.compile(**config)
         # Keras keeps an epoch restored by `BackupAndRestore` for every
         # later `fit`; stage 2 starts at `stage1_epochs` unless its own
         # restored backup says otherwise.

@@ -110,6 +110,11 @@ class LocalityPreservingDistiller(Distiller):
     def paper_weights(self):
         return 1.0, [self.lam, self.gamma], 2.0
 
+    def weight_hint(self, term_name):
+        return {"lp": "lower `gamma`, or tap a lower-dimensional layer "
+                      "(e.g. the pooled embedding)",
+                "soft": "lower `lam`"}[term_name]
+
     @property
     def temperature(self):
         """Softening temperature `τ` (the `soft` term's; live)."""
