@@ -252,65 +252,52 @@ def _kernel_factors(f, gram, dtype):
 
     `f` is `(batch, M, C)`. The Gram's rows `P` are axis 1 (positions) for
     the spatial Gram and axis 2 (channels) for the channel Gram; `Ã` keeps
-    `f`'s layout. `f` is divided by its largest magnitude first, which the
-    standardised Grams do not see (only the `1e-30` guard does, and the
-    caller rescales it), so large or tiny maps neither overflow nor
-    underflow.
+    `f`'s layout. `g` and `‖ā‖²` are divided by `scale²`, `scale` being the
+    largest magnitude of the example, which the standardised Grams do not
+    see (only the `1e-30` guard does, and the caller rescales it).
     """
     f = tf.cast(f, dtype)
     rows = 1 if gram == "spatial" else 2
     scale = tf.reduce_max(tf.abs(f), axis=[1, 2])
     scale = tf.stop_gradient(tf.where(scale > 0, scale, tf.ones_like(scale)))
-    f = f / scale[:, None, None]
     # Shifting by the first row first makes a constant map centre to
     # exactly 0 (as in `standardize`), so constant Grams standardise to 0.
     first = tf.stop_gradient(f[:, :1, :] if rows == 1 else f[:, :, :1])
     shifted = f - first
     shift_mean = tf.reduce_mean(shifted, axis=rows, keepdims=True)
     centred = shifted - shift_mean
-    mean_row = first + shift_mean  # ā
-    g = tf.reduce_sum(centred * mean_row, axis=3 - rows)
-    mean_gram = tf.reduce_sum(tf.square(mean_row), axis=[1, 2])  # ‖ā‖²
+    mean_row = (first + shift_mean) / scale[:, None, None]  # ā / scale
+    g = tf.reduce_sum(centred * mean_row, axis=3 - rows) / scale[:, None]
+    mean_gram = tf.reduce_sum(tf.square(mean_row), axis=[1, 2])  # ‖ā‖²/s²
     return centred, g, mean_gram, scale
 
 
 def _kernel_terms(teacher, student, gram, dtype, epsilon=_EPSILON):
     """`(q, w_T + w_S)` per example, `q = ‖norm(X_S) − norm(X_T)‖² / P²`,
-    through `Q × Q` products only, computed in `dtype`."""
+    through `Q × Q` products only, computed in `dtype`.
+
+    Every term is in units of the Grams divided by `scale_T²` or
+    `scale_S²` (the sides' largest magnitudes), so large maps do not
+    overflow float32 when squared, nor tiny ones underflow.
+    """
     rows = 1 if gram == "spatial" else 2
-    same_shape = (teacher.shape[1:].is_fully_defined()
-                  and teacher.shape[1:] == student.shape[1:])
-    if same_shape:
-        # Teacher and student through the same ops, batched: identical
-        # maps then give bit-identical terms and q == 0 exactly (separate
-        # ops may be fused or ordered differently, under XLA for one).
-        a, g, mean, scale = _kernel_factors(
-            tf.concat([teacher, student], 0), gram, dtype)
-        (a_t, a_s), (g_t, g_s) = tf.split(a, 2), tf.split(g, 2)
-        (mean_t, mean_s), (scale_t, scale_s) = (tf.split(mean, 2),
-                                                tf.split(scale, 2))
-    else:
-        a_t, g_t, mean_t, scale_t = _kernel_factors(teacher, gram, dtype)
-        a_s, g_s, mean_s, scale_s = _kernel_factors(student, gram, dtype)
+    a_t, g_t, mean_t, scale_t = _kernel_factors(teacher, gram, dtype)
+    a_s, g_s, mean_s, scale_s = _kernel_factors(student, gram, dtype)
     p = tf.cast(tf.shape(a_t)[rows], dtype)
     n = p * p
 
-    def frobenius_sq(x, y):  # ‖Ã_xᵀ Ã_y‖²_F, a Q_x × Q_y product.
+    def frobenius_sq(x, y, scale):  # ‖Ã_xᵀ Ã_y‖²_F / scale², Q_x × Q_y.
         k = (tf.matmul(x, y, transpose_a=True) if rows == 1
              else tf.matmul(x, y, transpose_b=True))
-        return tf.reduce_sum(tf.square(k), axis=[1, 2])
+        return tf.reduce_sum(tf.square(k / scale[:, None, None]), [1, 2])
 
     # P² var_T, P² var_S and P² cov (see the module docstring).
-    pairs = [(a_t, g_t, a_t, g_t), (a_s, g_s, a_s, g_s),
-             (a_s, g_s, a_t, g_t)]
-    if same_shape:
-        x, gx, y, gy = (tf.concat(list(z), 0) for z in zip(*pairs))
-        terms = tf.split(frobenius_sq(x, y)
-                         + 2.0 * p * tf.reduce_sum(gx * gy, 1), 3)
-    else:
-        terms = [frobenius_sq(x, y) + 2.0 * p * tf.reduce_sum(gx * gy, 1)
-                 for x, gx, y, gy in pairs]
-    var_t, var_s, cov = terms
+    var_t = (frobenius_sq(a_t, a_t, tf.square(scale_t))
+             + 2.0 * p * tf.reduce_sum(g_t * g_t, 1))
+    var_s = (frobenius_sq(a_s, a_s, tf.square(scale_s))
+             + 2.0 * p * tf.reduce_sum(g_s * g_s, 1))
+    cov = (frobenius_sq(a_s, a_t, scale_s * scale_t)
+           + 2.0 * p * tf.reduce_sum(g_s * g_t, 1))
 
     def divisor_sq(var, mean, scale):
         # P² d² of `standardize`: var + ε² · mean square + 1e-30, the last
@@ -326,9 +313,7 @@ def _kernel_terms(teacher, student, gram, dtype, epsilon=_EPSILON):
     d_t = divisor_sq(var_t, mean_t, scale_t)
     d_s = divisor_sq(var_s, mean_s, scale_s)
     w_t, w_s = var_t / d_t, var_s / d_s
-    # sqrt(d²·d²) == d² exactly in IEEE arithmetic, so identical teacher
-    # and student give c == w and q == 0 exactly.
-    c = cov / tf.sqrt(d_t * d_s)
+    c = cov / (tf.sqrt(d_t) * tf.sqrt(d_s))
     return w_t + w_s - 2.0 * c, w_t + w_s
 
 
@@ -345,15 +330,23 @@ def _kernel_distance(teacher, student, gram):
     float32 first; if any example of the batch has standardised Grams so
     close that float32 rounding would show (`q < (w_T + w_S) / 64`), the
     batch is recomputed in float64, which the same products make cheap.
+    Examples whose teacher and student maps are identical get exactly 0
+    (the direct form's value), not the rounding residue of the two
+    computations.
     """
     q, w = _kernel_terms(teacher, student, gram, tf.float32)
-    near = tf.reduce_any(q < _NEAR_FRACTION * w)
+    if teacher.shape[1:] == student.shape[1:]:
+        same = tf.reduce_all(tf.equal(teacher, student), axis=[1, 2])
+    else:
+        same = tf.zeros_like(q, dtype=tf.bool)
+    near = tf.reduce_any((q < _NEAR_FRACTION * w) & ~same)
 
     def precise():
         q64, _ = _kernel_terms(teacher, student, gram, tf.float64)
         return tf.cast(q64, tf.float32)
 
     q = tf.cond(near, precise, lambda: q)
+    q = tf.where(same, tf.zeros_like(q), q)
     rows = 1 if gram == "spatial" else 2
     p = tf.cast(tf.shape(teacher)[rows], tf.float32)
     return p * _safe_sqrt(q)
