@@ -396,9 +396,10 @@ def correlation_loss(teacher_features, student_features, mode="both",
     `N_T × N_S` for the spatial loss — and is used when those cost fewer
     multiply-adds (roughly `M < 2N/3` for the channel Gram and
     `N < 2M/3` for the spatial one). The kernel form computes in float32
-    and, when some example's standardised Grams nearly agree (squared
-    distance below `1/64` of its maximum, where float32 rounding of its
-    terms would show), recomputes the batch in float64. Both forms agree
+    and, when some example's standardised Grams nearly agree
+    (`‖norm(X_S) − norm(X_T)‖²` below `1/64` of `‖norm(X_S)‖² +
+    ‖norm(X_T)‖²`, where float32 rounding of its terms would show),
+    recomputes the batch in float64. Both forms agree
     with SPEC's formula up to float rounding, values and gradients.
 
     Args:
