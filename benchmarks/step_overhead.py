@@ -25,6 +25,7 @@ feature distillers.
 """
 
 import argparse
+import contextlib
 
 import keras
 import tensorflow as tf
@@ -38,22 +39,24 @@ def optimizer():
     return keras.optimizers.SGD(0.01, momentum=0.9)
 
 
-def direct_correlation_distiller(teacher, student, **kwargs):
-    """`CorrelationDistiller` whose loss builds both Grams (the direct
-    form, `tfkd.losses.correlation._direct_distance`): the "before"."""
-    import tfkd
+@contextlib.contextmanager
+def direct_correlation_form():
+    """While active, `correlation_loss` takes the direct form (both Grams
+    built, as tfkd did before the kernel form) whatever the shapes; a step
+    traced inside keeps it. Yields the list of form decisions made."""
     from tfkd.losses import correlation
 
-    class DirectCorrelationDistiller(tfkd.CorrelationDistiller):
-        def knowledge_loss(self, teacher_feature, student_feature):
-            grams = (["channel", "spatial"] if self.mode == "both"
-                     else [self.mode])
-            losses = [correlation._direct_distance(
-                teacher_feature, student_feature, gram,
-                self.max_spatial_positions) for gram in grams]
-            return tf.add_n(losses) / len(losses)
+    original, decisions = correlation._gram_form, []
 
-    return DirectCorrelationDistiller(teacher, student, **kwargs)
+    def direct(*args):
+        decisions.append(args)
+        return "direct"
+
+    correlation._gram_form = direct
+    try:
+        yield decisions
+    finally:
+        correlation._gram_form = original
 
 
 def build_steps(teacher, student, methods):
@@ -85,7 +88,7 @@ def build_steps(teacher, student, methods):
         "kd": lambda: tfkd.Distiller(teacher, student, alpha=0.5),
         "correlation": lambda: tfkd.CorrelationDistiller(
             teacher, student, mode="both", alpha=0.3, **taps),
-        "correlation-direct": lambda: direct_correlation_distiller(
+        "correlation-direct": lambda: tfkd.CorrelationDistiller(
             teacher, student, mode="both", alpha=0.3, **taps),
         "fitnet": lambda: tfkd.FitNetDistiller(teacher, student, alpha=0.5,
                                                **taps),
@@ -98,8 +101,22 @@ def build_steps(teacher, student, methods):
         distiller = factories[name]()
         distiller.compile(optimizer=optimizer())
         step = tf.function(distiller.train_step)
+        if name == "correlation-direct":
+            # Traced (twice: the first call may create optimizer
+            # variables) with the direct form; later calls reuse it.
+            with direct_correlation_form() as decisions:
+                step((x, y))
+                step((x, y))
+            if not decisions:
+                raise RuntimeError("correlation-direct: the step did not "
+                                   "go through correlation_loss.")
+            TRACED[name] = (step, step.experimental_get_tracing_count())
         steps[name] = (lambda step: lambda: step((x, y)))(step)
     return steps
+
+
+# Steps whose trace must not change after set-up: name -> (fn, count).
+TRACED = {}
 
 
 def loss_only_steps(distillers):
@@ -181,6 +198,10 @@ def main():
         return
     steps = build_steps(teacher, student, ARGS.methods)
     times = _common.interleaved(steps, ARGS.rounds, warmup=ARGS.warmup)
+    for name, (fn, count) in TRACED.items():
+        if fn.experimental_get_tracing_count() != count:
+            raise RuntimeError(f"{name} was retraced during timing, so it "
+                               "no longer measures what it was set up to.")
     rows = [[name, f"{_common.median_ms(times, name):.0f}", "", ""]
             for name in ("teacher", "student")]
     targets = {"kd": 1.10, "correlation": 1.10}
