@@ -127,9 +127,7 @@ class CorrelationDistillation(_LayerTapDistillation):
 
     Args:
         mode: `"channel"`, `"spatial"` or `"both"`.
-        max_spatial_positions: Largest `H · W` for which the spatial loss
-            may build an `(H · W) × (H · W)` Gram; maps with few channels
-            need none and are always accepted (see `correlation_loss`).
+        max_spatial_positions: Largest `H · W` accepted by the spatial Gram.
         teacher_layer_name: Teacher layer to tap, or `None` for the output.
         student_layer_name: Student layer to tap, or `None` for the output.
 
