@@ -1,5 +1,6 @@
 """Tests of `tfkd.losses.correlation` against a NumPy reference of SPEC."""
 
+import re
 from itertools import product
 
 import keras
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfkd.losses import correlation as correlation_module
 from tfkd.losses.correlation import CorrelationLoss
 from tfkd.losses.correlation import channel_gram
 from tfkd.losses.correlation import correlation_loss
@@ -298,6 +300,263 @@ def test_golden_values():
                                    want, rtol=1e-5)
 
 
+# ----------------------------------------------- kernel form (no big Gram)
+# `correlation_loss` computes each distance through Q × Q products when
+# they are cheaper than the P × P Grams (module docstring). These tests
+# compare it with the direct formula on shapes that select either form.
+
+def np_direct(t, s, mode):
+    """SPEC's formula in float64, vectorised (Grams by matrix product)."""
+    t, s = np.asarray(t, np.float64), np.asarray(s, np.float64)
+
+    def grams(f, gram):
+        F = f.reshape(f.shape[0], -1, f.shape[3])
+        spec = "bmi,bmj->bij" if gram == "channel" else "bic,bjc->bij"
+        return np.einsum(spec, F, F)
+
+    def one(gram):
+        return np.array([np.linalg.norm(np_norm(a) - np_norm(b))
+                         for a, b in zip(grams(s, gram), grams(t, gram))])
+
+    if mode == "both":
+        return 0.5 * (one("channel") + one("spatial"))
+    return one(mode)
+
+
+def tf_direct(t, s, mode):
+    """The direct formula in float64 TensorFlow, for reference gradients."""
+    t, s = tf.cast(t, tf.float64), tf.cast(s, tf.float64)
+
+    def norm(x):
+        x = tf.reshape(x, [tf.shape(x)[0], -1])
+        centred = x - tf.reduce_mean(x, axis=1, keepdims=True)
+        return centred / tf.sqrt(
+            tf.reduce_mean(tf.square(centred), axis=1, keepdims=True))
+
+    def gram(f, kind):
+        f = tf.reshape(f, [tf.shape(f)[0], -1, f.shape[3]])
+        return tf.matmul(f, f, transpose_a=kind == "channel",
+                         transpose_b=kind == "spatial")
+
+    def one(kind):
+        return tf.norm(norm(gram(s, kind)) - norm(gram(t, kind)), axis=1)
+
+    if mode == "both":
+        return 0.5 * (one("channel") + one("spatial"))
+    return one(mode)
+
+
+def relu_features(shape, seed, offset=0.5):
+    """Non-negative, mean-dominated maps like a ReLU layer's."""
+    return np.maximum(features(shape, seed, offset=offset), 0.0)
+
+
+# teacher shape, student shape, modes; the comment says which form each
+# Gram takes (channel: P = N, Q = H·W; spatial: P = H·W, Q = N).
+KERNEL_CASES = [
+    ((2, 2, 2, 48), (2, 2, 2, 48), MODES),       # M ≪ N: channel kernel
+    ((2, 8, 8, 3), (2, 8, 8, 3), MODES),         # N ≪ M: spatial kernel
+    ((2, 4, 4, 10), (2, 4, 4, 10), MODES),       # M ≈ N: spatial kernel
+    ((2, 4, 4, 16), (2, 4, 4, 16), MODES),       # M = N: both direct
+    ((2, 8, 8, 6), (2, 8, 8, 3), ["spatial"]),   # N_T ≠ N_S, kernel
+    ((2, 4, 4, 40), (2, 2, 2, 40), ["channel"]),  # M_T ≠ M_S, kernel
+    ((1, 3, 3, 32), (1, 3, 3, 32), MODES),       # batch 1
+]
+
+
+def test_form_is_chosen_by_shape():
+    form = correlation_module._gram_form
+    assert form((2, 2, 2, 48), (2, 2, 2, 48), "channel") == "kernel"
+    assert form((2, 2, 2, 48), (2, 2, 2, 48), "spatial") == "direct"
+    assert form((2, 8, 8, 3), (2, 8, 8, 3), "channel") == "direct"
+    assert form((2, 8, 8, 3), (2, 8, 8, 3), "spatial") == "kernel"
+    assert form((2, 4, 4, 16), (2, 4, 4, 16), "spatial") == "direct"
+    assert form((2, 8, 8, 6), (2, 8, 8, 3), "spatial") == "kernel"
+    # Unknown sizes: the direct form, which needs no decision.
+    assert form((None, None, None, 3), (None, None, None, 3),
+                "spatial") == "direct"
+
+
+@pytest.mark.parametrize("t_shape,s_shape,mode,runner", cases(
+    [(t, s, m) for t, s, modes in KERNEL_CASES for m in modes],
+    # Under XLA (a compile each): both kernel forms, unequal sides.
+    [KERNEL_CASES[0][:2] + ("both",), KERNEL_CASES[4][:2] + ("spatial",),
+     KERNEL_CASES[5][:2] + ("channel",)],
+))
+def test_matches_direct_formula(t_shape, s_shape, mode, runner):
+    t = relu_features(t_shape, seed=20)
+    s = relu_features(s_shape, seed=21)
+    got = run(correlation_loss, t, s, runner=runner, mode=mode)
+    assert got.shape == (t_shape[0],) and got.dtype == np.float32
+    np.testing.assert_allclose(got, np_direct(t, s, mode), rtol=1e-5)
+
+
+@pytest.mark.parametrize("t_shape,s_shape,mode,dtype", [
+    ((2, 2, 2, 48), (2, 2, 2, 48), "both", "float16"),
+    ((2, 8, 8, 6), (2, 8, 8, 3), "spatial", "bfloat16"),
+])
+def test_low_precision_inputs_compute_in_float32(t_shape, s_shape, mode,
+                                                 dtype):
+    # The loss of the low-precision inputs, computed in float32 (a float16
+    # or bfloat16 Gram would be off by ~1e-3), under XLA.
+    t = tf.cast(relu_features(t_shape, seed=22), dtype)
+    s = tf.cast(relu_features(s_shape, seed=23), dtype)
+    got = tf.function(lambda a, b: correlation_loss(a, b, mode=mode),
+                      jit_compile=True)(t, s)
+    assert got.dtype == tf.float32
+    want = np_direct(tf.cast(t, tf.float64).numpy(),
+                     tf.cast(s, tf.float64).numpy(), mode)
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape,gram", [
+    ((2, 4, 4, 16), "channel"), ((2, 4, 4, 16), "spatial"),  # M = N
+    ((2, 2, 2, 8), "spatial"),    # N > M: where the direct form is chosen
+    ((2, 1, 1, 5), "spatial"),    # a 1 × 1 Gram standardises to 0
+])
+def test_kernel_form_exact_on_any_shape(shape, gram):
+    # The form choice is only about cost: forced on shapes where the
+    # direct form is chosen, the kernel form is still exact.
+    t = relu_features(shape, seed=24)
+    s = features(shape, seed=25)
+    flat = correlation_module._flatten_features
+    got = correlation_module._kernel_distance(
+        flat(tf.constant(t)), flat(tf.constant(s)), gram).numpy()
+    np.testing.assert_allclose(got, np_direct(t, s, gram), rtol=1e-5,
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize("t_shape,s_shape,mode,runner", [
+    ((2, 2, 2, 48), (2, 2, 2, 48), "channel", "eager"),
+    ((2, 8, 8, 6), (2, 8, 8, 3), "spatial", "eager"),
+    ((2, 4, 4, 40), (2, 2, 2, 40), "channel", "eager"),
+    ((1, 3, 3, 32), (1, 3, 3, 32), "both", "eager"),
+    ((2, 8, 8, 6), (2, 8, 8, 3), "spatial", "jit"),
+])
+def test_gradient_matches_direct_form(t_shape, s_shape, mode, runner):
+    t = relu_features(t_shape, seed=26)
+    s = relu_features(s_shape, seed=27)
+    _, grad = value_and_student_grad(correlation_loss, t, s, runner=runner,
+                                     mode=mode)
+    _, want = value_and_student_grad(tf_direct, t, s.astype(np.float64),
+                                     mode=mode)
+    np.testing.assert_allclose(grad, want, rtol=0,
+                               atol=2e-5 * np.max(np.abs(want)))
+
+
+@pytest.mark.parametrize("shape,mode,delta,runner", cases(
+    [(shape, mode, delta)
+     for shape, mode in [((2, 2, 2, 48), "channel"), ((2, 8, 8, 3), "spatial")]
+     for delta in (1e-3, 1e-5)],
+    [((2, 2, 2, 48), "channel", 1e-5), ((2, 8, 8, 3), "spatial", 1e-5)],
+))
+def test_near_identical_features_accurate(shape, mode, delta, runner):
+    # Student = teacher + a small perturbation: the distance is small and
+    # the kernel form's terms (near 1) cancel; in float32 alone it would
+    # be off by ~100% at delta = 1e-5. The float64 recomputation keeps
+    # value and gradient as accurate as the direct formula in float64.
+    t = relu_features(shape, seed=28)
+    s = (t + delta * features(shape, seed=29)).astype(np.float32)
+    loss, grad = value_and_student_grad(correlation_loss, t, s,
+                                        runner=runner, mode=mode)
+    want, want_grad = value_and_student_grad(
+        tf_direct, t.astype(np.float64), s.astype(np.float64), mode=mode)
+    assert np.all(loss > 0)
+    np.testing.assert_allclose(loss, want, rtol=1e-4)
+    np.testing.assert_allclose(grad, want_grad, rtol=0,
+                               atol=1e-3 * np.max(np.abs(want_grad)))
+
+
+@pytest.mark.parametrize("shape,mode,runner", cases(
+    [((2, 2, 2, 48), "channel"), ((2, 8, 8, 3), "spatial"),
+     ((2, 2, 2, 48), "both")],
+    [((2, 2, 2, 48), "channel"), ((2, 8, 8, 3), "spatial")],
+))
+def test_kernel_identical_features_exact_zero(shape, mode, runner):
+    t = relu_features(shape, seed=30)
+    loss, grad = value_and_student_grad(correlation_loss, t, t.copy(),
+                                        runner=runner, mode=mode)
+    np.testing.assert_array_equal(loss, 0.0)
+    np.testing.assert_array_equal(grad, 0.0)
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize("shape,mode,p", [
+    ((2, 2, 2, 48), "channel", 48), ((2, 8, 8, 3), "spatial", 64),
+])
+def test_kernel_zero_and_constant_maps(shape, mode, p, runner):
+    rand = relu_features(shape, seed=31)
+    zeros = np.zeros(shape, np.float32)
+    const_a = np.full(shape, 0.7, np.float32)
+    const_b = np.full(shape, 3.0, np.float32)
+    # A Gram that standardises to 0 leaves the norm of the other side's
+    # standardised Gram: sqrt(#elements) = P. The spatial Gram of a
+    # constant map is constant; its channel Gram is not (use zeros).
+    zero_like = zeros if mode == "channel" else const_a
+    for t, s, want in [(zeros, zeros, 0.0), (const_a, const_b, 0.0),
+                       (zero_like, rand, p), (rand, zero_like, p),
+                       (zeros, rand, p)]:
+        loss, grad = value_and_student_grad(correlation_loss, t, s,
+                                            runner=runner, mode=mode)
+        np.testing.assert_allclose(loss, want, rtol=1e-5, atol=0)
+        assert np.all(np.isfinite(grad))
+        if want == 0.0:
+            np.testing.assert_array_equal(grad, 0.0)
+
+
+@pytest.mark.parametrize("scale", [1e-4, 1e5])
+@pytest.mark.parametrize("shape,mode", [
+    ((2, 2, 2, 48), "channel"), ((2, 8, 8, 3), "spatial"),
+])
+def test_kernel_large_and_small_magnitudes(shape, mode, scale):
+    # Gram entries of 1e5-sized features reach 1e12 and their squares
+    # 1e24 (float32 overflows at 3e38); each side is rescaled first.
+    t = relu_features(shape, seed=32)
+    s = features(shape, seed=33)
+    loss, grad = value_and_student_grad(
+        correlation_loss, scale * t, (scale * s).astype(np.float32),
+        mode=mode)
+    np.testing.assert_allclose(loss, np_direct(t, s, mode), rtol=1e-5)
+    assert np.all(np.isfinite(grad))
+
+
+def compiled_shapes(fn, *args):
+    """Shapes of every array in the HLO of `fn` (loss + gradient) under
+    XLA, conditional branches included."""
+    def loss_and_grad(t, s):
+        with tf.GradientTape() as tape:
+            tape.watch(s)
+            loss = fn(t, s)
+        return loss, tape.gradient(loss, s)
+
+    hlo = tf.function(loss_and_grad, jit_compile=True) \
+        .experimental_get_compiler_ir(*args)(stage="hlo")
+    return set(re.findall(r"[a-z]+\d+\[([\d,]*)\]", hlo))
+
+
+@pytest.mark.parametrize("shape,mode,big", [
+    ((2, 2, 2, 96), "channel", 96),   # no 96 × 96 channel Gram
+    ((2, 16, 16, 3), "spatial", 256),  # no 256 × 256 spatial Gram
+    ((2, 2, 2, 96), "both", 96),
+])
+def test_no_large_gram_is_built(shape, mode, big):
+    t = tf.constant(features(shape, seed=34))
+    s = tf.constant(features(shape, seed=35))
+    gram = f"{shape[0]},{big},{big}"
+    # The detector works: the direct form does build that Gram ...
+    direct_mode = "spatial" if mode == "spatial" else "channel"
+    direct = compiled_shapes(
+        lambda a, b: correlation_module._direct_distance(
+            a, b, direct_mode, 4096), t, s)
+    assert gram in direct
+    # ... and correlation_loss, value and gradient, does not.
+    shapes = compiled_shapes(
+        lambda a, b: correlation_loss(a, b, mode=mode), t, s)
+    assert gram not in shapes
+    assert max(int(d) for dims in shapes for d in dims.split(",") if d) \
+        <= max(big, shape[1] * shape[2] * shape[3])
+
+
 # ---------------------------------------------------------- Keras wrapper
 def test_keras_wrapper_reduction_and_config():
     t = features((3, 2, 2, 3), seed=13)
@@ -347,23 +606,32 @@ def test_spatial_mismatch_names_shapes_and_adapter():
 
 def test_max_spatial_positions():
     big = tf.zeros((1, 65, 65, 1))  # 4225 positions > 4096.
-    for call in (lambda: spatial_gram(big),
-                 lambda: correlation_loss(big, big, mode="spatial"),
-                 lambda: correlation_loss(big, big)):
-        with pytest.raises(ValueError, match="max_spatial_positions=4096") \
+    with pytest.raises(ValueError, match="max_spatial_positions=4096") as e:
+        spatial_gram(big)  # Always builds the M × M Gram.
+    assert "Pool" in str(e.value) and "(1, 65, 65, 1)" in str(e.value)
+    # One channel: the spatial loss takes the kernel form (a 1 × 1
+    # product), builds no M × M Gram, so nothing is refused.
+    for mode in MODES:
+        np.testing.assert_array_equal(
+            correlation_loss(big, big, mode=mode).numpy(), [0.0])
+    # As many channels as positions: the direct form (M × M Grams) is the
+    # cheaper one, so the limit applies to it.
+    wide = features((1, 3, 3, 8), seed=0)
+    for mode in ("spatial", "both"):
+        with pytest.raises(ValueError, match="max_spatial_positions=8") \
                 as e:
-            call()
-        assert "Pool" in str(e.value) and "(1, 65, 65, 1)" in str(e.value)
-    # The channel Gram is N × N: no limit.
-    assert correlation_loss(big, big, mode="channel").shape == (1,)
-    small = features((1, 3, 3, 2), seed=0)
-    with pytest.raises(ValueError, match="max_spatial_positions=8"):
-        correlation_loss(small, small, mode="spatial",
-                         max_spatial_positions=8)
-    assert correlation_loss(small, small, max_spatial_positions=9).shape \
+            correlation_loss(wide, wide, mode=mode, max_spatial_positions=8)
+        assert "(1, 3, 3, 8)" in str(e.value) and "Pool" in str(e.value)
+    assert correlation_loss(wide, wide, mode="channel",
+                            max_spatial_positions=8).shape == (1,)
+    assert correlation_loss(wide, wide, max_spatial_positions=9).shape \
         == (1,)
+    # Few channels: kernel form, accepted whatever the limit.
+    narrow = features((1, 3, 3, 2), seed=0)
+    assert correlation_loss(narrow, narrow, mode="spatial",
+                            max_spatial_positions=1).shape == (1,)
     with pytest.raises(ValueError, match="max_spatial_positions"):
-        correlation_loss(small, small, max_spatial_positions=0)
+        correlation_loss(narrow, narrow, max_spatial_positions=0)
 
 
 def test_wrong_rank_and_batch():

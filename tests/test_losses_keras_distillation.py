@@ -119,9 +119,13 @@ def test_shape_errors_at_construction():
         keras.distillation.Distiller(
             teacher=teacher, student=student,
             distillation_losses=[HintDistillation(**TAPS)])
+    # 8 × 8 positions > 16, and as many channels as positions, so the
+    # spatial loss would build the 64 × 64 Gram (with 6 and 3 channels
+    # `correlation_loss` needs only 6 × 3 products and accepts the maps).
+    wide_teacher, wide_student = models(64, 64)
     with pytest.raises(ValueError, match="max_spatial_positions=16"):
         keras.distillation.Distiller(
-            teacher=teacher, student=student,
+            teacher=wide_teacher, student=wide_student,
             distillation_losses=[CorrelationDistillation(
                 mode="spatial", max_spatial_positions=16, **TAPS)])
     with pytest.raises(ValueError, match="In student model"):

@@ -4,6 +4,22 @@ The correlation paper transfers the *correlations* inside a feature map, not
 the activations: the channel Gram `C = Fᵀ F` (`N × N`) and the spatial Gram
 `S = F Fᵀ` (`M × M`, `M = H · W`), each standardised per example before the
 teacher's and the student's are compared with a (non-squared) L2 norm.
+
+`correlation_loss` computes that distance without building a Gram that is
+larger than the feature map needs. Write either Gram as `X = A Aᵀ` with
+`A ∈ R^{P×Q}` (`A = F` for the spatial Gram, `A = Fᵀ` for the channel one),
+`Ã = A − 1 āᵀ` with `ā` the mean row of `A`, and `g = Ã ā`. Then
+`mean(X) = ‖ā‖²` and, because `Ãᵀ 1 = 0` makes every cross term vanish,
+
+- `P² · var(X) = ‖Ãᵀ Ã‖²_F + 2P ‖g‖²`,
+- `P² · cov(X_S, X_T) = ‖Ã_Sᵀ Ã_T‖²_F + 2P ⟨g_S, g_T⟩`,
+
+sums of `Q × Q` products with no mean-over-variance cancellation. With
+`w = var / d²` and `d` the divisor of `standardize`,
+`‖norm(X_S) − norm(X_T)‖² = P² (w_S + w_T − 2 cov / (d_S d_T))`, SPEC's
+formula up to float rounding. This "kernel" form costs `O(P Q²)` instead of
+`O(P² Q)` and needs `Q × Q` memory, so it is used when `Q` (positions for
+the channel Gram, channels for the spatial one) is the smaller side.
 """
 
 import keras
@@ -195,6 +211,172 @@ def _check_correlation_shapes(teacher_shape, student_shape, mode):
         )
 
 
+# The divisor guard of `standardize` (its default `epsilon`).
+_EPSILON = 1e-6
+
+# The kernel form computes `q = D² / P² = w_S + w_T − 2c` as a difference of
+# terms near 1, so its float32 rounding (measured: |error| ≤ ~5e-7 · (w_S +
+# w_T)) is large relative to `q` when the standardised Grams nearly agree.
+# Below this fraction of `w_S + w_T` (relative error of `q` then ≲ 3e-5) the
+# batch is recomputed in float64.
+_NEAR_FRACTION = 1.0 / 64
+
+
+def _gram_sides(teacher_shape, student_shape, gram):
+    """Static `(P, Q_T, Q_S)` of `X = A Aᵀ`, `A ∈ R^{P×Q}`; `None` if any
+    is unknown. The Gram is `P × P`; the kernel products are `Q × Q`."""
+    def positions(shape):
+        h, w = shape[1], shape[2]
+        return None if h is None or w is None else h * w
+
+    if gram == "channel":
+        return (teacher_shape[3], positions(teacher_shape),
+                positions(student_shape))
+    return (positions(teacher_shape), teacher_shape[3], student_shape[3])
+
+
+def _gram_form(teacher_shape, student_shape, gram):
+    """`"kernel"` when its `Q × Q` products cost fewer multiply-adds than
+    the two `P × P` Grams of the direct form, else `"direct"` (also when a
+    size is unknown statically: the direct form needs no shape decision)."""
+    p, q_t, q_s = _gram_sides(teacher_shape, student_shape, gram)
+    if None in (p, q_t, q_s):
+        return "direct"
+    kernel_cost = p * (q_t * q_t + q_s * q_s + q_t * q_s)
+    direct_cost = p * p * (q_t + q_s)
+    return "kernel" if kernel_cost < direct_cost else "direct"
+
+
+def _kernel_factors(f, gram, dtype):
+    """Centred factor `Ã`, `g = Ã ā`, `‖ā‖²` and the scale of one side.
+
+    `f` is `(batch, M, C)`. The Gram's rows `P` are axis 1 (positions) for
+    the spatial Gram and axis 2 (channels) for the channel Gram; `Ã` keeps
+    `f`'s layout. `g` and `‖ā‖²` are divided by `scale²`, `scale` being the
+    largest magnitude of the example, which the standardised Grams do not
+    see (only the `1e-30` guard does, and the caller rescales it).
+    """
+    f = tf.cast(f, dtype)
+    rows = 1 if gram == "spatial" else 2
+    scale = tf.reduce_max(tf.abs(f), axis=[1, 2])
+    scale = tf.stop_gradient(tf.where(scale > 0, scale, tf.ones_like(scale)))
+    # Shifting by the first row first makes a constant map centre to
+    # exactly 0 (as in `standardize`), so constant Grams standardise to 0.
+    first = tf.stop_gradient(f[:, :1, :] if rows == 1 else f[:, :, :1])
+    shifted = f - first
+    shift_mean = tf.reduce_mean(shifted, axis=rows, keepdims=True)
+    centred = shifted - shift_mean
+    mean_row = (first + shift_mean) / scale[:, None, None]  # ā / scale
+    g = tf.reduce_sum(centred * mean_row, axis=3 - rows) / scale[:, None]
+    mean_gram = tf.reduce_sum(tf.square(mean_row), axis=[1, 2])  # ‖ā‖²/s²
+    return centred, g, mean_gram, scale
+
+
+def _kernel_terms(teacher, student, gram, dtype, epsilon=_EPSILON):
+    """`(q, w_T + w_S)` per example, `q = ‖norm(X_S) − norm(X_T)‖² / P²`,
+    through `Q × Q` products only, computed in `dtype`.
+
+    Every term is in units of the Grams divided by `scale_T²` or
+    `scale_S²` (the sides' largest magnitudes), so large maps do not
+    overflow float32 when squared, nor tiny ones underflow.
+    """
+    rows = 1 if gram == "spatial" else 2
+    a_t, g_t, mean_t, scale_t = _kernel_factors(teacher, gram, dtype)
+    a_s, g_s, mean_s, scale_s = _kernel_factors(student, gram, dtype)
+    p = tf.cast(tf.shape(a_t)[rows], dtype)
+    n = p * p
+
+    def frobenius_sq(x, y, scale):  # ‖Ã_xᵀ Ã_y‖²_F / scale², Q_x × Q_y.
+        k = (tf.matmul(x, y, transpose_a=True) if rows == 1
+             else tf.matmul(x, y, transpose_b=True))
+        return tf.reduce_sum(tf.square(k / scale[:, None, None]), [1, 2])
+
+    # P² var_T, P² var_S and P² cov (see the module docstring).
+    var_t = (frobenius_sq(a_t, a_t, tf.square(scale_t))
+             + 2.0 * p * tf.reduce_sum(g_t * g_t, 1))
+    var_s = (frobenius_sq(a_s, a_s, tf.square(scale_s))
+             + 2.0 * p * tf.reduce_sum(g_s * g_s, 1))
+    cov = (frobenius_sq(a_s, a_t, scale_s * scale_t)
+           + 2.0 * p * tf.reduce_sum(g_s * g_t, 1))
+
+    def divisor_sq(var, mean, scale):
+        # P² d² of `standardize`: var + ε² · mean square + 1e-30, the last
+        # in the units of the unscaled Gram (scale⁴). 1e-15 / scale² is
+        # squared rather than 1e-30 / scale⁴ computed, which would
+        # underflow; the cap keeps it finite (w is then 0, as it should).
+        main = var + epsilon**2 * (var + n * tf.square(mean))
+        tiny = tf.minimum(tf.square(1e-15 / tf.square(scale)), 1e20)
+        # An all-zero Gram (main = 0) standardises to 0: divide by 1 there
+        # so no gradient meets 0 / 1e-60.
+        return tf.where(main > 0, main + n * tiny, tf.ones_like(main))
+
+    d_t = divisor_sq(var_t, mean_t, scale_t)
+    d_s = divisor_sq(var_s, mean_s, scale_s)
+    w_t, w_s = var_t / d_t, var_s / d_s
+    c = cov / (tf.sqrt(d_t) * tf.sqrt(d_s))
+    return w_t + w_s - 2.0 * c, w_t + w_s
+
+
+def _safe_sqrt(x):
+    """`sqrt(max(x, 0))` with a 0 (not NaN or inf) gradient at `x <= 0`."""
+    positive = x > 0.0
+    safe = tf.where(positive, x, tf.ones_like(x))
+    return tf.where(positive, tf.sqrt(safe), tf.zeros_like(x))
+
+
+def _kernel_distance(teacher, student, gram):
+    """SPEC's Gram distance through `Q × Q` products (see module docstring).
+
+    float32 first; if any example of the batch has standardised Grams so
+    close that float32 rounding would show (`q < (w_T + w_S) / 64`), the
+    batch is recomputed in float64, which the same products make cheap.
+    Examples whose teacher and student maps are identical get exactly 0
+    (the direct form's value), not the rounding residue of the two
+    computations.
+    """
+    q, w = _kernel_terms(teacher, student, gram, tf.float32)
+    if teacher.shape[1:] == student.shape[1:]:
+        same = tf.reduce_all(tf.equal(teacher, student), axis=[1, 2])
+    else:
+        same = tf.zeros_like(q, dtype=tf.bool)
+    near = tf.reduce_any((q < _NEAR_FRACTION * w) & ~same)
+
+    def precise():
+        q64, _ = _kernel_terms(teacher, student, gram, tf.float64)
+        return tf.cast(q64, tf.float32)
+
+    q = tf.cond(near, precise, lambda: q)
+    q = tf.where(same, tf.zeros_like(q), q)
+    rows = 1 if gram == "spatial" else 2
+    p = tf.cast(tf.shape(teacher)[rows], tf.float32)
+    return p * _safe_sqrt(q)
+
+
+def _direct_distance(teacher, student, gram, max_spatial_positions):
+    """SPEC's formula as written: both `P × P` Grams, standardised."""
+    if gram == "channel":
+        gram_t, gram_s = channel_gram(teacher), channel_gram(student)
+    else:
+        gram_t = spatial_gram(teacher, max_spatial_positions)
+        gram_s = spatial_gram(student, max_spatial_positions)
+    diff = flatten_per_example(standardize(gram_s)) - flatten_per_example(
+        standardize(gram_t)
+    )
+    return safe_l2_norm(diff, axis=1)
+
+
+def _gram_distance(teacher, student, gram, max_spatial_positions):
+    """`‖vec(norm(X_S)) − vec(norm(X_T))‖₂`, kernel or direct by shape."""
+    if _gram_form(teacher.shape, student.shape, gram) == "kernel":
+        return _kernel_distance(_flatten_features(teacher),
+                                _flatten_features(student), gram)
+    if gram == "spatial":
+        for name, f in (("teacher_features", teacher),
+                        ("student_features", student)):
+            _check_spatial_positions(f.shape, name, max_spatial_positions)
+    return _direct_distance(teacher, student, gram, max_spatial_positions)
+
+
 def correlation_loss(teacher_features, student_features, mode="both",
                      max_spatial_positions=DEFAULT_MAX_SPATIAL_POSITIONS):
     """Correlation-based knowledge loss, per example.
@@ -207,6 +389,19 @@ def correlation_loss(teacher_features, student_features, mode="both",
     at 0, so identical teacher and student features give loss 0 and a zero
     (not NaN) gradient.
 
+    Cost. Each distance is computed in the cheaper of two exact forms,
+    chosen from the static shapes: the direct form builds both Grams
+    (`N × N` or `M × M`); the kernel form (module docstring) needs only
+    products of the other side's size — `M × M` for the channel loss,
+    `N_T × N_S` for the spatial loss — and is used when those cost fewer
+    multiply-adds (roughly `M < 2N/3` for the channel Gram and
+    `N < 2M/3` for the spatial one). The kernel form computes in float32
+    and, when some example's standardised Grams nearly agree
+    (`‖norm(X_S) − norm(X_T)‖²` below `1/64` of `‖norm(X_S)‖² +
+    ‖norm(X_T)‖²`, where float32 rounding of its terms would show),
+    recomputes the batch in float64. Both forms agree
+    with SPEC's formula up to float rounding, values and gradients.
+
     Args:
         teacher_features: Tensor of shape `(batch, H_T, W_T, N_T)`.
         student_features: Tensor of shape `(batch, H_S, W_S, N_S)`.
@@ -214,12 +409,16 @@ def correlation_loss(teacher_features, student_features, mode="both",
             `"both"` needs both; a distiller built with `adapter=True`
             inserts the adapter that makes them equal.
         mode: `"channel"`, `"spatial"` or `"both"`.
-        max_spatial_positions: Largest `H · W` accepted by the spatial Gram,
-            which costs `(H · W)²` floats per example (4096 positions =
-            64 MiB). Pool larger maps first.
+        max_spatial_positions: Largest `H · W` for which the spatial loss
+            may build an `(H · W) × (H · W)` Gram (4096 positions = 64 MiB
+            of float32 per example). Only maps whose spatial loss takes the
+            direct form are refused: with few channels (`N < 2M/3`) the
+            spatial loss needs no `M × M` matrix and any `H · W` is
+            accepted. Pool larger maps first or raise the limit.
 
     Returns:
-        Tensor of shape `(batch,)`, float32.
+        Tensor of shape `(batch,)`, float32 (float16 and bfloat16 inputs
+        are cast to float32 first).
 
     Example:
 
@@ -228,6 +427,9 @@ def correlation_loss(teacher_features, student_features, mode="both",
     [0.0, 0.0]
     >>> tuple(correlation_loss(t, 2.0 * t + 1.0, mode="channel").shape)
     (2,)
+    >>> big = tf.random.stateless_normal((1, 128, 128, 4), seed=(3, 4))
+    >>> tuple(correlation_loss(big, big + 1.0, mode="spatial").shape)
+    (1,)
 
     Reference:
         Wang, Xu, Xu, Yu, Wang, "Student-Centric Network Learning for
@@ -243,22 +445,11 @@ def correlation_loss(teacher_features, student_features, mode="both",
     check_rank(s, "student_features", rank=4, layout=_FEATURES_LAYOUT)
     _check_correlation_shapes(t.shape, s.shape, mode)
 
-    def distance(gram_t, gram_s):
-        diff = flatten_per_example(standardize(gram_s)) - flatten_per_example(
-            standardize(gram_t)
-        )
-        return safe_l2_norm(diff, axis=1)
-
     losses = []
     if mode in ("channel", "both"):
-        losses.append(distance(channel_gram(t), channel_gram(s)))
+        losses.append(_gram_distance(t, s, "channel", max_spatial_positions))
     if mode in ("spatial", "both"):
-        _check_spatial_positions(t.shape, "teacher_features",
-                                 max_spatial_positions)
-        _check_spatial_positions(s.shape, "student_features",
-                                 max_spatial_positions)
-        losses.append(distance(spatial_gram(t, max_spatial_positions),
-                               spatial_gram(s, max_spatial_positions)))
+        losses.append(_gram_distance(t, s, "spatial", max_spatial_positions))
     if mode == "both":
         return 0.5 * (losses[0] + losses[1])
     return losses[0]
