@@ -7,6 +7,7 @@ from tfkd.losses._utils import check_option
 from tfkd.losses._utils import check_positive_int
 from tfkd.losses.correlation import CORRELATION_MODES
 from tfkd.losses.correlation import DEFAULT_MAX_SPATIAL_POSITIONS
+from tfkd.losses.correlation import _gram_form
 from tfkd.losses.correlation import correlation_loss
 from tfkd.terms.base import CHANNELS
 from tfkd.terms.base import SPATIAL
@@ -64,7 +65,11 @@ class CorrelationDistillation(DistillationTerm):
         adapter: Insert trainable student-side adapters on a mismatch.
         pool_to: Optional int or `(h, w)`: average-pool both maps to this
             size before the spatial Gram (the channel Gram uses the full
-            maps). `H` and `W` must be multiples of it.
+            maps). `H` and `W` must be multiples of it. Only needed for maps
+            with more than `max_spatial_positions` positions AND more
+            channels than positions' worth of work: with few channels the
+            loss computes the spatial term through `C × C` products and
+            never builds the `M × M` Gram, so no map is refused then.
         guided_channels: See `DistillationTerm`.
         **kwargs: Layer arguments (`name`, default `"correlation"`).
 
@@ -122,11 +127,14 @@ class CorrelationDistillation(DistillationTerm):
         super().build_parts(teacher, student, teacher_shapes, student_shapes)
         if self.mode == "channel":
             return
-        for name, shape in zip(self.teacher_taps, teacher_shapes):
-            if shape is not None:
-                self._check_spatial_size(name, shape)
+        for name, t, s in zip(self.teacher_taps, teacher_shapes,
+                              student_shapes):
+            if t is not None and s is not None:
+                channels = t[3] if CHANNELS in self.feature_requirements \
+                    else s[3]
+                self._check_spatial_size(name, t, channels)
 
-    def _check_spatial_size(self, name, shape):
+    def _check_spatial_size(self, name, shape, student_channels):
         height, width = shape[1], shape[2]
         if self.pool_to is not None:
             ph, pw = self.pool_to
@@ -138,7 +146,12 @@ class CorrelationDistillation(DistillationTerm):
                 )
             height, width = ph, pw
         positions = height * width
-        if positions > self.max_spatial_positions:
+        # With few channels the loss never builds the M × M Gram (its
+        # position-kernel form): only a map it would build is refused.
+        direct = _gram_form((None, height, width, shape[3]),
+                            (None, height, width, student_channels),
+                            "spatial") == "direct"
+        if positions > self.max_spatial_positions and direct:
             mib = positions * positions * 4 / 2**20
             pooled = f", pooled to {self.pool_to}" if self.pool_to else ""
             raise ValueError(
