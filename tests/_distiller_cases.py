@@ -46,7 +46,8 @@ def _mixed_terms():
         keras.distillation.LogitsDistillation(
             temperature=3.0, loss=keras.losses.KLDivergence()),
         keras.distillation.FeatureDistillation(
-            loss="mse", teacher_layer_name="pool", student_layer_name="pool"),
+            loss="mse", teacher_layer_name="logits",
+            student_layer_name="logits"),
     ]
 
 

@@ -27,7 +27,7 @@ from tfkd import tuning
 from tfkd.callbacks import NonFiniteLossError
 from tfkd.callbacks import StopOnNonFiniteLoss
 from tfkd.distillers import registry
-from tfkd.distillers.feature import FeatureAdapter
+from tfkd.layers import FeatureAdapter
 
 _TMP = tempfile.mkdtemp(prefix="tfkd_bad_input_")
 
@@ -242,17 +242,22 @@ CASES = [
              "student16", width=4, input_shape=(16, 16, 1))),
          ValueError, r"same inputs.*\(8, 8, 1\).*\(16, 16, 1\)"),
     case("distiller_unknown_layer",
-         lambda: tfkd.Distiller(*_pair(), teacher_layer="nope",
-                                student_layer="conv1"),
+         lambda: tfkd.Distiller(*_pair(), [tfkd.losses.HintDistillation(
+             "nope", "conv1")]),
          ValueError, r"`teacher_layer`='nope'.*Existing layers"),
     case("distiller_layer_lists",
-         lambda: tfkd.Distiller(*_pair(), teacher_layer=["conv1", "conv2"],
-                                student_layer="conv1"),
-         ValueError, r"`teacher_layer`.*teacher_layer=\['conv1', 'conv2'\]"),
+         lambda: tfkd.Distiller(*_pair(), [tfkd.losses.HintDistillation(
+             ["conv1", "conv2"], "conv1")]),
+         ValueError, r"paired in order.*teacher_layer_name=\['conv1', "
+                     r"'conv2'\]"),
+    case("distiller_taps_without_terms",
+         lambda: tfkd.Distiller(*_pair(), teacher_layer="conv1"),
+         TypeError, r"taps layers through its terms.*teacher_layer='conv1'"),
     case("distiller_layer_type",
-         lambda: tfkd.Distiller(*_pair(), teacher_layer=3,
-                                student_layer="conv1"),
-         TypeError, r"`teacher_layer`.*teacher_layer=3"),
+         lambda: tfkd.Distiller(*_pair(), [tfkd.losses.HintDistillation(
+             3, "conv1")]),
+         TypeError, r"`teacher_layer_name` must be a layer name.*"
+                    r"teacher_layer_name=3"),
     case("correlation_distiller_mode",
          lambda: tfkd.CorrelationDistiller(
              *_pair(), teacher_layer="conv1", student_layer="conv1",
@@ -269,7 +274,8 @@ CASES = [
     case("feature_distiller_logits_layer",
          lambda: tfkd.FitNetDistiller(*_pair(), teacher_layer="conv1",
                                       student_layer="logits"),
-         ValueError, r"`student_layer`=\['logits'\]"),
+         ValueError, r"4D feature maps.*student layer 'logits' outputs "
+                     r"shape \(None, 10\)"),
     case("two_stage_epochs",
          lambda: _fitnet().fit_two_stage(*_images(), stage1_epochs=0,
                                          stage2_epochs=1),

@@ -224,7 +224,7 @@ def test_regression_head_with_huber(tmp_path):
                             validation_data=(x, y))
     assert set(history.history) == {"loss", "stc_loss", "student_loss",
                                     "val_loss", "val_stc_loss",
-                                    "val_class_loss"}
+                                    "val_student_loss"}
     assert history.history["student_loss"][-1] < history.history[
         "student_loss"][0]
     r = distiller.evaluate(x, y, batch_size=32, return_dict=True, verbose=0)

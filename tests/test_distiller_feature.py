@@ -374,11 +374,19 @@ def test_no_adapter_when_shapes_match():
 
 
 def test_pool_to_pools_before_spatial_gram():
-    teacher, student = _pair((8, 8), (8, 8))
+    # 64 channels on 8×8 = 64 positions: the loss would build the 64 × 64
+    # spatial Gram, more than max_spatial_positions=16 allows.
+    wide_teacher, wide_student = _pair((8, 64), (8, 64))
     with pytest.raises(ValueError, match="pool_to"):
         tfkd.CorrelationDistiller(
-            teacher, student, teacher_layer="relu2", student_layer="relu2",
-            mode="spatial", max_spatial_positions=16)
+            wide_teacher, wide_student, teacher_layer="relu2",
+            student_layer="relu2", mode="spatial", max_spatial_positions=16)
+    # 8 channels: the position-kernel form never builds the M × M Gram, so
+    # the same limit refuses nothing.
+    teacher, student = _pair((8, 8), (8, 8))
+    tfkd.CorrelationDistiller(
+        teacher, student, teacher_layer="relu2", student_layer="relu2",
+        mode="spatial", max_spatial_positions=16)
     distiller = tfkd.CorrelationDistiller(
         teacher, student, teacher_layer="relu2", student_layer="relu2",
         mode="both", max_spatial_positions=16, pool_to=4)

@@ -60,7 +60,7 @@ def test_each_loss_term_is_a_tensorboard_scalar(tmp_path):
 
     train = _scalars(os.path.join(log_dir, "train"))
     validation = _scalars(os.path.join(log_dir, "validation"))
-    for tag in ("epoch_loss", "epoch_class_loss", "epoch_kd_loss",
+    for tag in ("epoch_loss", "epoch_student_loss", "epoch_kd_loss",
                 "epoch_accuracy"):
         assert tag in train, f"{tag} missing from {sorted(train)}"
         assert tag in validation, f"{tag} missing from {sorted(validation)}"

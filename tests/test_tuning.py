@@ -185,15 +185,12 @@ def test_per_method_entries():
                           fixed={"lp": {"alpha": 0.2}})
 
 
-def test_two_stage_fit(monkeypatch):
+def test_two_stage_fit():
     """A distiller with `stage` set trains both stages in one trial."""
-    spec = registry.MethodSpec(
-        "tfkd.distillers.correlation:CorrelationDistiller", True)
-    monkeypatch.setitem(registry._METHODS, "two_stage_test", spec)
     hypermodel = DistillerHyperModel(
         testing.tiny_conv_model("teacher", width=8),
         testing.tiny_conv_model("student", width=8),
-        method="two_stage_test", feature_layers=("conv1", "conv1"),
+        method="correlation", feature_layers=("conv1", "conv1"),
         fixed={"stage": 1})
     hp = kt.HyperParameters()
     distiller = hypermodel.build(hp)

@@ -143,6 +143,20 @@ class _KerasTerm:
 
     def bind(self, teacher, student, teacher_tensors, student_tensors):
         self.loss.validate_model_compatibility(teacher, student)
+        t, s = teacher_tensors[0], student_tensors[0]
+        if isinstance(self.loss, keras.distillation.FeatureDistillation) \
+                and t is not None and s is not None and not tf.TensorShape(
+                    t.shape).is_compatible_with(tf.TensorShape(s.shape)):
+            raise ValueError(
+                "Keras's `FeatureDistillation` compares the tapped outputs "
+                "element by element, so their shapes must match. Received: "
+                f"teacher layer {self.teacher_taps[0]!r} of shape "
+                f"{tuple(t.shape)}, student layer {self.student_taps[0]!r} of "
+                f"shape {tuple(s.shape)}. Tap layers of the same shape, or "
+                "use a tfkd term with an adapter (e.g. "
+                "`tfkd.losses.HintDistillation`, which regresses the "
+                "student's features)."
+            )
 
     def call(self, teacher_outputs, student_outputs, labels=None,
              training=False):

@@ -13,6 +13,7 @@ stage). The method presets (`CorrelationDistiller`, `FitNetDistiller`,
 """
 
 import contextlib
+import shutil
 
 import keras
 
@@ -411,6 +412,13 @@ class FeatureDistiller(Distiller):
                 c.delete_checkpoint = delete
         self.set_stage(2)
         if stage2_optimizer != "shared":
+            if first.epoch:
+                # Stage 1 trained in this run, so the backup holds the
+                # stage-1 optimizer's state, which stage 2's restore would
+                # load into the new optimizer. (When stage 1 trained nothing,
+                # the backup is a stage-2 one: keep it.)
+                for c in backups:
+                    shutil.rmtree(c.backup_dir, ignore_errors=True)
             # The compile config holds the optimizer's configuration, not
             # its state: compiling from it gives stage 2 a fresh one.
             config = keras.saving.deserialize_keras_object(

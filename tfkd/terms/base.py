@@ -205,6 +205,13 @@ class DistillationTerm(keras.layers.Layer,
 
     def __init__(self, teacher_layer_name=None, student_layer_name=None, *,
                  adapter=False, guided_channels=None, **kwargs):
+        if (teacher_layer_name is None) != (student_layer_name is None):
+            raise ValueError(
+                "Pass both `teacher_layer_name` and `student_layer_name` (the "
+                "layers to compare), or neither (the logits). Received: "
+                f"teacher_layer_name={teacher_layer_name!r}, "
+                f"student_layer_name={student_layer_name!r}."
+            )
         kwargs.setdefault("name", _snake(type(self).__name__))
         # Terms compute in float32 (see `tfkd.losses`); an adapter runs in
         # the student's dtype policy.
