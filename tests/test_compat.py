@@ -115,3 +115,35 @@ def test_multi_worker_build_mixin_overrides_a_keras_method():
     parameters = inspect.signature(
         keras.Model._maybe_symbolic_build).parameters
     assert list(parameters)[:3] == ["self", "iterator", "data_batch"]
+
+
+def test_layer_call_passes_training_only_where_taken():
+    dropout = keras.layers.Dropout(0.5, seed=1)
+    ones = np.ones((4, 16), "float32")
+    assert np.any(np.array(_compat.layer_call(dropout, True)(ones)) == 0)
+    np.testing.assert_array_equal(
+        np.array(_compat.layer_call(dropout, False)(ones)), ones)
+    # A layer without `training` in its call still runs.
+    dense = keras.layers.Dense(2)
+    assert _compat.layer_call(dense, True)(ones).shape == (4, 2)
+
+
+def test_run_graph_computes_each_node_through_operation_fn(model):
+    x = np.random.default_rng(0).random((2, 8, 8, 1)).astype("float32")
+    seen = []
+
+    def operation_fn(layer):
+        seen.append(layer.name)
+        return _compat.layer_call(layer, False)
+
+    out = _compat.run_graph(model, x, operation_fn)
+    np.testing.assert_allclose(np.array(out), np.array(model(x)), atol=1e-6)
+    assert seen == ["conv1", "conv2", "pool", "logits"]
+    # A Sequential model runs through its functional graph too.
+    sequential = keras.Sequential([keras.Input((3,)),
+                                   keras.layers.Dense(2, name="d")])
+    ones = np.ones((1, 3), "float32")
+    doubled = _compat.run_graph(
+        sequential, ones, lambda layer: lambda *a, **k: 2 * layer(*a, **k))
+    np.testing.assert_allclose(np.array(doubled),
+                               2 * np.array(sequential(ones)), atol=1e-6)

@@ -91,6 +91,31 @@ def producer(tensor):
     return layer, layer._inbound_nodes[history.node_index]
 
 
+def layer_call(layer, training):
+    """`layer`'s call as a functional graph makes it: `training` passed
+    to the layers whose `call` takes it (Keras's call-context arguments)."""
+    from keras.src.models.functional import operation_fn
+
+    return operation_fn(layer, training=training)
+
+
+def run_graph(model, inputs, operation_fn):
+    """Runs a functional (or built Sequential) `model` on `inputs` as its
+    `call` does, but computes each node as
+    `operation_fn(layer)(*args, **kwargs)`.
+
+    Keras's own graph walk (`Function._run_through_graph`), after its input
+    standardisation (dtype, rank, structure). Returns the model's output
+    (a single tensor for a single-output model).
+    """
+    graph = functional_graph(model)
+    flat = graph._standardize_inputs(inputs)
+    outputs = graph._run_through_graph(flat, operation_fn=operation_fn)
+    if isinstance(outputs, (list, tuple)) and len(outputs) == 1:
+        return outputs[0]
+    return outputs
+
+
 def input_signature(model):
     """Input specs a (possibly subclassed) built model was built with."""
     from keras.src.export.export_utils import get_input_signature

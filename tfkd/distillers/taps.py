@@ -1,54 +1,227 @@
 """Taps: one fused extractor per network, for every layer the terms read.
 
 A distiller's terms name the layers they need (`None` for the logits).
-`Extractor` gathers them into one functional model per network whose
-outputs are the logits followed by every tapped layer, so each network
-runs forward exactly once per step however many terms read it.
+`Extractor` runs each network's functional graph once per step and
+collects, on the way, the logits and every tapped layer's output, however
+many terms read it.
+
+- **Nested models.** A tap name may be a path through nested functional
+  models, `/`-separated (Keras forbids `/` in layer names), e.g.
+  `"MobileNetV3Small/expanded_conv_2_add"` for a `keras.applications`
+  backbone used as a layer. The nested model's node runs through the
+  nested model's own graph, so the network still runs once, and no layer
+  is called on new symbolic inputs (which would add inbound nodes to the
+  user's layers and break their `layer.output`).
+- **Logits.** A network ending in a softmax (a `Softmax` layer, an
+  `Activation("softmax")`, or a `Dense` / convolution with
+  `activation="softmax"`, as `keras.applications` classifiers are built by
+  default) is read before it: the extractor's logits are the softmax's
+  input, or the same layer computed without its activation (same weights).
+  It warns once; a softmax it cannot reach this way is refused. The model
+  itself is unchanged.
 """
 
+import contextlib
+import warnings
+
 import keras
+import tensorflow as tf
 
 from tfkd import _compat
 from tfkd.terms.base import LOGITS
 
+#: Separates the names of a tap path through nested models.
+SEPARATOR = "/"
 
-def _layer_names(model):
-    return [layer.name for layer in model.layers]
+# Layers whose `call` ends with `self.activation(x)`: without it they
+# compute the pre-softmax logits with their own weights.
+_ACTIVATION_LAST = (
+    keras.layers.Dense, keras.layers.EinsumDense,
+    keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
+    keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose, keras.layers.SeparableConv1D,
+    keras.layers.SeparableConv2D, keras.layers.DepthwiseConv1D,
+    keras.layers.DepthwiseConv2D,
+)
+# Layers that only move values: a softmax behind them still makes the
+# output probabilities, but its input is no longer the output's logits.
+_SHAPE_ONLY = (keras.layers.Flatten, keras.layers.Reshape,
+               keras.layers.Identity, keras.layers.Dropout)
+
+
+def _is_graph(layer):
+    """A nested model whose graph the extractor can walk."""
+    return isinstance(layer, keras.Model) and _compat.is_functional(layer)
+
+
+def layer_paths(model):
+    """Names of `model`'s layers, nested functional models' layers as
+    `/`-separated paths (e.g. `"backbone/conv1"`)."""
+    paths = []
+    for layer in model.layers:
+        paths.append(layer.name)
+        if _is_graph(layer):
+            paths += [f"{layer.name}{SEPARATOR}{p}" for p in layer_paths(layer)]
+    return paths
+
+
+def find_layer(model, path):
+    """The layer at `path` (a name, or a `/`-separated path through nested
+    models), or `None` if there is none."""
+    layer = None
+    for i, name in enumerate(path.split(SEPARATOR)):
+        if i and not _is_graph(layer):
+            return None
+        owner = model if layer is None else layer
+        if name not in [item.name for item in owner.layers]:
+            return None
+        layer = owner.get_layer(name)
+    return layer
+
+
+def _nodes_in(graph_model, layer):
+    """The nodes of `graph_model`'s own graph at which `layer` is called
+    (nodes elsewhere, e.g. in another model sharing the layer, are not)."""
+    graph = _compat.functional_graph(graph_model)
+    return [node for nodes in _compat.nodes_by_depth(graph).values()
+            for node in nodes if node.operation is layer]
 
 
 def _single_output(model, role):
     outputs = model.outputs
     if len(outputs) != 1:
+        shapes = [tuple(t.shape) for t in outputs]
         raise ValueError(
-            f"The {role} {model.name!r} has {len(outputs)} outputs; tfkd "
-            "distillers expect one logits output. Build a model view with "
-            "`keras.Model(inputs, logits)` first."
+            f"`{role}` must output one logits tensor, but the {role} model "
+            f"{model.name!r} has {len(outputs)} outputs (shapes {shapes}). "
+            "Pass a single-output view, e.g. "
+            f"`keras.Model({role}.inputs, {role}.outputs[0])`."
         )
     return outputs[0]
 
 
-def resolve_tap(model, name, role):
-    """The symbolic output of layer `name` of a functional `model`.
+def _is_softmax(fn):
+    # `keras.activations.softmax`, `keras.ops.softmax`, `tf.nn.softmax`.
+    return getattr(fn, "__name__", None) in ("softmax", "softmax_v2")
 
-    Raises a `ValueError` naming the model and listing its layers when
-    there is no such layer, or when the layer is called more than once.
-    """
-    names = _layer_names(model)
-    if name not in names:
-        raise ValueError(
-            f"`{role}_layer`={name!r} is not a layer of the {role} model "
-            f"{model.name!r}. Existing layers: {names}."
-        )
-    layer = model.get_layer(name)
+
+def _is_last_axis(axis, rank):
+    axes = axis if isinstance(axis, (list, tuple)) else (axis,)
+    return rank is not None and len(axes) == 1 and axes[0] in (-1, rank - 1)
+
+
+@contextlib.contextmanager
+def _without_activation(layer):
+    """`layer` computes its pre-activation output while active (the same
+    weights; only the call being traced sees it)."""
+    activation = layer.activation
+    layer.activation = keras.activations.linear
     try:
-        return layer.output
-    except (AttributeError, ValueError) as e:
-        raise ValueError(
-            f"Cannot tap {role} layer {name!r}: it is called more than once "
-            "in the model (shared layer) or was never called, so its output "
-            "is ambiguous. Tap a layer that is used exactly once (e.g. the "
-            f"activation after it). Details: {e}"
-        ) from e
+        yield
+    finally:
+        layer.activation = activation
+
+
+class _Graph:
+    """How one functional model (the network, or a model nested in it) is
+    run: which layers to record, which nested models to run through their
+    own plan, and the final softmax to skip."""
+
+    def __init__(self, model):
+        self.model = model
+        self.record = {}    # id(layer) -> tap names recorded at its output
+        self.nested = {}    # id(nested model) -> _Graph
+        self.unwrap = None  # (layer, "input" | "activation" | "nested")
+
+    def sub(self, layer):
+        if id(layer) not in self.nested:
+            self.nested[id(layer)] = _Graph(layer)
+        return self.nested[id(layer)]
+
+    def final_activation(self, logits):
+        """The unwrapped softmax applied to `logits` (the model's true
+        output, for a tap of a layer on the unwrapped path)."""
+        layer, kind = self.unwrap
+        if kind == "nested":
+            return self.nested[id(layer)].final_activation(logits)
+        if kind == "input":
+            return layer(logits)
+        return layer.activation(logits)
+
+    def run(self, inputs, training, found):
+        """The model's output (logits when unwrapped), recording taps in
+        `found`."""
+
+        def operation_fn(layer):
+            call = _compat.layer_call(layer, training)
+            keys = self.record.get(id(layer), ())
+            unwrap = self.unwrap is not None and self.unwrap[0] is layer
+            if id(layer) in self.nested:
+                call = self._nested_call(self.nested[id(layer)], training,
+                                         found)
+            if unwrap and self.unwrap[1] == "input":
+                call = self._input_call(call, keys, found)
+            elif unwrap and self.unwrap[1] == "activation":
+                call = self._pre_activation_call(layer, call, keys, found)
+            elif unwrap and keys:
+                # A nested model on the unwrapped path, itself tapped.
+                call = self._recording(
+                    call, keys, found,
+                    self.nested[id(layer)].final_activation)
+            elif keys:
+                call = self._recording(call, keys, found)
+            return call
+
+        if self.record:
+            # An input layer is not a node the graph walk computes.
+            for tensor, value in zip(self.model.inputs,
+                                     tf.nest.flatten(inputs)):
+                layer, _ = _compat.producer(tensor)
+                for key in self.record.get(id(layer), ()):
+                    found[key] = value
+        return _compat.run_graph(self.model, inputs, operation_fn)
+
+    @staticmethod
+    def _nested_call(plan, training, found):
+        def call(*args, **kwargs):
+            # As Keras's graph walk: the outer `training` wins over the one
+            # the nested model was called with.
+            mode = training if training is not None else kwargs.get(
+                "training")
+            return plan.run(args[0], mode, found)
+        return call
+
+    @staticmethod
+    def _recording(call, keys, found, transform=None):
+        def recorded(*args, **kwargs):
+            outputs = call(*args, **kwargs)
+            value = outputs if transform is None else transform(outputs)
+            for key in keys:
+                found[key] = value
+            return outputs
+        return recorded
+
+    @staticmethod
+    def _input_call(call, keys, found):
+        def logits(*args, **kwargs):
+            if keys:
+                value = call(*args, **kwargs)
+                for key in keys:
+                    found[key] = value
+            return args[0]
+        return logits
+
+    @staticmethod
+    def _pre_activation_call(layer, call, keys, found):
+        def logits(*args, **kwargs):
+            with _without_activation(layer):
+                outputs = call(*args, **kwargs)
+            if keys:
+                value = layer.activation(outputs)
+                for key in keys:
+                    found[key] = value
+            return outputs
+        return logits
 
 
 class Extractor:
@@ -56,8 +229,9 @@ class Extractor:
 
     Args:
         model: The teacher or the student.
-        taps: Layer names to tap (duplicates and `None`, the logits, are
-            folded in).
+        taps: Layer names (or `/`-separated paths into nested functional
+            models) to tap; duplicates and `None`, the logits, are folded
+            in.
         role: `"teacher"` or `"student"`, for messages.
     """
 
@@ -69,7 +243,8 @@ class Extractor:
             if name is not LOGITS and name not in self.names:
                 self.names.append(name)
         self.functional = _compat.is_functional(model)
-        self.model_fn = None
+        self.unwrapped = None
+        self._graph = None
         if self.names and not self.functional:
             raise ValueError(
                 f"Cannot tap layers {self.names} of the {role} "
@@ -78,27 +253,194 @@ class Extractor:
                 f"{role} with the functional API or `keras.Sequential` (with "
                 "a `keras.Input`), or use terms that read only the logits."
             )
-        if self.functional:
-            logits = _single_output(model, role)
-            tapped = [resolve_tap(model, n, role) for n in self.names]
-            self.tensors = {LOGITS: logits, **dict(zip(self.names, tapped))}
-            if self.names:
-                # A single input is passed as a tensor, not a one-element
-                # list, so calling the extractor on a batch matches it.
-                inputs = model.inputs[0] if len(model.inputs) == 1 \
-                    else model.inputs
-                self.model_fn = keras.Model(inputs, [logits] + tapped,
-                                            name=f"{model.name}_taps")
-        else:
+        if not self.functional:
             self.tensors = {LOGITS: None}
+            return
+        logits = _single_output(model, role)
+        graph = _Graph(model)
+        self.unwrapped = self._plan_unwrap(graph, model, [])
+        tensors = {LOGITS: logits}
+        for name in self.names:
+            tensors[name] = self._plan_tap(graph, name)
+        if self.names or self.unwrapped:
+            self._graph = graph
+        if any(tensors[name] is None for name in self.names):
+            # A nested model's own shapes are looser than what this network
+            # feeds it (e.g. a backbone built for any image size): trace the
+            # extractor once (no Keras symbolic call: that would add nodes
+            # to the user's layers) for the exact ones.
+            tensors.update(self._traced_specs())
+        self.tensors = tensors
+        if self.unwrapped:
+            warnings.warn(
+                f"The {role} {model.name!r} ends in a softmax (layer "
+                f"{self.unwrapped!r}); tfkd distils logits, so its terms and "
+                "losses read the pre-softmax values and the model itself is "
+                "unchanged. Build the model without the final softmax (e.g. "
+                "`classifier_activation=None`) to silence this warning.",
+                UserWarning, stacklevel=4)
+
+    # ------------------------------------------------------------------
+    # Planning, once.
+
+    def _plan_unwrap(self, graph, model, prefix):
+        """Plans reading `model`'s final softmax's input; returns the
+        softmax layer's path, or `None` when the output is not a softmax.
+        """
+        layer, node = _compat.producer(_single_output(model, self.role))
+        path = SEPARATOR.join(prefix + [layer.name])
+        rank = len(node.outputs[0].shape)
+        if isinstance(layer, keras.layers.Softmax) or (
+            isinstance(layer, keras.layers.Activation)
+            and _is_softmax(layer.activation)
+        ):
+            axis = getattr(layer, "axis", -1)
+            if not _is_last_axis(axis, rank):
+                raise self._refusal(path, f"a softmax over axis {axis}, not "
+                                          "the class axis")
+            graph.unwrap = (layer, "input")
+            return path
+        if _is_softmax(getattr(layer, "activation", None)):
+            if not isinstance(layer, _ACTIVATION_LAST):
+                raise self._refusal(
+                    path, f"a {type(layer).__name__} with `activation="
+                          "'softmax'` (tfkd can only drop the activation of "
+                          "a Dense or convolution layer)")
+            graph.unwrap = (layer, "activation")
+            return path
+        if _is_graph(layer) and len(layer.outputs) == 1 and len(
+            _nodes_in(model, layer)
+        ) == 1:
+            found = self._plan_unwrap(graph.sub(layer), layer,
+                                      prefix + [layer.name])
+            if found:
+                graph.unwrap = (layer, "nested")
+            return found
+        if isinstance(layer, _SHAPE_ONLY):
+            before = node.input_tensors
+            if len(before) == 1:
+                inner, _ = _compat.producer(before[0])
+                if isinstance(inner, keras.layers.Softmax) or _is_softmax(
+                    getattr(inner, "activation", None)
+                ):
+                    raise self._refusal(
+                        SEPARATOR.join(prefix + [inner.name]),
+                        f"a softmax followed by layer {layer.name!r}")
+        return None
+
+    def _refusal(self, path, what):
+        return ValueError(
+            f"The {self.role} {self.model.name!r} ends in a softmax that tfkd "
+            f"cannot unwrap: layer {path!r} is {what}. tfkd distils logits: "
+            "build the model without its final softmax (e.g. "
+            "`classifier_activation=None` for `keras.applications` models, "
+            "or `activation=None` on the last layer) and apply softmax only "
+            "when predicting."
+        )
+
+    def _plan_tap(self, graph, name):
+        """Plans recording tap `name`; returns its symbolic output in its
+        own graph, or `None` when that graph's shapes may be looser than
+        this network's (a nested model fed other shapes than it was built
+        for)."""
+        parts = name.split(SEPARATOR)
+        owner, plan, exact = self.model, graph, True
+        for depth, part in enumerate(parts):
+            layer = find_layer(owner, part)
+            if layer is None:
+                raise ValueError(
+                    f"`{self.role}_layer`={name!r} is not a layer of the "
+                    f"{self.role} model {self.model.name!r}"
+                    + (f" (no layer {part!r} in nested model {owner.name!r})"
+                       if depth else "")
+                    + f". Existing layers: {layer_paths(self.model)}."
+                )
+            nodes = _nodes_in(owner, layer)
+            if len(nodes) != 1:
+                raise ValueError(
+                    f"Cannot tap {self.role} layer {name!r}: "
+                    f"{layer.name!r} is called {len(nodes)} times in "
+                    f"{owner.name!r} (a shared layer), so its output is "
+                    "ambiguous. Tap a layer that is used exactly once (e.g. "
+                    "the activation after it)."
+                )
+            if depth == len(parts) - 1:
+                plan.record.setdefault(id(layer), []).append(name)
+                outputs = nodes[0].outputs
+                return outputs[0] if exact and len(outputs) == 1 else None
+            if not _is_graph(layer):
+                raise ValueError(
+                    f"Cannot tap {self.role} layer {name!r}: {part!r} is a "
+                    f"{type(layer).__name__}, not a functional model, so "
+                    "tfkd cannot look inside it. Tap a layer of the "
+                    f"{self.role}'s own graph (existing layers: "
+                    f"{layer_paths(self.model)})."
+                )
+            fed = [tuple(t.shape) for t in nodes[0].input_tensors]
+            built = [tuple(t.shape) for t in layer.inputs]
+            exact = exact and fed == built
+            owner, plan = layer, plan.sub(layer)
+        return None
+
+    def _traced_specs(self):
+        inputs = [tf.TensorSpec(t.shape, t.dtype) for t in self.model.inputs]
+        signature = inputs[0] if len(inputs) == 1 else inputs
+
+        def taps(x):
+            outputs = self(x, training=False)
+            return {n: outputs[n] for n in self.names}
+
+        traced = tf.function(taps).get_concrete_function(signature)
+        return {n: tf.TensorSpec(t.shape, t.dtype)
+                for n, t in traced.structured_outputs.items()}
+
+    # ------------------------------------------------------------------
+    # Each step.
 
     def symbolic(self, taps):
-        """Symbolic tensors of `taps` (`None` entries where unknown)."""
+        """Tensors (or specs) with the static shapes of `taps` (`None`
+        entries where unknown)."""
         return [self.tensors.get(name) for name in taps]
 
     def __call__(self, x, training):
         """`{tap: tensor}` for the logits (key `None`) and every tap."""
-        if self.model_fn is None:
-            return {LOGITS: self.model(x, training=training)}
-        outputs = self.model_fn(x, training=training)
-        return {LOGITS: outputs[0], **dict(zip(self.names, outputs[1:]))}
+        if self._graph is None:
+            return {LOGITS: self._call_model(x, training)}
+        found = {}
+        logits = self._graph.run(x, training, found)
+        return {LOGITS: logits, **{n: found[n] for n in self.names}}
+
+    def _call_model(self, x, training):
+        if self.functional:
+            return self.model(x, training=training)
+        try:
+            outputs = self.model(x, training=training)
+        except (ValueError, TypeError, tf.errors.InvalidArgumentError) as e:
+            raise self._input_error(x, e) from e
+        if isinstance(outputs, (list, tuple, dict)):
+            count = len(outputs)
+            raise ValueError(
+                f"`{self.role}` must output one logits tensor, but the "
+                f"{self.role} model {self.model.name!r} returned {count} "
+                f"outputs ({type(outputs).__name__}). Return only the logits "
+                "from its `call` (or wrap it in a model that does)."
+            )
+        return outputs
+
+    def _input_error(self, x, error):
+        shapes = [tuple(t.shape) for t in tf.nest.flatten(x)]
+        shape = shapes[0] if len(shapes) == 1 else shapes
+        try:
+            expected = [tuple(s.shape) for s in tf.nest.flatten(
+                _compat.input_signature(self.model))]
+            expected = expected[0] if len(expected) == 1 else expected
+            expects = f"it was built for inputs of shape {expected}"
+        except Exception:  # noqa: BLE001 - only to phrase the message
+            expects = "it was never built on an input"
+        detail = str(error).strip().splitlines()[0] if str(error) else ""
+        return ValueError(
+            f"The {self.role} {self.model.name!r} failed on a batch of shape "
+            f"{shape}; {expects}. Feed data of the shape the {self.role} "
+            f"expects (resize it, or put a `keras.layers.Resizing` layer in "
+            f"the model). Details: {detail}"
+        )

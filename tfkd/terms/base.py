@@ -149,6 +149,16 @@ def _check_guided(value, num_pairs):
     )
 
 
+def _guided_channels(model, name):
+    """`find_guided_channels` for a tap name, which may be a `/`-separated
+    path through nested models: looked up in the model that holds the
+    layer."""
+    *outer, name = name.split("/")
+    for part in outer:
+        model = model.get_layer(part)
+    return find_guided_channels(model, name)
+
+
 def _static_shape(tensor):
     return tuple(None if d is None else int(d) for d in tensor.shape)
 
@@ -294,7 +304,7 @@ class DistillationTerm(keras.layers.Layer,
         if self.slice_guided:
             for i, name in enumerate(self._student_taps):
                 if self._guided[i] is None and name is not LOGITS:
-                    self._guided[i] = find_guided_channels(student, name)
+                    self._guided[i] = _guided_channels(student, name)
         teacher_shapes = [
             None if t is None else _static_shape(t) for t in teacher_tensors
         ]
