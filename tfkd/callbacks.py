@@ -4,15 +4,37 @@ import inspect
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 
 class NonFiniteLossError(FloatingPointError):
-    """Raised when a loss term becomes NaN or infinite during training."""
+    """Raised when a loss term or a weight becomes NaN or infinite during
+    training."""
+
+
+class NonFiniteDataError(NonFiniteLossError):
+    """Raised when a training step meets NaN or Inf images, or non-finite
+    gradients, before they reach any weight (see `Distiller.check_finite`).
+    """
+
+
+def first_non_finite(variables):
+    """`(path, value)` of the first variable holding NaN or Inf, else
+    `None`; `value` is its first non-finite element."""
+    for variable in variables:
+        value = np.asarray(keras.ops.convert_to_numpy(variable))
+        if not np.issubdtype(value.dtype, np.floating):
+            continue
+        bad = ~np.isfinite(value)
+        if bad.any():
+            path = getattr(variable, "path", None) or variable.name
+            return path, value.reshape(-1)[int(np.argmax(bad.reshape(-1)))]
+    return None
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Stops training as soon as any loss term is NaN or infinite.
+    """Stops training as soon as any loss term or weight is NaN or infinite.
 
     Unlike `keras.callbacks.TerminateOnNaN`, which only looks at the total
     `loss`, this checks every reported term (`student_loss`, `kd_loss`,
@@ -20,6 +42,12 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     rather than the total `loss` it spoils), so you know which part of the
     objective to fix (a learning rate too high for a
     knowledge loss, a temperature too extreme, NaN in the data, ...).
+
+    At each epoch's end and when `fit` ends it also checks the student's
+    weights (a distiller's `student`, else the trained model), batch-norm
+    statistics included, and names the first non-finite one: a loss can
+    stay finite while a weight does not (e.g. NaN images through a
+    convolution and ReLU).
 
     Args:
         raise_error: If `True` (default) raise `NonFiniteLossError` so that
@@ -61,24 +89,52 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             except (TypeError, ValueError):
                 continue
             if not math.isfinite(value):
-                self.message = (
+                self._stop(
                     f"Training stopped: loss term `{name}` became {value} "
                     f"{where}. Lower the learning rate or this term's weight, "
                     f"check the data for NaN/Inf, or use a less extreme "
                     f"temperature."
                 )
-                if self.model is not None:
-                    self.model.stop_training = True
-                if self.raise_error:
-                    raise NonFiniteLossError(self.message)
-                print(self.message)
                 return
+
+    def _stop(self, message):
+        self.message = message
+        if self.model is not None:
+            self.model.stop_training = True
+        if self.raise_error:
+            raise NonFiniteLossError(self.message)
+        print(self.message)
+
+    def _check_weights(self, where):
+        model = self.model
+        if model is None or self.message is not None:
+            return  # Reported already: one message per run.
+        student = getattr(model, "student", None)
+        found = first_non_finite((student or model).weights)
+        if found is not None:
+            path, value = found
+            self._stop(
+                f"Training stopped: the student's weight `{path}` holds "
+                f"{value} {where}. Do not save or export this model; restore "
+                "a checkpoint, then lower the learning rate, check the data "
+                "for NaN/Inf (batch-norm statistics take them in), or a "
+                "term's weight."
+            )
+
+    def on_train_begin(self, logs=None):
+        self.message = None
 
     def on_train_batch_end(self, batch, logs=None):
         self._check(logs, f"at training batch {batch}")
 
     def on_test_batch_end(self, batch, logs=None):
         self._check(logs, f"at validation batch {batch}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check_weights(f"after epoch {epoch}")
+
+    def on_train_end(self, logs=None):
+        self._check_weights("when training ended")
 
 
 class EvaluateAccuracy(keras.callbacks.Callback):

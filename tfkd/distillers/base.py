@@ -27,8 +27,10 @@ thin subclasses that build their paper's terms and derive the weights from
 the paper's symbols.
 """
 
+import contextlib
 import copy
 import os
+import re
 import warnings
 
 import keras
@@ -37,6 +39,7 @@ import tensorflow as tf
 
 from tfkd import _compat
 from tfkd import hyperparameters as hp
+from tfkd.callbacks import NonFiniteDataError
 from tfkd.distillers.taps import Extractor
 from tfkd.losses import kd as kd_losses
 from tfkd.terms.base import LOGITS
@@ -48,6 +51,132 @@ from tfkd.terms.kd import KDDistillation
 IMAGES_KEY = "images"
 TEACHER_LOGITS_KEY = "teacher_logits"
 TEACHER_FEATURES_KEY = "teacher_features"
+
+#: Kinds of the engine's in-graph checks. A failed check reaches `fit` /
+#: `evaluate` as a `tf.errors.InvalidArgumentError` whose message carries
+#: the kind and its values; the engine raises `_MESSAGES[kind](*values)`.
+_IMAGES = "tfkd-non-finite-images"
+_GRADIENTS = "tfkd-non-finite-gradients"
+_LABELS_FRACTIONAL = "tfkd-labels-fractional"
+_LABELS_RANGE = "tfkd-labels-range"
+_LABELS_WIDTH = "tfkd-labels-width"
+
+_OFF = "`distiller.check_finite = False` turns this check off."
+
+_MESSAGES = {
+    _IMAGES: lambda where, example: (
+        f"NaN or Inf in the images of {where}, first in example {example} "
+        "of the batch. The step stopped before changing any weight, so "
+        "nothing half-trained was saved. Clean the data (e.g. "
+        "`dataset.filter(lambda x, y: tf.reduce_all(tf.math.is_finite(x)))`"
+        f") or fix its source. {_OFF}"),
+    _GRADIENTS: lambda where: (
+        f"Non-finite gradients at {where}, although the images are "
+        "finite. The step stopped before changing any weight. Check the "
+        "labels and sample weights for NaN/Inf, lower the learning rate or "
+        "a term's weight, and check the student's weights "
+        f"(`tfkd.callbacks.StopOnNonFiniteLoss` names a bad one). {_OFF}"),
+    _LABELS_FRACTIONAL: lambda value: (
+        f"Labels `y` hold fractional or non-finite floats (e.g. {value}); "
+        "class ids must be whole numbers (e.g. 3.0 or 3). Round or cast "
+        "your labels, or pass one-hot / soft labels with one column per "
+        "class."),
+    _LABELS_RANGE: lambda low, high, num_classes: (
+        f"Labels `y` must be class ids in [0, {num_classes}) for a student "
+        f"with {num_classes} logits (or -1 for an unlabelled example). "
+        f"Received labels in [{low}, {high}]. Check the data's number of "
+        "classes against the models'."),
+    _LABELS_WIDTH: lambda width, num_classes: (
+        f"One-hot labels `y` have {width} columns but the student outputs "
+        f"{num_classes} logits. Use one column per class, or integer class "
+        "ids."),
+}
+_ERRORS = {_IMAGES: NonFiniteDataError, _GRADIENTS: NonFiniteDataError}
+
+
+def _parse_check(message):
+    """`(kind, [values])` of a failed engine check in a TensorFlow error
+    message (graph or eager form), else `None`."""
+    found = re.search(r"\[(tfkd-[a-z-]+)\]((?: \[[^\]]*\])*)", message)
+    if found:
+        return found.group(1), re.findall(r"\[([^\]]*)\]", found.group(2))
+    found = re.search(r"b'(tfkd-[a-z-]+)'((?:\n[^\n]*)*)", message)
+    if found:
+        return found.group(1), found.group(2).split("\n")[1:]
+    return None
+
+
+def _number(text):
+    value = float(text)
+    return int(value) if value.is_integer() else value
+
+
+def _check_error(kind, values, progress=None):
+    """The Python exception of a failed check `kind` with its `values`."""
+    values = [_number(v) for v in values]
+    if kind in (_IMAGES, _GRADIENTS):
+        values[0] = _where(values[0], progress)
+    return _ERRORS.get(kind, ValueError)(_MESSAGES[kind](*values))
+
+
+def _where(step, progress):
+    if progress is not None and progress.epoch is not None:
+        return (f"training batch {step - progress.first_step} of epoch "
+                f"{progress.epoch} (optimizer step {step}; all counted "
+                "from 0)")
+    return f"optimizer step {step}"
+
+
+class _Progress(keras.callbacks.Callback):
+    """Where `fit` is, for the guard's messages; raises the XLA guard's
+    recorded bad step after each batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = None
+        self.first_step = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        self.first_step = int(self.model.optimizer.iterations.numpy())
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.model._raise_recorded(self)
+
+
+def _finite_examples(images):
+    """`(batch,)` bools: all float values of the example are finite; `None`
+    when no input is a float."""
+    finite = None
+    for leaf in tf.nest.flatten(images):
+        if not leaf.dtype.is_floating:
+            continue
+        flat = tf.reshape(tf.math.is_finite(leaf), [tf.shape(leaf)[0], -1])
+        ok = tf.reduce_all(flat, axis=1)
+        finite = ok if finite is None else tf.logical_and(finite, ok)
+    return finite
+
+
+def _global_index(index, local_batch):
+    """An example's index in the global batch, from its index in this
+    replica's slice (a strategy splits the batch into contiguous slices)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return index
+    replica = tf.cast(context.replica_id_in_sync_group, tf.int64)
+    return index + replica * tf.cast(tf.shape(local_batch)[0], tf.int64)
+
+
+def _all_finite(gradients):
+    flags = []
+    for g in gradients:
+        if g is None:
+            continue
+        if isinstance(g, tf.IndexedSlices):
+            g = g.values
+        flags.append(tf.reduce_all(tf.math.is_finite(g)))
+    return tf.reduce_all(tf.stack(flags)) if flags else None
+
 
 #: Losses that expect probabilities unless told `from_logits=True`; tfkd
 #: students output logits.
@@ -439,6 +568,8 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         self._student_loss_fn = None
         self._student_loss_config = None
         self.checkpoint_student_only = False
+        self._check_finite = True
+        object.__setattr__(self, "_non_finite_record", None)
         self._trackers = [keras.metrics.Mean(name="student_loss")] + [
             keras.metrics.Mean(name=f"{n}_loss") for n in self._term_names
         ] + [keras.metrics.Mean(name=n) for n in self.extra_metric_names()]
@@ -787,6 +918,8 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         """Both networks once: `(teacher outputs, student outputs)`, each a
         `{tap: tensor}` dict (key `None`: the logits)."""
         images, cached = split_cached_inputs(x)
+        if training and self._check_finite and not self._guard_in_xla():
+            images = self.checked_images(images)
         if cached is None:
             teacher = self._teacher_extractor(images, training=False)
             teacher = {k: tf.stop_gradient(v) for k, v in teacher.items()}
@@ -886,40 +1019,36 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
             return y, None
         if not self._sparse_labels(y, logits):
             num_classes = logits.shape[-1]
-            if y.shape[-1] is not None and num_classes is not None and (
-                y.shape[-1] != num_classes
-            ):
-                raise ValueError(
-                    f"One-hot labels have {y.shape[-1]} columns but the "
-                    f"student outputs {num_classes} logits. Received labels "
-                    f"of shape {tuple(y.shape)}. Use one column per class, "
-                    "or integer class ids."
-                )
-            return y, None
+            if y.shape[-1] is not None and num_classes is not None:
+                if y.shape[-1] != num_classes:
+                    raise ValueError(_MESSAGES[_LABELS_WIDTH](
+                        y.shape[-1], num_classes)
+                        + f" Received labels of shape {tuple(y.shape)}.")
+                return y, None
+            # Widths unknown until the batch arrives (a stream without
+            # static shapes): checked in the step.
+            check = tf.debugging.Assert(
+                tf.equal(tf.shape(y)[-1], tf.shape(logits)[-1]),
+                [_LABELS_WIDTH, tf.shape(y)[-1], tf.shape(logits)[-1]])
+            with tf.control_dependencies([check]):
+                return tf.identity(y), None
         if self._student_loss_fn is not None:
             return y, None
         checks = []
         if y.dtype.is_floating:
-            checks.append(tf.debugging.assert_equal(
-                y, tf.round(y),
-                message=("Labels `y` are fractional floats; class ids must "
-                         "be whole numbers (e.g. 3.0 or 3). Round or cast "
-                         "your labels, or pass one-hot / soft labels with "
-                         "one column per class.")))
+            fractional = tf.reshape(tf.not_equal(y, tf.round(y)), [-1])
+            checks.append(tf.debugging.Assert(
+                tf.logical_not(tf.reduce_any(fractional)),
+                [_LABELS_FRACTIONAL,
+                 tf.reshape(y, [-1])[tf.argmax(tf.cast(fractional,
+                                                       tf.int32))]]))
         labels = tf.cast(y, tf.int64)
         num_classes = tf.cast(tf.shape(logits)[-1], tf.int64)
-        checks += [
-            tf.debugging.assert_greater_equal(
-                labels, tf.constant(-1, tf.int64),
-                message=("Labels `y` must be class ids >= 0, or -1 for an "
-                         "unlabelled example.")),
-            tf.debugging.assert_less(
-                labels, num_classes,
-                message=("Labels `y` must be class ids in [0, num_classes) "
-                         "of the student's logits; a label is out of range. "
-                         "Check the number of classes of your models "
-                         "against your data.")),
-        ]
+        low, high = tf.reduce_min(labels), tf.reduce_max(labels)
+        checks.append(tf.debugging.Assert(
+            tf.logical_or(tf.size(labels) == 0, tf.logical_and(
+                low >= -1, high < num_classes)),
+            [_LABELS_RANGE, low, high, num_classes]))
         with tf.control_dependencies(checks):
             labels = tf.reshape(tf.identity(labels), [-1])
         labelled = labels >= 0
@@ -1010,6 +1139,164 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         loss = total / replicas if replicas > 1 else total
         return (optimizer or self.optimizer).scale_loss(loss)
 
+    # ------------------------------------------------------------------
+    # The finite guard: nothing non-finite reaches the weights.
+
+    @property
+    def check_finite(self):
+        """Whether each training step checks its images and gradients for
+        NaN / Inf before any weight changes (default `True`).
+
+        A bad batch stops `fit` with a `tfkd.callbacks.NonFiniteDataError`
+        naming the epoch, the batch and the optimizer step; the step is
+        not applied, so no weight (and no checkpoint) takes it in. The
+        check costs about a percent of a step (`docs/benchmarks.md`); set
+        `distiller.check_finite = False` to drop it (the next `fit`
+        retraces its step). Gradients are not checked under a
+        `LossScaleOptimizer`, which skips overflowing float16 steps
+        itself. Under `jit_compile=True` (XLA drops assertions) a bad step
+        is skipped instead, and `fit` raises after the batch.
+        """
+        return self._check_finite
+
+    @check_finite.setter
+    def check_finite(self, value):
+        if not isinstance(value, bool):
+            raise TypeError(
+                "`check_finite` must be True or False. Received: "
+                f"check_finite={value!r} of type {type(value).__name__}."
+            )
+        if value != self._check_finite:
+            self._check_finite = value
+            # The compiled step holds the old setting.
+            self.train_function = None
+
+    def _step_number(self):
+        optimizer = getattr(self, "optimizer", None)
+        if optimizer is None:
+            return tf.constant(-1, tf.int64)
+        return tf.cast(optimizer.iterations, tf.int64)
+
+    def _guard_in_xla(self):
+        """Whether the guard skips steps instead of asserting (XLA ignores
+        `tf.debugging.Assert`)."""
+        return self._non_finite_record is not None and bool(
+            self.jit_compile)
+
+    def checked_images(self, images):
+        """`images`, asserted free of NaN / Inf before the step uses them.
+
+        The assertion names the optimizer step and the first bad example
+        of the batch; `fit` turns it into a `NonFiniteDataError`.
+        """
+        finite = _finite_examples(images)
+        if finite is None:
+            return images
+        first_bad = _global_index(tf.argmin(tf.cast(finite, tf.int32),
+                                            output_type=tf.int64), finite)
+        check = tf.debugging.Assert(
+            tf.reduce_all(finite),
+            [_IMAGES, self._step_number(), first_bad])
+        with tf.control_dependencies([check]):
+            return tf.nest.map_structure(tf.identity, images)
+
+    def apply_checked_gradients(self, gradients, variables, images=None,
+                                optimizer=None):
+        """Applies `gradients` once they (and, under XLA, `images`) are
+        known to be finite (see `check_finite`).
+
+        Args:
+            gradients: One gradient (or `None`) per variable.
+            variables: The variables to update.
+            images: The step's images (checked here only under XLA; the
+                forward pass asserts them otherwise).
+            optimizer: Default: the distiller's optimizer.
+        """
+        optimizer = optimizer or self.optimizer
+        if not self._check_finite:
+            optimizer.apply_gradients(zip(gradients, variables))
+            return
+        # A loss-scale optimizer skips (and recovers from) overflowing
+        # float16 gradients itself.
+        checked = not isinstance(optimizer,
+                                 keras.optimizers.LossScaleOptimizer)
+        grads_finite = _all_finite(gradients) if checked else None
+        if self._guard_in_xla():
+            self._apply_or_skip(optimizer, gradients, variables, images,
+                                grads_finite)
+            return
+        if grads_finite is not None:
+            check = tf.debugging.Assert(
+                grads_finite, [_GRADIENTS, self._step_number()])
+            with tf.control_dependencies([check]):
+                gradients = [None if g is None else tf.identity(g)
+                             for g in gradients]
+        optimizer.apply_gradients(zip(gradients, variables))
+
+    def _apply_or_skip(self, optimizer, gradients, variables, images,
+                       grads_finite):
+        finite = _finite_examples(images) if images is not None else None
+        images_finite = tf.constant(True) if finite is None else \
+            tf.reduce_all(finite)
+        ok = images_finite if grads_finite is None else tf.logical_and(
+            images_finite, grads_finite)
+        if not optimizer.built:
+            # Not inside the branch: that would create its variables there.
+            optimizer.build(variables)
+        record = self._non_finite_record
+        step = self._step_number()
+
+        def apply():
+            optimizer.apply_gradients(zip(gradients, variables))
+            return tf.constant(True)
+
+        def skip():
+            first_bad = tf.constant(-1, tf.int64) if finite is None else \
+                _global_index(tf.argmin(tf.cast(finite, tf.int32),
+                                        output_type=tf.int64), finite)
+            kind = tf.where(images_finite, tf.constant(2, tf.int64),
+                            tf.constant(1, tf.int64))
+            # The first bad step of a run is the one reported.
+            record.assign(tf.where(record[0] < 0,
+                                   tf.stack([step, kind, first_bad]),
+                                   record))
+            return tf.constant(False)
+
+        tf.cond(ok, apply, skip)
+
+    def _prepare_guard(self):
+        """Creates, once, the XLA guard's record (`[step, kind, example]`;
+        step -1 while nothing went wrong) when the step will be compiled
+        with XLA. Called eagerly, before `fit` traces its step."""
+        if self._non_finite_record is not None or not (
+            self._check_finite and self.jit_compile
+        ):
+            return
+        if tf.distribute.has_strategy():
+            warnings.warn(
+                "`check_finite` cannot guard a step compiled with "
+                "`jit_compile=True` under a `tf.distribute` strategy (XLA "
+                "drops assertions, and skipping a step would need a "
+                "cross-replica decision): non-finite data may reach the "
+                "weights. Compile with `jit_compile=False` (the default "
+                "under a strategy) to keep the guard.", stacklevel=3)
+            return
+        object.__setattr__(self, "_non_finite_record", tf.Variable(
+            [-1, 0, -1], dtype=tf.int64, trainable=False))
+
+    def _raise_recorded(self, progress=None):
+        """Raises the XLA guard's recorded bad step, if any."""
+        record = self._non_finite_record
+        if record is None:
+            return
+        step, kind, example = (int(v) for v in record.numpy())
+        if step < 0:
+            return
+        record.assign([-1, 0, -1])
+        values = [step, example] if kind == 1 else [step]
+        raise _check_error(_IMAGES if kind == 1 else _GRADIENTS, values,
+                           progress)
+
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
@@ -1020,7 +1307,8 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         # variables only now.
         variables = self.step_variables()
         gradients = tape.gradient(scaled, variables)
-        self.optimizer.apply_gradients(zip(gradients, variables))
+        self.apply_checked_gradients(gradients, variables,
+                                     images=split_cached_inputs(x)[0])
         self._update_trackers(total, values, x)
         return self.compute_metrics(x, y, logits, weights)
 
@@ -1132,10 +1420,42 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
             if isinstance(validation, (tuple, list)) and len(validation) >= 2:
                 _check_arrays(validation[0], validation[1], num_classes,
                               "validation_data[0]", "validation_data[1]")
+        progress = _Progress()
         if len(args) < 4:  # `callbacks` not given positionally
-            kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + [
-                _ScaleCheck()]
-        return super().fit(x, y, *args, **kwargs)
+            # Progress first: under XLA it raises a skipped bad step before
+            # any other callback sees the batch.
+            kwargs["callbacks"] = [progress] + list(
+                kwargs.get("callbacks") or []) + [_ScaleCheck()]
+        self._prepare_guard()
+        with self._clear_errors(progress):
+            return super().fit(x, y, *args, **kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        with self._clear_errors():
+            return super().evaluate(*args, **kwargs)
+
+    def train_on_batch(self, *args, **kwargs):
+        self._prepare_guard()
+        with self._clear_errors():
+            logs = super().train_on_batch(*args, **kwargs)
+            self._raise_recorded()
+            return logs
+
+    def test_on_batch(self, *args, **kwargs):
+        with self._clear_errors():
+            return super().test_on_batch(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def _clear_errors(self, progress=None):
+        """Raises a failed in-graph check (NaN images, bad labels, ...) as
+        its own one-message Python exception."""
+        try:
+            yield
+        except tf.errors.InvalidArgumentError as e:
+            parsed = _parse_check(e.message)
+            if parsed is None:
+                raise
+            raise _check_error(*parsed, progress) from None
 
     def weight_hint(self, term_name):
         """How to shrink term `term_name`'s share of the loss (quoted in the
@@ -1302,6 +1622,13 @@ def _check_arrays(x, y, num_classes, x_name, y_name):
         return
     sparse = y.ndim == 1 or (y.ndim == 2 and y.shape[-1] == 1)
     if not sparse:
+        if y.ndim == 2 and y.shape[-1] != num_classes:
+            raise ValueError(
+                f"`{y_name}` holds one-hot labels with {y.shape[-1]} columns "
+                f"but the student outputs {num_classes} logits. Received: "
+                f"{y_name}.shape={y.shape}. Use one column per class, or "
+                "integer class ids."
+            )
         return
     if np.issubdtype(y.dtype, np.floating):
         flat = y.reshape(-1)
