@@ -12,6 +12,7 @@ import os
 import re
 import tempfile
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -24,6 +25,7 @@ from tfkd import losses
 from tfkd import models
 from tfkd import testing
 from tfkd import tuning
+from tfkd.callbacks import NonFiniteDataError
 from tfkd.callbacks import NonFiniteLossError
 from tfkd.callbacks import StopOnNonFiniteLoss
 from tfkd.distillers import registry
@@ -56,10 +58,101 @@ def _images():
     return testing.random_images(8)
 
 
-def _fit_kd(x, y, **kwargs):
-    distiller = tfkd.Distiller(*_pair())
+def _fit_kd(x, y, *, teacher=None, student=None, check_finite=True,
+            **kwargs):
+    distiller = tfkd.Distiller(teacher or _teacher(), student or _student())
+    distiller.check_finite = check_finite
     distiller.compile(optimizer="sgd")
     distiller.fit(x, y, verbose=0, **kwargs)
+
+
+def _stream(x, y, signature=None):
+    """`(x, y)` batches of 4, with static shapes unless `signature` (a
+    generator's output signature) hides some."""
+    if signature is None:
+        return tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+    return tf.data.Dataset.from_generator(
+        lambda: ((x[i:i + 4], y[i:i + 4]) for i in range(0, len(x), 4)),
+        output_signature=signature)
+
+
+def _one_hot(width):
+    return np.eye(width, dtype="float32")[np.arange(8) % width]
+
+
+class _TwoOutputs(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.pool = keras.layers.GlobalAveragePooling2D()
+        self.head = keras.layers.Dense(10)
+
+    def call(self, x):
+        logits = self.head(self.pool(x))
+        return logits, tf.nn.softmax(logits)
+
+
+class _FlatTeacher(keras.Model):
+    """A subclassed teacher whose weights fix its input size."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.flatten = keras.layers.Flatten()
+        self.head = keras.layers.Dense(10)
+
+    def call(self, x):
+        return self.head(self.flatten(x))
+
+
+class _AnySizeStudent(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.pool = keras.layers.GlobalAveragePooling2D()
+        self.head = keras.layers.Dense(10)
+
+    def call(self, x):
+        return self.head(self.pool(x))
+
+
+def _flat_teacher():
+    teacher = _FlatTeacher(name="flat_teacher")
+    teacher(np.zeros((1, 8, 8, 1), "float32"))
+    return teacher
+
+
+def _two_output_teacher():
+    inputs = keras.Input((8, 8, 1))
+    logits = keras.layers.Dense(10)(keras.layers.Flatten()(inputs))
+    return keras.Model(inputs, [logits, keras.layers.Softmax()(logits)],
+                       name="two_heads")
+
+
+def _reshaped_softmax_teacher():
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Flatten()(inputs)
+    x = keras.layers.Dense(10, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, keras.layers.Reshape((10,), name="flat")(x),
+                       name="reshaped")
+
+
+def _nested_teacher(inner):
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.GlobalAveragePooling2D()(inner(inputs))
+    return keras.Model(inputs, keras.layers.Dense(10)(x), name="wrapper")
+
+
+def _backbone():
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv1")(inputs)
+    return keras.Model(inputs, x, name="backbone")
+
+
+class _SubclassedBackbone(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = keras.layers.Conv2D(4, 3, padding="same", name="conv1")
+
+    def call(self, x):
+        return self.conv(x)
 
 
 def _fitnet(**kwargs):
@@ -250,6 +343,33 @@ CASES = [
              ["conv1", "conv2"], "conv1")]),
          ValueError, r"paired in order.*teacher_layer_name=\['conv1', "
                      r"'conv2'\]"),
+    case("distiller_two_output_teacher",
+         lambda: tfkd.Distiller(_two_output_teacher(), _student()),
+         ValueError, r"`teacher` must output one logits tensor.*'two_heads' "
+                     r"has 2 outputs.*keras\.Model\(teacher\.inputs, "
+                     r"teacher\.outputs\[0\]\)"),
+    case("distiller_unreachable_softmax",
+         lambda: tfkd.Distiller(_reshaped_softmax_teacher(), _student()),
+         ValueError, r"teacher 'reshaped' ends in a softmax that tfkd cannot "
+                     r"unwrap: layer 'predictions'.*classifier_activation="
+                     r"None"),
+    case("distiller_nested_layer_missing",
+         lambda: tfkd.Distiller(_nested_teacher(_backbone()), _student(), [
+             tfkd.losses.HintDistillation("backbone/nope", "conv1")]),
+         ValueError, r"`teacher_layer`='backbone/nope'.*Existing layers: "
+                     r"\[.*'backbone/conv1'"),
+    case("distiller_tap_inside_subclassed",
+         lambda: tfkd.Distiller(
+             _nested_teacher(_SubclassedBackbone(name="sub")), _student(), [
+                 tfkd.losses.HintDistillation("sub/conv1", "conv1")]),
+         ValueError, r"`teacher_layer`='sub/conv1': 'sub' is a "
+                     r"_SubclassedBackbone, not a functional model.*"
+                     r"existing layers"),
+    case("distiller_taps_subclassed_student",
+         lambda: tfkd.Distiller(_teacher(), _AnySizeStudent(name="sub"), [
+             tfkd.losses.HintDistillation("conv1", "conv1")]),
+         ValueError, r"layers \['conv1'\] of the student 'sub'.*"
+                     r"subclassed model.*functional API"),
     case("distiller_taps_without_terms",
          lambda: tfkd.Distiller(*_pair(), teacher_layer="conv1"),
          TypeError, r"taps layers through its terms.*teacher_layer='conv1'"),
@@ -328,8 +448,62 @@ CASES = [
                      r"found shape=\(None, 9, 9"),
     case("fit_nan_loss_stops",
          lambda: _fit_kd(*_images(), callbacks=[StopOnNonFiniteLoss()],
-                         sample_weight=np.full(8, np.nan, "float32")),
+                         sample_weight=np.full(8, np.nan, "float32"),
+                         check_finite=False,
+                         # Its NaN reaches the weights: not the shared pair.
+                         student=testing.tiny_conv_model("nan_student")),
          NonFiniteLossError, r"loss term `\w+` became nan"),
+    case("fit_nan_gradients_guarded",
+         lambda: _fit_kd(*_images(),
+                         sample_weight=np.full(8, np.nan, "float32")),
+         NonFiniteDataError, r"Non-finite gradients at training batch 0 of "
+                             r"epoch 0.*check_finite = False"),
+    case("fit_nan_images_stream",
+         lambda: _fit_kd(_stream(np.where(np.arange(8)[:, None, None, None]
+                                          == 5, np.nan, _images()[0]),
+                                 _images()[1]), None),
+         NonFiniteDataError, r"NaN or Inf in the images of training batch 1 "
+                             r"of epoch 0.*first in example 1 of the batch"),
+    case("check_finite_type",
+         lambda: _fit_kd(*_images(), check_finite="yes"),
+         TypeError, r"`check_finite`.*check_finite='yes'"),
+    case("fit_one_hot_width_arrays",
+         lambda: _fit_kd(_images()[0], _one_hot(5)),
+         ValueError, r"`y` holds one-hot labels with 5 columns.*10 logits.*"
+                     r"y\.shape=\(8, 5\)"),
+    case("fit_one_hot_width_stream",
+         lambda: _fit_kd(_stream(_images()[0], _one_hot(5)), None),
+         ValueError, r"One-hot labels `y` have 5 columns.*10 logits.*"
+                     r"\(None, 5\)"),
+    case("fit_one_hot_width_stream_unknown",
+         lambda: _fit_kd(_stream(_images()[0], _one_hot(5), (
+             tf.TensorSpec((None, 8, 8, 1), tf.float32),
+             tf.TensorSpec((None, None), tf.float32))), None),
+         ValueError, r"One-hot labels `y` have 5 columns but the student "
+                     r"outputs 10 logits"),
+    case("fit_fractional_labels_arrays",
+         lambda: _fit_kd(_images()[0], _images()[1] + np.float32(0.5)),
+         ValueError, r"`y` holds fractional.*0\.5.*index 0"),
+    case("fit_fractional_labels_stream",
+         lambda: _fit_kd(_stream(_images()[0],
+                                 _images()[1] + np.float32(0.5)), None),
+         ValueError, r"Labels `y` hold fractional or non-finite floats "
+                     r"\(e\.g\. \d\.5\)"),
+    case("fit_labels_out_of_range_stream",
+         lambda: _fit_kd(_stream(_images()[0], _images()[1] + 20), None),
+         ValueError, r"`y` must be class ids in \[0, 10\).*Received labels "
+                     r"in \[2\d, 2\d\]"),
+    case("fit_subclassed_teacher_wrong_input",
+         lambda: _fit_kd(np.zeros((8, 9, 9, 1), "float32"), _images()[1],
+                         teacher=_flat_teacher(),
+                         student=_AnySizeStudent(name="any")),
+         ValueError, r"teacher 'flat_teacher' failed on a batch of shape "
+                     r"\(None, 9, 9, 1\); it was built for inputs of shape "
+                     r"\(None, 8, 8, 1\)"),
+    case("fit_subclassed_student_two_outputs",
+         lambda: _fit_kd(*_images(), student=_TwoOutputs(name="two")),
+         ValueError, r"`student` must output one logits tensor.*'two' "
+                     r"returned 2 outputs \(tuple\)"),
     case("fit_labels_out_of_range",
          lambda: _fit_kd(_images()[0], _images()[1] + 20),
          ValueError, r"`y`.*\[0, 10\).*2\d"),

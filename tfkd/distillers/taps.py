@@ -358,7 +358,7 @@ class Extractor:
             nodes = _nodes_in(owner, layer)
             if len(nodes) != 1:
                 raise ValueError(
-                    f"Cannot tap {self.role} layer {name!r}: "
+                    f"Cannot tap `{self.role}_layer`={name!r}: "
                     f"{layer.name!r} is called {len(nodes)} times in "
                     f"{owner.name!r} (a shared layer), so its output is "
                     "ambiguous. Tap a layer that is used exactly once (e.g. "
@@ -370,7 +370,7 @@ class Extractor:
                 return outputs[0] if exact and len(outputs) == 1 else None
             if not _is_graph(layer):
                 raise ValueError(
-                    f"Cannot tap {self.role} layer {name!r}: {part!r} is a "
+                    f"Cannot tap `{self.role}_layer`={name!r}: {part!r} is a "
                     f"{type(layer).__name__}, not a functional model, so "
                     "tfkd cannot look inside it. Tap a layer of the "
                     f"{self.role}'s own graph (existing layers: "
