@@ -307,6 +307,44 @@ def test_nested_tap_shapes_come_from_the_network_not_the_backbone():
     assert np.isfinite(history.history["attention_loss"][0])
 
 
+class _ContextDropout(keras.layers.Layer):
+    """Dropout whose `call` takes no `training`: it reads Keras's call
+    context, which `model(x, training=True)` sets."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dropout = keras.layers.Dropout(0.5, seed=1)
+
+    def call(self, x):
+        return self.dropout(x)
+
+
+def test_taps_run_in_the_networks_call_context():
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu",
+                            bias_initializer="ones", name="conv1")(inputs)
+    x = _ContextDropout(name="drop")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    student = keras.Model(inputs, keras.layers.Dense(10)(x), name="student")
+    distiller = tfkd.Distiller(
+        testing.tiny_conv_model("teacher", width=4), student, [
+            tfkd.losses.KDDistillation(),
+            tfkd.losses.AttentionDistillation(teacher_layer_name="conv1",
+                                              student_layer_name="drop")])
+    x, _ = testing.random_images(4)
+    _, (training,) = distiller.student_forward(x, training=True)
+    _, (inference,) = distiller.student_forward(x, training=False)
+    conv = keras.Model(student.inputs, student.get_layer("conv1").output)
+    np.testing.assert_allclose(np.array(inference), np.array(conv(x)),
+                               atol=1e-6)
+    zeros = np.mean(np.array(inference) == 0)
+    assert np.mean(np.array(training) == 0) > zeros + 0.25  # dropped out
+    # The network's own input checks apply to the fused pass too.
+    with pytest.raises(ValueError, match=r"expected shape=\(None, 8, 8, 1\)"
+                                         r".*found shape=\(4, 9, 9"):
+        distiller.student_forward(np.zeros((4, 9, 9, 1), "float32"), True)
+
+
 def test_missing_nested_layer_lists_nested_names():
     teacher = _wrapped("teacher", _backbone()[0])
     with pytest.raises(ValueError) as info:

@@ -1272,7 +1272,10 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
             self._check_finite and self.jit_compile
         ):
             return
-        if tf.distribute.has_strategy():
+        # `fit` enters the model's strategy later: ask inside its scope.
+        with self.distribute_strategy.scope():
+            distributed = tf.distribute.has_strategy()
+        if distributed:
             warnings.warn(
                 "`check_finite` cannot guard a step compiled with "
                 "`jit_compile=True` under a `tf.distribute` strategy (XLA "

@@ -224,6 +224,22 @@ class _Graph:
         return logits
 
 
+class _Runner(keras.layers.Layer):
+    """Runs a network's plan inside a Keras call, as `model(x, training=...)`
+    does: the network's input checks apply, and layers that read `training`
+    from the call context rather than an argument see it."""
+
+    def __init__(self, graph, model):
+        super().__init__(name=f"{model.name}_taps", autocast=False)
+        object.__setattr__(self, "_plan", graph)  # shares the model's layers
+        self.input_spec = model.input_spec
+        self.built = True
+
+    def call(self, inputs, training=None):
+        found = {}
+        return self._plan.run(inputs, training, found), found
+
+
 class Extractor:
     """Runs one network once and returns its logits and tapped outputs.
 
@@ -244,7 +260,7 @@ class Extractor:
                 self.names.append(name)
         self.functional = _compat.is_functional(model)
         self.unwrapped = None
-        self._graph = None
+        self._runner = None
         if self.names and not self.functional:
             raise ValueError(
                 f"Cannot tap layers {self.names} of the {role} "
@@ -263,7 +279,7 @@ class Extractor:
         for name in self.names:
             tensors[name] = self._plan_tap(graph, name)
         if self.names or self.unwrapped:
-            self._graph = graph
+            self._runner = _Runner(graph, model)
         if any(tensors[name] is None for name in self.names):
             # A nested model's own shapes are looser than what this network
             # feeds it (e.g. a backbone built for any image size): trace the
@@ -404,10 +420,9 @@ class Extractor:
 
     def __call__(self, x, training):
         """`{tap: tensor}` for the logits (key `None`) and every tap."""
-        if self._graph is None:
+        if self._runner is None:
             return {LOGITS: self._call_model(x, training)}
-        found = {}
-        logits = self._graph.run(x, training, found)
+        logits, found = self._runner(x, training=training)
         return {LOGITS: logits, **{n: found[n] for n in self.names}}
 
     def _call_model(self, x, training):
