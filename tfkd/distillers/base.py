@@ -149,6 +149,7 @@ def _finite_examples(images):
     when no input is a float."""
     finite = None
     for leaf in tf.nest.flatten(images):
+        leaf = tf.convert_to_tensor(leaf)
         if not leaf.dtype.is_floating:
             continue
         flat = tf.reshape(tf.math.is_finite(leaf), [tf.shape(leaf)[0], -1])
@@ -290,6 +291,10 @@ class _KerasTerm:
     def call(self, teacher_outputs, student_outputs, labels=None,
              training=False):
         self.loss.validate_outputs(teacher_outputs, student_outputs)
+        # In float32 like every tfkd term, whatever the networks' policy.
+        teacher_outputs, student_outputs = tf.nest.map_structure(
+            lambda t: tf.cast(t, tf.float32), (teacher_outputs,
+                                               student_outputs))
         value = self.loss.compute_loss(teacher_outputs, student_outputs)
         if getattr(value, "shape", ()) and len(value.shape) > 0:
             raise ValueError(
