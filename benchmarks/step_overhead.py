@@ -26,7 +26,10 @@ feature distillers.
 A method name with the suffix `-unchecked` (e.g. `kd-unchecked`) is the
 same distiller with `check_finite = False` (no NaN/Inf guard on images and
 gradients); `--check-finite` times `kd` and `fitnet` with and without the
-guard and prints each guarded / unguarded ratio:
+guard and prints each guarded / unguarded ratio. All distillers share the
+student, so it runs at learning rate 0 (the same work per step: gradients,
+momentum, updates), else a diverging FitNets step would make the guard
+stop the run:
 
     python benchmarks/step_overhead.py --batch 128 --rounds 10 --check-finite
 """
@@ -43,7 +46,7 @@ TAP = "block4_relu1"
 
 
 def optimizer():
-    return keras.optimizers.SGD(0.01, momentum=0.9)
+    return keras.optimizers.SGD(ARGS.lr, momentum=0.9)
 
 
 @contextlib.contextmanager
@@ -252,6 +255,9 @@ def parse_args():
     parser.add_argument("--methods", nargs="+",
                         default=["kd", "correlation", "fitnet", "attention",
                                  "lp"])
+    parser.add_argument("--lr", type=float, default=None,
+                        help="SGD learning rate (default 0.01; 0 with "
+                             "--check-finite)")
     parser.add_argument("--check-finite", action="store_true",
                         help="time kd and fitnet with and without the "
                              "finite guard (overrides --methods)")
@@ -259,6 +265,8 @@ def parse_args():
     if args.check_finite:
         args.methods = ["kd", "kd" + UNCHECKED, "fitnet",
                         "fitnet" + UNCHECKED]
+    if args.lr is None:
+        args.lr = 0.0 if args.check_finite else 0.01
     return args
 
 
