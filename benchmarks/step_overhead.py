@@ -93,6 +93,8 @@ def build_steps(teacher, student, methods):
         "teacher": lambda: teacher_fn(x),
         "student": lambda: student_step(x, y),
     }
+    if ARGS.check_finite:
+        steps["guard alone"] = guard_alone(student, x)
     taps = {"teacher_layer": TAP, "student_layer": TAP}
     factories = {
         "kd": lambda: tfkd.Distiller(teacher, student, alpha=0.5),
@@ -125,6 +127,25 @@ def build_steps(teacher, student, methods):
             TRACED[name] = (step, step.experimental_get_tracing_count())
         steps[name] = (lambda step: lambda: step((x, y)))(step)
     return steps
+
+
+def guard_alone(student, x):
+    """The finite guard's own work, without a step: the image check and
+    the gradient check on gradients shaped like the student's."""
+    from tfkd.distillers import base
+
+    gradients = [tf.random.normal(v.shape)
+                 for v in student.trainable_variables]
+
+    @tf.function
+    def guard(x, gradients):
+        finite = tf.logical_and(
+            tf.reduce_all(base._finite_examples(x)),
+            base._all_finite(gradients))
+        tf.debugging.Assert(finite, ["guard"])
+        return finite
+
+    return lambda: guard(x, gradients)
 
 
 #: Suffix of a method timed without the finite guard.
@@ -218,7 +239,8 @@ def main():
             raise RuntimeError(f"{name} was retraced during timing, so it "
                                "no longer measures what it was set up to.")
     rows = [[name, f"{_common.median_ms(times, name):.0f}", "", ""]
-            for name in ("teacher", "student")]
+            for name in ("teacher", "student", "guard alone")
+            if name in times]
     targets = {"kd": 1.10, "correlation": 1.10}
     for name in ARGS.methods:
         ratio = _common.paired_ratio(times, name, ["teacher", "student"])
