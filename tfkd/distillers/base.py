@@ -1658,7 +1658,7 @@ def _check_arrays(x, y, num_classes, x_name, y_name):
         if bad.any():
             raise ValueError(
                 f"`{y_name}` holds fractional or non-finite float labels "
-                f"(e.g. {flat[np.argmax(bad)]!r} at index "
+                f"(e.g. {flat[np.argmax(bad)].item()!r} at index "
                 f"{int(np.argmax(bad))}); class ids must be whole numbers. "
                 "Round or cast them, or pass one-hot / soft labels with one "
                 "column per class."

@@ -22,6 +22,7 @@ many terms read it.
 """
 
 import contextlib
+import re
 import warnings
 
 import keras
@@ -452,10 +453,21 @@ class Extractor:
             expects = f"it was built for inputs of shape {expected}"
         except Exception:  # noqa: BLE001 - only to phrase the message
             expects = "it was never built on an input"
-        detail = str(error).strip().splitlines()[0] if str(error) else ""
         return ValueError(
             f"The {self.role} {self.model.name!r} failed on a batch of shape "
             f"{shape}; {expects}. Feed data of the shape the {self.role} "
             f"expects (resize it, or put a `keras.layers.Resizing` layer in "
-            f"the model). Details: {detail}"
+            f"the model). Details: {_first_line(error)}"
         )
+
+
+def _first_line(error):
+    """The line of a (Keras-wrapped) error message that says what failed."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith("Arguments received"):
+            break
+        if not line.startswith("Exception encountered"):
+            return line
+    return lines[0] if lines else type(error).__name__
