@@ -1,0 +1,107 @@
+"""Cold start: `tfkd --help` without TensorFlow, `import tfkd` lazily.
+
+`tfkd --help` and `tfkd COMMAND --help` import no TensorFlow, Keras, Keras
+Tuner, matplotlib, tensorflow-datasets or scikit-learn and print nothing on
+stderr; `import tfkd` loads each module on first use, under the same names;
+a command that runs starts TensorFlow without its C++ start-up noise.
+Each subprocess here starts in about a second, except the one that runs
+`tfkd methods` (a TensorFlow import).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tfkd import _lazy
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HEAVY = ("tensorflow", "keras", "keras_tuner", "matplotlib",
+         "tensorflow_datasets", "sklearn")
+# Packages whose public names are imported on first use.
+LAZY_PACKAGES = ("tfkd", "tfkd.data", "tfkd.export", "tfkd.tuning")
+
+
+def _python(code, env=None, args=()):
+    """Runs `code` (or `-m tfkd.cli args`) with this tree first on the path."""
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
+    command = [sys.executable] + (["-c", code] if code else
+                                  ["-m", "tfkd.cli", *args])
+    return subprocess.run(command, capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=600)
+
+
+def test_import_tfkd_loads_each_dependency_on_first_use():
+    result = _python(textwrap.dedent(f"""
+        import json, sys
+
+        def loaded():
+            return [m for m in {HEAVY!r} if m in sys.modules]
+
+        stages = {{}}
+        import tfkd
+        stages["import tfkd"] = loaded()
+        tfkd.plots, tfkd.reporting, tfkd.io, tfkd.tuning.spaces
+        stages["plain modules"] = loaded()
+        tfkd.Distiller, tfkd.models.digits_student, tfkd.data.load_dataset
+        tfkd.data.digits_arrays(image_size=8)
+        stages["distillers, models, data"] = loaded()
+        tfkd.tuning.DistillerHyperModel
+        stages["tuning"] = loaded()
+        print(json.dumps(stages))
+    """), env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert result.returncode == 0, result.stderr
+    stages = json.loads(result.stdout.splitlines()[-1])
+    assert stages["import tfkd"] == []
+    assert stages["plain modules"] == []
+    # TensorFlow imports Keras, and Keras itself imports matplotlib and
+    # scikit-learn when they are installed (`keras.src.visualization`,
+    # `keras.src.wrappers`); Keras Tuner and tensorflow-datasets wait.
+    assert stages["distillers, models, data"] == [
+        "tensorflow", "keras", "matplotlib", "sklearn"]
+    assert "keras_tuner" in stages["tuning"]
+
+
+@pytest.mark.parametrize("package", LAZY_PACKAGES)
+def test_lazy_names_resolve_and_are_listed(package):
+    module = __import__(package, fromlist=["_"])
+    declared = _lazy.declared_names(
+        package, module.__spec__.loader.get_source(package))
+    assert declared and list(declared) == module.__all__
+    listing = dir(module)
+    for name, (origin, member) in declared.items():
+        assert name in listing, name
+        value = getattr(module, name)
+        source = sys.modules.get(f"{origin}.{member}")
+        assert value is getattr(sys.modules[origin], member, source), name
+    with pytest.raises(AttributeError, match=f"'{package}' has no attribute "
+                                             "'no_such_name'"):
+        module.no_such_name  # noqa: B018
+
+
+def test_submodules_are_attributes_and_from_imports_work():
+    import tfkd
+
+    assert "plots" in dir(tfkd) and "io" in dir(tfkd)
+    assert tfkd.plots.plot_history.__module__ == "tfkd.plots"
+    from tfkd import Distiller
+    from tfkd.tuning import TUNERS
+
+    assert Distiller is tfkd.distillers.Distiller
+    from tfkd.tuning import search
+
+    # `tfkd tune --help` reads the kinds without Keras Tuner: same list.
+    assert TUNERS == tuple(search._TUNER_CLASSES) == search.TUNERS
+
+
+def test_lazy_block_holds_only_from_imports():
+    with pytest.raises(ValueError, match=r"only hold `from \.\.\. import"):
+        _lazy.declared_names("pkg", "if TYPE_CHECKING:\n    import os\n")
+    assert _lazy.declared_names(
+        "pkg.sub", "if typing.TYPE_CHECKING:\n    from .mod import f\n"
+    ) == {"f": ("pkg.sub.mod", "f")}
