@@ -36,6 +36,47 @@ def _python(code, env=None, args=()):
                           cwd=ROOT, timeout=600)
 
 
+def test_help_imports_nothing_heavy():
+    # Every command the parser knows, so a new one is checked too.
+    result = _python(textwrap.dedent(f"""
+        import contextlib, io, json, sys
+        from tfkd import cli
+
+        commands = [a for a in cli.build_parser()._actions
+                    if a.dest == "command"][0].choices
+        helps = {{}}
+        for argv in [["--help"]] + [[c, "--help"] for c in commands]:
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                try:
+                    cli.main(argv)
+                except SystemExit as e:
+                    assert e.code == 0, (argv, e.code)
+            helps[" ".join(argv)] = out.getvalue()
+        loaded = [m for m in {HEAVY!r} if m in sys.modules]
+        print(json.dumps({{"loaded": loaded, "helps": helps}}))
+    """))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    report = json.loads(result.stdout)
+    assert report["loaded"] == []
+    helps = report["helps"]
+    assert {"demo --help", "export --help", "tune --help", "report --help",
+            "methods --help"} <= set(helps)
+    assert all(text.startswith("usage: tfkd") for text in helps.values())
+    assert "`tfkd methods` lists them" in " ".join(
+        helps["demo --help"].split())
+    assert "{random,bayesian,hyperband}" in helps["tune --help"]
+
+
+@pytest.mark.parametrize("args", [["--help"], ["demo", "--help"]])
+def test_console_module_help_is_silent(args):
+    result = _python(None, args=args)
+    assert result.returncode == 0
+    assert result.stderr == ""
+    assert result.stdout.startswith("usage: tfkd")
+
+
 def test_import_tfkd_loads_each_dependency_on_first_use():
     result = _python(textwrap.dedent(f"""
         import json, sys
