@@ -17,6 +17,8 @@ import textwrap
 import pytest
 
 from tfkd import _lazy
+from tfkd import _tf_startup
+from tfkd import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEAVY = ("tensorflow", "keras", "keras_tuner", "matplotlib",
@@ -146,3 +148,65 @@ def test_lazy_block_holds_only_from_imports():
     assert _lazy.declared_names(
         "pkg.sub", "if typing.TYPE_CHECKING:\n    from .mod import f\n"
     ) == {"f": ("pkg.sub.mod", "f")}
+
+
+# ------------------------------------------------ TensorFlow start-up log
+
+_LOG = (
+    "WARNING: All log messages before absl::InitializeLog() is called are "
+    "written to STDERR\n"
+    "I0000 00:00:1796079926.510790   16192 port.cc:153] oneDNN custom "
+    "operations are on.\n"
+    "W0000 00:00:1796079926.510790   16192 x.cc:1] a warning\n"
+    "E0000 00:00:1796079941.702973   16291 cuda_platform.cc:52] failed call "
+    "to cuInit: INTERNAL: CUDA error: UNKNOWN ERROR (303)\n"
+    "E0000 00:00:1796079941.702973   16291 y.cc:2] a real error\n"
+    "Traceback (most recent call last):\n"
+)
+
+
+@pytest.mark.parametrize("level, nvidia, kept", [
+    (0, False, "IWEET"), (1, False, "WET"), (2, False, "ET"),
+    (2, True, "EET"), (3, False, "T"),
+])
+def test_startup_log_filter(level, nvidia, kept):
+    text = _tf_startup.filter_startup_log(_LOG, level, nvidia)
+    lines = text.splitlines()
+    assert "".join(line[0] for line in lines
+                   if not line.startswith("WARNING:")) == kept
+    assert any(line.startswith("WARNING:") for line in lines) == (level == 0)
+    if level in (1, 2) and not nvidia:
+        assert "cuInit" not in text and "a real error" in text
+
+
+def test_filtered_stderr_works_on_the_file_descriptor(capfd):
+    with _tf_startup.filtered_stderr(2, nvidia_device=False):
+        os.write(2, _LOG.encode())
+        print("from Python", file=sys.stderr)
+    lines = capfd.readouterr().err.splitlines()
+    # pytest's capture may take Python's line before the file's.
+    assert "from Python" in lines
+    assert [line for line in lines if line != "from Python"] == [
+        "E0000 00:00:1796079941.702973   16291 y.cc:2] a real error",
+        "Traceback (most recent call last):"]
+
+
+def test_min_log_level_is_set_unless_the_user_chose(monkeypatch):
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    with pytest.raises(SystemExit):
+        cli.main(["methods", "--help"])
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2"
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
+    with pytest.raises(SystemExit):
+        cli.main(["methods", "--help"])
+    assert _tf_startup.min_log_level() == 0
+    assert _tf_startup.min_log_level({"TF_CPP_MIN_LOG_LEVEL": "x"}) == 0
+
+
+def test_a_command_starts_tensorflow_silently():
+    env = {k: v for k, v in os.environ.items()
+           if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = _python(None, env=env, args=["methods"])
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert "kd" in result.stdout.split()
