@@ -110,6 +110,24 @@ def test_import_tfkd_loads_each_dependency_on_first_use():
     assert "keras_tuner" in stages["tuning"]
 
 
+
+def test_report_runs_without_tensorflow(tmp_path):
+    result = _python(textwrap.dedent(f"""
+        import sys
+        from tfkd import cli
+        from tfkd.reporting import ResultsWriter, RunResult
+
+        ResultsWriter({str(tmp_path)!r}).add(RunResult(
+            method="kd", dataset="digits", seed=0, student_params=6000,
+            test_accuracy_last=0.95, run_id="kd-0",
+            history={{"loss": [1.0, 0.5]}}))
+        assert cli.main(["report", {str(tmp_path)!r}]) == 0
+        print([m for m in ("tensorflow", "keras") if m in sys.modules])
+    """))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"
+    assert (tmp_path / "report.md").exists()
+
 @pytest.mark.parametrize("package", LAZY_PACKAGES)
 def test_lazy_names_resolve_and_are_listed(package):
     module = __import__(package, fromlist=["_"])
