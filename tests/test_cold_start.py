@@ -28,12 +28,13 @@ LAZY_PACKAGES = ("tfkd", "tfkd.data", "tfkd.export", "tfkd.tuning")
 
 
 def _python(code, env=None, args=()):
-    """Runs `code` (or `-m tfkd.cli args`) with this tree first on the path."""
+    """Runs `code` (or the `tfkd` command's module `tfkd_cli` with `args`)
+    with this tree first on the path."""
     env = dict(os.environ if env is None else env)
     env["PYTHONPATH"] = os.pathsep.join(
         [ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
     command = [sys.executable] + (["-c", code] if code else
-                                  ["-m", "tfkd.cli", *args])
+                                  ["-m", "tfkd_cli", *args])
     return subprocess.run(command, capture_output=True, text=True, env=env,
                           cwd=ROOT, timeout=600)
 
@@ -42,6 +43,7 @@ def test_help_imports_nothing_heavy():
     # Every command the parser knows, so a new one is checked too.
     result = _python(textwrap.dedent(f"""
         import contextlib, io, json, sys
+        import tfkd_cli  # what the `tfkd` command runs
         from tfkd import cli
 
         commands = [a for a in cli.build_parser()._actions
@@ -87,33 +89,58 @@ def test_import_tfkd_loads_each_dependency_on_first_use():
             return [m for m in {HEAVY!r} if m in sys.modules]
 
         stages = {{}}
+        import keras
+        stages["import keras"] = loaded()
         import tfkd
         stages["import tfkd"] = loaded()
         tfkd.plots, tfkd.reporting, tfkd.io, tfkd.tuning.spaces
-        stages["plain modules"] = loaded()
-        tfkd.Distiller, tfkd.models.digits_student, tfkd.data.load_dataset
+        tfkd.Distiller, tfkd.models.digits_student, tfkd.data.load_digits
         tfkd.data.digits_arrays(image_size=8)
-        stages["distillers, models, data"] = loaded()
+        stages["distillers, models, digits"] = loaded()
         tfkd.tuning.DistillerHyperModel
         stages["tuning"] = loaded()
         print(json.dumps(stages))
     """), env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     assert result.returncode == 0, result.stderr
     stages = json.loads(result.stdout.splitlines()[-1])
-    assert stages["import tfkd"] == []
-    assert stages["plain modules"] == []
-    # TensorFlow imports Keras, and Keras itself imports matplotlib and
-    # scikit-learn when they are installed (`keras.src.visualization`,
-    # `keras.src.wrappers`); Keras Tuner and tensorflow-datasets wait.
-    assert stages["distillers, models, data"] == [
-        "tensorflow", "keras", "matplotlib", "sklearn"]
+    # Keras itself imports TensorFlow, matplotlib and scikit-learn when they
+    # are installed (`keras.src.visualization`, `keras.src.wrappers`);
+    # `import tfkd` (which registers tfkd's Keras classes) adds nothing to
+    # that, and Keras Tuner and tensorflow-datasets wait until used.
+    assert stages["import tfkd"] == stages["import keras"]
+    assert "keras_tuner" not in stages["distillers, models, digits"]
+    assert "tensorflow_datasets" not in stages["distillers, models, digits"]
     assert "keras_tuner" in stages["tuning"]
 
+
+def test_plain_keras_loads_a_distiller_after_import_tfkd(tmp_path):
+    path = str(tmp_path / "d.keras")
+    save = textwrap.dedent(f"""
+        import tfkd
+        from tfkd import testing
+        d = tfkd.CorrelationDistiller(
+            testing.tiny_conv_model("t", width=8),
+            testing.tiny_conv_model("s", width=4), teacher_layer="conv2",
+            student_layer="conv2", adapter=True)
+        d.save({path!r})
+    """)
+    load = textwrap.dedent(f"""
+        import keras, tfkd
+        d = keras.models.load_model({path!r})
+        print(type(d).__name__, ",".join(sorted(d.hyperparameters)))
+    """)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    assert _python(save, env=env).returncode == 0
+    result = _python(load, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == (
+        "CorrelationDistiller alpha,beta,kd/temperature")
 
 
 def test_report_runs_without_tensorflow(tmp_path):
     result = _python(textwrap.dedent(f"""
         import sys
+        import tfkd_cli  # what the `tfkd` command runs
         from tfkd import cli
         from tfkd.reporting import ResultsWriter, RunResult
 
@@ -127,6 +154,7 @@ def test_report_runs_without_tensorflow(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "[]"
     assert (tmp_path / "report.md").exists()
+
 
 @pytest.mark.parametrize("package", LAZY_PACKAGES)
 def test_lazy_names_resolve_and_are_listed(package):

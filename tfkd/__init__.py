@@ -4,13 +4,15 @@ A large, frozen teacher teaches a small student; the student is then
 exported to TFLite. Distillers are `keras.Model` subclasses: build one,
 `compile` it and `fit` it like any Keras model.
 
-`import tfkd` is cheap: each name below is imported on first use
-(`tfkd.Distiller` loads TensorFlow and the distillers, `tfkd.tuning` Keras
-Tuner), so `tfkd --help` starts without TensorFlow. Until a tfkd class has
-been used, Keras cannot find tfkd's classes in a saved file: load `.keras`
-files with `tfkd.load(path)`, which registers them.
+`import tfkd` imports TensorFlow and registers every tfkd Keras class
+(distillers, terms, layers, zoo models), so `keras.models.load_model` reads
+tfkd's `.keras` files; the rest is imported on first use (`tfkd.tuning`
+loads Keras Tuner, `tfkd.data.load_dataset` tensorflow-datasets,
+`tfkd.export` LiteRT). The `tfkd` command (`tfkd_cli`) defers even the
+Keras classes until a command runs, so its `--help` answers at once.
 """
 
+import sys
 from typing import TYPE_CHECKING
 
 from tfkd import _lazy
@@ -43,3 +45,13 @@ if TYPE_CHECKING:
     from tfkd.saving import load  # noqa: F401
 
 __getattr__, __dir__, __all__ = _lazy.attach(__name__)
+
+if "tfkd_cli" not in sys.modules:
+    # Register tfkd's Keras classes with Keras (their modules register them
+    # when imported): a `.keras` file then loads with plain Keras.
+    from tfkd import distillers  # noqa: F401,E402
+    from tfkd import layers  # noqa: F401,E402
+    from tfkd import models  # noqa: F401,E402
+    from tfkd import terms  # noqa: F401,E402
+
+    terms.import_all()

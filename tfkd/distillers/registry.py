@@ -11,7 +11,6 @@ plus its test.
 import dataclasses
 import importlib
 import inspect
-import pkgutil
 
 #: Arguments of a method's distiller that are never hyperparameters.
 NOT_HYPERPARAMETERS = frozenset({
@@ -110,11 +109,10 @@ class MethodSpec:
 
 
 def _import_term_modules():
-    import tfkd.terms as package
+    import tfkd.terms
 
-    for info in pkgutil.iter_modules(package.__path__):
-        # A term module that fails to import is a bug: let it raise.
-        importlib.import_module(f"{package.__name__}.{info.name}")
+    # A term module that fails to import is a bug: let it raise.
+    tfkd.terms.import_all()
 
 
 def register(term_class):
