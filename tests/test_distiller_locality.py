@@ -328,7 +328,7 @@ def test_bad_arguments(kwargs, error, match):
 
 def test_layer_names_are_required_keywords():
     teacher, student = _pair()
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="teacher_layer"):
         tfkd.LocalityPreservingDistiller(teacher, student)
 
 
