@@ -34,7 +34,8 @@ def check_outputs(out, rows, methods, *, teacher, min_teacher=3 * CHANCE):
         rows: What the recipe's `main` returned.
         methods: The expected `method` of each row, in order.
         teacher: The `method` of the teacher's row.
-        min_teacher: Test accuracy (%) the teacher must reach.
+        min_teacher: Test accuracy (%) the teacher must reach, or `None`
+            when another test checks it for the same recipe code.
     """
     assert [row["method"] for row in rows] == methods
     for row in rows:
@@ -43,8 +44,10 @@ def check_outputs(out, rows, methods, *, teacher, min_teacher=3 * CHANCE):
         assert row["best_mean"] >= row["last_mean"], row
         assert row["wall_time_mean"] > 0, row
     by_method = {row["method"]: row for row in rows}
-    # The teacher learned: clearly better than guessing.
-    assert by_method[teacher]["last_mean"] >= min_teacher, by_method[teacher]
+    if min_teacher is not None:
+        # The teacher learned: clearly better than guessing.
+        assert by_method[teacher]["last_mean"] >= min_teacher, (
+            by_method[teacher])
 
     with open(os.path.join(out, "summary.csv"), newline="") as f:
         summary = list(csv.DictReader(f))

@@ -72,11 +72,13 @@ def test_alias_runs_table3_with_a_shared_optimizer(tmp_path):
     out = str(tmp_path / "alias")
     rows = alias.main([
         "--seeds", "0", "--epochs", "1", "--stage1-epochs", "1",
-        "--teacher-epochs", "3", "--methods", "attention", "--settings",
+        "--teacher-epochs", "1", "--methods", "attention", "--settings",
         "two", "--run-dir", out,
     ])
+    # One teacher epoch (at chance): the quick test above checks that the
+    # same recipe code trains a teacher that learns.
     check_outputs(out, rows, ["teacher", "attention/two", "kd", "student"],
-                  teacher="teacher")
+                  teacher="teacher", min_teacher=None)
     record = next(json.load(open(os.path.join(out, n)))
                   for n in os.listdir(out) if n.startswith("digits_attention"))
     assert record["hyperparameters"]["two_stage_optimizer"] == "shared"
