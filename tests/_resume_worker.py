@@ -9,7 +9,7 @@ Run as a script in a fresh process:
 with `fit_two_stage`) or `ktan` (the adversarial distiller: two optimizers,
 a phase switch at step 6).
 
-- `run`: train `CASE` with `keras.callbacks.BackupAndRestore(DIR)` (a
+- `run`: train `CASE` with `tfkd.callbacks.BackupAndRestore(DIR)` (a
   backup at the end of each epoch); at the kill point write the `--ready`
   file and block, waiting to be killed with SIGKILL. Kill points:
 
@@ -152,6 +152,8 @@ def block_in_backup(distiller, number, point, ready):
     import h5py
     from keras.src.callbacks import backup_and_restore
 
+    from tfkd import io as tfkd_io
+
     backups = {"count": 0, "writing": False, "datasets": 0, "per_backup": 0}
     save_weights = distiller.save_weights
 
@@ -185,8 +187,8 @@ def block_in_backup(distiller, number, point, ready):
 
         @staticmethod
         def dumps(obj, *args, **kwargs):
-            # Called inside `with open(metadata_path, "w")`: the file exists
-            # and is empty.
+            # Keras calls it inside `with open(metadata_path, "w")` (the file
+            # exists and is empty); tfkd before writing its temporary file.
             if backups["count"] == number and point == "metadata":
                 block(ready)
             return json.dumps(obj, *args, **kwargs)
@@ -199,11 +201,14 @@ def block_in_backup(distiller, number, point, ready):
     distiller.save_weights = hooked_save_weights
     h5py.Group.__setitem__ = hooked_set_item
     backup_and_restore.json = HookedJson
+    tfkd_io.json = HookedJson  # tfkd's backup writes its metadata here
 
 
 def run_until_killed(case, backup, kill_at, ready):
+    import tfkd
+
     distiller, x, y = build(case)
-    callbacks = [keras.callbacks.BackupAndRestore(backup)]
+    callbacks = [tfkd.callbacks.BackupAndRestore(backup)]
     kind, *where = kill_at.split(":")
     if kind == "step":
         callbacks.append(BlockAfter(int(where[0]), int(where[1]), ready))
@@ -220,10 +225,12 @@ _REFERENCES = {}  # case -> final state of its uninterrupted run
 
 
 def resume(case, backup, out):
+    import tfkd
+
     arrays = {}
     distiller, x, y = build(case)
     counter = CountSteps()
-    callbacks = [keras.callbacks.BackupAndRestore(backup), counter]
+    callbacks = [tfkd.callbacks.BackupAndRestore(backup), counter]
     try:
         train(case, distiller, x, y, callbacks)
     except Exception as e:  # Reported by the test, case by case.

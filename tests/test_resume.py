@@ -1,4 +1,4 @@
-"""`keras.callbacks.BackupAndRestore` resumes every kind of distiller.
+"""`tfkd.callbacks.BackupAndRestore` resumes every kind of distiller.
 
 Each case trains in a subprocess (`_resume_worker.py`) with a backup at the
 end of every epoch, is stopped at a kill point and killed with SIGKILL; a
@@ -17,14 +17,16 @@ Kill points:
   stage is not saved: it follows from the restored epoch); KTAN killed in
   its adversarial phase, with both optimizers restored;
 - inside a backup write (KD): just before it, half-way through the weights
-  file, between the weights file and the metadata file, and with the
-  metadata file truncated but not yet written. Keras writes both files in
-  place, so the last three are expected failures (`KERAS_BACKUP_NOT_ATOMIC`).
+  file, between the weights file and the metadata file, and while the
+  metadata is being written. Keras's own `BackupAndRestore` writes both
+  files in place and fails the last three (a truncated weights file, new
+  weights beside the old epoch, an empty metadata file); tfkd's writes a
+  new weights file, then replaces the metadata naming it atomically, so
+  every one resumes from the last complete backup (epoch 1).
 
-Keras's `BackupAndRestore` resumes at an epoch boundary: with an integer
-`save_freq` it restores mid-epoch weights but replays the interrupted epoch
-from its first batch, so exact resumes need backups at epoch ends (the
-default `save_freq="epoch"`).
+Backups are taken at epoch ends: Keras's `BackupAndRestore` with an integer
+`save_freq` restores mid-epoch weights but replays the interrupted epoch
+from its first batch, which is not an exact resume.
 """
 
 import json
@@ -54,27 +56,11 @@ CASES = {
     # Killed while writing the backup of epoch 2 (the backup of epoch 1 is
     # on disk): the resumed run must restore one of the two, whole.
     "kd_killed_before_backup_write": ("kd", "backup:2:start", 1, {8}),
-    "kd_killed_writing_weights": ("kd", "backup:2:weights", None, {4, 8}),
+    "kd_killed_writing_weights": ("kd", "backup:2:weights", 1, {8}),
     "kd_killed_between_weights_and_metadata": (
-        "kd", "backup:2:weights_written", None, {4, 8}),
-    "kd_killed_writing_metadata": ("kd", "backup:2:metadata", None, {4, 8}),
+        "kd", "backup:2:weights_written", 1, {8}),
+    "kd_killed_writing_metadata": ("kd", "backup:2:metadata", 1, {8}),
 }
-# Keras's `BackupAndRestore` rewrites `latest.weights.h5` in place and then
-# `training_metadata.json` in place, so a kill inside that write leaves a
-# backup that cannot be restored, or new weights beside the old epoch.
-# Expected to fail until tfkd backs up atomically (see
-# docs/reproducibility.md); `strict`: a fix makes them pass and must remove
-# these marks.
-KERAS_BACKUP_NOT_ATOMIC = {
-    "kd_killed_writing_weights":
-        "the half-written weights file does not load (h5py OSError)",
-    "kd_killed_between_weights_and_metadata":
-        "epoch-2 weights with epoch-1 metadata: epoch 1 is trained twice",
-    "kd_killed_writing_metadata":
-        "the truncated metadata file does not parse (JSONDecodeError)",
-}
-
-
 def _classes_missing():
     import tfkd
 
@@ -143,7 +129,7 @@ def resumed(tmp_path_factory):
 
     backups = {}
     for name in names:
-        with open(tmp / name / "training_metadata.json") as f:
+        with open(tmp / name / "tfkd_backup.json") as f:
             backups[name] = f.read()
     outputs = {name: tmp / f"{name}.npz" for name in names}
     args = [f"{CASES[n][0]}={tmp / n}={outputs[n]}" for n in names]
@@ -160,11 +146,7 @@ def resumed(tmp_path_factory):
     return results
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=pytest.mark.xfail(
-        reason=KERAS_BACKUP_NOT_ATOMIC[name], raises=AssertionError,
-        strict=True)) if name in KERAS_BACKUP_NOT_ATOMIC else name
-    for name in CASES])
+@pytest.mark.parametrize("name", list(CASES))
 def test_resumed_run_matches_uninterrupted_run(resumed, name):
     case, _, backup_epoch, steps = CASES[name]
     if name not in resumed:
