@@ -31,7 +31,9 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     continues after the last completed epoch, with the model's weights and
     the optimizer's state as they were. Unlike Keras's, every backup is
     written atomically (see the module docstring), so a kill *during* a
-    backup write is also safe. Backups are taken at each epoch's end.
+    backup write is also safe. Backups are taken at each epoch's end; under
+    `MultiWorkerMirroredStrategy` the chief writes them (the directory must
+    be one all workers can read) and every worker restores them.
 
     Args:
         backup_dir: Directory of the backups (created; removed at the end
@@ -92,6 +94,11 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         pass  # Backups are taken at epoch ends only.
 
     def on_epoch_end(self, epoch, logs=None):
+        # Under MultiWorkerMirroredStrategy the workers hold the same
+        # weights: the chief writes the backup that all of them restore.
+        strategy = getattr(self.model, "distribute_strategy", None)
+        if strategy is not None and not strategy.extended.should_checkpoint:
+            return
         os.makedirs(self.backup_dir, exist_ok=True)
         previous = self._read_metadata()
         self._saves += 1
@@ -106,5 +113,8 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
             os.remove(previous[1])
 
     def on_train_end(self, logs=None):
+        strategy = getattr(self.model, "distribute_strategy", None)
+        if strategy is not None and not strategy.extended.should_checkpoint:
+            return
         if self.delete_checkpoint and os.path.exists(self.backup_dir):
             shutil.rmtree(self.backup_dir, ignore_errors=True)
