@@ -209,6 +209,9 @@ def test_index_errors():
     with pytest.raises(tf.errors.InvalidArgumentError,
                        match=r"index is >= dataset_size=32"):
         distiller.compute_terms({"images": x, "index": np.arange(30, 38)}, y)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"index is negative"):
+        distiller.compute_terms({"images": x, "index": np.arange(-1, 7)}, y)
     queue = tfkd.Distiller(*_pair(), [CRD("pool", "pool", **SMALL)])
     with pytest.raises(ValueError, match=r"carries an example index, but .*"
                                          r"dataset_size=None"):

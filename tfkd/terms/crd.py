@@ -263,8 +263,10 @@ class ContrastiveRepresentationDistillation(DistillationTerm):
                        "sampling": "log"},
             "temperature": {"type": "float", "min_value": 0.02,
                             "max_value": 0.3, "sampling": "log"},
+            # Powers of two (a log-sampled int steps by a factor).
             "num_negatives": {"type": "int", "min_value": 256,
-                              "max_value": 16384, "sampling": "log"},
+                              "max_value": 16384, "step": 2,
+                              "sampling": "log"},
             "student_loss_weight": {"type": "float", "min_value": 0.1,
                                     "max_value": 0.9},
         },
@@ -399,12 +401,18 @@ class ContrastiveRepresentationDistillation(DistillationTerm):
         if index is None:
             return None
         index = tf.reshape(tf.cast(index, tf.int64), [-1])
-        check = tf.debugging.assert_less(
-            index, tf.constant(self.dataset_size, tf.int64),
-            message=(f"An example index is >= dataset_size="
-                     f"{self.dataset_size}: the bank has one row per "
-                     "training example; pass the training set's size."))
-        with tf.control_dependencies([check]):
+        checks = [
+            tf.debugging.assert_less(
+                index, tf.constant(self.dataset_size, tf.int64),
+                message=(f"An example index is >= dataset_size="
+                         f"{self.dataset_size}: the bank has one row per "
+                         "training example; pass the training set's "
+                         "size.")),
+            tf.debugging.assert_non_negative(
+                index, message="An example index is negative: indices "
+                               "count the training examples from 0."),
+        ]
+        with tf.control_dependencies(checks):
             return tf.identity(index)
 
     def _negatives(self, keys):
