@@ -55,10 +55,6 @@ def test_unlabelled_examples_give_zero():
     assert np.all(values[::2] == 0.0)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine: Distiller.compute_losses passes the labels clipped by "
-    "_check_labels (tf.maximum(labels, 0)) to the terms, so in fit/evaluate "
-    "an unlabelled example (-1) reaches DKD as class 0"))
 def test_unlabelled_examples_give_zero_in_training_steps():
     teacher, student = _pair()
     distiller = tfkd.Distiller(teacher, student, [DKDDistillation()])

@@ -888,8 +888,10 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
     def _check_labels(self, y, logits):
         """Checks labels in the graph; returns `(labels, labelled mask)`.
 
-        The mask is `None` unless labels are class ids (then `-1` marks an
-        unlabelled example).
+        The mask is `None` unless labels are class ids; then the labels are
+        int64 ids of shape `(batch,)` in which `-1` marks an unlabelled
+        example (the terms see it; the student loss and the metrics skip
+        it).
         """
         if y is None:
             raise ValueError(
@@ -940,8 +942,7 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         ]
         with tf.control_dependencies(checks):
             labels = tf.reshape(tf.identity(labels), [-1])
-        labelled = labels >= 0
-        return tf.maximum(labels, 0), labelled
+        return labels, labels >= 0
 
     def student_loss_values(self, y, logits):
         """Unreduced student loss (`(batch,)` or more dims)."""
@@ -976,6 +977,10 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
             for name, value in self.term_values(
                 teacher, student, y, training, inputs=x).items()
         }
+        if labelled is not None:
+            # Any class id for the unlabelled examples: their student loss
+            # and metrics carry weight 0.
+            y = tf.maximum(y, 0)
         per_example = self.student_loss_values(y, logits)
         weights = sample_weight
         if labelled is not None:

@@ -67,6 +67,7 @@ class CorrelationCongruenceDistillation(DistillationTerm):
 
     method = Method(
         name="cc",
+        embedding=True,
         description="correlation congruence: match the batch's Taylor-RBF "
                     "kernel between examples",
         paper="Peng et al., ICCV 2019",

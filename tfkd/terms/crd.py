@@ -251,6 +251,7 @@ class ContrastiveRepresentationDistillation(DistillationTerm):
 
     method = Method(
         name="crd",
+        embedding=True,
         description="contrastive representation distillation: NCE between "
                     "teacher and student embeddings against a memory bank",
         paper="Tian et al., ICLR 2020",

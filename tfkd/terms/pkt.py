@@ -60,6 +60,7 @@ class ProbabilisticTransferDistillation(DistillationTerm):
 
     method = Method(
         name="pkt",
+        embedding=True,
         description="probabilistic knowledge transfer: match the batch's "
                     "cosine-similarity distributions",
         paper="Passalis & Tefas, ECCV 2018",

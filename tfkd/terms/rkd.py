@@ -64,6 +64,7 @@ class RelationalDistillation(DistillationTerm):
 
     method = Method(
         name="rkd",
+        embedding=True,
         description="relational KD: distances and angles between the "
                     "batch's embeddings",
         paper="Park et al., CVPR 2019",
