@@ -68,11 +68,11 @@ class FCRegressor(keras.layers.Layer):
         return (input_shape[0],) + self.target_shape
 
 
-class FCFitNetDistiller(tfkd.FitNetDistiller):
-    """`FitNetDistiller` with the fully-connected regressor above."""
+class FCHintDistillation(tfkd.losses.HintDistillation):
+    """The FitNets hint term with the fully-connected regressor above."""
 
-    def _make_adapter(self, index, t, s):
-        return FCRegressor(t[1:], name=f"fc_regressor_{index}")
+    def make_adapter(self, index, t, s, dtype):
+        return FCRegressor(t[1:], dtype=dtype, name=f"fc_regressor_{index}")
 
 
 def build(method, teacher, initial_weights):
@@ -84,8 +84,9 @@ def build(method, teacher, initial_weights):
         return tfkd.FitNetDistiller(teacher, student, teacher_layer=TAP,
                                     student_layer=TAP, alpha=0.5)
     if method == "fitnet-fc":
-        return FCFitNetDistiller(teacher, student, teacher_layer=TAP,
-                                 student_layer=TAP, alpha=0.5)
+        return tfkd.FeatureDistiller(
+            teacher, student, knowledge=FCHintDistillation(TAP, TAP),
+            alpha=0.5)
     if method == "lp":
         return tfkd.LocalityPreservingDistiller(
             teacher, student, teacher_layer=TAP, student_layer=TAP)
@@ -95,7 +96,7 @@ def build(method, teacher, initial_weights):
 def extra_params(distiller):
     """Trainable parameters updated besides the student's own."""
     total = sum(int(np.prod(v.shape))
-                for v in distiller.trainable_variables_for_step())
+                for v in distiller.step_variables())
     own = sum(int(np.prod(v.shape))
               for v in distiller.student.trainable_weights)
     return total - own

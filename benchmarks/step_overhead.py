@@ -157,34 +157,30 @@ TRACED = {}
 
 def loss_only_steps(distillers):
     """`{name: callable}` timing each distiller's loss terms and their
-    gradient with respect to the student's logits and features (and the
-    distiller's own parts), on fixed features: the cost a method adds."""
-    from tfkd.distillers.base import reduce_term
-
+    gradient with respect to the student's logits and tapped features (and
+    the terms' own parts), on fixed outputs of both networks: the cost a
+    method adds."""
     x, y = _common.batch(ARGS.batch)
     steps = {}
     for name, distiller in distillers.items():
-        t_logits, t_features = distiller.teacher_forward(x)
-        s_logits, s_features = distiller.student_forward(x, training=True)
-        owned = [v for layer in distiller._owned_layers()
-                 for v in layer.trainable_variables]
+        teacher_out, student_out = distiller.forward(x, training=True)
+        keys = list(student_out)
+        owned = [v for v in distiller.step_variables()
+                 if not any(v is w for w in distiller.student.weights)]
 
         @tf.function
-        def loss_step(s_logits, s_features, distiller=distiller,
-                      t_logits=t_logits, t_features=t_features, owned=owned):
+        def loss_step(values, distiller=distiller, teacher_out=teacher_out,
+                      keys=keys, owned=owned):
             with tf.GradientTape() as tape:
-                tape.watch(s_logits)
-                tape.watch(s_features)
-                terms = distiller.compute_loss_terms(
-                    y, t_logits, s_logits, t_features, s_features)
-                weights = distiller.loss_weights()
-                total = tf.add_n([
-                    tf.cast(weights[n], tf.float32) * reduce_term(v)
-                    for n, v in terms.items() if n in weights])
-            return tape.gradient(total, [s_logits, s_features] + owned)
+                tape.watch(values)
+                student = dict(zip(keys, values))
+                total = distiller.compute_losses(
+                    x, y, training=True, outputs=(teacher_out, student))[0]
+            return tape.gradient(total, list(values) + owned)
 
+        values = [student_out[k] for k in keys]
         steps[f"{name} loss"] = (
-            lambda f, a, b: lambda: f(a, b))(loss_step, s_logits, s_features)
+            lambda f, v: lambda: f(v))(loss_step, values)
     return steps
 
 

@@ -99,9 +99,13 @@ import tfkd
 from tfkd import plots
 from tfkd.callbacks import EvaluateAccuracy
 from tfkd.callbacks import StopOnNonFiniteLoss
+from tfkd.experiment import Recorder
+from tfkd.experiment import compile_classifier
+from tfkd.experiment import merge_histories
+from tfkd.experiment import steps_per_epoch
+from tfkd.experiment import train_or_load_teacher
 from tfkd.layers import find_guided_channels
 from tfkd.reporting import ResultsWriter
-from tfkd.reporting import RunResult
 from tfkd.reporting import markdown_table
 
 APPROACHES = ("channel", "spatial", "both", "activation", "attention")
@@ -327,25 +331,6 @@ def build_distiller(row, teacher, student, layer):
 # Training.
 
 
-def _steps(dataset):
-    steps = int(dataset.cardinality())
-    return steps if steps > 0 else sum(1 for _ in dataset)
-
-
-def _compile_plain(model, optimizer):
-    model.compile(
-        optimizer=optimizer, metrics=["accuracy"],
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-
-
-def _merge(*histories):
-    merged = {}
-    for history in histories:
-        for key, values in history.history.items():
-            merged.setdefault(key, []).extend(values)
-    return merged
-
-
 class Runner:
     """Trains the rows of one data set and records them."""
 
@@ -368,21 +353,12 @@ class Runner:
 
     def _record(self, key, seed, history, model, data, seconds,
                 hyperparameters, teacher=None):
-        accuracy = EvaluateAccuracy(data.test, model=model).accuracy()
-        result = RunResult.from_history(
-            history, method=key, dataset=self.setting.dataset, seed=seed,
-            test_accuracy=accuracy,
-            validation_is_test=data.test is data.validation,
-            teacher=None if teacher is None else teacher.name,
-            student=model.name,
-            teacher_params=None if teacher is None else teacher.count_params(),
-            student_params=model.count_params(), wall_time=seconds,
-            hyperparameters=hyperparameters)
-        self.writer.add(result)
-        print(f"  {key:<32} seed {seed}: test {100 * accuracy:6.2f} % "
-              f"(best {100 * result.test_accuracy_best:6.2f} %, "
-              f"{seconds:4.0f} s)", flush=True)
-        return result
+        return Recorder(self.writer, self.setting.dataset,
+                        validation_is_test=data.test is data.validation)(
+            history, label=key, method=key, seed=seed, model=model,
+            teacher=teacher or model, test_data=data.test, seconds=seconds,
+            hyperparameters=hyperparameters,
+            teacher_name=None if teacher is None else teacher.name)
 
     def teacher(self, variant):
         """The trained teacher of `variant` (trained or loaded once)."""
@@ -398,20 +374,13 @@ class Runner:
             self.teacher_dir,
             f"{setting.dataset}_{teacher.name}_seed{seed}.keras")
         start = time.time()
-        if path and os.path.exists(path):
-            teacher = tfkd.load(path)
-            history = {}
-            print(f"  loaded {path}", flush=True)
-        else:
-            _compile_plain(teacher, setting.optimizer(
-                setting.teacher_epochs, _steps(data.train)))
-            history = teacher.fit(
-                data.train, validation_data=data.validation,
-                epochs=setting.teacher_epochs, verbose=self.verbose,
-                callbacks=self._callbacks(data, teacher), shuffle=False)
-            if path:
-                os.makedirs(self.teacher_dir, exist_ok=True)
-                tfkd.saving.save(teacher, path)
+        teacher, history = train_or_load_teacher(
+            lambda: setting.teacher(variant, data), data,
+            epochs=setting.teacher_epochs,
+            optimizer=setting.optimizer(setting.teacher_epochs,
+                                        steps_per_epoch(data.train)),
+            path=path, callbacks=self._callbacks(data, None),
+            verbose=self.verbose)
         key = "teacher" if variant == "original" else "teacher-augmented"
         self._record(key, seed, history, teacher, data, time.time() - start,
                      {"epochs": setting.teacher_epochs,
@@ -442,7 +411,7 @@ class Runner:
             # seed at build time) does not depend on the rows before.
             keras.utils.set_random_seed(seed)
             data = setting.load(seed)
-            steps = _steps(data.train)
+            steps = steps_per_epoch(data.train)
             keras.utils.set_random_seed(seed)
             student = setting.student(row.variant, data)
             student.set_weights(initial[row.variant])
@@ -454,8 +423,8 @@ class Runner:
             callbacks = self._callbacks(data, student)
             teacher = None
             if not row.distilled:
-                _compile_plain(student, setting.optimizer(setting.epochs,
-                                                          steps))
+                compile_classifier(student, setting.optimizer(setting.epochs,
+                                                              steps))
                 history = student.fit(
                     data.train, validation_data=data.validation,
                     epochs=setting.epochs, verbose=self.verbose,
@@ -502,25 +471,18 @@ class Runner:
                               metrics=["accuracy"])
             return distiller.fit(train, epochs=setting.epochs,
                                  **fit_kwargs).history
-        first, total = setting.stage1_epochs, (setting.stage1_epochs
-                                               + setting.epochs)
+        first = setting.stage1_epochs
         if setting.two_stage_optimizer == "shared":
-            distiller.compile(optimizer=setting.optimizer(total, steps),
-                              metrics=["accuracy"])
-            return _merge(*distiller.fit_two_stage(
-                train, stage1_epochs=first, stage2_epochs=setting.epochs,
-                **fit_kwargs))
-        # A fresh optimizer per stage: compile again after set_stage(2).
-        distiller.set_stage(1)
-        distiller.compile(optimizer=setting.optimizer(first, steps),
-                          metrics=["accuracy"])
-        stage1 = distiller.fit(train, epochs=first, **fit_kwargs)
-        distiller.set_stage(2)
-        distiller.compile(optimizer=setting.optimizer(setting.epochs, steps),
-                          metrics=["accuracy"])
-        stage2 = distiller.fit(train, initial_epoch=first, epochs=total,
-                               **fit_kwargs)
-        return _merge(stage1, stage2)
+            # One optimizer and schedule over both stages.
+            optimizer, stage2 = setting.optimizer(first + setting.epochs,
+                                                  steps), "shared"
+        else:
+            optimizer = setting.optimizer(first, steps)
+            stage2 = setting.optimizer(setting.epochs, steps)
+        distiller.compile(optimizer=optimizer, metrics=["accuracy"])
+        return merge_histories(*distiller.fit_two_stage(
+            train, stage1_epochs=first, stage2_epochs=setting.epochs,
+            stage2_optimizer=stage2, **fit_kwargs))
 
 
 # --------------------------------------------------------------------------

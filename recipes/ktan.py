@@ -54,7 +54,8 @@ import keras
 import tfkd
 from tfkd.callbacks import StopOnNonFiniteLoss
 from tfkd.experiment import compile_classifier
-from tfkd.experiment import record_run
+from tfkd.experiment import Recorder
+from tfkd.experiment import train_or_load_teacher
 from tfkd.reporting import ResultsWriter
 from tfkd.reporting import markdown_table
 
@@ -169,17 +170,6 @@ def available_methods(methods):
     return [m for m in methods if m != "fitnet"]
 
 
-def _record(writer, setting, method, seed, history, model, teacher, data,
-            seconds, hyperparameters):
-    return record_run(
-        writer, history, label=setting.student_name, method=method,
-        dataset=setting.dataset, seed=seed, model=model, teacher=teacher,
-        test_data=data.test, seconds=seconds,
-        hyperparameters=hyperparameters, validation_is_test=not setting.quick,
-        teacher_name=setting.teacher_name,
-        student_name=None if method == "teacher" else setting.student_name)
-
-
 def run_seed(setting, methods, seed, writer, teacher_dir=None, verbose=0):
     data = setting.load(seed)
     steps = int(data.train.cardinality())
@@ -190,20 +180,18 @@ def run_seed(setting, methods, seed, writer, teacher_dir=None, verbose=0):
         teacher_dir, f"{setting.dataset}_{setting.teacher_name}_seed{seed}"
                      ".keras")
     start = time.time()
-    if path and os.path.exists(path):
-        teacher, history = tfkd.load(path), {}
-    else:
-        teacher = build_model(setting.teacher_name, data)
-        compile_classifier(teacher, setting.optimizer(setting.teacher_epochs,
-                                                  steps))
-        history = teacher.fit(data.train, validation_data=data.validation,
-                              epochs=setting.teacher_epochs, verbose=verbose,
-                              callbacks=guard, shuffle=False)
-        if path:
-            os.makedirs(teacher_dir, exist_ok=True)
-            tfkd.saving.save(teacher, path)
-    _record(writer, setting, "teacher", seed, history, teacher, teacher,
-            data, time.time() - start, {"epochs": setting.teacher_epochs})
+    teacher, history = train_or_load_teacher(
+        lambda: build_model(setting.teacher_name, data), data,
+        epochs=setting.teacher_epochs,
+        optimizer=setting.optimizer(setting.teacher_epochs, steps),
+        path=path, callbacks=guard, verbose=verbose)
+    record = Recorder(writer, setting.dataset,
+                      validation_is_test=not setting.quick)
+    record(history, label=setting.student_name, method="teacher", seed=seed,
+           model=teacher, teacher=teacher, test_data=data.test,
+           seconds=time.time() - start,
+           hyperparameters={"epochs": setting.teacher_epochs},
+           teacher_name=setting.teacher_name)
 
     # Same initial student weights for every method of a seed.
     keras.utils.set_random_seed(seed + 1000)
@@ -249,22 +237,18 @@ def run_seed(setting, methods, seed, writer, teacher_dir=None, verbose=0):
                     pretrain_steps=pretrain_steps,
                     regressor_kernel=list(distiller.regressor.kernel_size))
             elif method == "fitnet":
-                # Two separate trainings, as in FitNets: the hint stage and
-                # then the KD stage, each with a fresh optimizer (Adam's
+                # FitNets' two stages, each with its own optimizer (Adam's
                 # moments from the hint loss, ~1e3, would throttle stage 2).
                 stage1 = max(1, int(FITNET_STAGE1_FRACTION * setting.epochs))
                 stage2 = setting.epochs - stage1
-                hint = build_distiller(method, teacher, student, setting,
-                                       pretrain_steps, stage=1)
-                hint.compile(optimizer=setting.optimizer(stage1, steps),
-                             metrics=["accuracy"])
-                hint.fit(data.train, epochs=stage1, **fit_kwargs)
                 distiller = build_distiller(method, teacher, student,
-                                            setting, pretrain_steps, stage=2)
-                distiller.compile(optimizer=setting.optimizer(stage2, steps),
+                                            setting, pretrain_steps, stage=1)
+                distiller.compile(optimizer=setting.optimizer(stage1, steps),
                                   metrics=["accuracy"])
-                history = distiller.fit(data.train, epochs=stage2,
-                                        **fit_kwargs)
+                _, history = distiller.fit_two_stage(
+                    data.train, stage1_epochs=stage1, stage2_epochs=stage2,
+                    stage2_optimizer=setting.optimizer(stage2, steps),
+                    **fit_kwargs)
                 hyperparameters.update(stage1_epochs=stage1,
                                        alpha=1.0 - KD_WEIGHT)
             else:
@@ -273,8 +257,11 @@ def run_seed(setting, methods, seed, writer, teacher_dir=None, verbose=0):
                                         **fit_kwargs)
                 hyperparameters.update(alpha=1.0 - KD_WEIGHT,
                                        temperature=KD_TEMPERATURE)
-        _record(writer, setting, method, seed, history, student, teacher,
-                data, time.time() - start, hyperparameters)
+        record(history, label=setting.student_name, method=method, seed=seed,
+               model=student, teacher=teacher, test_data=data.test,
+               seconds=time.time() - start, hyperparameters=hyperparameters,
+               teacher_name=setting.teacher_name,
+               student_name=setting.student_name)
 
 
 def side_by_side(rows):

@@ -74,8 +74,9 @@ import tfkd
 from tfkd.callbacks import StopOnNonFiniteLoss
 from tfkd.data import DatasetNotFoundError
 from tfkd.experiment import compile_classifier
-from tfkd.experiment import record_run
+from tfkd.experiment import Recorder
 from tfkd.experiment import steps_per_epoch
+from tfkd.experiment import train_or_load_teacher
 from tfkd.reporting import ResultsWriter
 from tfkd.reporting import markdown_table
 
@@ -221,38 +222,23 @@ def build_distiller(method, teacher, student, pair):
     raise ValueError(f"Unknown method {method!r}; expected one of {METHODS}.")
 
 
-def _record(writer, setting, name, method, seed, history, model, teacher,
-            data, seconds, hyperparameters):
-    return record_run(
-        writer, history, label=name, method=f"{name}/{method}",
-        dataset=setting.dataset, seed=seed, model=model, teacher=teacher,
-        test_data=data.test, seconds=seconds,
-        hyperparameters=hyperparameters, validation_is_test=not setting.quick)
-
-
-def _train_teacher(setting, pair, data, seed, teacher_dir, guard, verbose,
-                   writer):
+def _teacher(setting, pair, data, seed, teacher_dir, guard, verbose, record):
     keras.utils.set_random_seed(seed)
     path = teacher_dir and os.path.join(
         teacher_dir, f"{setting.dataset}_{pair.teacher}_seed{seed}.keras")
     start = time.time()
-    if path and os.path.exists(path):
-        teacher, history = tfkd.load(path), {}
-    else:
-        teacher = build_model(pair.teacher, data)
-        compile_classifier(teacher, setting.optimizer(
+    teacher, history = train_or_load_teacher(
+        lambda: build_model(pair.teacher, data), data,
+        epochs=setting.teacher_epochs,
+        optimizer=setting.optimizer(
             teacher=True,
-            total_steps=setting.teacher_epochs * steps_per_epoch(data.train)))
-        history = teacher.fit(data.train, validation_data=data.validation,
-                              epochs=setting.teacher_epochs, verbose=verbose,
-                              callbacks=guard, shuffle=False)
-        if path:
-            os.makedirs(teacher_dir, exist_ok=True)
-            tfkd.saving.save(teacher, path)
-    _record(writer, setting, pair.teacher, "teacher", seed, history, teacher,
-            teacher, data, time.time() - start,
-            {"epochs": setting.teacher_epochs,
-             "batch_size": setting.batch_size})
+            total_steps=setting.teacher_epochs * steps_per_epoch(data.train)),
+        path=path, callbacks=guard, verbose=verbose)
+    record(history, label=pair.teacher, method=f"{pair.teacher}/teacher",
+           seed=seed, model=teacher, teacher=teacher, test_data=data.test,
+           seconds=time.time() - start,
+           hyperparameters={"epochs": setting.teacher_epochs,
+                            "batch_size": setting.batch_size})
     return teacher
 
 
@@ -261,6 +247,8 @@ def run_dataset(setting, plan, seeds, writer, teacher_dir=None, verbose=0):
 
     `plan` maps each student (1-4, "mnist" or "digits") to its methods.
     """
+    record = Recorder(writer, setting.dataset,
+                      validation_is_test=not setting.quick)
     for seed in seeds:
         data = setting.load(seed)  # Raises DatasetNotFoundError first.
         guard = [StopOnNonFiniteLoss()]
@@ -268,9 +256,9 @@ def run_dataset(setting, plan, seeds, writer, teacher_dir=None, verbose=0):
         for student_key, methods in plan.items():
             pair = pair_for(setting.dataset, student_key)
             if pair.teacher not in teachers:
-                teachers[pair.teacher] = _train_teacher(
+                teachers[pair.teacher] = _teacher(
                     setting, pair, data, seed, teacher_dir, guard, verbose,
-                    writer)
+                    record)
             teacher = teachers[pair.teacher]
             # The same initial student weights for every method of a seed.
             keras.utils.set_random_seed(seed + 1000)
@@ -307,10 +295,12 @@ def run_dataset(setting, plan, seeds, writer, teacher_dir=None, verbose=0):
                     distiller.compile(optimizer=optimizer,
                                       metrics=["accuracy"])
                     if method == "fitnet":
+                        # One optimizer whose cosine schedule restarts at
+                        # stage 2 (the results pages were made so).
                         _, history = distiller.fit_two_stage(
                             data.train, stage1_epochs=hint_epochs,
                             stage2_epochs=kd_epochs,
-                            **fit_kwargs)
+                            stage2_optimizer="shared", **fit_kwargs)
                         hyperparameters.update(
                             hint_epochs=hint_epochs, alpha=FITNET_ALPHA,
                             temperature=TAU, taps=list(pair.hint_taps))
@@ -320,9 +310,11 @@ def run_dataset(setting, plan, seeds, writer, teacher_dir=None, verbose=0):
                         hyperparameters.update(
                             k=K, gamma=distiller.gamma, lam=LAM,
                             temperature=TAU, taps=list(pair.lp_taps))
-                _record(writer, setting, pair.student, method, seed, history,
-                        student, teacher, data, time.time() - start,
-                        hyperparameters)
+                record(history, label=pair.student,
+                       method=f"{pair.student}/{method}", seed=seed,
+                       model=student, teacher=teacher, test_data=data.test,
+                       seconds=time.time() - start,
+                       hyperparameters=hyperparameters)
 
 
 def _paper_table3_text():

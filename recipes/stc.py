@@ -45,7 +45,8 @@ import keras
 import tfkd
 from tfkd.callbacks import StopOnNonFiniteLoss
 from tfkd.experiment import compile_classifier
-from tfkd.experiment import record_run
+from tfkd.experiment import Recorder
+from tfkd.experiment import train_or_load_teacher
 from tfkd.reporting import ResultsWriter
 from tfkd.reporting import markdown_table
 
@@ -227,20 +228,12 @@ def available_methods(methods):
     return [m for m in methods if not m.startswith("at")]
 
 
-def _record(writer, setting, pair, method, seed, history, model, teacher,
-            student_name, data, seconds, hyperparameters):
-    return record_run(
-        writer, history, label=pair.name, method=f"{pair.name}/{method}",
-        dataset=setting.dataset, seed=seed, model=model, teacher=teacher,
-        test_data=data.test, seconds=seconds,
-        hyperparameters=hyperparameters, validation_is_test=not setting.quick,
-        teacher_name=pair.teacher, student_name=student_name)
-
-
 def run_pair(setting, pair, methods, seeds, writer, teacher_dir=None,
              verbose=0):
     """Trains the teacher and every method of `methods` on `pair`."""
     alpha = ALPHA[setting.dataset]
+    record = Recorder(writer, setting.dataset,
+                      validation_is_test=not setting.quick)
     for seed in seeds:
         data = setting.load(seed)
         steps = int(data.train.cardinality())
@@ -251,23 +244,16 @@ def run_pair(setting, pair, methods, seeds, writer, teacher_dir=None,
         path = teacher_dir and os.path.join(
             teacher_dir, f"{setting.dataset}_{pair.teacher}_seed{seed}.keras")
         start = time.time()
-        if path and os.path.exists(path):
-            teacher = tfkd.load(path)
-            history = {}
-        else:
-            teacher = build_model(pair.teacher, data)
-            compile_classifier(teacher, setting.optimizer(
-                setting.teacher_epochs, steps))
-            history = teacher.fit(
-                data.train, validation_data=data.validation,
-                epochs=setting.teacher_epochs, verbose=verbose,
-                callbacks=guard, shuffle=False)
-            if path:
-                os.makedirs(teacher_dir, exist_ok=True)
-                tfkd.saving.save(teacher, path)
-        _record(writer, setting, pair, "teacher", seed, history, teacher,
-                teacher, pair.teacher, data, time.time() - start,
-                {"epochs": setting.teacher_epochs})
+        teacher, history = train_or_load_teacher(
+            lambda: build_model(pair.teacher, data), data,
+            epochs=setting.teacher_epochs,
+            optimizer=setting.optimizer(setting.teacher_epochs, steps),
+            path=path, callbacks=guard, verbose=verbose)
+        record(history, label=pair.name, method=f"{pair.name}/teacher",
+               seed=seed, model=teacher, teacher=teacher, test_data=data.test,
+               seconds=time.time() - start,
+               hyperparameters={"epochs": setting.teacher_epochs},
+               teacher_name=pair.teacher, student_name=pair.teacher)
 
         # Students: the same initial weights for every method of a seed.
         keras.utils.set_random_seed(seed + 1000)
@@ -295,9 +281,11 @@ def run_pair(setting, pair, methods, seeds, writer, teacher_dir=None,
                 "teacher_cut": pair.teacher_cut,
                 "student_cut": pair.student_cut,
             }
-            _record(writer, setting, pair, method, seed, history, student,
-                    teacher, pair.student, data, time.time() - start,
-                    hyperparameters)
+            record(history, label=pair.name, method=f"{pair.name}/{method}",
+                   seed=seed, model=student, teacher=teacher,
+                   test_data=data.test, seconds=time.time() - start,
+                   hyperparameters=hyperparameters,
+                   teacher_name=pair.teacher, student_name=pair.student)
 
 
 def main(argv=None):

@@ -632,12 +632,8 @@ def test_enough_cases():
 
 @pytest.mark.parametrize("fn, error, pattern", CASES)
 def test_bad_input(fn, error, pattern):
-    with pytest.raises(error) as info:
+    with pytest.raises(error, match=re.compile(pattern, re.DOTALL)):
         fn()
-    message = str(info.value)
-    assert re.search(pattern, message, re.DOTALL), (
-        f"{type(info.value).__name__} message does not match "
-        f"{pattern!r}:\n{message}")
 
 
 # ------------------------------------------------------------------- CLI
@@ -690,7 +686,8 @@ CLI_CASES = [
                  r"--quantization.*'int4'", id="export_quantization"),
     pytest.param(["export", "{student}", "--data", "imagenet"],
                  r"--data.*'imagenet'", id="export_data_name"),
-    pytest.param(["demo", "--method", "bogus"], r"--method.*'bogus'",
+    pytest.param(["demo", "--method", "bogus"],
+                 r"method='bogus'\. Choose one of \[.*'kd'",
                  id="demo_method"),
     pytest.param(["demo", "--epochs", "many"], r"--epochs.*'many'",
                  id="demo_epochs_not_int"),

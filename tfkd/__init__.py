@@ -3,29 +3,55 @@
 A large, frozen teacher teaches a small student; the student is then
 exported to TFLite. Distillers are `keras.Model` subclasses: build one,
 `compile` it and `fit` it like any Keras model.
+
+`import tfkd` imports TensorFlow and registers every tfkd Keras class
+(distillers, terms, layers, zoo models), so `keras.models.load_model` reads
+tfkd's `.keras` files; the rest is imported on first use (`tfkd.tuning`
+loads Keras Tuner, `tfkd.data.load_dataset` tensorflow-datasets,
+`tfkd.export` LiteRT). The `tfkd` command (`tfkd_cli`) defers even the
+Keras classes until a command runs, so its `--help` answers at once.
 """
+
+import sys
+from typing import TYPE_CHECKING
+
+from tfkd import _lazy
 
 __version__ = "0.1.0"
 
-from tfkd import callbacks  # noqa: F401
-from tfkd import data  # noqa: F401
-from tfkd import distillers  # noqa: F401
-from tfkd import experiment  # noqa: F401
-from tfkd import export  # noqa: F401
-from tfkd import hyperparameters  # noqa: F401
-from tfkd import layers  # noqa: F401
-from tfkd import losses  # noqa: F401
-from tfkd import models  # noqa: F401
-from tfkd import reporting  # noqa: F401
-from tfkd import saving  # noqa: F401
-from tfkd import terms  # noqa: F401
-from tfkd import tuning  # noqa: F401
-from tfkd.distillers import Distiller  # noqa: F401
-from tfkd.distillers import AttentionDistiller  # noqa: F401
-from tfkd.distillers import CorrelationDistiller  # noqa: F401
-from tfkd.distillers import FeatureDistiller  # noqa: F401
-from tfkd.distillers import FitNetDistiller  # noqa: F401
-from tfkd.distillers import LocalityPreservingDistiller  # noqa: F401
-from tfkd.distillers import AdversarialDistiller  # noqa: F401
-from tfkd.distillers import CollaborationDistiller  # noqa: F401
-from tfkd.saving import load  # noqa: F401
+if TYPE_CHECKING:
+    # The public names, imported on first use (see `tfkd._lazy`).
+    from tfkd import callbacks  # noqa: F401
+    from tfkd import data  # noqa: F401
+    from tfkd import distillers  # noqa: F401
+    from tfkd import experiment  # noqa: F401
+    from tfkd import export  # noqa: F401
+    from tfkd import hyperparameters  # noqa: F401
+    from tfkd import layers  # noqa: F401
+    from tfkd import losses  # noqa: F401
+    from tfkd import models  # noqa: F401
+    from tfkd import reporting  # noqa: F401
+    from tfkd import saving  # noqa: F401
+    from tfkd import terms  # noqa: F401
+    from tfkd import tuning  # noqa: F401
+    from tfkd.distillers import Distiller  # noqa: F401
+    from tfkd.distillers import AttentionDistiller  # noqa: F401
+    from tfkd.distillers import CorrelationDistiller  # noqa: F401
+    from tfkd.distillers import FeatureDistiller  # noqa: F401
+    from tfkd.distillers import FitNetDistiller  # noqa: F401
+    from tfkd.distillers import LocalityPreservingDistiller  # noqa: F401
+    from tfkd.distillers import AdversarialDistiller  # noqa: F401
+    from tfkd.distillers import CollaborationDistiller  # noqa: F401
+    from tfkd.saving import load  # noqa: F401
+
+__getattr__, __dir__, __all__ = _lazy.attach(__name__)
+
+if "tfkd_cli" not in sys.modules:
+    # Register tfkd's Keras classes with Keras (their modules register them
+    # when imported): a `.keras` file then loads with plain Keras.
+    from tfkd import distillers  # noqa: F401,E402
+    from tfkd import layers  # noqa: F401,E402
+    from tfkd import models  # noqa: F401,E402
+    from tfkd import terms  # noqa: F401,E402
+
+    terms.import_all()

@@ -7,6 +7,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+# Keras's fault-tolerance callback, with atomic backups.
+from tfkd.backup import BackupAndRestore  # noqa: F401
+
 
 class NonFiniteLossError(FloatingPointError):
     """Raised when a loss term or a weight becomes NaN or infinite during

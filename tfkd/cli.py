@@ -3,6 +3,12 @@
 Each sub-command lives in its own module that provides
 `register(subparsers)`; it adds its parser and sets `func` to a callable
 taking the parsed `argparse.Namespace` and returning an exit code.
+`register` imports plain Python only, so `tfkd --help` and
+`tfkd COMMAND --help` start in well under a second: TensorFlow, Keras
+Tuner, matplotlib, tensorflow-datasets and scikit-learn are imported by
+`func`. Before `func` runs, TensorFlow is imported without its start-up
+log noise (`tfkd._tf_startup`), unless the command sets
+`needs_tensorflow=False` (`tfkd report` draws with matplotlib alone).
 User errors (`ValueError`, `TypeError`, `FileNotFoundError`) and failed
 writes (`OSError`: a full disk, no permission -- `tfkd.io` names the file
 and leaves it unchanged) print one line and exit with code 2, without a
@@ -13,6 +19,8 @@ import argparse
 import importlib
 import os
 import sys
+
+from tfkd import _tf_startup
 
 # Modules that contribute sub-commands, in the order `--help` lists them.
 _COMMAND_MODULES = (
@@ -50,10 +58,13 @@ def build_parser():
 
 def main(argv=None):
     """Entry point of the `tfkd` console script; returns the exit code."""
+    # Before anything imports TensorFlow; a value the user set is kept.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "needs_tensorflow", True):
+            _tf_startup.import_tensorflow()
         return int(args.func(args) or 0)
     except (ValueError, TypeError, OSError) as e:
         message = " ".join(str(e).split())

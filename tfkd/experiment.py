@@ -105,3 +105,91 @@ def record_run(writer, history, *, label, method, dataset, seed, model,
           f"{result.test_accuracy_last * 100:6.2f} % ({seconds:.0f} s)",
           flush=True)
     return result
+
+
+def merge_histories(*histories):
+    """One `{metric: [per-epoch values]}` from consecutive `fit` histories
+    (e.g. the two stages of `fit_two_stage`).
+
+    Example:
+
+    >>> merge_histories({"loss": [3.0]}, {"loss": [2.0, 1.0]})
+    {'loss': [3.0, 2.0, 1.0]}
+    """
+    merged = {}
+    for history in histories:
+        values = getattr(history, "history", history)
+        for key, series in values.items():
+            merged.setdefault(key, []).extend(series)
+    return merged
+
+
+def train_or_load_teacher(build, data, *, epochs, optimizer, path=None,
+                          callbacks=None, verbose=0):
+    """A trained teacher: loaded from `path` when it exists, else built,
+    trained and (with a `path`) saved there atomically.
+
+    Args:
+        build: `build() -> keras.Model`, the teacher (outputting logits).
+        data: A `tfkd.data` split with `train` and `validation`.
+        epochs: Training epochs.
+        optimizer: An optimizer (instance or name).
+        path: Optional `.keras` file caching the trained teacher.
+        callbacks: Optional `fit` callbacks.
+        verbose: `fit` verbosity.
+
+    Returns:
+        `(teacher, history)`; `history` is `{}` for a loaded teacher.
+    """
+    import os
+
+    from tfkd import saving
+
+    if path and os.path.exists(path):
+        print(f"  loaded {path}", flush=True)
+        return saving.load(path), {}
+    teacher = build()
+    compile_classifier(teacher, optimizer)
+    history = teacher.fit(data.train, validation_data=data.validation,
+                          epochs=epochs, verbose=verbose,
+                          callbacks=callbacks, shuffle=False)
+    if path:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        saving.save(teacher, path)
+    return teacher, history
+
+
+class Recorder:
+    """`record_run` bound to one recipe's writer, data set and split.
+
+    Args:
+        writer: A `tfkd.reporting.ResultsWriter`.
+        dataset: The data set's name.
+        validation_is_test: Whether the validation split is the test split.
+
+    Example:
+
+    >>> import tempfile
+    >>> from tfkd.reporting import ResultsWriter
+    >>> recorder = Recorder(ResultsWriter(tempfile.mkdtemp()), "digits",
+    ...                     validation_is_test=False)
+    >>> recorder.dataset
+    'digits'
+    """
+
+    def __init__(self, writer, dataset, *, validation_is_test):
+        self.writer = writer
+        self.dataset = dataset
+        self.validation_is_test = validation_is_test
+
+    def __call__(self, history, *, label, method, seed, model, teacher,
+                 test_data, seconds, hyperparameters, teacher_name=None,
+                 student_name=None):
+        """Records one run (see `record_run`); returns its `RunResult`."""
+        return record_run(
+            self.writer, history, label=label, method=method,
+            dataset=self.dataset, seed=seed, model=model, teacher=teacher,
+            test_data=test_data, seconds=seconds,
+            hyperparameters=hyperparameters,
+            validation_is_test=self.validation_is_test,
+            teacher_name=teacher_name, student_name=student_name)

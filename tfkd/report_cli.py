@@ -66,7 +66,8 @@ def register(subparsers):
                         help="decimals in summary.md (default: 2)")
     parser.add_argument("--no-plots", action="store_true",
                         help="write the tables only")
-    parser.set_defaults(func=_run_from_args)
+    # Tables and matplotlib plots: no TensorFlow to start.
+    parser.set_defaults(func=_run_from_args, needs_tensorflow=False)
     return parser
 
 

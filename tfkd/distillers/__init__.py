@@ -9,3 +9,6 @@ from tfkd.distillers.fitnet import FitNetDistiller  # noqa: F401
 from tfkd.distillers.locality import LocalityPreservingDistiller  # noqa: F401
 from tfkd.distillers.adversarial import AdversarialDistiller  # noqa: F401
 from tfkd.distillers.collaboration import CollaborationDistiller  # noqa: F401
+# Bound here since `import tfkd` became lazy (the tuning package's eager
+# import used to bind it): `tfkd.distillers.registry` stays reachable.
+from tfkd.distillers import registry  # noqa: F401

@@ -11,7 +11,6 @@ plus its test.
 import dataclasses
 import importlib
 import inspect
-import pkgutil
 
 #: Arguments of a method's distiller that are never hyperparameters.
 NOT_HYPERPARAMETERS = frozenset({
@@ -110,11 +109,10 @@ class MethodSpec:
 
 
 def _import_term_modules():
-    import tfkd.terms as package
+    import tfkd.terms
 
-    for info in pkgutil.iter_modules(package.__path__):
-        # A term module that fails to import is a bug: let it raise.
-        importlib.import_module(f"{package.__name__}.{info.name}")
+    # A term module that fails to import is a bug: let it raise.
+    tfkd.terms.import_all()
 
 
 def register(term_class):
@@ -186,19 +184,16 @@ def get(name):
     return table[name]
 
 
-#: Per-method taps on the digits pair where the default does not suit:
-#: LP pulls in-batch neighbours together, and on the 8×8 conv maps its term
-#: (~100) swamps the class loss until the student's features collapse; the
-#: pooled embedding trains well (see docs/results_lp_digits.md).
-_DIGITS_TAPS = {"lp": ("gap", "gap")}
-
-
 def digits_taps(method=None):
     """`(teacher_layer, student_layer)` tapped on the digits demo pair.
 
+    Methods that compare pooled embeddings (`Method.embedding`: LP, RKD,
+    PKT, CC, CRD) tap the pooled `gap` layer; LP on the 8×8 conv maps, for
+    one, swamps the class loss until the student's features collapse (see
+    docs/results_lp_digits.md). The others tap the last conv block.
+
     Args:
-        method: Optional method name; most methods tap the last conv
-            block's activation, LP taps the pooled embedding.
+        method: Optional method name.
 
     Returns:
         A `(teacher_layer, student_layer)` pair of layer names.
@@ -210,8 +205,9 @@ def digits_taps(method=None):
     """
     from tfkd.models.digits import DIGITS_FEATURE_LAYER
 
-    return _DIGITS_TAPS.get(method, (DIGITS_FEATURE_LAYER,
-                                     DIGITS_FEATURE_LAYER))
+    if method is not None and get(method).method.embedding:
+        return ("gap", "gap")
+    return (DIGITS_FEATURE_LAYER, DIGITS_FEATURE_LAYER)
 
 
 def build(name, teacher, student, feature_layers=None, **overrides):

@@ -19,16 +19,22 @@ from tfkd.terms.kd import SoftTargetDistillation  # noqa: F401
 from tfkd.terms.locality import LocalityPreservingDistillation  # noqa: F401
 
 
-def __getattr__(name):
-    # A term module added to this package is reachable as `tfkd.terms.X`
-    # (and `tfkd.losses.X`) without editing this file.
+def import_all():
+    """Imports every term module of this package (registering its terms
+    with Keras and the registry); a module that fails to import raises."""
     import importlib
     import pkgutil
 
-    from tfkd.terms.base import term_classes
-
     for info in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{info.name}")
+
+
+def __getattr__(name):
+    # A term module added to this package is reachable as `tfkd.terms.X`
+    # (and `tfkd.losses.X`) without editing this file.
+    from tfkd.terms.base import term_classes
+
+    import_all()
     for cls in term_classes():
         if cls.__name__ == name and not name.startswith("_"):
             return cls

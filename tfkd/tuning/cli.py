@@ -19,7 +19,8 @@ DEFAULT_OUT = "tfkd_runs/tune"
 
 
 def register(subparsers):
-    from tfkd.tuning.search import TUNERS
+    # Plain Python: `tfkd tune --help` must not import Keras Tuner.
+    from tfkd.tuning.signature import TUNERS
 
     parser = subparsers.add_parser(
         "tune",
@@ -29,7 +30,7 @@ def register(subparsers):
     parser.add_argument(
         "--method", action="append", dest="methods", metavar="METHOD",
         help="method to tune; repeat to let the search choose among "
-             "several (default: kd)")
+             "several (default: kd; `tfkd methods` lists them)")
     parser.add_argument("--trials", type=int, default=10,
                         help="trials of random/Bayesian search (default: 10;"
                              " Hyperband sizes its own brackets)")

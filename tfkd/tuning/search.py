@@ -24,9 +24,7 @@ import os
 import keras_tuner as kt
 
 from tfkd.tuning import signature as signature_lib
-
-#: Tuner kinds accepted by `build_tuner` and `tfkd tune --tuner`.
-TUNERS = ("random", "bayesian", "hyperband")
+from tfkd.tuning.signature import TUNERS
 
 
 class StudentTunerMixin:

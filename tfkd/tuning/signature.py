@@ -15,6 +15,9 @@ directory that holds another search. The file is written atomically
 import json
 import os
 
+#: Tuner kinds accepted by `build_tuner` and `tfkd tune --tuner`. Kept here,
+#: free of Keras Tuner, so that `tfkd tune --help` can list them quickly.
+TUNERS = ("random", "bayesian", "hyperband")
 #: File in a tuner's project directory recording which search it holds.
 SIGNATURE_FILE = "tfkd_search.json"
 # Files by which Keras Tuner recognises a project it can resume.
