@@ -505,7 +505,9 @@ def test_non_finite_gradients_stop_before_the_weights():
     before = _weights(student)
     with pytest.raises(NonFiniteDataError,
                        match=r"Non-finite gradients at training batch 1 of "
-                             r"epoch 0 .*although the images are finite"):
+                             r"epoch 0 .*although the images are finite; "
+                             r"non-finite loss terms: `loss`, "
+                             r"`student_loss`"):
         distiller.fit(x, y, sample_weight=weights, batch_size=8,
                       shuffle=False, epochs=1, verbose=0)
     # Batch 0 was applied; the bad batch 1 was not: no weight is NaN.

@@ -70,12 +70,15 @@ _MESSAGES = {
         "nothing half-trained was saved. Clean the data (e.g. "
         "`dataset.filter(lambda x, y: tf.reduce_all(tf.math.is_finite(x)))`"
         f") or fix its source. {_OFF}"),
-    _GRADIENTS: lambda where: (
-        f"Non-finite gradients at {where}, although the images are "
-        "finite. The step stopped before changing any weight. Check the "
-        "labels and sample weights for NaN/Inf, lower the learning rate or "
-        "a term's weight, and check the student's weights "
-        f"(`tfkd.callbacks.StopOnNonFiniteLoss` names a bad one). {_OFF}"),
+    _GRADIENTS: lambda where, terms=None: (
+        f"Non-finite gradients at {where}, although the images are finite"
+        + ("" if terms is None else f"; non-finite loss terms: {terms}"
+           if terms else ", with finite loss terms")
+        + ". The step stopped before changing any weight. Lower the "
+        "learning rate or the term's weight, use a less extreme "
+        "temperature, check the labels and sample weights for NaN/Inf, and "
+        "the student's weights (`tfkd.callbacks.StopOnNonFiniteLoss` names "
+        f"a bad one). {_OFF}"),
     _LABELS_FRACTIONAL: lambda value: (
         f"Labels `y` hold fractional or non-finite floats (e.g. {value}); "
         "class ids must be whole numbers (e.g. 3.0 or 3). Round or cast "
@@ -107,7 +110,13 @@ def _parse_check(message):
 
 
 def _number(text):
-    value = float(text)
+    """A check's value: a number, or a string (eager errors print string
+    tensors as `b'...'`)."""
+    text = text.strip()
+    try:
+        value = float(text)
+    except ValueError:
+        return re.sub(r"^b'(.*)'$", r"\1", text)
     return int(value) if value.is_integer() else value
 
 
@@ -166,6 +175,18 @@ def _global_index(index, local_batch):
         return index
     replica = tf.cast(context.replica_id_in_sync_group, tf.int64)
     return index + replica * tf.cast(tf.shape(local_batch)[0], tf.int64)
+
+
+def _non_finite_names(losses):
+    """A string tensor: the `, `-joined names of the non-finite scalars in
+    `losses` (`{name: scalar}`), for a failed check's message."""
+    if not losses:
+        return tf.constant("")
+    names = tf.constant([f"`{name}`" for name in losses])
+    finite = tf.stack([tf.reduce_all(tf.math.is_finite(
+        tf.cast(value, tf.float32))) for value in losses.values()])
+    return tf.strings.reduce_join(
+        tf.boolean_mask(names, tf.logical_not(finite)), separator=", ")
 
 
 def _all_finite(gradients):
@@ -1239,7 +1260,7 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
             return tf.nest.map_structure(tf.identity, images)
 
     def apply_checked_gradients(self, gradients, variables, images=None,
-                                optimizer=None):
+                                losses=None, optimizer=None):
         """Applies `gradients` once they (and, under XLA, `images`) are
         known to be finite (see `check_finite`).
 
@@ -1248,6 +1269,8 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
             variables: The variables to update.
             images: The step's images (checked here only under XLA; the
                 forward pass asserts them otherwise).
+            losses: Optional `{metric name: scalar}` of the step's loss
+                terms; a failed check names the non-finite ones.
             optimizer: Default: the distiller's optimizer.
         """
         optimizer = optimizer or self.optimizer
@@ -1263,13 +1286,18 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
             self._apply_or_skip(optimizer, gradients, variables, images,
                                 grads_finite)
             return
-        if grads_finite is not None:
-            check = tf.debugging.Assert(
-                grads_finite, [_GRADIENTS, self._step_number()])
-            with tf.control_dependencies([check]):
-                gradients = [None if g is None else tf.identity(g)
-                             for g in gradients]
-        optimizer.apply_gradients(zip(gradients, variables))
+        if grads_finite is None:
+            optimizer.apply_gradients(zip(gradients, variables))
+            return
+        check = tf.debugging.Assert(
+            grads_finite,
+            [_GRADIENTS, self._step_number(), _non_finite_names(losses)])
+        # Everything the optimizer does waits for the check, its step
+        # counter included: a failed step leaves no trace.
+        with tf.control_dependencies([check]):
+            gradients = [None if g is None else tf.identity(g)
+                         for g in gradients]
+            optimizer.apply_gradients(zip(gradients, variables))
 
     def _apply_or_skip(self, optimizer, gradients, variables, images,
                        grads_finite):
@@ -1349,7 +1377,8 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         variables = self.step_variables()
         gradients = tape.gradient(scaled, variables)
         self.apply_checked_gradients(gradients, variables,
-                                     images=split_cached_inputs(x)[0])
+                                     images=split_cached_inputs(x)[0],
+                                     losses={"loss": total, **values})
         self._update_trackers(total, values, x)
         return self.compute_metrics(x, y, logits, weights)
 
