@@ -111,7 +111,9 @@ def _parse_check(message):
 
 def _number(text):
     """A check's value: a number, or a string (eager errors print string
-    tensors as `b'...'`)."""
+    tensors as `b'...'`), or a value already converted."""
+    if not isinstance(text, str):
+        return text
     text = text.strip()
     try:
         value = float(text)
