@@ -77,12 +77,18 @@ class LocalityPreservingDistillation(DistillationTerm):
     >>> s = [[0.0], [2.0], [2.0]]
     >>> round(float(loss.compute_loss(t, s)), 4)
     0.4905
-    >>> big = [[0.0, 0.0], [10.0, 0.0], [30.0, 1.0]]
+
+    The paper's raw form grows with the features' squared scale, the
+    default (unit-length features) does not:
+
+    >>> f = [[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]
+    >>> f100 = [[100 * v for v in row] for row in f]
     >>> raw = LocalityPreservingDistillation(k=1, normalize=None)
     >>> unit = LocalityPreservingDistillation(k=1)  # normalize="l2"
-    >>> round(float(raw.compute_loss(big, big)), 1), round(float(
-    ...     unit.compute_loss(big, big)), 3)
-    (97.9, 0.333)
+    >>> [round(float(raw.compute_loss(t, t)), 2) for t in (f, f100)]
+    [0.18, 1839.4]
+    >>> [round(float(unit.compute_loss(t, t)), 4) for t in (f, f100)]
+    [0.1077, 0.1077]
 
     Reference:
         Chen, Wang, Xu, Xu, Tao. "Learning Student Networks via Feature
