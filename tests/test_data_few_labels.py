@@ -136,3 +136,26 @@ def test_distiller_trains_on_a_few_label_split():
     assert logs["kd_loss"] > 0.0
     after = [w.numpy() for w in student.trainable_weights]
     assert any(not np.allclose(a, b) for a, b in zip(before, after))
+
+
+@pytest.mark.parametrize("as_dataset", [False, True])
+def test_ktan_regressor_pretraining_skips_unlabelled(as_dataset):
+    """KTAN's Algorithm 1 trains a probe with the labels: unlabelled
+    examples get weight 0 (a label -1 used to fail in the cross entropy)."""
+    from tfkd.layers.teacher_to_student import TeacherToStudent
+    from tfkd.layers.teacher_to_student import pretrain_regressor
+
+    teacher = testing.tiny_conv_model("teacher", width=8, seed=1)
+    x, y = testing.random_images(64, seed=4)
+    y = unlabel(y, 1, seed=0)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(16) \
+        if as_dataset else (x, y)
+    regressor = TeacherToStudent(4, teacher_size=8, student_size=8)
+    history = pretrain_regressor(teacher, "conv2", regressor, data,
+                                 num_classes=10, epochs=1)
+    assert np.isfinite(history.history["loss"]).all()
+    # Every label -1: nothing to learn from, and a loss of 0, not a crash.
+    unlabelled = (x, np.full(64, -1, np.int32))
+    history = pretrain_regressor(teacher, "conv2", regressor, unlabelled,
+                                 num_classes=10, epochs=1)
+    assert history.history["loss"] == [0.0]
