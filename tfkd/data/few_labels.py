@@ -162,11 +162,9 @@ def unlabel(data, labels_per_class, *, seed=0):
     return np.where(keep, labels.astype(dtype), UNLABELLED).astype(dtype)
 
 
-def _dataset_labels(dataset):
-    """All labels of a dataset of `(x, y)` elements, in order, and whether
-    its elements are batches."""
-    import tensorflow as tf
-
+def _is_batched(dataset):
+    """Whether a dataset of `(x, y)` elements with class-id labels yields
+    batches (labels `(batch,)`) or single examples (labels `()`)."""
     spec = dataset.element_spec
     if not (isinstance(spec, tuple) and len(spec) >= 2):
         raise ValueError(
@@ -187,7 +185,15 @@ def _dataset_labels(dataset):
             f"shape {label_spec.shape}; one-hot labels: map them with "
             "`tf.argmax(y, -1)` first."
         )
-    batched = rank == 1
+    return rank == 1
+
+
+def _dataset_labels(dataset):
+    """All labels of a dataset of `(x, y)` elements, in order, and whether
+    its elements are batches."""
+    import tensorflow as tf
+
+    batched = _is_batched(dataset)
     labels = dataset.map(lambda *e: tf.reshape(e[1], [-1]))
     values = [v.numpy() for v in labels]
     if not values:
@@ -252,7 +258,7 @@ def labelled_only(data, *, batch_size=None):
     import tensorflow as tf
 
     if isinstance(data, tf.data.Dataset):
-        _, batched = _dataset_labels(data)
+        batched = _is_batched(data)
         if batched:
             if isinstance(batch_size, bool) or not isinstance(
                     batch_size, int) or batch_size < 1:
