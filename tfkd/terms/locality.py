@@ -100,14 +100,17 @@ class LocalityPreservingDistillation(DistillationTerm):
         description="locality-preserving loss + soft targets (LP, eq. 8)",
         paper="Chen et al., IEEE TNNLS 2020",
         preset="tfkd.distillers.locality:LocalityPreservingDistiller",
-        # Eq. 8: k = 5 neighbours, gamma = 1, lam = 2, tau = 0.5.
+        # Eq. 8: k = 5 neighbours, gamma = 1, lam = 2, tau = 0.5. Searched
+        # around them: with unit-length features the LP term is bounded,
+        # so gamma beyond ~3 only drowns the labels; tau above ~2 spreads
+        # the soft targets too thin for small students.
         search_space={
-            "k": {"type": "int", "min_value": 1, "max_value": 10},
-            "gamma": {"type": "float", "min_value": 0.1, "max_value": 10.0,
+            "k": {"type": "int", "min_value": 3, "max_value": 8},
+            "gamma": {"type": "float", "min_value": 0.3, "max_value": 3.0,
                       "sampling": "log"},
             "lam": {"type": "float", "min_value": 0.5, "max_value": 4.0},
             "temperature": {"type": "float", "min_value": 0.25,
-                            "max_value": 4.0, "sampling": "log"},
+                            "max_value": 2.0, "sampling": "log"},
         },
     )
     batch_level = True

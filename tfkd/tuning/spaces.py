@@ -34,7 +34,10 @@ import numbers
 COMMON_SEARCH_SPACE = {
     "learning_rate": {"type": "float", "min_value": 1e-3, "max_value": 1e-2,
                       "sampling": "log", "default": 3e-3},
-    "width_multiplier": {"type": "choice", "values": [0.5, 1.0, 1.5, 2.0],
+    # Half width (462 parameters on the digits) trains far below the
+    # others in a trial's budget; pass --space width_multiplier=0.5,1 to
+    # search it.
+    "width_multiplier": {"type": "choice", "values": [1.0, 1.5, 2.0],
                          "default": 1.0},
 }
 
