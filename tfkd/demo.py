@@ -23,7 +23,7 @@ import time
 #: the unlabelled rest, this method is the one that gains most over the
 #: student alone on the digits (`recipes/transfer.py`, 3 seeds, see
 #: docs/results_transfer_digits.md).
-DEFAULT_METHOD = "kd"
+DEFAULT_METHOD = "lp"
 DEFAULT_LABELS_PER_CLASS = 6
 
 
