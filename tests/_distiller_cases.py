@@ -115,7 +115,7 @@ def all_cases():
                                "kd_weight": 0.5}),
         Case("mixed_terms", make=lambda t, s, **kw: tfkd.Distiller(
             t, s, _mixed_terms(),
-            distillation_loss_weights=[1.0, 100.0, 1.0, 0.5, 0.1],
+            distillation_loss_weights=[1.0, 10.0, 1.0, 0.5, 0.1],
             student_loss_weight=0.3, **kw)),
     ]
     return cases

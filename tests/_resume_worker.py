@@ -2,23 +2,37 @@
 
 Run as a script in a fresh process:
 
-    python tests/_resume_worker.py run CASE=DIR --kill-epoch E \
-        --kill-batch B --ready FILE
+    python tests/_resume_worker.py run CASE=DIR --kill-at POINT --ready FILE
     python tests/_resume_worker.py resume CASE=DIR=OUT.npz [...]
 
 `CASE` is `kd` (Hinton KD), `two_stage` (a correlation distiller trained
 with `fit_two_stage`) or `ktan` (the adversarial distiller: two optimizers,
 a phase switch at step 6).
 
-- `run`: train `CASE` with `keras.callbacks.BackupAndRestore(DIR)` (a
-  backup at the end of each epoch); after batch `B` of epoch `E` write the
-  `--ready` file and block, waiting to be killed with SIGKILL.
+- `run`: train `CASE` with `tfkd.callbacks.BackupAndRestore(DIR)` (a
+  backup at the end of each epoch); at the kill point write the `--ready`
+  file and block, waiting to be killed with SIGKILL. Kill points:
+
+  - `step:E:B`: after batch `B` of epoch `E`, between two training steps;
+  - `backup:K:start`: the `K`-th backup (written at the end of epoch
+    `K - 1`) is about to be written; nothing of it is on disk yet;
+  - `backup:K:weights`: half of the `K`-th backup's weights are written
+    into `latest.weights.h5` (the file is open, the rest not written);
+  - `backup:K:weights_written`: the weights file is complete and closed,
+    the metadata (`training_metadata.json`) not yet rewritten;
+  - `backup:K:metadata`: the metadata file is opened for writing (so
+    truncated) and its content not yet written.
+
+  The hooks wrap the distiller's `save_weights`, `h5py.Group.__setitem__`
+  and the `json.dumps` that `BackupAndRestore` calls; they do not change
+  what is written, only stop the process at a point of the write.
 - `resume`: for each case, train again with the same backup directory
   (Keras restores the last backup and goes on) and save the final state to
-  `OUT`, with the number of steps this process ran; then train an
-  uninterrupted reference run from scratch in the same process and save
-  its final state beside it (`ref_*` entries). Several cases share one
-  process to pay TensorFlow's start-up once.
+  `OUT`, with the number of steps this process ran (or the error if the
+  backup could not be restored); then train an uninterrupted reference run
+  from scratch in the same process and save its final state beside it
+  (`ref_*` entries). Several cases share one process to pay TensorFlow's
+  start-up once.
 
 Ops are deterministic (`keras.utils.set_random_seed` and
 `tf.config.experimental.enable_op_determinism()`); the data are fixed and
@@ -26,6 +40,7 @@ not shuffled, so an epoch's batches do not depend on the history.
 """
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -108,6 +123,14 @@ class CountSteps(keras.callbacks.Callback):
         self.steps += 1
 
 
+def block(ready):
+    """Signals the test through the `ready` file, then waits to be killed."""
+    with open(ready, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(600)  # Killed by the test long before this ends.
+    raise SystemExit("not killed within 600 s")
+
+
 class BlockAfter(keras.callbacks.Callback):
     """After batch `batch` of epoch `epoch`: signal, then wait to be killed."""
 
@@ -121,15 +144,78 @@ class BlockAfter(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if (self.epoch, batch) == (self.kill_epoch, self.kill_batch):
-            with open(self.ready, "w") as f:
-                f.write(str(os.getpid()))
-            time.sleep(600)  # Killed by the test long before this ends.
+            block(self.ready)
 
 
-def run_until_killed(case, backup, kill_epoch, kill_batch, ready):
+def block_in_backup(distiller, number, point, ready):
+    """Blocks in the `number`-th backup write of this process at `point`."""
+    import h5py
+    from keras.src.callbacks import backup_and_restore
+
+    from tfkd import io as tfkd_io
+
+    backups = {"count": 0, "writing": False, "datasets": 0, "per_backup": 0}
+    save_weights = distiller.save_weights
+
+    def hooked_save_weights(*args, **kwargs):
+        backups["count"] += 1
+        backups["datasets"] = 0
+        current = backups["count"] == number
+        if current and point == "start":
+            block(ready)
+        backups["writing"] = True
+        try:
+            save_weights(*args, **kwargs)
+        finally:
+            backups["writing"] = False
+        backups["per_backup"] = backups["datasets"]
+        if current and point == "weights_written":
+            block(ready)
+
+    set_item = h5py.Group.__setitem__
+
+    def hooked_set_item(group, name, value):
+        set_item(group, name, value)
+        if backups["writing"]:
+            backups["datasets"] += 1
+            if (backups["count"] == number and point == "weights"
+                    and backups["datasets"] == backups["per_backup"] // 2):
+                block(ready)
+
+    class HookedJson:
+        loads = staticmethod(json.loads)
+
+        @staticmethod
+        def dumps(obj, *args, **kwargs):
+            # Keras calls it inside `with open(metadata_path, "w")` (the file
+            # exists and is empty); tfkd before writing its temporary file.
+            if backups["count"] == number and point == "metadata":
+                block(ready)
+            return json.dumps(obj, *args, **kwargs)
+
+    if point not in ("start", "weights", "weights_written", "metadata"):
+        raise ValueError(f"Unknown kill point. Received: point={point!r}.")
+    if point == "weights" and number < 2:
+        raise ValueError("`weights` needs an earlier backup to count the "
+                         f"datasets of one. Received: number={number}.")
+    distiller.save_weights = hooked_save_weights
+    h5py.Group.__setitem__ = hooked_set_item
+    backup_and_restore.json = HookedJson
+    tfkd_io.json = HookedJson  # tfkd's backup writes its metadata here
+
+
+def run_until_killed(case, backup, kill_at, ready):
+    import tfkd
+
     distiller, x, y = build(case)
-    callbacks = [keras.callbacks.BackupAndRestore(backup),
-                 BlockAfter(kill_epoch, kill_batch, ready)]
+    callbacks = [tfkd.callbacks.BackupAndRestore(backup)]
+    kind, *where = kill_at.split(":")
+    if kind == "step":
+        callbacks.append(BlockAfter(int(where[0]), int(where[1]), ready))
+    elif kind == "backup":
+        block_in_backup(distiller, int(where[0]), where[1], ready)
+    else:
+        raise ValueError(f"Unknown kill point. Received: {kill_at!r}.")
     train(case, distiller, x, y, callbacks)
     print("training finished without being killed", file=sys.stderr)
     return 1
@@ -139,11 +225,19 @@ _REFERENCES = {}  # case -> final state of its uninterrupted run
 
 
 def resume(case, backup, out):
+    import tfkd
+
+    arrays = {}
     distiller, x, y = build(case)
     counter = CountSteps()
-    callbacks = [keras.callbacks.BackupAndRestore(backup), counter]
-    train(case, distiller, x, y, callbacks)
-    arrays = {f"resumed_{i}": v for i, v in enumerate(state(distiller))}
+    callbacks = [tfkd.callbacks.BackupAndRestore(backup), counter]
+    try:
+        train(case, distiller, x, y, callbacks)
+    except Exception as e:  # Reported by the test, case by case.
+        arrays["error"] = np.array(f"{type(e).__name__}: {e}")
+    else:
+        arrays.update(
+            {f"resumed_{i}": v for i, v in enumerate(state(distiller))})
     if case not in _REFERENCES:
         reference, x, y = build(case)
         train(case, reference, x, y, [])
@@ -159,16 +253,15 @@ def main(argv=None):
     parser.add_argument("mode", choices=("run", "resume"))
     parser.add_argument("cases", nargs="+",
                         help="CASE=BACKUP_DIR (resume: CASE=BACKUP_DIR=OUT)")
-    parser.add_argument("--kill-epoch", type=int)
-    parser.add_argument("--kill-batch", type=int)
+    parser.add_argument("--kill-at",
+                        help="step:E:B or backup:K:POINT (see above)")
     parser.add_argument("--ready")
     args = parser.parse_args(argv)
 
     tf.config.experimental.enable_op_determinism()
     if args.mode == "run":
         (case, backup), = [c.split("=") for c in args.cases]
-        return run_until_killed(case, backup, args.kill_epoch,
-                                args.kill_batch, args.ready)
+        return run_until_killed(case, backup, args.kill_at, args.ready)
     for item in args.cases:
         case, backup, out = item.split("=")
         resume(case, backup, out)

@@ -1,4 +1,5 @@
-"""Test configuration: two logical CPUs (for MirroredStrategy tests), quiet TF."""
+"""Test configuration: two logical CPUs (for MirroredStrategy tests), quiet TF,
+and distinct collective keys for every `MirroredStrategy` of the session."""
 
 import os
 
@@ -9,6 +10,8 @@ import keras  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from tfkd import _compat  # noqa: E402
+
 # Logical devices must be configured before TensorFlow initialises its
 # runtime, i.e. at import time of the test session.
 _cpus = tf.config.list_physical_devices("CPU")
@@ -18,6 +21,11 @@ try:
     )
 except RuntimeError:
     pass  # Already initialised (e.g. imported by a plugin); tests adapt.
+
+
+# Every strategy created in the test process gets collective keys of its
+# own (pytest runs a whole file in one process; see the function).
+_compat.isolate_collective_keys()
 
 
 @pytest.fixture(autouse=True)

@@ -38,6 +38,15 @@ def test_reset_initial_epoch(model):
     assert "_initial_epoch" in source
 
 
+def test_set_initial_epoch_is_what_fit_reads(model):
+    clone = testing.tiny_conv_model("e", width=2, seed=1)
+    clone.compile(optimizer="sgd", loss="mse")
+    _compat.set_initial_epoch(clone, 2)
+    history = clone.fit(np.zeros((4, 8, 8, 1)), np.zeros((4, 10)), epochs=3,
+                        verbose=0)
+    assert history.epoch == [2]
+
+
 def test_flatten_layers(model):
     layers = _compat.flatten_layers(model)
     assert layers[0] is model
@@ -115,3 +124,12 @@ def test_multi_worker_build_mixin_overrides_a_keras_method():
     parameters = inspect.signature(
         keras.Model._maybe_symbolic_build).parameters
     assert list(parameters)[:3] == ["self", "iterator", "data_batch"]
+
+
+def test_isolate_collective_keys():
+    _compat.isolate_collective_keys()
+    _compat.isolate_collective_keys()  # idempotent
+    first = tf.distribute.MirroredStrategy(["/cpu:0"])
+    second = tf.distribute.MirroredStrategy(["/cpu:0"])
+    assert first._collective_key_base != second._collective_key_base
+    assert tf.distribute.MirroredStrategy._collective_key_base == 0

@@ -131,7 +131,7 @@ def test_augment_is_pad_crop_and_optional_flip(flip):
 
 
 def test_absent_data_raises_helpful_error(tmp_path):
-    with pytest.raises(DatasetNotFoundError) as info:
+    with pytest.raises(DatasetNotFoundError, match="'cifar10'") as info:
         load_tfds("cifar10", data_dir=str(tmp_path))
     message = str(info.value)
     assert isinstance(info.value, FileNotFoundError)
@@ -158,7 +158,8 @@ def test_failed_download_is_wrapped(tmp_path):
     with mock.patch.object(
         tfds.core.DatasetBuilder, "download_and_prepare", fail
     ):
-        with pytest.raises(DatasetNotFoundError) as info:
+        with pytest.raises(DatasetNotFoundError,
+                           match="ConnectionError: no network") as info:
             load_tfds("cifar100", data_dir=str(tmp_path), download=True)
     message = str(info.value)
     assert "ConnectionError: no network" in message
@@ -184,7 +185,7 @@ def test_bad_arguments(kwargs, argument):
 
 
 def test_load_dataset_bad_name_lists_valid_names():
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError, match="Received: name='cifar-10'") as info:
         load_dataset("cifar-10")
     for name in ("digits", "cifar10", "cifar100", "mnist"):
         assert name in str(info.value)

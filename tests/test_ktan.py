@@ -185,9 +185,11 @@ def test_discriminator_structure_and_errors():
                for layer in model.layers) == 2
     p = model.predict(np.random.rand(3, 4, 4, 16), verbose=0)
     assert p.shape == (3, 1) and np.all((p > 0) & (p < 1))
-    for bad in [dict(input_shape=(4, 4)), dict(input_shape=(4, 4, 0)),
-                dict(input_shape=(4, 4, 2), width=0)]:
-        with pytest.raises(ValueError):
+    for bad, received in [(dict(input_shape=(4, 4)), r"input_shape=\(4, 4\)"),
+                          (dict(input_shape=(4, 4, 0)),
+                           r"input_shape=\(4, 4, 0\)"),
+                          (dict(input_shape=(4, 4, 2), width=0), "width=0")]:
+        with pytest.raises(ValueError, match=f"Received: {received}"):
             build_discriminator(**bad)
 
 

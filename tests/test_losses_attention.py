@@ -208,7 +208,7 @@ def test_bad_mode():
 
 
 def test_spatial_mismatch():
-    with pytest.raises(ValueError) as e:
+    with pytest.raises(ValueError, match=r"\(2, 4, 4, 3\)") as e:
         attention_transfer_loss(np.zeros((2, 4, 4, 3)), np.zeros((2, 2, 2, 3)))
     msg = str(e.value)
     assert "(2, 4, 4, 3)" in msg and "(2, 2, 2, 3)" in msg

@@ -584,7 +584,8 @@ def test_channel_mismatch_names_shapes_and_adapter():
     t = np.zeros((2, 4, 4, 8), np.float32)
     s = np.zeros((2, 4, 4, 3), np.float32)
     for mode in ("channel", "both"):
-        with pytest.raises(ValueError) as e:
+        with pytest.raises(ValueError,
+                           match="pass adapter=True to the distiller") as e:
             correlation_loss(t, s, mode=mode)
         msg = str(e.value)
         assert "(2, 4, 4, 8)" in msg and "(2, 4, 4, 3)" in msg
@@ -596,7 +597,8 @@ def test_spatial_mismatch_names_shapes_and_adapter():
     t = np.zeros((2, 4, 4, 3), np.float32)
     s = np.zeros((2, 2, 4, 3), np.float32)
     for mode in ("spatial", "both"):
-        with pytest.raises(ValueError) as e:
+        with pytest.raises(ValueError,
+                           match="pass adapter=True to the distiller") as e:
             correlation_loss(t, s, mode=mode)
         msg = str(e.value)
         assert "(2, 4, 4, 3)" in msg and "(2, 2, 4, 3)" in msg

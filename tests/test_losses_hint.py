@@ -94,7 +94,7 @@ def test_keras_wrapper():
 
 
 def test_mismatched_shapes():
-    with pytest.raises(ValueError) as e:
+    with pytest.raises(ValueError, match="regressor") as e:
         hint_loss(np.zeros((2, 4, 4, 8)), np.zeros((2, 4, 4, 3)))
     msg = str(e.value)
     assert "teacher_features" in msg and "student_features" in msg

@@ -8,6 +8,7 @@ import tensorflow as tf
 from tfkd import testing
 from tfkd.losses.attention import attention_transfer_loss
 from tfkd.losses.correlation import correlation_loss
+from tfkd.losses.hint import hint_loss
 from tfkd.losses.distillation import AttentionDistillation
 from tfkd.losses.distillation import CorrelationDistillation
 from tfkd.losses.distillation import HintDistillation
@@ -30,36 +31,61 @@ def models(teacher_width=6, student_width=3):
 
 TAPS = {"teacher_layer_name": "conv2", "student_layer_name": "conv2"}
 
+def _hint_reference(term):
+    return lambda t, s: hint_loss(t, term.regressors[0](s))
+
+
 FIT_CASES = {
-    # name: (loss factory, teacher width, student width, XLA train step)
-    "correlation_both": (lambda: CorrelationDistillation(**TAPS), 6, 6, False),
+    # name: (loss factory, teacher width, student width, XLA train step,
+    #        reference(term) -> fn(teacher features, student features))
+    "correlation_both": (lambda: CorrelationDistillation(**TAPS), 6, 6, False,
+                         lambda term: correlation_loss),
     "correlation_spatial": (
-        lambda: CorrelationDistillation(mode="spatial", **TAPS), 6, 3, False),
-    "attention": (lambda: AttentionDistillation(**TAPS), 6, 3, False),
+        lambda: CorrelationDistillation(mode="spatial", **TAPS), 6, 3, False,
+        lambda term: lambda t, s: correlation_loss(t, s, mode="spatial")),
+    "attention": (lambda: AttentionDistillation(**TAPS), 6, 3, False,
+                  lambda term: attention_transfer_loss),
     "locality": (lambda: LocalityPreservingDistillation(k=3, **TAPS), 6, 3,
-                 False),
+                 False, lambda term: lambda t, s: locality_preserving_loss(
+                     t, s, k=3)),
     "locality_logits_xla": (lambda: LocalityPreservingDistillation(k=3), 6, 3,
-                            True),
-    "hint": (lambda: HintDistillation(**TAPS), 6, 6, False),
+                            True, lambda term: lambda t, s:
+                            locality_preserving_loss(t, s, k=3)),
+    "hint": (lambda: HintDistillation(**TAPS), 6, 6, False, _hint_reference),
 }
+
+
+def _tapped(model, layer, x):
+    if layer is None:
+        return model(x)
+    return keras.Model(model.inputs, model.get_layer(layer).output)(x)
 
 
 @pytest.mark.parametrize("case", list(FIT_CASES))
 def test_one_fit_step_in_keras_distiller(case):
-    make_loss, teacher_width, student_width, jit = FIT_CASES[case]
+    make_loss, teacher_width, student_width, jit, reference = \
+        FIT_CASES[case]
     teacher, student = models(teacher_width, student_width)
     x, y = testing.random_images(16, input_shape=INPUT_SHAPE, num_classes=4)
     teacher_before = [np.array(w) for w in teacher.weights]
     student_before = [np.array(w) for w in student.weights]
+    term = make_loss()
     distiller = keras.distillation.Distiller(
         teacher=teacher, student=student,
-        distillation_losses=[make_loss()], student_loss_weight=0.5,
+        distillation_losses=[term], student_loss_weight=0.5,
     )
     distiller.compile(
         optimizer=keras.optimizers.SGD(0.05),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         jit_compile=jit,
     )
+    # Keras's distiller computes exactly the tfkd function on the tapped
+    # features (the batch mean of its per-example values).
+    r = distiller.evaluate(x, y, batch_size=16, return_dict=True, verbose=0)
+    t = _tapped(teacher, term.teacher_layer_name, x)
+    s = _tapped(student, term.student_layer_name, x)
+    expected = float(np.mean(reference(term)(t, s).numpy()))
+    assert r["distillation_loss"] == pytest.approx(expected, rel=1e-5)
     history = distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
     distillation = history.history["distillation_loss"][0]
     assert np.isfinite(distillation) and distillation > 0.0

@@ -244,7 +244,7 @@ def test_bad_sigma(sigma, error):
 
 
 def test_batch_mismatch_and_rank():
-    with pytest.raises(ValueError) as e:
+    with pytest.raises(ValueError, match="batch size") as e:
         locality_preserving_loss(np.zeros((4, 3)), np.zeros((5, 3)))
     assert "(4, 3)" in str(e.value) and "(5, 3)" in str(e.value)
     assert "batch size" in str(e.value)

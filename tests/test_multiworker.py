@@ -1,7 +1,9 @@
 """Real multi-worker training: two worker processes on 127.0.0.1.
 
 The test writes initial weights, starts two `tests/_multiworker_worker.py`
-processes with a `TF_CONFIG` naming two free loopback ports, and each
+processes with a `TF_CONFIG` naming two loopback ports that the test holds
+until the workers have finished (`_ports.py`: no other process can take
+them between their choice and the workers' bind), and each
 worker trains KD and FitNets under `tf.distribute.MultiWorkerMirroredStrategy`
 (one CPU replica per worker, global batch 32, 16 per worker). Both workers'
 final weights and per-epoch losses must equal a single-process run with
@@ -11,7 +13,6 @@ by a timeout and killed in `finally`.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,22 +22,10 @@ import numpy as np
 import pytest
 
 import _multiworker_worker as worker
+from _ports import reserved_ports
 
 WORKERS = 2
 TIMEOUT_S = 120
-
-
-def _free_ports(n):
-    sockets = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def _reference_distillers():
@@ -54,8 +43,7 @@ def _train_reference(distillers, x, y):
     return worker.flat_weights(distillers), histories
 
 
-def _start_workers(tmp_path, init_path):
-    ports = _free_ports(WORKERS)
+def _start_workers(tmp_path, init_path, ports):
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     script = os.path.join(os.path.dirname(__file__), "_multiworker_worker.py")
     procs, logs, outs = [], [], []
@@ -99,10 +87,11 @@ def test_two_workers_match_single_process(tmp_path):
     deadline = time.monotonic() + TIMEOUT_S
     procs, logs, outs = [], [], []
     try:
-        procs, logs, outs = _start_workers(tmp_path, init_path)
-        # The single-process reference trains while the workers start.
-        expected, histories = _train_reference(distillers, x, y)
-        _wait(procs, tmp_path, deadline)
+        with reserved_ports(WORKERS) as ports:
+            procs, logs, outs = _start_workers(tmp_path, init_path, ports)
+            # The single-process reference trains while the workers start.
+            expected, histories = _train_reference(distillers, x, y)
+            _wait(procs, tmp_path, deadline)
     finally:
         for proc in procs:
             if proc.poll() is None:

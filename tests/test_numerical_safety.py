@@ -184,7 +184,8 @@ def test_exploding_knowledge_term_stops_training_naming_it():
     logits = teacher.predict(x, verbose=0)
     _assert_finite(logits, "teacher logits")
     before = [np.array(w) for w in distiller.student.weights]
-    with pytest.raises(NonFiniteLossError) as info:
+    with pytest.raises(NonFiniteLossError,
+                       match="`knowledge_loss` became inf") as info:
         distiller.fit(x, y, batch_size=8, epochs=3, verbose=0,
                       callbacks=[StopOnNonFiniteLoss()])
     message = str(info.value)

@@ -9,6 +9,7 @@ import os
 import pytest
 
 import tfkd
+from _recipe_outputs import check_outputs
 
 _RECIPES = os.path.join(os.path.dirname(__file__), os.pardir, "recipes")
 
@@ -30,22 +31,24 @@ def test_quick_path_runs_and_writes_results(recipe, tmp_path):
     out = str(tmp_path / "correlation")
     rows = recipe.main([
         "--quick", "--table", "3", "4", "--seeds", "0", "--epochs", "1",
-        "--stage1-epochs", "1", "--teacher-epochs", "1", "--rows",
+        "--stage1-epochs", "1", "--teacher-epochs", "3", "--rows",
         "channel/two+kd", "channel-self-guided/single", "student",
         "--out", out,
     ])
-    methods = [row["method"] for row in rows]
-    assert methods == ["teacher", "channel/two+kd", "student",
-                       "channel-self-guided/single"]
-    assert all(row["n"] == 1 and 0.0 <= row["last_mean"] <= 100.0
-               and row["best_mean"] >= row["last_mean"] for row in rows)
-    for name in ("runs.csv", "summary.csv", "summary.md", "tables.md",
-                 "accuracy_vs_params.png"):
-        assert os.path.exists(os.path.join(out, name)), name
+    # Three teacher epochs: enough to beat chance clearly (one is not).
+    check_outputs(out, rows, ["teacher", "channel/two+kd", "student",
+                              "channel-self-guided/single"],
+                  teacher="teacher")
+    assert os.path.getsize(os.path.join(out, "accuracy_vs_params.png")) > 0
+    last = {row["method"]: f"{row['last_mean']:.2f}" for row in rows}
     tables = open(os.path.join(out, "tables.md")).read()
-    assert "| Channel | Augmented+Self-Guided |" in tables
-    # Paper's CIFAR-100 numbers beside ours (two-stage Channel+KD: 69.25).
-    assert "(69.25)" in tables and "(68.21)" in tables
+    # Our numbers in their cells, the paper's CIFAR-100 numbers beside them
+    # (two-stage Channel+KD: 69.25; self-guided Channel: 68.21).
+    assert f"| {last['channel/two+kd']} (69.25) |" in tables
+    assert ("| Channel | Augmented+Self-Guided | "
+            f"{last['channel-self-guided/single']} (68.21) |") in tables
+    assert f"| Teacher (n=1) | {last['teacher']} (68.68) |" in tables
+    assert f"| Student (n=1) | {last['student']} (64.66) |" in tables
 
     records = {}
     for name in os.listdir(out):
@@ -72,8 +75,10 @@ def test_alias_runs_table3_with_a_shared_optimizer(tmp_path):
         "--teacher-epochs", "1", "--methods", "attention", "--settings",
         "two", "--run-dir", out,
     ])
-    assert [row["method"] for row in rows] == [
-        "teacher", "attention/two", "kd", "student"]
+    # One teacher epoch (at chance): the quick test above checks that the
+    # same recipe code trains a teacher that learns.
+    check_outputs(out, rows, ["teacher", "attention/two", "kd", "student"],
+                  teacher="teacher", min_teacher=None)
     record = next(json.load(open(os.path.join(out, n)))
                   for n in os.listdir(out) if n.startswith("digits_attention"))
     assert record["hyperparameters"]["two_stage_optimizer"] == "shared"

@@ -5,6 +5,8 @@ import os
 
 import pytest
 
+from _recipe_outputs import check_outputs
+
 _RECIPE = os.path.join(os.path.dirname(__file__), os.pardir, "recipes",
                        "ktan.py")
 
@@ -20,15 +22,11 @@ def test_quick_path_runs_and_writes_results(tmp_path):
     recipe = _load_recipe()
     out = str(tmp_path / "ktan")
     rows = recipe.main([
-        "--quick", "--seeds", "0", "--epochs", "1", "--teacher-epochs", "1",
+        "--quick", "--seeds", "0", "--epochs", "1", "--teacher-epochs", "3",
         "--methods", "dln", "ktan", "--out", out,
     ])
-    methods = {row["method"] for row in rows}
-    assert {"teacher", "dln", "ktan"} <= methods
-    assert all(row["n"] == 1 and 0.0 <= row["last_mean"] <= 100.0
-               for row in rows)
-    for name in ("runs.csv", "summary.csv", "summary.md"):
-        assert os.path.exists(os.path.join(out, name))
+    # Three teacher epochs: enough to beat chance clearly (one is not).
+    check_outputs(out, rows, ["teacher", "dln", "ktan"], teacher="teacher")
 
 
 def test_cifar_without_data_fails_clearly(tmp_path):

@@ -57,7 +57,8 @@ def test_known_drifts_are_gone():
     assert spaces.default_search_space("stc")["alpha"]["default"] == \
         stc.arguments()["alpha"] == 0.5
     assert "dln" in registry.method_names()
-    assert set(spaces.DEFAULT_SEARCH_SPACES) == set(registry.method_names())
+    # Every method has a space (users may register more for their own).
+    assert set(registry.method_names()) <= set(spaces.DEFAULT_SEARCH_SPACES)
 
 
 def test_battery_covers_every_method():

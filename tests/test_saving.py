@@ -200,7 +200,7 @@ DAMAGE = {
 def test_load_damaged_file_names_file_and_recovery(saved, tmp_path, damage):
     make, detail = DAMAGE[damage]
     path = make(saved[1], saved[2], tmp_path / f"{damage}.keras")
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError, match="corrupt or truncated") as info:
         tfkd.load(path)
     message = str(info.value)
     assert path in message

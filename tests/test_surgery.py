@@ -124,7 +124,7 @@ def test_layers_and_weights_are_shared_not_copied():
 
 def test_cut_inside_residual_block_names_crossing_tensors():
     model = resnet20()
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError, match="2 tensors cross the cut") as info:
         split_model(model, "stage2_block2_relu1")
     message = str(info.value)
     assert "2 tensors cross the cut" in message

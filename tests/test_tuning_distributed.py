@@ -2,27 +2,23 @@
 
 One chief (the oracle, over gRPC on 127.0.0.1) and two workers run as local
 subprocesses of `tuning_distributed_script.py`; the chief's results must show
-trials completed by both workers, with student-only checkpoints.
+trials completed by both workers, with student-only checkpoints. The
+oracle's port stays reserved by the test until the processes end
+(`_ports.py`), so no other process can take it before the chief binds it.
 """
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 
 import tfkd
+from _ports import reserved_ports
 
 SCRIPT = os.path.join(os.path.dirname(__file__),
                       "tuning_distributed_script.py")
 TIMEOUT = 420  # Seconds for the whole search (three TensorFlow processes).
-
-
-def _free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env(tuner_id, port):
@@ -49,33 +45,33 @@ def test_chief_and_two_workers(tmp_path):
     directory = str(tmp_path / "tuner")
     barrier = tmp_path / "barrier"
     barrier.mkdir()
-    port = _free_port()
     args = [sys.executable, SCRIPT, teacher_path, directory, str(barrier)]
     processes, outputs, timed_out = {}, {}, None
     deadline = time.monotonic() + TIMEOUT
-    try:
-        for tuner_id in ("chief", "tuner0", "tuner1"):
-            processes[tuner_id] = subprocess.Popen(
-                args, env=_env(tuner_id, port), stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, text=True,
-            )
-        # Workers first: the chief exits only after both are done.
-        for tuner_id in ("tuner0", "tuner1", "chief"):
-            process = processes[tuner_id]
-            try:
-                out, err = process.communicate(
-                    timeout=max(1.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                timed_out = tuner_id
-                break
-            outputs[tuner_id] = (process.returncode, out, err)
-    finally:
-        for tuner_id, process in processes.items():
-            if process.poll() is None:
-                process.kill()
-            if tuner_id not in outputs:
-                out, err = process.communicate()
+    with reserved_ports(1) as (port,):
+        try:
+            for tuner_id in ("chief", "tuner0", "tuner1"):
+                processes[tuner_id] = subprocess.Popen(
+                    args, env=_env(tuner_id, port), stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, text=True,
+                )
+            # Workers first: the chief exits only after both are done.
+            for tuner_id in ("tuner0", "tuner1", "chief"):
+                process = processes[tuner_id]
+                try:
+                    out, err = process.communicate(
+                        timeout=max(1.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    timed_out = tuner_id
+                    break
                 outputs[tuner_id] = (process.returncode, out, err)
+        finally:
+            for tuner_id, process in processes.items():
+                if process.poll() is None:
+                    process.kill()
+                if tuner_id not in outputs:
+                    out, err = process.communicate()
+                    outputs[tuner_id] = (process.returncode, out, err)
     report = "\n".join(
         f"--- {tuner_id} (exit {code})\n{out[-2000:]}\n{err[-3000:]}"
         for tuner_id, (code, out, err) in outputs.items())

@@ -32,6 +32,12 @@ def reset_initial_epoch(model):
     model._initial_epoch = None
 
 
+def set_initial_epoch(model, epoch):
+    """Makes the next `fit` of `model` start at `epoch` (what Keras's
+    `BackupAndRestore` does when it restores a backup)."""
+    model._initial_epoch = epoch
+
+
 def flatten_layers(layer):
     """`layer` and all of its sub-layers, parents before children."""
     return list(layer._flatten_layers(include_self=True, recursive=True))
@@ -140,6 +146,30 @@ def mirrored_strategy(devices=None):
         return cls(devices)
     finally:
         cls._collective_key_base = saved
+
+
+def isolate_collective_keys(bases=itertools.count(1000)):
+    """Gives every `MirroredStrategy` created from now on keys of its own.
+
+    As `mirrored_strategy` does for one strategy, for all of them: a plain
+    `tf.distribute.MirroredStrategy(devices)` created after another in the
+    same process otherwise reuses its collective keys and aborts ("Shape
+    mismatch in the collective instance", tensorflow/tensorflow#62790). For
+    test processes, which create many strategies; a strategy made by
+    `mirrored_strategy` keeps the base it was given.
+    """
+    cls = tf.distribute.MirroredStrategy
+    if getattr(cls.__init__, "_tfkd_isolated", False):
+        return
+    init = cls.__init__
+
+    def __init__(self, *args, **kwargs):
+        if type(self)._collective_key_base == 0:  # Not set by the helper.
+            self._collective_key_base = 100_000 * next(bases)
+        init(self, *args, **kwargs)
+
+    __init__._tfkd_isolated = True
+    cls.__init__ = __init__
 
 
 class MultiWorkerBuildMixin:

@@ -6,6 +6,9 @@ import math
 import keras
 import tensorflow as tf
 
+# Keras's fault-tolerance callback, with atomic backups.
+from tfkd.backup import BackupAndRestore  # noqa: F401
+
 
 class NonFiniteLossError(FloatingPointError):
     """Raised when a loss term becomes NaN or infinite during training."""

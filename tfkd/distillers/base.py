@@ -132,6 +132,14 @@ class _KerasTerm:
 
     def __init__(self, loss):
         self.loss = loss
+        # A `keras.losses.Loss` instance reducing to a mean divides it by
+        # the number of replicas itself under `tf.distribute` (Keras's
+        # `reduce_values`), and the engine scales the total again: undo
+        # the first.
+        self._prescaled = any(
+            isinstance(fn, keras.losses.Loss)
+            and getattr(fn, "reduction", None) not in (None, "none")
+            for fn in keras.tree.flatten(getattr(loss, "loss", None)))
         teacher = getattr(loss, "teacher_layer_name", None)
         student = getattr(loss, "student_layer_name", None)
         # Keras's Distiller decides on `teacher_layer_name` alone.
@@ -161,7 +169,12 @@ class _KerasTerm:
     def call(self, teacher_outputs, student_outputs, labels=None,
              training=False):
         self.loss.validate_outputs(teacher_outputs, student_outputs)
+        # Losses in float32, as tfkd's terms compute (mixed precision).
+        teacher_outputs, student_outputs = keras.tree.map_structure(
+            _float32_if_floating, (teacher_outputs, student_outputs))
         value = self.loss.compute_loss(teacher_outputs, student_outputs)
+        if self._prescaled:
+            value = value * num_replicas()
         if getattr(value, "shape", ()) and len(value.shape) > 0:
             raise ValueError(
                 f"Distillation loss {type(self.loss).__name__} returned a "
@@ -177,6 +190,11 @@ class _KerasTerm:
     @property
     def losses(self):
         return []
+
+
+def _float32_if_floating(x):
+    x = tf.convert_to_tensor(x)
+    return tf.cast(x, tf.float32) if x.dtype.is_floating else x
 
 
 def _as_term(loss, index):
@@ -870,8 +888,10 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
     def _check_labels(self, y, logits):
         """Checks labels in the graph; returns `(labels, labelled mask)`.
 
-        The mask is `None` unless labels are class ids (then `-1` marks an
-        unlabelled example).
+        The mask is `None` unless labels are class ids; then the labels are
+        int64 ids of shape `(batch,)` in which `-1` marks an unlabelled
+        example (the terms see it; the student loss and the metrics skip
+        it).
         """
         if y is None:
             raise ValueError(
@@ -922,8 +942,7 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         ]
         with tf.control_dependencies(checks):
             labels = tf.reshape(tf.identity(labels), [-1])
-        labelled = labels >= 0
-        return tf.maximum(labels, 0), labelled
+        return labels, labels >= 0
 
     def student_loss_values(self, y, logits):
         """Unreduced student loss (`(batch,)` or more dims)."""
@@ -958,6 +977,10 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
             for name, value in self.term_values(
                 teacher, student, y, training, inputs=x).items()
         }
+        if labelled is not None:
+            # Any class id for the unlabelled examples: their student loss
+            # and metrics carry weight 0.
+            y = tf.maximum(y, 0)
         per_example = self.student_loss_values(y, logits)
         weights = sample_weight
         if labelled is not None:

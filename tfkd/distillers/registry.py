@@ -184,21 +184,18 @@ def get(name):
     return table[name]
 
 
-#: Per-method taps on the digits pair where the default does not suit:
-#: LP keeps in-batch neighbourhoods, and on this pair the pooled embedding
-#: serves it best (3 seeds, 300 labels: 81 % tapping `gap`, 78 % tapping
-#: the 8×8 conv map with the default unit-length features, 15 % on that
-#: map with the paper's raw features, which collapse the student; see
-#: docs/methods/lp.md).
-_DIGITS_TAPS = {"lp": ("gap", "gap")}
-
-
 def digits_taps(method=None):
     """`(teacher_layer, student_layer)` tapped on the digits demo pair.
 
+    Methods that compare pooled embeddings (`Method.embedding`: LP, RKD,
+    PKT, CC, CRD) tap the pooled `gap` layer; LP on the 8×8 conv maps, for
+    one, swamps the class loss until the student's features collapse with
+    the paper's raw features (3 seeds, 300 labels: 81 % tapping `gap`, 78 %
+    on the 8×8 map with unit-length features, 15 % on it with raw ones; see
+    docs/methods/lp.md). The others tap the last conv block.
+
     Args:
-        method: Optional method name; most methods tap the last conv
-            block's activation, LP taps the pooled embedding.
+        method: Optional method name.
 
     Returns:
         A `(teacher_layer, student_layer)` pair of layer names.
@@ -210,8 +207,9 @@ def digits_taps(method=None):
     """
     from tfkd.models.digits import DIGITS_FEATURE_LAYER
 
-    return _DIGITS_TAPS.get(method, (DIGITS_FEATURE_LAYER,
-                                     DIGITS_FEATURE_LAYER))
+    if method is not None and get(method).method.embedding:
+        return ("gap", "gap")
+    return (DIGITS_FEATURE_LAYER, DIGITS_FEATURE_LAYER)
 
 
 def build(name, teacher, student, feature_layers=None, **overrides):

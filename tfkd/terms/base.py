@@ -65,6 +65,9 @@ class Method:
         uses_features: Whether the method taps intermediate layers (then it
             needs `feature_layers=(teacher_layer, student_layer)`).
         two_optimizers: Whether `compile` takes a `discriminator_optimizer`.
+        embedding: Whether the method compares pooled embeddings (vectors)
+            rather than feature maps; on the digits demo pair it then taps
+            the pooled `gap` layer instead of the last conv block.
         weight: Without a preset: the term's default weight (its paper's
             weight in front of the term).
         student_loss_weight: Without a preset: the default student loss
@@ -79,6 +82,7 @@ class Method:
     build_defaults: dict = dataclasses.field(default_factory=dict)
     uses_features: bool = True
     two_optimizers: bool = False
+    embedding: bool = False
     weight: float = 1.0
     student_loss_weight: float = 0.5
 

@@ -3,6 +3,7 @@
 import keras
 
 from tfkd import hyperparameters as hp
+from tfkd.terms.base import check_bool
 from tfkd.losses import kd as kd_losses
 from tfkd.terms.base import DistillationTerm
 from tfkd.terms.base import Method
@@ -52,8 +53,18 @@ class KDDistillation(_LogitTerm):
     it (`term.temperature = 2.0`) or schedule it with
     `tfkd.callbacks.HyperparameterScheduler` during training.
 
+    With `standardize_logits=True` (logit-standardised KD, Sun et al.,
+    CVPR 2024) both logit vectors are z-scored over their classes before
+    the softmax (`tfkd.losses.standardize_logits`: Bessel-corrected
+    standard deviation plus `1e-7`, as the authors' code), so the student
+    matches the teacher's logit relations rather than their scale; `T`
+    is then the base temperature (the paper uses 2 on CIFAR-100) and the
+    `T²` factor is kept, as in the authors' code.
+
     Args:
         temperature: Softening temperature `T > 0`.
+        standardize_logits: Whether to z-score both logit vectors first
+            (needs at least 2 classes).
         **kwargs: Layer arguments; `name` (default `"kd"`) names the term's
             metric (`kd_loss`).
 
@@ -71,9 +82,18 @@ class KDDistillation(_LogitTerm):
     >>> sorted(distiller.fit(x, y, verbose=0).history)
     ['kd_loss', 'loss', 'student_loss']
 
+    A student whose logits are the teacher's, scaled, has no standardised
+    KD loss:
+
+    >>> term = KDDistillation(temperature=2.0, standardize_logits=True)
+    >>> loss = term.compute_loss([[2.0, 0.0, -1.0]], [[6.0, 0.0, -3.0]])
+    >>> round(float(loss), 4)
+    0.0
+
     Reference:
         Hinton, Vinyals, Dean. "Distilling the Knowledge in a Neural
-        Network", NIPS Deep Learning Workshop 2015.
+        Network", NIPS Deep Learning Workshop 2015. Sun, Ren, Li, Wang,
+        Cao, "Logit Standardization in Knowledge Distillation", CVPR 2024.
     """
 
     method = Method(
@@ -96,19 +116,23 @@ class KDDistillation(_LogitTerm):
 
     temperature = hp.Hyperparameter(hp.positive, doc="Softening temperature.")
 
-    def __init__(self, temperature=4.0, **kwargs):
+    def __init__(self, temperature=4.0, standardize_logits=False, **kwargs):
         kwargs.setdefault("name", "kd")
         super().__init__(**kwargs)
         self.temperature = temperature
+        self.standardize_logits = check_bool(standardize_logits,
+                                             "standardize_logits")
 
     def call(self, teacher_outputs, student_outputs, labels=None,
              training=False):
         return kd_losses.kd_loss(teacher_outputs, student_outputs,
-                                 self.temperature)
+                                 self.temperature,
+                                 standardize_logits=self.standardize_logits)
 
     def get_config(self):
         config = super().get_config()
         config["temperature"] = self.temperature
+        config["standardize_logits"] = self.standardize_logits
         return config
 
 

@@ -97,6 +97,7 @@ class LocalityPreservingDistillation(DistillationTerm):
 
     method = Method(
         name="lp",
+        embedding=True,
         description="locality-preserving loss + soft targets (LP, eq. 8)",
         paper="Chen et al., IEEE TNNLS 2020",
         preset="tfkd.distillers.locality:LocalityPreservingDistiller",

@@ -198,7 +198,11 @@ def limits_for(name, method=None):
         from tfkd.distillers import registry
 
         if method in registry.method_names():
-            attribute = getattr(registry.get(method).load(), name, None)
+            spec = registry.get(method)
+            # A preset's own hyperparameters, or an engine-built method's
+            # term's.
+            owner = spec.load() if spec.preset else spec.term
+            attribute = getattr(owner, name, None)
             if isinstance(attribute, hp.Hyperparameter):
                 limits = _limits_of_check(attribute.check)
                 if limits is not None:

@@ -1,0 +1,328 @@
+"""The CRD term: heads and memory banks owned by the term, the example
+index, updates in training steps only, tf.distribute and saving."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfkd
+from tfkd import testing
+from tfkd.distillers import registry
+from tfkd.losses import contrastive_memory_update
+from tfkd.losses import contrastive_representation_loss
+from tfkd.terms.crd import ContrastiveRepresentationDistillation as CRD
+from tfkd.terms.crd import with_example_index
+
+from _distiller_cases import mirrored_strategy
+
+SMALL = dict(num_negatives=16, embedding_dim=8)
+
+
+def _pair():
+    return (testing.tiny_conv_model("teacher", width=8, seed=1),
+            testing.tiny_conv_model("student", width=4, seed=11))
+
+
+def _embeddings(term, distiller, x):
+    t = distiller.teacher_forward(x)[1][0]
+    s = distiller.student_forward(x, False)[1][0]
+    return term.embed(term.teacher_head, t), term.embed(term.student_head, s)
+
+
+def _state(term):
+    return {name: np.array(getattr(term, name)) for name in (
+        "teacher_memory", "student_memory", "teacher_normalizer",
+        "student_normalizer", "steps", "queue_position")}
+
+
+def test_queue_term_matches_the_loss_and_trains():
+    terms = []
+
+    def make():
+        terms.append(CRD("conv2", "conv2", num_negatives=32,
+                         embedding_dim=8))
+        return terms[-1]
+
+    def reference(t, s):
+        # The queue: the positive is the other network's embedding, the
+        # negatives every row of the other network's queue (N = K = 32).
+        term = terms[-1]
+        e_t = term.embed(term.teacher_head, t)
+        e_s = term.embed(term.student_head, s)
+
+        def rows(e, memory):
+            bank = tf.broadcast_to(tf.convert_to_tensor(memory)[None],
+                                   (e.shape[0],) + tuple(memory.shape))
+            return tf.concat([e[:, None], bank], axis=1)
+
+        return contrastive_representation_loss(
+            e_t, e_s, rows(e_t, term.teacher_memory),
+            rows(e_s, term.student_memory), dataset_size=32,
+            temperature=0.07)
+
+    distiller = testing.check_term(make, reference=reference)
+    term = distiller.term("crd")
+    assert int(term.steps.numpy()) > 0 and float(
+        term.teacher_normalizer.numpy()) > 0
+
+
+def test_method_is_registered_with_the_code_defaults():
+    spec = registry.get("crd")
+    assert spec.term is CRD
+    arguments = spec.arguments()
+    assert (arguments["weight"], arguments["num_negatives"],
+            arguments["embedding_dim"], arguments["temperature"],
+            arguments["momentum"], arguments["dataset_size"]) == (
+        0.8, 16384, 128, 0.07, 0.5, None)
+    distiller = registry.build("crd", *_pair(),
+                               feature_layers=("pool", "pool"))
+    assert distiller.distillation_loss_weights == [0.8]
+    assert distiller.student_loss_weight == 0.5
+
+
+def test_memory_bank_value_is_the_authors_loss():
+    teacher, student = _pair()
+    term = CRD("pool", "pool", dataset_size=40, **SMALL)
+    distiller = tfkd.Distiller(teacher, student, [term])
+    x, y = testing.random_images(8, seed=2)
+    index = np.arange(30, 38)
+    got = distiller.compute_terms({"images": x, "index": index}, y)[
+        "crd_loss"]
+    assert got.shape == (8,)
+    # Row 0: the example's own bank row; rows 1..K: the term's draws.
+    rows = tf.concat([index[:, None], term._negatives(
+        tf.constant(index, tf.int64))], axis=1)
+    e_t, e_s = _embeddings(term, distiller, x)
+    want = contrastive_representation_loss(
+        e_t, e_s, tf.gather(term.teacher_memory, rows),
+        tf.gather(term.student_memory, rows), dataset_size=40,
+        temperature=0.07)
+    np.testing.assert_allclose(float(tf.reduce_mean(got)), float(want),
+                               rtol=1e-5)
+    # Negatives: uniform over the bank, K per example, a deterministic
+    # function of (seed, step, index).
+    draws = term._negatives(tf.constant(index, tf.int64)).numpy()
+    assert draws.shape == (8, 16) and draws.min() >= 0 and draws.max() < 40
+    np.testing.assert_array_equal(
+        draws[3], term._negatives(tf.constant([33], tf.int64)).numpy()[0])
+    many = term._negatives(tf.range(2000, dtype=tf.int64)).numpy()
+    counts = np.bincount(many.ravel(), minlength=40)
+    assert counts.min() > 0.8 * counts.mean()
+
+
+def _bank_distiller(dataset_size=32, **kwargs):
+    teacher, student = _pair()
+    term = CRD("pool", "pool", dataset_size=dataset_size,
+               **{**SMALL, **kwargs})
+    distiller = tfkd.Distiller(teacher, student, [term],
+                               distillation_loss_weights=[0.8])
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+    return distiller, term
+
+
+def test_a_training_step_updates_the_examples_rows_only():
+    distiller, term = _bank_distiller()
+    x, y = testing.random_images(8, seed=3)
+    index = np.array([3, 9, 12, 0, 31, 17, 5, 22])
+    before = _state(term)
+    e_t, e_s = _embeddings(term, distiller, x)
+    distiller.fit({"images": x, "index": index}, y, batch_size=8,
+                  verbose=0, shuffle=False)
+    after = _state(term)
+    for memory, e in (("teacher_memory", e_t), ("student_memory", e_s)):
+        want = contrastive_memory_update(before[memory][index], e,
+                                         momentum=0.5)
+        np.testing.assert_allclose(after[memory][index], want, rtol=1e-5,
+                                   atol=1e-6)
+        others = np.setdiff1d(np.arange(32), index)
+        np.testing.assert_array_equal(after[memory][others],
+                                      before[memory][others])
+    assert before["teacher_normalizer"] < 0 < after["teacher_normalizer"]
+    assert after["student_normalizer"] > 0
+    assert (before["steps"], after["steps"]) == (0, 1)
+
+
+def test_heads_are_trained_and_not_in_the_student():
+    distiller, term = _bank_distiller()
+    heads = term.teacher_head.weights + term.student_head.weights
+    student_ids = {id(w) for w in distiller.student.weights}
+    assert not any(id(w) in student_ids for w in heads)
+    assert {id(w) for w in heads} <= {id(v) for v in
+                                      distiller.step_variables()}
+    banks = [term.teacher_memory, term.student_memory]
+    assert not any(b.trainable for b in banks)
+    before = [np.array(w) for w in heads]
+    x, y = testing.random_images(32, seed=4)
+    distiller.fit({"images": x, "index": np.arange(32)}, y, batch_size=16,
+                  verbose=0)
+    assert all(not np.array_equal(b, np.array(w))
+               for b, w in zip(before, heads))
+
+
+@pytest.mark.parametrize("dataset_size", [32, None])
+def test_evaluate_and_predict_leave_the_banks_alone(dataset_size):
+    distiller, term = _bank_distiller(dataset_size)
+    x, y = testing.random_images(32, seed=5)
+    data = {"images": x, "index": np.arange(32)} if dataset_size else x
+    distiller.fit(data, y, batch_size=16, verbose=0)
+    before = _state(term)
+    # Validation data without an index: the live positive.
+    logs = distiller.evaluate(x, y, batch_size=16, return_dict=True,
+                              verbose=0)
+    assert np.isfinite(logs["crd_loss"])
+    if dataset_size:
+        distiller.evaluate(data, y, batch_size=16, verbose=0)
+    distiller.predict(data, verbose=0)
+    after = _state(term)
+    for name in before:
+        np.testing.assert_array_equal(after[name], before[name], name)
+
+
+def test_queue_writes_the_latest_embeddings_in_order():
+    teacher, student = _pair()
+    term = CRD("pool", "pool", num_negatives=12, embedding_dim=8)
+    distiller = tfkd.Distiller(teacher, student, [term])
+    distiller.compile(optimizer=keras.optimizers.SGD(0.0))  # frozen heads
+    x, y = testing.random_images(16, seed=6)
+    distiller.fit(x, y, batch_size=8, verbose=0, shuffle=False)
+    # 16 embeddings through a queue of 12: rows 0-3 hold examples 12-15,
+    # rows 4-11 examples 4-11; the next write starts at row 4.
+    e_t, e_s = _embeddings(term, distiller, x)
+    order = np.r_[12:16, 4:12]
+    np.testing.assert_allclose(np.array(term.teacher_memory), e_t.numpy()[
+        order], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.array(term.student_memory), e_s.numpy()[
+        order], rtol=1e-5, atol=1e-6)
+    assert int(term.queue_position.numpy()) == 4
+
+
+def test_index_errors():
+    distiller, term = _bank_distiller()
+    x, y = testing.random_images(8, seed=7)
+    with pytest.raises(ValueError, match=r"dataset_size=32\) keeps one bank "
+                                         r"row per training example.*"
+                                         r"with_example_index"):
+        distiller.fit(x, y, verbose=0)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"index is >= dataset_size=32"):
+        distiller.compute_terms({"images": x, "index": np.arange(30, 38)}, y)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"index is negative"):
+        distiller.compute_terms({"images": x, "index": np.arange(-1, 7)}, y)
+    queue = tfkd.Distiller(*_pair(), [CRD("pool", "pool", **SMALL)])
+    with pytest.raises(ValueError, match=r"carries an example index, but .*"
+                                         r"dataset_size=None"):
+        queue.compute_terms({"images": x, "index": np.arange(8)}, y)
+
+
+def test_argument_errors_and_config():
+    with pytest.raises(ValueError, match="one embedding per network"):
+        CRD(["conv1", "conv2"], ["conv1", "conv2"])
+    with pytest.raises(ValueError, match=r"`num_negatives` must be an "
+                                         r"integer >= 1\. Received: "
+                                         r"num_negatives=0"):
+        CRD(num_negatives=0)
+    with pytest.raises(TypeError, match=r"`dataset_size` must be an integer"):
+        CRD(dataset_size=10.5)
+    with pytest.raises(ValueError, match=r"`momentum` must be in \[0, 1\]"):
+        CRD(momentum=1.5)
+    with pytest.raises(ValueError, match="has not been bound yet"):
+        CRD().compute_loss(np.zeros((2, 3)), np.zeros((2, 3)))
+    term = CRD("a", "b", dataset_size=100, num_negatives=64,
+               embedding_dim=16, temperature=0.1, momentum=0.9, seed=3)
+    config = term.get_config()
+    assert CRD.from_config(config).get_config() == config
+
+
+def test_with_example_index():
+    x, y = testing.random_images(6, seed=8)
+    w = np.linspace(0.5, 1.0, 6).astype("float32")
+    data = with_example_index(tf.data.Dataset.from_tensor_slices((x, y, w)))
+    inputs, labels, weights = next(iter(data.batch(6)))
+    np.testing.assert_array_equal(inputs["index"], np.arange(6))
+    np.testing.assert_array_equal(inputs["images"], x)
+    np.testing.assert_array_equal(labels, y)
+    np.testing.assert_array_equal(weights, w)
+    with pytest.raises(ValueError, match=r"looks batched.*before `\.batch"):
+        with_example_index(tf.data.Dataset.from_tensor_slices((x, y))
+                           .batch(2))
+    with pytest.raises(TypeError, match=r"For NumPy arrays pass"):
+        with_example_index(x)
+    # A shuffled, batched pipeline trains with the memory bank.
+    distiller, term = _bank_distiller(dataset_size=6)
+    train = with_example_index(tf.data.Dataset.from_tensor_slices(
+        (x, y))).shuffle(6, seed=1).batch(3)
+    distiller.fit(train, epochs=2, verbose=0, shuffle=False)
+    assert int(term.steps.numpy()) == 4
+
+
+def test_memory_bank_under_xla_and_mixed_precision():
+    for policy, jit in (("float32", True), ("mixed_float16", False)):
+        keras.mixed_precision.set_dtype_policy(policy)
+        distiller, term = _bank_distiller()
+        distiller.compile(optimizer=keras.optimizers.Adam(1e-2),
+                          jit_compile=jit)
+        x, y = testing.random_images(32, seed=9)
+        history = distiller.fit({"images": x, "index": np.arange(32)}, y,
+                                batch_size=8, epochs=2, verbose=0)
+        assert np.all(np.isfinite(history.history["crd_loss"]))
+        assert term.teacher_memory.dtype == "float32"
+        assert int(term.steps.numpy()) == 8
+    keras.mixed_precision.set_dtype_policy("float32")
+
+
+def _fit_bank(strategy, initial, x, y):
+    with strategy.scope():
+        distiller, term = _bank_distiller()
+        if initial is not None:
+            distiller.set_weights(initial)
+        distiller.compile(optimizer=keras.optimizers.SGD(0.05))
+    weights = distiller.get_weights()
+    history = distiller.fit({"images": x, "index": np.arange(len(x))}, y,
+                            batch_size=16, epochs=2, verbose=0,
+                            shuffle=False)
+    return weights, history.history, distiller
+
+
+def test_memory_bank_under_mirrored_strategy_equals_one_device():
+    devices = tf.config.list_logical_devices("CPU")
+    if len(devices) < 2:
+        pytest.skip("needs 2 logical CPU devices (tests/conftest.py)")
+    x, y = testing.random_images(32, seed=10)
+    initial, h1, single = _fit_bank(tf.distribute.get_strategy(), None, x, y)
+    _, h2, mirrored = _fit_bank(
+        mirrored_strategy([d.name for d in devices[:2]]), initial, x, y)
+    assert mirrored.distribute_strategy.num_replicas_in_sync == 2
+    for name in h1:
+        np.testing.assert_allclose(h2[name], h1[name], rtol=1e-5, atol=1e-6,
+                                   err_msg=name)
+    for a, b in zip(single.weights, mirrored.weights):
+        np.testing.assert_allclose(np.array(b), np.array(a), rtol=1e-5,
+                                   atol=1e-5, err_msg=a.path)
+    term = mirrored.term("crd")
+    for name in ("teacher_memory", "student_memory", "steps"):
+        replicas = mirrored.distribute_strategy.experimental_local_results(
+            getattr(term, name).value)
+        np.testing.assert_array_equal(np.array(replicas[0]),
+                                      np.array(replicas[1]), name)
+
+
+def test_saved_memory_bank_continues_identically(tmp_path):
+    distiller, term = _bank_distiller()
+    x, y = testing.random_images(32, seed=11)
+    data = {"images": x, "index": np.arange(32)}
+    distiller.fit(data, y, batch_size=16, verbose=0, shuffle=False)
+    path = os.path.join(tmp_path, "crd.keras")
+    distiller.save(path)
+    restored = tfkd.load(path)
+    for name, value in _state(term).items():
+        np.testing.assert_array_equal(
+            np.array(getattr(restored.term("crd"), name)), value, name)
+    distiller.fit(data, y, batch_size=16, verbose=0, shuffle=False)
+    restored.fit(data, y, batch_size=16, verbose=0, shuffle=False)
+    for a, b in zip(distiller.weights, restored.weights):
+        np.testing.assert_allclose(np.array(b), np.array(a), rtol=1e-5,
+                                   atol=1e-6, err_msg=a.path)
