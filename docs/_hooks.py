@@ -9,11 +9,19 @@
   to them.
 - The `<!-- tfkd:methods-table -->` marker becomes the method table that
   `tfkd.distillers.registry.method_table()` derives from the knowledge
-  terms (this imports tfkd, hence TensorFlow). Any other page not listed in the nav goes to a "More" section, so
-  a strict build never fails on an omitted page.
+  terms (this imports tfkd, hence TensorFlow). Any other page not listed in
+  the nav goes to a "More" section, so a strict build never fails on an
+  omitted page.
+- Formulas (`pymdownx.arithmatex`, `$$ ... $$` and `\\( ... \\)`) are
+  typeset in the browser by MathJax 3, served from the site itself: the
+  MathJax component and its fonts are copied at build time from the
+  `django-static-mathjax` pip package (a plain copy of MathJax's release
+  files, no Django needed; in the `docs` and `test` extras). Nothing is
+  fetched from a CDN, at build time or when reading.
 """
 
 import ast
+import importlib.util
 import os
 import re
 
@@ -24,6 +32,34 @@ REFERENCE_MARKER = "<!-- tfkd:reference-modules -->"
 METHODS_MARKER = "<!-- tfkd:methods-table -->"
 
 _state = {"modules": [], "results": [], "more": []}
+
+#: Where the site serves MathJax (mkdocs.yml's `extra_javascript` loads
+#: `MATHJAX_DIR/tex-chtml.js`); its fonts follow at MathJax's own relative
+#: path, `output/chtml/fonts/woff-v2/`.
+MATHJAX_DIR = "javascripts/mathjax"
+#: MathJax's files in the pip package, relative to its `es5/` folder.
+MATHJAX_FILES = ("tex-chtml.js",)
+MATHJAX_FONTS = os.path.join("output", "chtml", "fonts", "woff-v2")
+
+
+def mathjax_source():
+    """The `es5/` folder of MathJax in the installed `django-static-mathjax`
+    package (found without importing it: it is a Django app).
+
+    Raises:
+        FileNotFoundError: If the package is not installed, with the fix.
+    """
+    spec = importlib.util.find_spec("mathjax")
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    for folder in folders:
+        es5 = os.path.join(folder, "static", "mathjax", "es5")
+        if os.path.exists(os.path.join(es5, MATHJAX_FILES[0])):
+            return es5
+    raise FileNotFoundError(
+        "The docs typeset formulas with MathJax, copied from the "
+        "`django-static-mathjax` pip package, which is not installed. "
+        "Install the docs toolchain: pip install -e '.[docs]'."
+    )
 
 
 def _root(config):
@@ -174,6 +210,18 @@ def on_files(files, config):
                      f"{summary.replace('|', chr(92) + '|')} |")
     files.append(File.generated(config, f"{REFERENCE_DIR}/index.md",
                                 content="\n".join(index) + "\n"))
+    es5 = mathjax_source()
+    names = list(MATHJAX_FILES) + [
+        os.path.join(MATHJAX_FONTS, name)
+        for name in sorted(os.listdir(os.path.join(es5, MATHJAX_FONTS)))]
+    for name in names:
+        uri = f"{MATHJAX_DIR}/{name}".replace(os.sep, "/")
+        files.append(File.generated(config, uri,
+                                    abs_src_path=os.path.join(es5, name)))
+    # MathJax's licence (Apache-2.0) travels with its files.
+    files.append(File.generated(
+        config, f"{MATHJAX_DIR}/LICENSE",
+        abs_src_path=os.path.join(os.path.dirname(es5), "LICENSE")))
     for name, is_package, _ in modules:
         files.append(File.generated(
             config, _page(name),

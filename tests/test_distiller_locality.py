@@ -21,10 +21,16 @@ def _np_log_softmax(z):
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
-def _np_lp(f_t, f_s, k, sigma=None):
-    """Literal NumPy eq. 5-6 with SPEC's σ rule, in float64 and loops."""
+def _np_lp(f_t, f_s, k, sigma=None, normalize=None):
+    """Literal NumPy eq. 5-6 with SPEC's σ rule, in float64 and loops;
+    `normalize="l2"` first scales each example's features to unit length."""
     f_t = f_t.reshape(len(f_t), -1).astype(np.float64)
     f_s = f_s.reshape(len(f_s), -1).astype(np.float64)
+    if normalize == "l2":
+        f_t = f_t / np.maximum(np.linalg.norm(f_t, axis=1, keepdims=True),
+                               1e-6)
+        f_s = f_s / np.maximum(np.linalg.norm(f_s, axis=1, keepdims=True),
+                               1e-6)
     m = len(f_t)
     k = min(k, m - 1)
     d_t = ((f_t[:, None] - f_t[None]) ** 2).sum(-1)
@@ -72,6 +78,8 @@ def test_registry_builds_lp_with_paper_defaults():
     assert (distiller.k, distiller.gamma, distiller.lam,
             distiller.temperature, distiller.sigma) == (5, 1.0, 2.0, 0.5,
                                                         None)
+    # tfkd's one departure, documented beside the paper's form.
+    assert distiller.normalize == "l2"
 
 
 def test_config_keeps_hyperparameters():
@@ -79,12 +87,13 @@ def test_config_keeps_hyperparameters():
     distiller = tfkd.LocalityPreservingDistiller(
         teacher, student, teacher_layer="conv2", student_layer="conv1",
         k=4, gamma=0.5, lam=1.5, temperature=2.0, sigma=3.0,
+        normalize=None,
     )
     config = distiller.get_config()
     assert "alpha" not in config
     clone = tfkd.LocalityPreservingDistiller.from_config(config)
     assert (clone.k, clone.gamma, clone.lam, clone.temperature,
-            clone.sigma) == (4, 0.5, 1.5, 2.0, 3.0)
+            clone.sigma, clone.normalize) == (4, 0.5, 1.5, 2.0, 3.0, None)
     assert clone.teacher_layer == ["conv2"]
     assert clone.student_layer == ["conv1"]
 
@@ -93,14 +102,16 @@ def test_config_keeps_hyperparameters():
 # The objective is eq. 8 as SPEC fixes it.
 
 
-@pytest.mark.parametrize("sigma", [None, 2.0])
-def test_objective_matches_eq8_by_hand(sigma):
+@pytest.mark.parametrize("sigma, normalize", [(None, None), (2.0, None),
+                                               (None, "l2"), (0.5, "l2")])
+def test_objective_matches_eq8_by_hand(sigma, normalize):
     teacher, student = _pair()
     x, y = testing.random_images(24, seed=5)
     k, gamma, lam, tau = 3, 0.7, 2.0, 0.5
     distiller = tfkd.LocalityPreservingDistiller(
         teacher, student, teacher_layer="conv2", student_layer="conv1",
         k=k, gamma=gamma, lam=lam, temperature=tau, sigma=sigma,
+        normalize=normalize,
     )
     distiller.compile(optimizer="sgd")
     r = distiller.evaluate(x, y, batch_size=len(x), return_dict=True,
@@ -114,7 +125,7 @@ def test_objective_matches_eq8_by_hand(sigma):
     ce = -_np_log_softmax(s_logits)[np.arange(len(y)), y].mean()
     p_t = np.exp(_np_log_softmax(t_logits / tau))
     soft = -(p_t * _np_log_softmax(s_logits / tau)).sum(-1).mean()
-    lp = _np_lp(f_t, f_s, k, sigma)
+    lp = _np_lp(f_t, f_s, k, sigma, normalize)
     np.testing.assert_allclose(r["student_loss"], ce, rtol=1e-5)
     np.testing.assert_allclose(r["soft_loss"], soft, rtol=1e-5)
     np.testing.assert_allclose(r["lp_loss"], lp, rtol=1e-4)
@@ -127,10 +138,12 @@ def test_objective_matches_eq8_by_hand(sigma):
         r["soft_loss"],
         float(np.mean(tfkd.losses.soft_cross_entropy(t_logits, s_logits,
                                                      tau))), rtol=1e-5)
-    np.testing.assert_allclose(
-        r["lp_loss"],
-        float(tfkd.losses.locality_preserving_loss(f_t, f_s, k=k,
-                                                   sigma=sigma)), rtol=1e-5)
+    if normalize is None:  # The paper's form is the pure function.
+        np.testing.assert_allclose(
+            r["lp_loss"],
+            float(tfkd.losses.locality_preserving_loss(f_t, f_s, k=k,
+                                                       sigma=sigma)),
+            rtol=1e-5)
 
 
 def test_several_pairs_sum_their_lp_terms():
@@ -143,7 +156,8 @@ def test_several_pairs_sum_their_lp_terms():
     distiller.compile(optimizer="sgd")
     r = distiller.evaluate(x, y, batch_size=16, return_dict=True, verbose=0)
     expected = sum(
-        _np_lp(_features(teacher, n, x), _features(student, n, x), 2)
+        _np_lp(_features(teacher, n, x), _features(student, n, x), 2,
+               normalize="l2")
         for n in ("conv1", "conv2")
     )
     np.testing.assert_allclose(r["lp_loss"], expected, rtol=1e-4)
@@ -265,11 +279,12 @@ def test_mirrored_strategy_searches_neighbours_per_replica():
     r = distiller.evaluate(x, y, batch_size=32, return_dict=True, verbose=0)
     f_t = _features(teacher, "conv2", x)
     f_s = _features(student, "conv1", x)
-    per_replica = [_np_lp(f_t[:16], f_s[:16], 3),
-                   _np_lp(f_t[16:], f_s[16:], 3)]
+    per_replica = [_np_lp(f_t[:16], f_s[:16], 3, normalize="l2"),
+                   _np_lp(f_t[16:], f_s[16:], 3, normalize="l2")]
     np.testing.assert_allclose(r["lp_loss"], np.mean(per_replica),
                                rtol=1e-4)
-    assert not np.isclose(r["lp_loss"], _np_lp(f_t, f_s, 3), rtol=1e-3)
+    assert not np.isclose(r["lp_loss"], _np_lp(f_t, f_s, 3, normalize="l2"),
+                          rtol=1e-3)
 
 
 # --------------------------------------------------------------------------
@@ -285,9 +300,8 @@ def test_trains_on_digits_without_nan():
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     teacher.fit(data.train, epochs=3, verbose=0)
     student = tfkd.models.digits_student()
-    # The embedding (`gap`): on this pair the conv map
-    # `DIGITS_FEATURE_LAYER` with gamma=1 makes L_LP ~50x the class loss
-    # and collapses the student's features (see the class docstring).
+    # The embedding (`gap`), the layer the registry taps for LP on the
+    # digits pair.
     distiller = tfkd.LocalityPreservingDistiller(
         teacher, student, teacher_layer="gap", student_layer="gap")
     distiller.compile(optimizer=keras.optimizers.Adam(3e-3),
@@ -304,6 +318,49 @@ def test_trains_on_digits_without_nan():
 
 
 # --------------------------------------------------------------------------
+# The defaults do not collapse a student (issue 19).
+
+
+def _fit_lp_on_wide_map(normalize):
+    """LP (`lam=0`: class loss + LP only) tapping the digits student's
+    widest map, `block2_relu` (8×8×16 = 1,024 values), 300 labelled
+    images, 4 epochs. Returns (train accuracy per epoch, last student
+    loss, the spread of the student's features over examples)."""
+    data = tfkd.data.digits_arrays(image_size=16, seed=0,
+                                   labels_per_class=30)
+    x, y = tfkd.data.labelled_only(data.train)
+    keras.utils.set_random_seed(0)
+    teacher = tfkd.models.digits_teacher()
+    student = tfkd.models.digits_student()
+    distiller = tfkd.LocalityPreservingDistiller(
+        teacher, student, teacher_layer="block2_relu",
+        student_layer="block2_relu", lam=0.0, normalize=normalize)
+    distiller.compile(optimizer=keras.optimizers.Adam(1e-2),
+                      metrics=["accuracy"])
+    history = distiller.fit(x, y, batch_size=60, epochs=4, verbose=0)
+    features = _features(student, "block2_relu", x[:200]).reshape(200, -1)
+    spread = float(features.std(axis=0).mean())
+    return (history.history["accuracy"],
+            history.history["student_loss"][-1], spread)
+
+
+def test_default_lp_does_not_collapse_a_student_on_a_wide_map():
+    """Measured (issue 19): on raw features (the paper's form) the LP term
+    on this 1,024-value map starts ~150 against a class loss of ~2.4 and
+    the student maps every image to one point: 13-17 % test accuracy after
+    30 epochs (3 seeds; the student alone 71-82 %). The collapse shows in
+    4 epochs: the class loss stays at ln 10 ≈ 2.30 (chance) and the
+    features stop varying between images. With the default unit-length
+    features the class loss drives training as it does alone."""
+    raw_accuracy, raw_loss, raw_spread = _fit_lp_on_wide_map(None)
+    accuracy, loss, spread = _fit_lp_on_wide_map("l2")
+    assert max(raw_accuracy) <= 0.2 and raw_loss > 2.25, (raw_accuracy,
+                                                          raw_loss)
+    assert accuracy[-1] >= 0.35 and loss < 2.15, (accuracy, loss)
+    assert raw_spread < 0.7 * spread, (raw_spread, spread)
+
+
+# --------------------------------------------------------------------------
 # Bad input.
 
 
@@ -316,6 +373,9 @@ def test_trains_on_digits_without_nan():
     ({"temperature": 0.0}, ValueError, "temperature=0.0"),
     ({"sigma": 0.0}, ValueError, "sigma=0.0"),
     ({"sigma": "wide"}, TypeError, "sigma='wide'"),
+    ({"normalize": "l1"}, ValueError, r"`normalize` must be 'l2'.*"
+                                      r"normalize='l1'"),
+    ({"normalize": True}, ValueError, "normalize=True"),
     ({"teacher_layer": None}, ValueError, "teacher_layer=None"),
     ({"student_layer": []}, ValueError, r"student_layer=\[\]"),
     ({"teacher_layer": ["conv1", "conv2"]}, ValueError, "same length"),

@@ -16,7 +16,10 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(ROOT, "docs")
-TOOLCHAIN = ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers")
+# `mathjax` is django-static-mathjax (MathJax served by the site), `black`
+# formats the API reference's signatures.
+TOOLCHAIN = ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers",
+             "mathjax", "black")
 
 _missing = [m for m in TOOLCHAIN if importlib.util.find_spec(m) is None]
 needs_toolchain = pytest.mark.skipif(
@@ -74,6 +77,36 @@ def test_site_builds_strict_with_every_page(site):
     # Doctest examples are rendered as code, not as Markdown text.
     plots = (site / "reference" / "tfkd.plots.html").read_text()
     assert '<span class="gp">&gt;&gt;&gt; </span>' in plots
+
+
+@needs_toolchain
+def test_formulas_render_offline_and_signatures_wrap(site):
+    # Formulas are arithmatex blocks, typeset by the MathJax the site
+    # serves itself (with its fonts): no CDN anywhere.
+    page = (site / "methods" / "lp.html").read_text()
+    assert page.count('class="arithmatex"') >= 5
+    assert 'src="../javascripts/mathjax/tex-chtml.js"' in page
+    assert 'src="../javascripts/mathjax-config.js"' in page
+    mathjax = site / "javascripts" / "mathjax"
+    assert (mathjax / "tex-chtml.js").stat().st_size > 500_000
+    assert (mathjax / "LICENSE").exists()
+    fonts = mathjax / "output" / "chtml" / "fonts" / "woff-v2"
+    assert (fonts / "MathJax_Main-Regular.woff").exists()
+    for html in site.rglob("*.html"):
+        text = html.read_text()
+        for cdn in ("cdn.jsdelivr", "unpkg.com", "polyfill.io",
+                    "cdnjs.cloudflare"):
+            assert cdn not in text, (html, cdn)
+    for name in ("kd", "correlation", "fitnets", "attention", "stc", "ktan"):
+        assert 'class="arithmatex"' in (
+            site / "methods" / f"{name}.html").read_text(), name
+    # Long signatures are formatted one argument a line.
+    reference = (site / "reference" /
+                 "tfkd.distillers.locality.html").read_text()
+    signature = re.search(r'<div class="doc-signature[^>]*>(.*?)</div>',
+                          reference, flags=re.S).group(1)
+    text = re.sub(r"<[^>]+>", "", signature)
+    assert "\n    k=5,\n" in text, text[:400]
 
 
 @needs_toolchain

@@ -129,7 +129,7 @@ def test_several_datasets_and_no_plots(tmp_path):
 
 @pytest.mark.parametrize("setup, message", [
     ("missing", "is not a directory"),
-    ("empty", "No runs.csv or results.json"),
+    ("empty", "No runs.csv, results.json or trials.json"),
     ("bad_json", "not valid JSON"),
     ("no_runs", "no list of runs"),
 ])

@@ -132,7 +132,9 @@ def test_default_spaces_name_constructor_arguments():
             assert spec["type"] in ("float", "int", "choice")
     assert set(spaces.DEFAULT_SEARCH_SPACES) >= {"kd", "lp", "stc", "ktan"}
     assert spaces.default_search_space("kd")["temperature"]["max_value"] \
-        == 10.0
+        == 6.0
+    # Learning rates from 1e-3: at 1e-4 a trial ends near chance.
+    assert spaces.COMMON_SEARCH_SPACE["learning_rate"]["min_value"] == 1e-3
 
 
 def test_spec_shorthands():
@@ -362,28 +364,63 @@ def test_best_student_without_trials(teacher, tmp_path):
 
 
 def test_cli_tune(tmp_path, capsys):
-    """Trains the teacher once, runs a Bayesian search over two methods."""
+    """Trains the teacher once, runs a Bayesian search over two methods,
+    numbers the trials as Keras Tuner prints them, writes a folder `tfkd
+    report` reads, and reuses its teacher when the search is redone."""
+    import json
+
     out = tmp_path / "run"
-    code = cli.main([
+    args = [
         "tune", "--method", "kd", "--method", "lp", "--tuner", "bayesian",
         "--trials", "2", "--epochs", "1", "--teacher-epochs", "1",
         "--image-size", "8", "--steps-per-epoch", "3",
         "--space", "temperature=2:6", "--fix", "alpha=0.4",
         "--out", str(out), "--verbose", "0",
-    ])
+    ]
+    code = cli.main(args)
     printed = capsys.readouterr().out
     assert code == 0
-    assert "trials, best first (2)" in printed
-    header = next(line for line in printed.splitlines()
-                  if line.lstrip().startswith("rank"))
+    assert "trials, best first (2;" in printed
+    lines = printed.splitlines()
+    header_at = next(i for i, line in enumerate(lines)
+                     if line.lstrip().startswith("rank"))
+    header = lines[header_at]
     assert "method" in header and "val_accuracy" in header
     assert "kd/temperature" in header or "lp/k" in header
+    # "Running Trial #1" and "#2": trials 1 and 2, not 0 and 1.
+    numbers = {int(line.split()[1]) for line in lines[header_at + 2:
+                                                     header_at + 4]}
+    assert numbers == {1, 2}
+    assert "test accuracy (held-out test split, 360 images)" in printed
+    assert "Next:" in printed and "tfkd report " in printed
     assert (out / "teacher.keras").exists()
-    assert (out / "trials.json").exists()
+    with open(out / "trials.json") as f:
+        record = json.load(f)
+    assert {row["trial"] for row in record["trials"]} == {1, 2}
+    assert all(len(row["history"]["val_accuracy"]) == 1
+               for row in record["trials"])
     student = keras.saving.load_model(out / "best_student.keras")
     assert student.name == "digits_student"
     total = sum(os.path.getsize(f) for f in _files(out / "search"))
     assert total < os.path.getsize(out / "teacher.keras")
+
+    # `tfkd report` reads the folder: trials best first, curves per trial.
+    assert cli.main(["report", str(out)]) == 0
+    report = capsys.readouterr().out
+    assert "| rank | trial | method |" in report
+    best = record["trials"][0]
+    assert f"| 1 | {best['trial']} | " in report
+    assert (out / "plots" / "curves_trial_1.png").exists()
+    assert (out / "plots" / "curves_trial_2.png").exists()
+
+    # Redone with --overwrite: the same teacher settings, so the teacher
+    # file is reused, not retrained.
+    stamp = os.path.getmtime(out / "teacher.keras")
+    assert cli.main(args + ["--overwrite"]) == 0
+    printed = capsys.readouterr().out
+    assert "reusing" in printed and "not retrained" in printed
+    assert os.path.getmtime(out / "teacher.keras") == stamp
+    assert not (out / "plots").exists()  # The old report went with it.
 
 
 def test_cli_errors(tmp_path, capsys):

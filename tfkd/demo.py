@@ -1,24 +1,30 @@
-"""`tfkd demo`: teacher, scratch student and distilled student on the digits.
+"""`tfkd demo`: where distillation pays, on the embedded digits.
 
-Trains a teacher on scikit-learn's bundled digits (real, offline data),
-trains the same student architecture once from scratch and once by
-distillation from the same initial weights, and prints a table of held-out
-test accuracy and parameter counts. It saves the distilled student as a
-`.keras` file (only if training finished cleanly) and, when the export
-module is available, exports it to TFLite and prints the size/latency
-report.
+Trains a teacher on every training label of scikit-learn's bundled digits
+(real, offline data), then the same small student twice from the same
+initial weights: once alone on the few labelled images it has
+(`--labels-per-class`, default 6 a class), once distilled from the teacher
+on those plus every other training image, unlabelled (label `-1`: the
+knowledge terms need no labels). It prints one held-out test accuracy per
+model and the parameter counts, saves the distilled student as a `.keras`
+file (only if training finished cleanly) and exports it to TFLite with a
+size/latency report. `--labels-per-class all` runs the full-label
+comparison instead (every student sees every label).
+
+Each run writes into a new folder (`tfkd_runs/demo-N`, or `--out`; a
+non-empty `--out` is refused unless `--overwrite`).
 """
 
 import os
 import statistics
 import time
 
-#: The demo's default method: on the digits pair, locality-preserving
-#: distillation is the method that beats the scratch student (3 seeds:
-#: 96.39 ± 0.56 % vs 95.37 ± 0.42 %), while Hinton KD at T=4 does not
-#: (93.52 ± 0.70 %): this 1.5K-parameter student cannot follow the
-#: teacher's full soft distribution. `--method kd` shows it.
+#: The demo's default method and label budget: with 6 labels a class plus
+#: the unlabelled rest, this method is the one that gains most over the
+#: student alone on the digits (`recipes/transfer.py`, 3 seeds, see
+#: docs/results_transfer_digits.md).
 DEFAULT_METHOD = "lp"
+DEFAULT_LABELS_PER_CLASS = 6
 
 
 def register(subparsers):
@@ -32,14 +38,24 @@ def register(subparsers):
     parser.add_argument("--method", default=DEFAULT_METHOD,
                         help=f"distillation method (default: "
                              f"{DEFAULT_METHOD}; `tfkd methods` lists them)")
+    parser.add_argument("--labels-per-class", default=str(
+                            DEFAULT_LABELS_PER_CLASS), metavar="N|all",
+                        help="training labels the students keep per class; "
+                             "the other training images are unlabelled "
+                             "transfer data for distillation ('all': every "
+                             f"label; default: {DEFAULT_LABELS_PER_CLASS})")
     parser.add_argument("--epochs", type=int, default=30,
                         help="epochs for each student (default: 30)")
     parser.add_argument("--teacher-epochs", type=int, default=20,
                         help="epochs for the teacher (default: 20)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="one or more seeds; >1 prints mean ± std")
-    parser.add_argument("--out", default="tfkd_runs/demo",
-                        help="output directory (default: tfkd_runs/demo)")
+    parser.add_argument("--out", default=None,
+                        help="output folder (default: a new "
+                             "tfkd_runs/demo-N)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the contents of a non-empty --out "
+                             "(one a tfkd run made)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--no-export", action="store_true",
                         help="skip the TFLite export at the end")
@@ -55,11 +71,35 @@ def demo_methods():
     return registry.method_names()
 
 
+def parse_labels_per_class(text):
+    """`"all"` -> `None`; `"6"` -> `6` (a positive int), else a clear error.
+
+    Example:
+
+    >>> parse_labels_per_class("all"), parse_labels_per_class("20")
+    (None, 20)
+    """
+    if isinstance(text, str) and text.strip().lower() == "all":
+        return None
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        value = None
+    if value is None or value < 1:
+        raise ValueError(
+            "`--labels-per-class` takes a positive int (labels kept per "
+            f"class) or 'all'. Received: --labels-per-class {text!r}."
+        )
+    return value
+
+
 def _run_from_args(args):
-    run_demo(method=args.method, epochs=args.epochs,
-             teacher_epochs=args.teacher_epochs, seeds=args.seeds,
-             out=args.out, batch_size=args.batch_size,
-             export=not args.no_export, verbose=args.verbose)
+    run_demo(method=args.method,
+             labels_per_class=parse_labels_per_class(args.labels_per_class),
+             epochs=args.epochs, teacher_epochs=args.teacher_epochs,
+             seeds=args.seeds, out=args.out, overwrite=args.overwrite,
+             batch_size=args.batch_size, export=not args.no_export,
+             verbose=args.verbose)
     return 0
 
 
@@ -70,27 +110,39 @@ def _positive_int(value, name):
         )
 
 
-def run_demo(method=DEFAULT_METHOD, epochs=30, teacher_epochs=20, seeds=(0,),
-             out="tfkd_runs/demo", batch_size=64, export=True, verbose=1):
+def run_demo(method=DEFAULT_METHOD,
+             labels_per_class=DEFAULT_LABELS_PER_CLASS, epochs=30,
+             teacher_epochs=20, seeds=(0,), out=None, overwrite=False,
+             batch_size=64, export=True, verbose=1):
     """Runs the demo and returns its results as a dict.
 
     Args:
         method: A method name from `tfkd.distillers.registry.method_names()`.
+        labels_per_class: Training labels the students keep per class (the
+            other training images are unlabelled transfer data for the
+            distilled student; the student alone trains on its labelled
+            images only, for as many steps), or `None` for every label.
+            The teacher always trains on every label.
         epochs: Training epochs of each student.
         teacher_epochs: Training epochs of the teacher.
         seeds: Seeds to run; each trains its own teacher and students.
-        out: Output directory for the student `.keras`, results and export.
+        out: Output folder (default: a new `tfkd_runs/demo-N`); a
+            non-empty one is refused unless `overwrite`.
+        overwrite: Replace the contents of a non-empty `out` (one a tfkd
+            run made).
         batch_size: Batch size.
         export: Export the last distilled student to TFLite and report.
         verbose: Keras progress output (0, 1 = bars, 2 = one line/epoch).
 
     Returns:
-        A dict with one entry per seed and the mean/std summary.
+        A dict with one entry per seed (`runs`), the mean/std `summary`
+        and the run folder `out`.
     """
     import keras
 
     import tfkd
     from tfkd import io as tfkd_io
+    from tfkd import runs as runs_lib
     from tfkd.callbacks import StopOnNonFiniteLoss
     from tfkd.distillers import registry
     from tfkd.experiment import compile_classifier
@@ -99,23 +151,34 @@ def run_demo(method=DEFAULT_METHOD, epochs=30, teacher_epochs=20, seeds=(0,),
     _positive_int(epochs, "epochs")
     _positive_int(teacher_epochs, "teacher_epochs")
     _positive_int(batch_size, "batch_size")
+    if labels_per_class is not None:
+        _positive_int(labels_per_class, "labels_per_class")
     if not seeds:
         raise ValueError("`seeds` must name at least one seed. Received: "
                          f"seeds={seeds!r}.")
     registry.get(method)  # Validates the name before any training.
-    os.makedirs(out, exist_ok=True)
+    out = runs_lib.prepare_run_dir(out, kind="demo", overwrite=overwrite)
+    where = runs_lib.display_path(out)
+    print(f"tfkd demo: writing to {where}")
+    dataset = ("digits" if labels_per_class is None
+               else f"digits, {labels_per_class} labels/class")
     runs = []
     for seed in seeds:
         keras.utils.set_random_seed(seed)
-        data = tfkd.data.load_digits(image_size=16, batch_size=batch_size,
+        full = tfkd.data.load_digits(image_size=16, batch_size=batch_size,
                                      seed=seed)
+        data = full if labels_per_class is None else tfkd.data.load_digits(
+            image_size=16, batch_size=batch_size, seed=seed,
+            labels_per_class=labels_per_class)
         guard = [StopOnNonFiniteLoss()]
         start = time.time()
+        n_train = _num_examples(full.train)
+        steps = int(full.train.cardinality())
 
-        print(f"\n[seed {seed}] 1/3 teacher ({teacher_epochs} epochs)")
-        teacher = tfkd.models.digits_teacher(data.num_classes,
-                                             data.input_shape)
-        steps = int(data.train.cardinality())
+        print(f"\n[seed {seed}] 1/3 teacher: all {n_train:,} training "
+              f"labels, {teacher_epochs} epochs")
+        teacher = tfkd.models.digits_teacher(full.num_classes,
+                                             full.input_shape)
 
         def adam(epochs_):
             # Cosine decay to 0: with a constant rate the tiny student's
@@ -126,23 +189,38 @@ def run_demo(method=DEFAULT_METHOD, epochs=30, teacher_epochs=20, seeds=(0,),
 
         compile_classifier(teacher, adam(teacher_epochs))
         teacher_history = teacher.fit(
-            data.train, validation_data=data.validation,
+            full.train, validation_data=full.validation,
             epochs=teacher_epochs, verbose=verbose, callbacks=guard)
 
-        student_init = tfkd.models.digits_student(data.num_classes,
-                                                  data.input_shape)
+        student_init = tfkd.models.digits_student(full.num_classes,
+                                                  full.input_shape)
         initial_weights = student_init.get_weights()
 
-        print(f"\n[seed {seed}] 2/3 student from scratch ({epochs} epochs)")
         scratch = keras.models.clone_model(student_init)
         scratch.set_weights(initial_weights)
         compile_classifier(scratch, adam(epochs))
-        scratch_history = scratch.fit(
-            data.train, validation_data=data.validation, epochs=epochs,
-            verbose=verbose, callbacks=guard)
+        if labels_per_class is None:
+            print(f"\n[seed {seed}] 2/3 student alone: all {n_train:,} "
+                  f"training labels, {epochs} epochs")
+            scratch_history = scratch.fit(
+                full.train, validation_data=full.validation, epochs=epochs,
+                verbose=verbose, callbacks=guard)
+        else:
+            labelled = labels_per_class * full.num_classes
+            print(f"\n[seed {seed}] 2/3 student alone: its {labelled} "
+                  f"labelled images only, {epochs} epochs of {steps} steps "
+                  "(as many as the distilled student's)")
+            scratch_history = scratch.fit(
+                tfkd.data.labelled_only(data.train,
+                                        batch_size=batch_size).repeat(),
+                steps_per_epoch=steps, validation_data=data.validation,
+                epochs=epochs, verbose=verbose, callbacks=guard)
 
-        print(f"\n[seed {seed}] 3/3 student distilled with {method!r} "
-              f"({epochs} epochs)")
+        what = (f"all {n_train:,} training labels" if labels_per_class is None
+                else f"{labelled} labelled + {n_train - labelled:,} "
+                     "unlabelled images")
+        print(f"\n[seed {seed}] 3/3 student distilled with {method!r}: "
+              f"{what}, {epochs} epochs")
         student = keras.models.clone_model(student_init)
         student.set_weights(initial_weights)
         distiller = registry.build(method, teacher, student,
@@ -154,14 +232,15 @@ def run_demo(method=DEFAULT_METHOD, epochs=30, teacher_epochs=20, seeds=(0,),
             epochs=epochs, verbose=verbose, callbacks=guard)
 
         def record(model, history):
-            return {"accuracy": test_accuracy(model, data.test),
+            return {"accuracy": test_accuracy(model, full.test),
                     "params": model.count_params(),
                     "history": _plain_history(history)}
 
         run = {
             "seed": seed,
             "method": method,
-            "dataset": "digits",
+            "dataset": dataset,
+            "labels_per_class": labels_per_class,
             "hyperparameters": _hyperparameters(distiller),
             "teacher": record(teacher, teacher_history),
             "scratch": record(scratch, scratch_history),
@@ -177,14 +256,40 @@ def run_demo(method=DEFAULT_METHOD, epochs=30, teacher_epochs=20, seeds=(0,),
                          os.path.join(out, f"teacher_seed{seed}.keras"))
 
     summary = _summarise(runs)
-    print("\n" + format_table(summary, method, seeds))
-    result = {"runs": runs, "summary": summary}
-    tfkd_io.write_json(os.path.join(out, "results.json"), result)
+    labelled = (None if labels_per_class is None
+                else labels_per_class * full.num_classes)
+    print("\n" + format_table(summary, method, seeds, labelled,
+                               test_size=_num_examples(full.test)))
+    result = {"runs": runs, "summary": summary, "out": out}
+    tfkd_io.write_json(os.path.join(out, "results.json"),
+                       {"runs": runs, "summary": summary})
     student_path = os.path.join(out, f"student_{method}_seed{seeds[-1]}.keras")
-    print(f"\nDistilled student saved to {student_path}")
+    print(f"\nDistilled student saved to "
+          f"{runs_lib.display_path(student_path)}")
     if export:
-        _export(student, teacher, data, out)
+        _export(student, teacher, full, out)
+    quoted = runs_lib.shell_quote(out)
+    steps_next = [f"tfkd report {quoted}",
+                  f"tfkd export {runs_lib.shell_quote(student_path)} "
+                  f"--quantization int8 --data digits --out "
+                  f"{runs_lib.shell_quote(os.path.join(out, 'student_int8.tflite'))}"]
+    if labels_per_class is not None:
+        steps_next.append("tfkd demo --labels-per-class all   # every "
+                          "student sees every label")
+    steps_next.append("python recipes/transfer.py --seeds 0 1 2   # every "
+                      "method, 6 and 20 labels/class")
+    print("\n" + runs_lib.next_steps(steps_next))
     return result
+
+
+def _batch_len(batch):
+    import tensorflow as tf
+
+    return tf.shape(batch[1])[0]
+
+
+def _num_examples(dataset):
+    return int(dataset.reduce(0, lambda n, b: n + _batch_len(b)))
 
 
 def _plain_history(history):
@@ -216,22 +321,57 @@ def _summarise(runs):
     return summary
 
 
-def format_table(summary, method, seeds):
-    """Formats the demo's summary as a plain-text table."""
-    labels = {"teacher": "teacher", "scratch": "student alone",
-              "distilled": f"student distilled ({method})"}
+def format_table(summary, method, seeds, labelled=None, test_size=None):
+    """Formats the demo's summary as a plain-text table: one held-out test
+    accuracy per model, with what each model trained on.
+
+    Args:
+        summary: The demo's `summary` (`{role: {mean, std, params}}`).
+        method: The distillation method's name.
+        seeds: The seeds run.
+        labelled: Labelled training images of the students (`None`: all).
+        test_size: Images of the test split, for the header.
+
+    Returns:
+        The table as a string.
+
+    Example:
+
+    >>> summary = {r: {"mean": m, "std": 0.0, "params": p} for r, m, p in (
+    ...     ("teacher", 99.0, 66218), ("scratch", 70.0, 1490),
+    ...     ("distilled", 85.0, 1490))}
+    >>> print(format_table(summary, "kd", [0], labelled=60, test_size=360))
+    Held-out test accuracy (test split: 360 digits; seed [0])
+    model                                   trained on                   params   accuracy %
+    ----------------------------------------------------------------------------------------
+    teacher                                 all training labels          66,218        99.00
+    student alone                           60 labelled images            1,490        70.00
+    student distilled (kd)                  60 labelled + unlabelled      1,490        85.00
+    """
+    names = {"teacher": "teacher", "scratch": "student alone",
+             "distilled": f"student distilled ({method})"}
+    if labelled is None:
+        trained = {"teacher": "all training labels",
+                   "scratch": "all training labels",
+                   "distilled": "all training labels"}
+    else:
+        trained = {"teacher": "all training labels",
+                   "scratch": f"{labelled} labelled images",
+                   "distilled": f"{labelled} labelled + unlabelled"}
+    size = f": {test_size} digits" if test_size else ""
     lines = [
-        f"Held-out test accuracy on digits ({len(seeds)} seed"
-        f"{'s' if len(seeds) > 1 else ''}: {list(seeds)})",
-        f"{'model':<32} {'params':>8} {'accuracy %':>16}",
-        "-" * 58,
+        f"Held-out test accuracy (test split{size}; seed"
+        f"{'s' if len(seeds) > 1 else ''} {list(seeds)})",
+        f"{'model':<39} {'trained on':<26} {'params':>8} {'accuracy %':>12}",
+        "-" * 88,
     ]
     for role in ("teacher", "scratch", "distilled"):
         s = summary[role]
         acc = f"{s['mean']:.2f}"
         if len(seeds) > 1:
             acc += f" ± {s['std']:.2f}"
-        lines.append(f"{labels[role]:<32} {s['params']:>8,} {acc:>16}")
+        lines.append(f"{names[role]:<39} {trained[role]:<26} "
+                     f"{s['params']:>8,} {acc:>12}")
     return "\n".join(lines)
 
 

@@ -12,7 +12,9 @@ figure, and writes a PNG when given `path`:
 - `plot_embedding`: a 2-D embedding (PCA or t-SNE) of each network's
   features, coloured by class, as in the LP paper's Fig. 2;
 - `plot_accuracy_vs_params`: accuracy against parameter count (or TFLite
-  latency) for teacher, scratch student and distilled students.
+  latency) for teacher, scratch student and distilled students;
+- `plot_method_comparison`: accuracy of every method in several settings
+  (e.g. label budgets), as grouped bars beside the student trained alone.
 
 `layer_features` collects a layer's outputs for a batch of images, the
 input of the last three.
@@ -700,6 +702,95 @@ def plot_accuracy_vs_params(points, path=None, *, x="params", title=None,
                title="model — accuracy (x)", title_fontsize=9)
     ax.set_title(title or ("Accuracy vs parameters" if x == "params"
                            else "Accuracy vs latency"), fontsize=12)
+    _save(fig, path)
+    return fig
+
+
+def plot_method_comparison(results, path=None, *, baseline="student",
+                           title=None, xlabel="test accuracy (%)"):
+    """Grouped bars: each method's accuracy in each setting, mean ± std.
+
+    One row per method (best first, by the mean over settings), one bar per
+    setting (e.g. "6 labels/class"), with a standard deviation over seeds
+    as an error bar when given. The `baseline` method (the student trained
+    alone) is drawn as a dashed line per setting, so the bars that pass it
+    are the methods that pay.
+
+    Args:
+        results: Dict `{setting: {method: (mean, std)}}` in percent; `std`
+            may be `None` (one seed). Settings are drawn in order.
+        path: Optional `.png` path to write.
+        baseline: The method drawn as a line (also kept as a bar).
+        title: Figure title.
+        xlabel: Label of the accuracy axis.
+
+    Returns:
+        The `matplotlib.figure.Figure`.
+
+    Example:
+
+    >>> fig = plot_method_comparison({
+    ...     "6 labels/class": {"student": (70.0, 2.0), "kd": (85.0, 1.0)},
+    ...     "20 labels/class": {"student": (88.0, 1.0), "kd": (92.0, 0.5)}})
+    >>> fig.axes[0].get_xlabel()
+    'test accuracy (%)'
+    """
+    if not isinstance(results, dict) or not results or not all(
+        isinstance(v, dict) and v for v in results.values()
+    ):
+        raise ValueError(
+            "`results` must be a non-empty dict {setting: {method: (mean, "
+            f"std)}}. Received: results={results!r}."
+        )
+    methods = []
+    for table in results.values():
+        for method, value in table.items():
+            if not (isinstance(value, (tuple, list)) and len(value) == 2):
+                raise ValueError(
+                    f"Each result must be a (mean, std) pair. Received: "
+                    f"{method!r}: {value!r}."
+                )
+            if method not in methods:
+                methods.append(method)
+
+    def overall(method):
+        means = [t[method][0] for t in results.values() if method in t]
+        return sum(means) / len(means)
+
+    methods.sort(key=overall, reverse=True)
+    settings = list(results)
+    height = 0.8 / len(settings)
+    fig = _figure(8.0, 1.2 + 0.42 * len(methods) * max(1, len(settings) / 2))
+    ax = fig.subplots()
+    positions = np.arange(len(methods))[::-1]
+    for i, setting in enumerate(settings):
+        table = results[setting]
+        ys, means, stds = [], [], []
+        for position, method in zip(positions, methods):
+            if method not in table:
+                continue
+            mean, std = table[method]
+            ys.append(position + 0.4 - (i + 0.5) * height)
+            means.append(float(mean))
+            stds.append(0.0 if std is None else float(std))
+        color = f"C{i % 10}"
+        ax.barh(ys, means, height=height * 0.9, xerr=stds, color=color,
+                alpha=0.85, capsize=3, label=str(setting),
+                error_kw={"elinewidth": 1})
+        if baseline in table:
+            ax.axvline(float(table[baseline][0]), color=color,
+                       linestyle="--", linewidth=1.2)
+    ax.set_yticks(positions)
+    ax.set_yticklabels([f"{m} (alone)" if m == baseline else m
+                        for m in methods])
+    lows = [t[m][0] - (t[m][1] or 0.0) for t in results.values()
+            for m in t]
+    ax.set_xlim(max(0.0, min(lows) - 5.0), 100.0)
+    ax.set_xlabel(xlabel)
+    ax.grid(alpha=0.3, axis="x")
+    ax.legend(loc="lower right", fontsize=9,
+              title=f"dashed: {baseline} alone", title_fontsize=8)
+    ax.set_title(title or "Accuracy by method", fontsize=12)
     _save(fig, path)
     return fig
 

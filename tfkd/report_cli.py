@@ -3,8 +3,9 @@
     tfkd report RUN_DIR [--out DIR] [--split test|val] [--compare last|best]
 
 Reads a run directory written by `tfkd.reporting.ResultsWriter` (`runs.csv`
-plus one JSON record per run) and/or by `tfkd demo --out DIR`
-(`results.json`), and writes into `RUN_DIR` (or `--out`):
+plus one JSON record per run; the recipes), by `tfkd demo`
+(`results.json`) or by `tfkd tune` (`trials.json`), and writes into
+`RUN_DIR` (or `--out`):
 
 - `summary.md`, `summary.csv`: mean ± std over seeds per (dataset, method),
   beside the papers' numbers when an earlier `summary.csv` in `RUN_DIR`
@@ -16,6 +17,12 @@ plus one JSON record per run) and/or by `tfkd demo --out DIR`
   scratch student and distilled students (`plot_accuracy_vs_params`), and
   `plots/accuracy_vs_latency.png` when runs recorded a TFLite latency;
 - `report.md`: the table and the plots on one page.
+
+For a `tfkd tune` folder the table lists the trials best first (rank, the
+trial's number as Keras Tuner printed it, method, hyperparameters, the
+objective on the validation split), after the teacher's and the best
+student's held-out test accuracy, and `plots/curves_trial_<n>.png` draws
+each trial's curves.
 
 Methods named `teacher` are drawn as the teacher, `student` / `scratch` /
 `baseline` as the student trained from scratch, every other method as a
@@ -31,6 +38,7 @@ from tfkd import io as tfkd_io
 from tfkd import reporting
 
 DEMO_RESULTS = "results.json"
+TUNE_RESULTS = "trials.json"
 #: The export report the demo and `tfkd export` may leave beside the model.
 EXPORT_REPORT = "student.json"
 PLOTS_DIR = "plots"
@@ -53,7 +61,8 @@ def register(subparsers):
         ),
     )
     parser.add_argument("run_dir", metavar="RUN_DIR",
-                        help="directory with runs.csv or results.json")
+                        help="directory with runs.csv, results.json (tfkd "
+                             "demo) or trials.json (tfkd tune)")
     parser.add_argument("--out", default=None,
                         help="output directory (default: RUN_DIR)")
     parser.add_argument("--split", choices=("test", "val"), default="test",
@@ -181,6 +190,167 @@ def load_demo_results(path):
     return results
 
 
+def load_tune_results(path):
+    """Reads `tfkd tune`'s `trials.json` (the file or its folder).
+
+    Args:
+        path: `trials.json`, or the folder `tfkd tune` wrote.
+
+    Returns:
+        The record as a dict: `trials` (best first, each with `trial`,
+        `status`, `score`, `hyperparameters`, `history`), `objective`,
+        `teacher_test_accuracy`, `best_student_test_accuracy`, ...
+
+    Raises:
+        FileNotFoundError: No `trials.json` there.
+        ValueError: The file is not a `tfkd tune` record.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, TUNE_RESULTS)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"No tuning results at {path!r}. Run `tfkd tune --out DIR` "
+            "first, or pass the folder it wrote.")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}). Re-run `tfkd "
+                         "tune` to rewrite it.") from None
+    if not isinstance(data, dict) or not isinstance(data.get("trials"),
+                                                    list):
+        raise ValueError(f"{path} has no list of trials under 'trials'. "
+                         "Pass a trials.json written by `tfkd tune`.")
+    return data
+
+
+def _is_tune_dir(run_dir):
+    return (os.path.exists(os.path.join(run_dir, TUNE_RESULTS))
+            and not os.path.exists(os.path.join(run_dir, reporting.RUNS_CSV))
+            and not os.path.exists(os.path.join(run_dir, DEMO_RESULTS)))
+
+
+def _trial_label(row):
+    return row.get("trial", row.get("trial_id", "?"))
+
+
+def tune_table(record, *, digits=2):
+    """The trials of a `tfkd tune` record as Markdown, best first.
+
+    Example:
+
+    >>> print(tune_table({"objective": "val_accuracy", "trials": [
+    ...     {"trial": 2, "score": 0.95, "status": "COMPLETED",
+    ...      "hyperparameters": {"method": "kd", "kd/alpha": 0.31}},
+    ...     {"trial": 1, "score": 0.90, "status": "COMPLETED",
+    ...      "hyperparameters": {"method": "lp", "lp/k": 3}}]}), end="")
+    | rank | trial | method | hyperparameters | val_accuracy (%) | status |
+    | ---: | ---: | --- | --- | ---: | --- |
+    | 1 | 2 | kd | alpha=0.31 | 95.00 | COMPLETED |
+    | 2 | 1 | lp | k=3 | 90.00 | COMPLETED |
+    """
+    objective = str(record.get("objective") or "score")
+    percent = "accuracy" in objective
+    unit = " (%)" if percent else ""
+    lines = [f"| rank | trial | method | hyperparameters | {objective}{unit}"
+             " | status |",
+             "| ---: | ---: | --- | --- | ---: | --- |"]
+    methods = record.get("methods") or []
+    for rank, row in enumerate(record["trials"], start=1):
+        hps = dict(row.get("hyperparameters") or {})
+        method = hps.pop("method", methods[0] if len(methods) == 1 else "")
+        shown = []
+        for name, value in hps.items():
+            name = name.split("/", 1)[1] if "/" in name else name
+            if isinstance(value, float):
+                value = f"{value:.4g}"
+            shown.append(f"{name}={value}")
+        score = row.get("score")
+        if score is None:
+            cell = "n/a"
+        else:
+            cell = f"{score * 100 if percent else score:.{digits}f}"
+        cells = [str(rank), str(_trial_label(row)), str(method),
+                 ", ".join(shown) or "-", cell, str(row.get("status", ""))]
+        lines.append("| " + " | ".join(
+            c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _tune_summary(record, digits):
+    lines = ["## Trials, best first", "",
+             "Trial numbers are the ones Keras Tuner printed (\"Running "
+             "Trial #2\" is trial 2). The objective is each trial's best "
+             "epoch on the validation split.", "", tune_table(record,
+                                                              digits=digits)]
+    size = record.get("test_size")
+    split = f"held-out test split, {size} images" if size else \
+        "held-out test split"
+    facts = []
+    if record.get("teacher_test_accuracy") is not None:
+        facts.append(f"- teacher: {record['teacher_test_accuracy'] * 100:.2f}"
+                     f" % test accuracy ({split})")
+    if record.get("best_student_test_accuracy") is not None:
+        params = record.get("best_student_params")
+        params = f", {params:,} parameters" if params else ""
+        facts.append(f"- best student (trial {record.get('best_trial', '?')}"
+                     f"{params}): "
+                     f"{record['best_student_test_accuracy'] * 100:.2f} % "
+                     f"test accuracy ({split})")
+    if facts:
+        lines[1:1] = [""] + facts
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _write_tune_report(run_dir, out, digits, plots):
+    record = load_tune_results(run_dir)
+    os.makedirs(out, exist_ok=True)
+    written = {}
+    text = "# Tuning report\n\n" + _tune_summary(record, digits)
+    written["summary.md"] = tfkd_io.write_text(
+        os.path.join(out, reporting.SUMMARY_MD), text)
+    columns = ["rank", "trial", "status", "score", "hyperparameters"]
+    rows = [{"rank": rank, "trial": _trial_label(row),
+             "status": row.get("status", ""),
+             "score": "" if row.get("score") is None else row["score"],
+             "hyperparameters": json.dumps(row.get("hyperparameters") or {},
+                                           sort_keys=True)}
+            for rank, row in enumerate(record["trials"], start=1)]
+    written["summary.csv"] = tfkd_io.write_text(
+        os.path.join(out, reporting.SUMMARY_CSV),
+        reporting._csv_text(rows, columns), newline="")
+    images = {}
+    if plots:
+        from tfkd import plots as plots_lib
+
+        folder = os.path.join(out, PLOTS_DIR)
+        os.makedirs(folder, exist_ok=True)
+        for row in record["trials"]:
+            history = row.get("history") or {}
+            if not any(isinstance(v, list) and v for v in history.values()):
+                continue
+            key = f"curves_trial_{_file_id(_trial_label(row))}"
+            path = os.path.join(folder, f"{key}.png")
+            method = (row.get("hyperparameters") or {}).get("method", "")
+            try:
+                fig = plots_lib.plot_history(
+                    history, path, title=f"trial {_trial_label(row)} "
+                                         f"{method}".rstrip())
+            except ValueError:
+                continue
+            _close(fig)
+            images[key] = path
+    body = [text.rstrip(), ""]
+    for key, path in images.items():
+        rel = os.path.relpath(path, out).replace(os.sep, "/")
+        body += [f"## {key.replace('_', ' ')}", "", f"![{key}]({rel})", ""]
+    written["report.md"] = tfkd_io.write_text(
+        os.path.join(out, REPORT_MD), "\n".join(body).rstrip() + "\n")
+    written.update(images)
+    return written
+
+
 def _read_export_report(folder):
     path = os.path.join(folder, EXPORT_REPORT)
     if not os.path.exists(path):
@@ -215,10 +385,10 @@ def collect_runs(run_dir):
     has_demo = os.path.exists(os.path.join(run_dir, DEMO_RESULTS))
     if not has_runs and not has_demo:
         raise FileNotFoundError(
-            f"No {reporting.RUNS_CSV} or {DEMO_RESULTS} in RUN_DIR "
-            f"{run_dir!r}. Pass a directory written by "
-            "`tfkd.reporting.ResultsWriter` (runs.csv + one JSON per run) or "
-            "by `tfkd demo --out DIR` (results.json)."
+            f"No {reporting.RUNS_CSV}, {DEMO_RESULTS} or {TUNE_RESULTS} in "
+            f"RUN_DIR {run_dir!r}. Pass a directory written by "
+            "`tfkd.reporting.ResultsWriter` (runs.csv + one JSON per run), "
+            "by `tfkd demo` (results.json) or by `tfkd tune` (trials.json)."
         )
     runs = reporting.load_runs(run_dir) if has_runs else []
     if has_demo:
@@ -388,6 +558,9 @@ def write_report(run_dir, out=None, *, split="test", compare="last",
         raise ValueError(
             f"`digits` must be an int >= 0. Received: digits={digits!r}."
         )
+    if os.path.isdir(os.fspath(run_dir)) and _is_tune_dir(os.fspath(run_dir)):
+        return _write_tune_report(os.fspath(run_dir), os.fspath(
+            run_dir if out is None else out), digits, plots)
     results = collect_runs(run_dir)
     out = os.fspath(run_dir if out is None else out)
     os.makedirs(out, exist_ok=True)

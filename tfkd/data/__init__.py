@@ -1,4 +1,5 @@
-"""Data: the embedded digits set and tensorflow-datasets loaders."""
+"""Data: the embedded digits set, tensorflow-datasets loaders and few-label
+splits (label `-1` marks an unlabelled example)."""
 
 from typing import TYPE_CHECKING
 
@@ -10,6 +11,9 @@ if TYPE_CHECKING:
     from tfkd.data.digits import DataSplits  # noqa: F401
     from tfkd.data.digits import digits_arrays  # noqa: F401
     from tfkd.data.digits import load_digits  # noqa: F401
+    from tfkd.data.few_labels import UNLABELLED  # noqa: F401
+    from tfkd.data.few_labels import labelled_only  # noqa: F401
+    from tfkd.data.few_labels import unlabel  # noqa: F401
     from tfkd.data.tfds_data import DATASETS  # noqa: F401
     from tfkd.data.tfds_data import DatasetNotFoundError  # noqa: F401
     from tfkd.data.tfds_data import is_deterministic  # noqa: F401

@@ -44,28 +44,41 @@ def _check_fraction(value, name):
 
 
 def digits_arrays(image_size=16, channels=1, validation_fraction=0.15,
-                  test_fraction=0.2, seed=0):
+                  test_fraction=0.2, seed=0, labels_per_class=None):
     """The digits as NumPy arrays, split into train / validation / test.
 
     Pixels are scaled to `[0, 1]` and bilinearly resized to `image_size`.
     The split is stratified and depends only on `seed`.
+
+    With `labels_per_class=N` the training split keeps the label of `N`
+    images of each class (chosen with `seed`, `tfkd.data.unlabel`) and
+    marks the others `-1` (unlabelled: transfer data for the knowledge
+    terms); validation and test keep all their labels. The images and the
+    split are those of `labels_per_class=None`.
 
     Args:
         image_size: Output side length (int) or `(height, width)`, >= 8.
         channels: 1 (grey) or 3 (grey repeated, for RGB models).
         validation_fraction: Fraction of all images held out for validation.
         test_fraction: Fraction of all images held out for the final test.
-        seed: Seed of the split.
+        seed: Seed of the split (and of the labels kept).
+        labels_per_class: `None` (every training label), or the number of
+            training labels kept in each class, a positive int (the
+            training split holds 109-120 images a class).
 
     Returns:
         A `DataSplits` whose `train`, `validation`, `test` are `(x, y)` pairs:
-        `x` float32 `(n, H, W, channels)`, `y` int32 `(n,)`.
+        `x` float32 `(n, H, W, channels)`, `y` int32 `(n,)` (`-1` for an
+        unlabelled training image).
 
     Example:
 
     >>> splits = digits_arrays(image_size=8)
     >>> splits.train[0].shape[1:], splits.num_classes
     ((8, 8, 1), 10)
+    >>> few = digits_arrays(image_size=8, labels_per_class=6)
+    >>> int((few.train[1] >= 0).sum()), len(few.train[1])
+    (60, 1167)
     """
     from sklearn.datasets import load_digits as _sk_load_digits
     from sklearn.model_selection import train_test_split
@@ -97,6 +110,10 @@ def digits_arrays(image_size=16, channels=1, validation_fraction=0.15,
     x_train, x_val, y_train, y_val = train_test_split(
         x_rest, y_rest, test_size=val_share, random_state=seed, stratify=y_rest
     )
+    if labels_per_class is not None:
+        from tfkd.data.few_labels import unlabel
+
+        y_train = unlabel(y_train, labels_per_class, seed=seed)
     return DataSplits(
         train=(x_train, y_train),
         validation=(x_val, y_val),
@@ -107,12 +124,19 @@ def digits_arrays(image_size=16, channels=1, validation_fraction=0.15,
 
 
 def load_digits(image_size=16, channels=1, batch_size=64,
-                validation_fraction=0.15, test_fraction=0.2, seed=0):
+                validation_fraction=0.15, test_fraction=0.2, seed=0,
+                labels_per_class=None):
     """The digits as batched `tf.data` pipelines.
 
     The training pipeline is shuffled with `seed` (reshuffled each epoch);
     all three are batched and prefetched. No random augmentation is applied,
     so the pipelines are deterministic and teacher outputs may be cached.
+
+    `labels_per_class=N` gives a few-label split: `N` labelled training
+    images a class, every other training image labelled `-1` (unlabelled),
+    validation and test fully labelled (see `digits_arrays`). Train the
+    teacher on `load_digits()` (same `seed`: same images) and distil on
+    this one; `tfkd.data.labelled_only` gives the labelled images alone.
 
     Args:
         image_size: Output side length (int) or `(height, width)`, >= 8.
@@ -120,7 +144,9 @@ def load_digits(image_size=16, channels=1, batch_size=64,
         batch_size: Batch size, a positive int.
         validation_fraction: Fraction of all images held out for validation.
         test_fraction: Fraction of all images held out for the final test.
-        seed: Seed of the split and of the shuffling.
+        seed: Seed of the split, of the labels kept and of the shuffling.
+        labels_per_class: `None` (every training label) or the training
+            labels kept per class (a positive int); the rest are `-1`.
 
     Returns:
         A `DataSplits` of `tf.data.Dataset`s yielding `(images, labels)`.
@@ -131,6 +157,10 @@ def load_digits(image_size=16, channels=1, batch_size=64,
     >>> images, labels = next(iter(data.train))
     >>> tuple(images.shape), data.input_shape
     ((32, 16, 16, 1), (16, 16, 1))
+    >>> few = load_digits(image_size=8, labels_per_class=6)
+    >>> labels = np.concatenate([y for _, y in few.train])
+    >>> int((labels >= 0).sum()), int((labels == -1).sum())
+    (60, 1107)
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) \
             or batch_size < 1:
@@ -141,7 +171,7 @@ def load_digits(image_size=16, channels=1, batch_size=64,
     arrays = digits_arrays(
         image_size=image_size, channels=channels,
         validation_fraction=validation_fraction, test_fraction=test_fraction,
-        seed=seed,
+        seed=seed, labels_per_class=labels_per_class,
     )
 
     def pipeline(xy, shuffle):

@@ -6,6 +6,7 @@ from tfkd import hyperparameters as hp
 from tfkd.distillers.base import Distiller
 from tfkd.terms.kd import SoftTargetDistillation
 from tfkd.terms.locality import LocalityPreservingDistillation
+from tfkd.terms.locality import check_normalize
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
@@ -34,11 +35,16 @@ class LocalityPreservingDistiller(Distiller):
     `tf.distribute` each replica searches its own examples (use a
     per-replica batch of 128 for the paper's neighbourhoods).
 
-    **Scale.** `L_LP` only pulls neighbours together (no repulsive term)
-    and grows with the squared scale and the dimension of the student's
-    features; if `gamma · L_LP` dwarfs the class loss the student can
-    collapse its features. Watch `lp_loss` against `student_loss`; tap a
-    lower-dimensional layer (the pooled embedding) or lower `gamma`.
+    **Scale, and tfkd's one departure from the paper.** `L_LP` only pulls
+    neighbours together (no repulsive term). On raw features it grows with
+    the squared scale and the dimension of the student's features: tapping
+    a wide conv map, `gamma · L_LP` dwarfs the class loss and the student
+    maps every image to one point (on the digits student's 8×8×16 map:
+    chance accuracy). So by default (`normalize="l2"`) each example's
+    flattened features, teacher's and student's, are scaled to unit length
+    before eq. 4-6: the term is bounded (at most `2k`) and scale-free, and
+    `gamma` means the same on any layer. `normalize=None` is the paper's
+    form on raw features. Watch `lp_loss` against `student_loss`.
 
     Args:
         teacher: A trained `keras.Model` outputting logits. It is frozen.
@@ -52,6 +58,9 @@ class LocalityPreservingDistiller(Distiller):
         lam: Weight `λ` of the soft-target term, >= 0 (paper: 2).
         temperature: Softening temperature `τ > 0` (paper: 0.5).
         sigma: Gaussian width `σ > 0`, or `None` for the per-batch estimate.
+        normalize: `"l2"` (default): unit-length features per example
+            before the distances (tfkd's decision, see above); `None`: the
+            paper's raw features.
         **kwargs: Passed to `keras.Model` (e.g. `name`).
 
     Example:
@@ -79,7 +88,7 @@ class LocalityPreservingDistiller(Distiller):
 
     def __init__(self, teacher, student, *, teacher_layer=None,
                  student_layer=None, k=5, gamma=1.0, lam=2.0,
-                 temperature=0.5, sigma=None, **kwargs):
+                 temperature=0.5, sigma=None, normalize="l2", **kwargs):
         for name, value in (("teacher_layer", teacher_layer),
                             ("student_layer", student_layer)):
             if value is None or (isinstance(value, (list, tuple))
@@ -92,12 +101,14 @@ class LocalityPreservingDistiller(Distiller):
                 )
         gamma = hp.non_negative(gamma, "gamma")
         lam = hp.non_negative(lam, "lam")
+        normalize = check_normalize(normalize)
         super().__init__(
             teacher, student,
             distillation_losses=[
                 SoftTargetDistillation(temperature=temperature, name="soft"),
                 LocalityPreservingDistillation(
-                    k, sigma, teacher_layer, student_layer, name="lp"),
+                    k, sigma, teacher_layer, student_layer,
+                    normalize=normalize, name="lp"),
             ],
             **kwargs,
         )
@@ -144,6 +155,11 @@ class LocalityPreservingDistiller(Distiller):
         """Gaussian width, or `None` for the per-batch estimate."""
         return self._terms[1].sigma
 
+    @property
+    def normalize(self):
+        """`"l2"` (unit-length features) or `None` (the paper's raw ones)."""
+        return self._terms[1].normalize
+
     def _aliases(self):
         return ("temperature",)
 
@@ -158,5 +174,6 @@ class LocalityPreservingDistiller(Distiller):
             "lam": self.lam,
             "temperature": self.temperature,
             "sigma": self.sigma,
+            "normalize": self.normalize,
         })
         return config

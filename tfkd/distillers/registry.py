@@ -189,8 +189,10 @@ def digits_taps(method=None):
 
     Methods that compare pooled embeddings (`Method.embedding`: LP, RKD,
     PKT, CC, CRD) tap the pooled `gap` layer; LP on the 8×8 conv maps, for
-    one, swamps the class loss until the student's features collapse (see
-    docs/results_lp_digits.md). The others tap the last conv block.
+    one, swamps the class loss until the student's features collapse with
+    the paper's raw features (3 seeds, 300 labels: 81 % tapping `gap`, 78 %
+    on the 8×8 map with unit-length features, 15 % on it with raw ones; see
+    docs/methods/lp.md). The others tap the last conv block.
 
     Args:
         method: Optional method name.

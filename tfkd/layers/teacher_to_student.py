@@ -311,6 +311,20 @@ def _probe_cross_entropy(y_true, y_pred):
     return kd_losses.cross_entropy(y_true, y_pred)
 
 
+def _weigh_unlabelled(dataset):
+    """`(x, y)` elements with integer class ids -> `(x, max(y, 0), weight)`,
+    weight 0 for an unlabelled example (`y = -1`), else 1."""
+    import tensorflow as tf
+
+    spec = dataset.element_spec
+    if not (isinstance(spec, tuple) and len(spec) == 2) or not (
+        spec[1].dtype.is_integer and spec[1].shape.rank in (0, 1)
+    ):
+        return dataset
+    return dataset.map(lambda x, y: (x, tf.maximum(y, 0),
+                                     tf.cast(y >= 0, tf.float32)))
+
+
 def pretrain_regressor(teacher, teacher_layer, regressor, data, num_classes,
                        *, epochs=1, optimizer="adam", batch_size=32,
                        steps_per_epoch=None, verbose=0):
@@ -324,6 +338,10 @@ def pretrain_regressor(teacher, teacher_layer, regressor, data, num_classes,
     discarded afterwards: only the regressor's weights change (the
     teacher's are untouched). The regressor's `trainable` flag is restored
     on return, so a regressor frozen inside a distiller stays frozen.
+
+    Unlabelled examples (label `-1`, as in `tfkd.data.unlabel`'s few-label
+    splits) get sample weight 0: the cross entropy and the accuracy see the
+    labelled examples only.
 
     Args:
         teacher: The trained functional teacher (`keras.Model`).
@@ -402,11 +420,19 @@ def pretrain_regressor(teacher, teacher_layer, regressor, data, num_classes,
                     "or an (images, labels) tuple. Received a sequence of "
                     f"length {len(data)}."
                 )
-            return probe.fit(data[0], data[1], batch_size=batch_size,
-                             epochs=epochs, steps_per_epoch=steps_per_epoch,
+            x, y = data
+            labels = ops.convert_to_numpy(y)
+            weights = None
+            if labels.ndim == 1 and (labels < 0).any():
+                weights = (labels >= 0).astype("float32")
+                labels = labels.clip(0, None)
+            return probe.fit(x, labels, sample_weight=weights,
+                             batch_size=batch_size, epochs=epochs,
+                             steps_per_epoch=steps_per_epoch,
                              verbose=verbose)
         # A dataset shuffles itself; `shuffle=False` only silences Keras.
-        return probe.fit(data, epochs=epochs, shuffle=False,
-                         steps_per_epoch=steps_per_epoch, verbose=verbose)
+        return probe.fit(_weigh_unlabelled(data), epochs=epochs,
+                         shuffle=False, steps_per_epoch=steps_per_epoch,
+                         verbose=verbose)
     finally:
         regressor.trainable = was_trainable

@@ -4,18 +4,31 @@ Trains the teacher once (or loads `--teacher T.keras`), searches the
 methods' hyperparameters (and the student's width) with a random, Bayesian
 or Hyperband tuner, prints a table of the trials best first, and saves the
 best student as `.keras`. The tuner's directory holds student checkpoints
-and trial records only; the teacher is saved once, beside it.
+and trial records only; the teacher is saved once, beside it
+(`teacher.keras`, with the settings it was trained with in
+`teacher.json`).
 
-An `--out` that already holds a search is never silently replaced: pass
-`--resume` to continue it (refused if it searched other methods or another
-space) or `--overwrite` to delete it and start afresh.
+Each run writes into a new folder (`tfkd_runs/tune-N`) unless `--out` names
+one. An `--out` that already holds files is never silently replaced: pass
+`--resume` to continue its search (refused if it searched other methods or
+another space) or `--overwrite` to start afresh; both reuse its trained
+teacher when it was trained with the same data, seed and epochs. `tfkd
+report DIR` turns the folder into a best-first table and one curve plot per
+trial.
 """
 
+import json
 import os
 import time
 
-#: Default output directory.
-DEFAULT_OUT = "tfkd_runs/tune"
+#: Default output folder: a new `tfkd_runs/tune-N` per run.
+DEFAULT_OUT = None
+#: Epochs per trial: the demo's student budget, under the same cosine
+#: decay (10 left the students short of the demo's accuracy).
+DEFAULT_EPOCHS = 30
+#: The teacher's file and its settings, in the run folder.
+TEACHER_FILE = "teacher.keras"
+TEACHER_SETTINGS = "teacher.json"
 
 
 def register(subparsers):
@@ -34,15 +47,16 @@ def register(subparsers):
     parser.add_argument("--trials", type=int, default=10,
                         help="trials of random/Bayesian search (default: 10;"
                              " Hyperband sizes its own brackets)")
-    parser.add_argument("--epochs", type=int, default=10,
+    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
                         help="epochs per trial; Hyperband's max epochs "
-                             "(default: 10)")
+                             f"(default: {DEFAULT_EPOCHS})")
     parser.add_argument("--data", default="digits",
                         help="data set (default: digits, embedded)")
     parser.add_argument("--tuner", default="random", choices=TUNERS,
                         help="search algorithm (default: random)")
     parser.add_argument("--out", default=DEFAULT_OUT,
-                        help=f"output directory (default: {DEFAULT_OUT})")
+                        help="output folder (default: a new "
+                             "tfkd_runs/tune-N)")
     parser.add_argument("--teacher", default=None, metavar="T.keras",
                         help="load this trained teacher instead of training "
                              "one")
@@ -71,7 +85,9 @@ def register(subparsers):
                        help="continue the search in --out (same methods "
                             "and space; reuses its teacher.keras)")
     again.add_argument("--overwrite", action="store_true",
-                       help="delete the search in --out and start afresh")
+                       help="delete the search in --out and start afresh "
+                            "(keeps its teacher when trained with the same "
+                            "settings)")
     parser.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2),
                         help="progress output (default: 2, a line per "
                              "epoch)")
@@ -180,8 +196,11 @@ def _train_teacher(data, epochs, verbose):
     import tfkd
 
     teacher = tfkd.models.digits_teacher(data.num_classes, data.input_shape)
+    steps = max(1, int(data.train.cardinality()))
+    # The demo's optimizer: Adam with a cosine decay to 0.
     teacher.compile(
-        optimizer=keras.optimizers.Adam(3e-3),
+        optimizer=keras.optimizers.Adam(
+            keras.optimizers.schedules.CosineDecay(3e-3, steps * epochs)),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
@@ -203,21 +222,42 @@ def _accuracy(model, dataset):
                                 verbose=0)["accuracy"])
 
 
-def run_tune(methods=("kd",), trials=10, epochs=10, data="digits",
-             tuner="random", out=DEFAULT_OUT, teacher=None, teacher_epochs=20,
-             objective="val_accuracy", fixed=None, search_space=None,
-             image_size=None, batch_size=64, steps_per_epoch=None, seed=0,
-             resume=False, overwrite=False, verbose=2):
+def _num_examples(dataset):
+    import tensorflow as tf
+
+    return int(dataset.reduce(
+        tf.constant(0, tf.int64),
+        lambda n, b: n + tf.shape(b[1], out_type=tf.int64)[0]))
+
+
+def _read_teacher_settings(out):
+    try:
+        with open(os.path.join(out, TEACHER_SETTINGS), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def run_tune(methods=("kd",), trials=10, epochs=DEFAULT_EPOCHS,
+             data="digits", tuner="random", out=DEFAULT_OUT, teacher=None,
+             teacher_epochs=20, objective="val_accuracy", fixed=None,
+             search_space=None, image_size=None, batch_size=64,
+             steps_per_epoch=None, seed=0, resume=False, overwrite=False,
+             verbose=2):
     """Runs `tfkd tune` and returns its results as a dict.
 
     Args:
         methods: Method names to search (one, or several to choose among).
         trials: Trials of random / Bayesian search.
-        epochs: Epochs per trial (Hyperband: the largest budget).
+        epochs: Epochs per trial (Hyperband: the largest budget). The
+            learning rate decays to 0 along a cosine over them.
         data: Data set name (`tfkd.data.load_dataset`).
         tuner: `"random"`, `"bayesian"` or `"hyperband"`.
-        out: Output directory: `teacher.keras` (if trained here), the
-            tuner's project `search/`, `best_student.keras`, `trials.json`.
+        out: Output folder (default: a new `tfkd_runs/tune-N`):
+            `teacher.keras` and `teacher.json` (if trained here), the
+            tuner's project `search/`, `best_student.keras`, `trials.json`
+            (every trial, best first, with its per-epoch history; `tfkd
+            report` reads it).
         teacher: Optional path of a trained teacher `.keras` to load.
         teacher_epochs: Epochs to train the teacher when not loaded.
         objective: Student validation metric to optimise.
@@ -230,22 +270,25 @@ def run_tune(methods=("kd",), trials=10, epochs=10, data="digits",
         resume: Continue the search in `out` (refused if it searched other
             methods or another space); its `teacher.keras` is reused when
             `teacher` is None.
-        overwrite: Delete the search in `out` and start afresh. Without
-            `resume` or `overwrite`, an `out` holding a search is refused.
+        overwrite: Delete the search in `out` and start afresh (a
+            `teacher.keras` trained there with the same data, seed, batch
+            size and epochs is reused). Without `resume` or `overwrite`, an
+            `out` holding files is refused.
         verbose: Progress output (0 silent, 1 bars, 2 one line per epoch).
 
     Returns:
-        A dict with the trial rows (best first), the best student's path
-        and its test accuracy.
+        A dict with the trial rows (best first), the run folder, the best
+        student's path and its test accuracy.
 
     Raises:
         ValueError: For bad arguments, a broken teacher file, or an `out`
-            that holds a search (another one when resuming).
+            that holds files (another search when resuming).
     """
     import keras
 
     import tfkd
     from tfkd import io as tfkd_io
+    from tfkd import runs
     from tfkd.distillers import registry
     from tfkd.tuning import hypermodel as hypermodel_lib
     from tfkd.tuning import search
@@ -268,6 +311,12 @@ def run_tune(methods=("kd",), trials=10, epochs=10, data="digits",
     if resume and overwrite:
         raise ValueError("Pass either --resume or --overwrite, not both. "
                          "Received: resume=True, overwrite=True.")
+    if out is None:
+        if resume:
+            raise ValueError(
+                "--resume continues the search in --out: name the folder "
+                "(e.g. --out tfkd_runs/tune-1). Received: no --out.")
+        out = runs.new_run_dir("tune")
     project_dir = os.path.join(out, "search")
     if not (resume or overwrite) and signature_lib.holds_search(project_dir):
         held = signature_lib.describe_signature(
@@ -277,37 +326,70 @@ def run_tune(methods=("kd",), trials=10, epochs=10, data="digits",
             "--resume to continue it, --overwrite to delete it and start "
             "afresh, or choose another --out."
         )
+    teacher_path = os.path.join(out, TEACHER_FILE)
+    if resume:
+        os.makedirs(out, exist_ok=True)
+    else:
+        if overwrite and signature_lib.holds_search(project_dir) and \
+                not runs.is_run_dir(out):
+            # A folder an earlier `tfkd tune` wrote, before run markers:
+            # it holds a tfkd search, so --overwrite may replace it.
+            tfkd_io.write_json(os.path.join(out, runs.MARKER),
+                               {"kind": "tune"})
+        runs.prepare_run_dir(out, kind="tune", overwrite=overwrite,
+                             keep=(TEACHER_FILE, TEACHER_SETTINGS))
+    where = runs.display_path(out)
+    settings = {"data": data, "seed": seed, "image_size": image_size,
+                "batch_size": batch_size, "teacher_epochs": teacher_epochs}
     teacher_model = None
+    reused = None
     if teacher is not None:
         teacher_model = _load_teacher(teacher)
-    elif resume and os.path.exists(os.path.join(out, "teacher.keras")):
-        # The resumed trials were scored against this teacher.
-        teacher = os.path.join(out, "teacher.keras")
-        teacher_model = _load_teacher(teacher, option="--out's teacher")
+        reused = teacher
+    elif os.path.exists(teacher_path):
+        saved = _read_teacher_settings(out)
+        if resume or saved == settings:
+            # Resumed trials were scored against this teacher; an
+            # overwritten search with the same settings would train the
+            # same one again.
+            teacher_model = _load_teacher(teacher_path,
+                                          option="--out's teacher")
+            reused = teacher_path
+        else:
+            print(f"[tune] {runs.display_path(teacher_path)} was trained "
+                  f"with other settings ({saved}); training a new teacher "
+                  f"({settings}).")
     start = time.time()
-    os.makedirs(out, exist_ok=True)
     keras.utils.set_random_seed(seed)
     data_kwargs = {"batch_size": batch_size, "seed": seed}
     if image_size is not None:
         data_kwargs["image_size"] = image_size
     dataset = tfkd.data.load_dataset(data, **data_kwargs)
+    test_size = _num_examples(dataset.test)
+    print(f"[tune] writing to {where}")
 
-    if teacher is None:
-        print(f"[tune] 1/3 teacher: training {teacher_epochs} epochs on "
-              f"{data} (once, shared by every trial)")
+    if teacher_model is None:
+        print(f"[tune] 1/3 teacher: training on the {data} training "
+              f"labels, {teacher_epochs} epoch"
+              f"{'s' if teacher_epochs != 1 else ''} (once, shared by every "
+              "trial)")
         teacher_model = _train_teacher(dataset, teacher_epochs, verbose)
-        teacher_path = tfkd.saving.save(
-            teacher_model, os.path.join(out, "teacher.keras"))
+        teacher_path = tfkd.saving.save(teacher_model, teacher_path)
+        tfkd_io.write_json(os.path.join(out, TEACHER_SETTINGS), settings)
     else:
-        print(f"[tune] 1/3 teacher: loaded {teacher}")
-        teacher_path = teacher
-    teacher_accuracy = _accuracy(teacher_model, dataset.validation)
-    print(f"[tune] teacher validation accuracy: {teacher_accuracy:.4f}")
+        print(f"[tune] 1/3 teacher: reusing {runs.display_path(reused)} "
+              "(not retrained)")
+        teacher_path = reused
+    teacher_accuracy = _accuracy(teacher_model, dataset.test)
+    print(f"[tune] teacher: {teacher_accuracy * 100:.2f} % test accuracy "
+          f"(held-out test split, {test_size} images)")
 
+    train_steps = steps_per_epoch or max(1, int(dataset.train.cardinality()))
     hypermodel = hypermodel_lib.digits_hypermodel(
         teacher_model, method=methods, num_classes=dataset.num_classes,
         input_shape=dataset.input_shape, fixed=fixed,
         search_space=search_space, seed=seed,
+        decay_steps=train_steps * epochs,
     )
     if resume:
         signature = dict(hypermodel.search_signature(),
@@ -323,8 +405,8 @@ def run_tune(methods=("kd",), trials=10, epochs=10, data="digits",
     )
     label = ("hyperband brackets" if tuner == "hyperband"
              else f"{trials} trials")
-    print(f"[tune] 2/3 search: {tuner}, {label}, methods {methods}, "
-          f"objective {objective}")
+    print(f"[tune] 2/3 search: {tuner}, {label} of {epochs} epochs, "
+          f"methods {methods}, objective {objective} (validation split)")
     fit_kwargs = {"validation_data": dataset.validation, "epochs": epochs,
                   "verbose": verbose, "shuffle": False}
     if steps_per_epoch is not None:
@@ -335,7 +417,9 @@ def run_tune(methods=("kd",), trials=10, epochs=10, data="digits",
     tuner_obj.search(train, **fit_kwargs)
 
     rows = search.trial_rows(tuner_obj)
-    print(f"\n[tune] 3/3 trials, best first ({len(rows)}):")
+    print(f"\n[tune] 3/3 trials, best first ({len(rows)}; trial numbers as "
+          f"Keras Tuner printed them; {objective}: the best epoch's, on the "
+          "validation split):")
     print(search.format_trials(rows, objective))
     student = search.best_student(tuner_obj)
     student_path = tfkd.saving.save(
@@ -345,16 +429,32 @@ def run_tune(methods=("kd",), trials=10, epochs=10, data="digits",
         "methods": methods,
         "tuner": tuner,
         "objective": objective,
+        "dataset": data,
+        "epochs": epochs,
+        "out": out,
         "teacher": teacher_path,
-        "teacher_val_accuracy": teacher_accuracy,
+        "teacher_params": teacher_model.count_params(),
+        "teacher_test_accuracy": teacher_accuracy,
         "best_student": student_path,
+        "best_trial": rows[0]["trial"] if rows else None,
         "best_student_params": student.count_params(),
         "best_student_test_accuracy": test_accuracy,
+        "test_size": test_size,
         "trials": rows,
         "seconds": round(time.time() - start, 1),
     }
     tfkd_io.write_json(os.path.join(out, "trials.json"), result,
                        default=str)
-    print(f"\nBest student ({student.count_params():,} params, test accuracy "
-          f"{test_accuracy:.4f}) saved to {student_path}")
+    best = rows[0]["trial"] if rows else "?"
+    print(f"\nBest student (trial {best}, {student.count_params():,} "
+          f"params): {test_accuracy * 100:.2f} % test accuracy (held-out "
+          f"test split, {test_size} images), saved to "
+          f"{runs.display_path(student_path)}")
+    quoted = runs.shell_quote(out)
+    print("\n" + runs.next_steps([
+        f"tfkd report {quoted}",
+        f"tfkd export {runs.shell_quote(student_path)} --quantization int8 "
+        f"--data {data} --out "
+        f"{runs.shell_quote(os.path.join(out, 'best_student_int8.tflite'))}",
+    ]))
     return result

@@ -250,7 +250,8 @@ class DistillerHyperModel(kt.HyperModel):
             `tfkd.distillers.registry.method_names()`) or a list of names to
             choose among.
         feature_layers: `(teacher_layer, student_layer)` for methods that
-            distil features.
+            distil features, or a dict `{method: (teacher_layer,
+            student_layer)}` when the methods tap different layers.
         search_space: Optional dict overriding entries of the default
             spaces: `{name: spec}` (see `tfkd.tuning.spaces` for the spec
             forms; applies to every listed method that takes `name`),
@@ -262,6 +263,11 @@ class DistillerHyperModel(kt.HyperModel):
             its learning rate is the `learning_rate` hyperparameter.
         metrics: Metrics compiled into each distiller (on the student's
             logits).
+        decay_steps: Optional total training steps of a trial: the learning
+            rate then decays from its drawn value to 0 along a cosine over
+            those steps (`keras.optimizers.schedules.CosineDecay`, the
+            demo's schedule), so a trial's last epochs are not a lottery.
+            `None`: a constant learning rate.
         seed: Optional seed set before each trial builds its student, so
             builder-made students of equal width start alike.
         name: Optional name of the hypermodel.
@@ -287,7 +293,8 @@ class DistillerHyperModel(kt.HyperModel):
 
     def __init__(self, teacher, student, *, method="kd", feature_layers=None,
                  search_space=None, fixed=None, optimizer="adam",
-                 metrics=("accuracy",), seed=None, name=None, tunable=True):
+                 metrics=("accuracy",), seed=None, name=None, tunable=True,
+                 decay_steps=None):
         super().__init__(name=name, tunable=tunable)
         self.teacher = self._load_teacher(teacher)
         if isinstance(student, keras.Model):
@@ -313,6 +320,15 @@ class DistillerHyperModel(kt.HyperModel):
             raise TypeError(f"`seed` must be None or an int. Received: "
                             f"seed={seed!r}.")
         self.seed = seed
+        if decay_steps is not None and (
+            isinstance(decay_steps, bool) or not isinstance(decay_steps, int)
+            or decay_steps < 1
+        ):
+            raise ValueError(
+                "`decay_steps` must be None or a positive int (the steps of "
+                f"a trial). Received: decay_steps={decay_steps!r}."
+            )
+        self.decay_steps = decay_steps
         self._resolve(_check_mapping(search_space, "search_space", "spec"),
                       _check_mapping(fixed, "fixed", "value"))
 
@@ -343,6 +359,17 @@ class DistillerHyperModel(kt.HyperModel):
 
     def _check_feature_layers(self, feature_layers):
         needing = [m for m in self.methods if registry.get(m).uses_features]
+        if isinstance(feature_layers, dict):
+            missing = [m for m in needing if m not in feature_layers]
+            if missing:
+                raise ValueError(
+                    f"`feature_layers` has no (teacher_layer, student_layer) "
+                    f"for method(s) {missing}, which distil features. "
+                    f"Received: feature_layers={feature_layers!r}."
+                )
+            return {m: self._check_feature_layers(pair)
+                    for m, pair in feature_layers.items()
+                    if m in self.methods}
         if feature_layers is None:
             if needing:
                 raise ValueError(
@@ -571,14 +598,22 @@ class DistillerHyperModel(kt.HyperModel):
         kwargs = dict(self.method_fixed[method])
         kwargs.update(self._declare_method(hp, method))
         student = self.build_student(hp, common.get("width_multiplier"))
+        layers = self.feature_layers
+        if isinstance(layers, dict):
+            layers = layers.get(method)
         distiller = registry.build(method, self.teacher, student,
-                                   feature_layers=self.feature_layers,
-                                   **kwargs)
+                                   feature_layers=layers, **kwargs)
 
         student_checkpoints(distiller)
+        learning_rate = common.get("learning_rate")
+        if self.decay_steps is not None:
+            if learning_rate is None:
+                learning_rate = _make_optimizer(
+                    self.optimizer, None).get_config()["learning_rate"]
+            learning_rate = keras.optimizers.schedules.CosineDecay(
+                float(learning_rate), self.decay_steps)
         distiller.compile(
-            optimizer=_make_optimizer(self.optimizer,
-                                      common.get("learning_rate")),
+            optimizer=_make_optimizer(self.optimizer, learning_rate),
             metrics=list(self.metrics),
         )
         return distiller
@@ -656,9 +691,12 @@ def digits_hypermodel(teacher, method="kd", num_classes=10,
 
     Returns:
         A `DistillerHyperModel` whose student is `scaled_digits_student` and
-        whose feature layers are the digits taps.
+        whose feature layers are each method's digits taps
+        (`tfkd.distillers.registry.digits_taps`).
     """
-    kwargs.setdefault("feature_layers", registry.digits_taps())
+    methods = _as_methods(method)
+    kwargs.setdefault("feature_layers",
+                      {m: registry.digits_taps(m) for m in methods})
     builder = functools.partial(scaled_digits_student,
                                 num_classes=num_classes,
                                 input_shape=tuple(input_shape))

@@ -202,8 +202,47 @@ def best_student(tuner):
     return best_students(tuner, 1)[0]
 
 
+def trial_number(trial_id):
+    """The trial's number as Keras Tuner prints it ("Running Trial #2"):
+    its id plus one (ids count from 0), or the id itself when it is not a
+    number.
+
+    Example:
+
+    >>> trial_number("0"), trial_number("07"), trial_number("a1b2")
+    (1, 8, 'a1b2')
+    """
+    text = str(trial_id)
+    return int(text) + 1 if text.isdigit() else text
+
+
+def trial_history(trial):
+    """A trial's per-epoch metrics, `{name: [value per epoch]}`.
+
+    Keras Tuner records every logged metric of every epoch (the mean over
+    executions when a trial runs several); a Hyperband trial resumed from
+    an earlier bracket continues its epochs.
+
+    Args:
+        trial: A `keras_tuner.engine.trial.Trial`.
+
+    Returns:
+        A dict of lists of floats, in epoch order.
+    """
+    history = {}
+    for name, metric in trial.metrics.metrics.items():
+        values = []
+        for observation in metric.get_history():
+            value = float(observation.mean())
+            values.append(None if math.isnan(value) else value)
+        if values:
+            history[name] = values
+    return history
+
+
 def trial_rows(tuner):
-    """One dict per trial, best first: id, status, hyperparameters, score.
+    """One dict per trial, best first: number, status, hyperparameters,
+    score and per-epoch history.
 
     Keras Tuner's bookkeeping entries (`tuner/...`) are left out, except
     Hyperband's epoch budget, reported as `epochs`.
@@ -212,8 +251,10 @@ def trial_rows(tuner):
         tuner: A Keras Tuner tuner.
 
     Returns:
-        A list of dicts with keys `trial_id`, `status`, `score` (the
-        objective, `None` if the trial did not complete), `hyperparameters`.
+        A list of dicts with keys `trial` (the number Keras Tuner prints,
+        "Trial #2" -> 2), `trial_id`, `status`, `score` (the objective:
+        its best epoch's value, `None` if the trial did not complete),
+        `hyperparameters` and `history` (see `trial_history`).
     """
     direction = getattr(tuner.oracle.objective, "direction", "max")
     rows = []
@@ -227,15 +268,17 @@ def trial_rows(tuner):
         if score is not None and (not isinstance(score, (int, float))
                                   or math.isnan(score)):
             score = None
-        rows.append({"trial_id": trial.trial_id, "status": trial.status,
+        rows.append({"trial": trial_number(trial.trial_id),
+                     "trial_id": trial.trial_id, "status": trial.status,
                      "score": None if score is None else float(score),
-                     "hyperparameters": hps})
+                     "hyperparameters": hps,
+                     "history": trial_history(trial)})
 
     def key(row):
         if row["score"] is None:
-            return (1, 0.0, row["trial_id"])
+            return (1, 0.0, str(row["trial_id"]))
         score = row["score"] if direction == "min" else -row["score"]
-        return (0, score, row["trial_id"])
+        return (0, score, str(row["trial_id"]))
 
     return sorted(rows, key=key)
 
@@ -249,12 +292,23 @@ def _format_value(value):
 def format_trials(rows, objective="val_accuracy"):
     """Formats `trial_rows` as a plain-text table, best first.
 
+    The `trial` column is the number Keras Tuner printed while searching
+    ("Running Trial #2" is trial 2).
+
     Args:
         rows: The output of `trial_rows`.
         objective: Name of the objective, for the header.
 
     Returns:
         The table as a string.
+
+    Example:
+
+    >>> print(format_trials([{"trial": 2, "score": 0.95, "status": "COMPLETED",
+    ...                       "hyperparameters": {"alpha": 0.3}}]))
+    rank  trial  alpha  val_accuracy     status
+    -------------------------------------------
+       1      2    0.3        0.9500  COMPLETED
     """
     names = []
     for row in rows:
@@ -266,7 +320,7 @@ def format_trials(rows, objective="val_accuracy"):
     for rank, row in enumerate(rows, start=1):
         hps = row["hyperparameters"]
         table.append(
-            [str(rank), str(row["trial_id"])]
+            [str(rank), str(row.get("trial", row.get("trial_id")))]
             + [_format_value(hps[n]) if n in hps else "-" for n in names]
             + ["-" if row["score"] is None else f"{row['score']:.4f}",
                str(row["status"])]

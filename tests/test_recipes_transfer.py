@@ -1,0 +1,70 @@
+"""Smoke test of `recipes/transfer.py`: 1 seed, 1 epoch, 2 methods."""
+
+import importlib.util
+import os
+
+import pytest
+
+from tfkd import report_cli
+
+_RECIPE = os.path.join(os.path.dirname(__file__), os.pardir, "recipes",
+                       "transfer.py")
+
+
+def _load_recipe():
+    spec = importlib.util.spec_from_file_location("recipe_transfer", _RECIPE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_runs_and_writes_the_table(tmp_path, capsys):
+    recipe = _load_recipe()
+    out = tmp_path / "transfer"
+    rows = recipe.main(["--seeds", "0", "--labels-per-class", "6", "20",
+                        "--methods", "kd", "lp", "--epochs", "1",
+                        "--teacher-epochs", "1", "--out", str(out)])
+    printed = capsys.readouterr().out
+    # One teacher, then per budget the student alone and each method.
+    assert [(r["dataset"], r["method"]) for r in rows] == [
+        ("digits, all labels", "teacher"),
+        ("digits, 6 labels/class", "student"),
+        ("digits, 6 labels/class", "kd"),
+        ("digits, 6 labels/class", "lp"),
+        ("digits, 20 labels/class", "student"),
+        ("digits, 20 labels/class", "kd"),
+        ("digits, 20 labels/class", "lp"),
+    ]
+    assert all(r["n"] == 1 and 0.0 <= r["last_mean"] <= 100.0 for r in rows)
+    table = (out / "transfer.md").read_text()
+    lines = table.splitlines()
+    assert lines[0] == ("| method | 6 labels/class (%) | 20 labels/class "
+                        "(%) | gain, 6 labels/class | gain, 20 labels/class "
+                        "|")
+    body = [line for line in lines[2:] if line.startswith("|")]
+    assert len(body) == 4  # student alone, kd, lp, teacher.
+    assert {line.split(" | ")[0] for line in body} == {
+        "| student alone (its labels only)", "| `kd`", "| `lp`",
+        "| teacher (all training labels)"}
+    assert body[-1].startswith("| teacher")
+    by_method = {r["method"]: r for r in rows
+                 if r["dataset"] == "digits, 6 labels/class"}
+    kd_line = next(line for line in body if line.startswith("| `kd`"))
+    gain = by_method["kd"]["last_mean"] - by_method["student"]["last_mean"]
+    assert f"{gain:+.1f}" in kd_line
+    assert "Command: `python recipes/transfer.py --seeds 0" in table
+    assert "Held-out test accuracy (360 digits)" in printed
+    assert (out / "transfer.png").exists()
+    assert f"tfkd report {out}" in printed or "tfkd report " in printed
+    # The student alone trained on its 60 labelled images only.
+    records = {(r.dataset, r.method): r
+               for r in report_cli.collect_runs(out)}
+    baseline = records[("digits, 6 labels/class", "student")]
+    assert baseline.hyperparameters["data"] == "labelled images only"
+    # `tfkd report` reads the folder.
+    written = report_cli.write_report(out, plots=False)
+    assert os.path.exists(written["summary.md"])
+
+    # A second run into the same folder is refused without --overwrite.
+    with pytest.raises(ValueError, match="is not empty.*--overwrite"):
+        recipe.main(["--seeds", "0", "--methods", "kd", "--out", str(out)])

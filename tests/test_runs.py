@@ -1,0 +1,68 @@
+"""`tfkd.runs`: every run gets its own folder; nothing is silently replaced."""
+
+import os
+
+import pytest
+
+from tfkd import runs
+
+
+def test_new_folders_are_numbered_and_marked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = runs.prepare_run_dir(None, kind="demo")
+    second = runs.prepare_run_dir(None, kind="demo")
+    assert runs.display_path(first) == os.path.join("tfkd_runs", "demo-1")
+    assert runs.display_path(second) == os.path.join("tfkd_runs", "demo-2")
+    assert runs.is_run_dir(first) and runs.run_kind(first) == "demo"
+    assert runs.prepare_run_dir(None, kind="tune").endswith("tune-1")
+
+
+def test_missing_or_empty_folders_are_used(tmp_path):
+    out = tmp_path / "a" / "b"
+    assert runs.prepare_run_dir(str(out), kind="tune") == str(out)
+    assert runs.run_kind(out) == "tune"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert runs.prepare_run_dir(str(empty), kind="demo") == str(empty)
+
+
+def test_non_empty_folders_are_refused_unless_overwrite(tmp_path):
+    out = tmp_path / "run"
+    runs.prepare_run_dir(str(out), kind="demo")
+    (out / "results.json").write_text("{}")
+    (out / "teacher.keras").write_text("x")
+    (out / "plots").mkdir()
+    with pytest.raises(ValueError, match=r"is not empty \(plots, "
+                                         r"results.json, teacher.keras\)"
+                                         r".*Pass --overwrite"):
+        runs.prepare_run_dir(str(out), kind="demo")
+    runs.prepare_run_dir(str(out), kind="demo", overwrite=True,
+                         keep=("teacher.keras",))
+    assert sorted(os.listdir(out)) == [runs.MARKER, "teacher.keras"]
+
+
+def test_overwrite_never_deletes_files_tfkd_did_not_write(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("precious")
+    with pytest.raises(ValueError, match=r"holds files a tfkd run did not "
+                                         r"write \(thesis.tex"):
+        runs.prepare_run_dir(str(mine), kind="demo", overwrite=True)
+    assert (mine / "thesis.tex").read_text() == "precious"
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        runs.prepare_run_dir(str(a_file), kind="demo", option="--out")
+
+
+def test_display_path_and_next_steps(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert runs.display_path(tmp_path / "x" / "y") == os.path.join("x", "y")
+    assert runs.display_path(tmp_path) == "."
+    outside = os.path.dirname(str(tmp_path))
+    assert runs.display_path(outside) == outside
+    assert runs.shell_quote(tmp_path / "my run") == "'my run'"
+    assert runs.next_steps(["tfkd report a", "tfkd export b"]) == (
+        "Next:\n  tfkd report a\n  tfkd export b")
+    with pytest.raises(ValueError, match="kind="):
+        runs.prepare_run_dir(None, kind="")
