@@ -35,6 +35,15 @@ def _hint_reference(term):
     return lambda t, s: hint_loss(t, term.regressors[0](s))
 
 
+def _unit(features):
+    """Per-example unit-length flattened features (NumPy, independent of
+    tfkd's own normalisation)."""
+    flat = np.reshape(np.asarray(features, "float64"),
+                      (np.shape(features)[0], -1))
+    norm = np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-12)
+    return tf.constant(flat / norm, tf.float32)
+
+
 FIT_CASES = {
     # name: (loss factory, teacher width, student width, XLA train step,
     #        reference(term) -> fn(teacher features, student features))
@@ -45,12 +54,18 @@ FIT_CASES = {
         lambda term: lambda t, s: correlation_loss(t, s, mode="spatial")),
     "attention": (lambda: AttentionDistillation(**TAPS), 6, 3, False,
                   lambda term: attention_transfer_loss),
+    # tfkd's default LP term: unit-length features (`normalize="l2"`).
     "locality": (lambda: LocalityPreservingDistillation(k=3, **TAPS), 6, 3,
                  False, lambda term: lambda t, s: locality_preserving_loss(
-                     t, s, k=3)),
+                     _unit(t), _unit(s), k=3)),
+    "locality_raw": (
+        lambda: LocalityPreservingDistillation(k=3, normalize=None, **TAPS),
+        6, 3, False,
+        lambda term: lambda t, s: locality_preserving_loss(t, s, k=3)),
     "locality_logits_xla": (lambda: LocalityPreservingDistillation(k=3), 6, 3,
                             True, lambda term: lambda t, s:
-                            locality_preserving_loss(t, s, k=3)),
+                            locality_preserving_loss(_unit(t), _unit(s),
+                                                     k=3)),
     "hint": (lambda: HintDistillation(**TAPS), 6, 6, False, _hint_reference),
 }
 
@@ -107,9 +122,14 @@ def test_compute_loss_is_batch_mean_of_the_function():
         np.mean(attention_transfer_loss(t, s, p=1, mode="paper").numpy()),
         rtol=1e-6)
     np.testing.assert_allclose(
+        float(LocalityPreservingDistillation(
+            k=2, sigma=1.5, normalize=None).compute_loss(t, s)),
+        float(locality_preserving_loss(t, s, k=2, sigma=1.5)), rtol=1e-6)
+    np.testing.assert_allclose(
         float(LocalityPreservingDistillation(k=2, sigma=1.5).compute_loss(
             t, s)),
-        float(locality_preserving_loss(t, s, k=2, sigma=1.5)), rtol=1e-6)
+        float(locality_preserving_loss(_unit(t), _unit(s), k=2, sigma=1.5)),
+        rtol=1e-6)
     assert CorrelationDistillation().compute_loss(t, t).shape == ()
 
 
