@@ -16,6 +16,7 @@ The phase is read from a step-counter variable, so it is saved and restored
 with the distiller's weights.
 """
 
+import copy
 import numbers
 
 import keras
@@ -31,6 +32,33 @@ from tfkd.terms.adversarial import RegressedFeatureDistillation
 from tfkd.terms.adversarial import _single_layer_name
 from tfkd.terms.base import LOGITS
 from tfkd.terms.kd import KDDistillation
+
+
+def _scaled_copy(optimizer, scale):
+    """A fresh optimizer of `optimizer`'s configuration, its learning rate
+    (or a schedule's `initial_learning_rate`) times `scale`."""
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not (
+        scale > 0
+    ):
+        raise ValueError(
+            "`discriminator_learning_rate_scale` must be a number > 0. "
+            f"Received: discriminator_learning_rate_scale={scale!r}."
+        )
+    config = copy.deepcopy(optimizer.get_config())
+    rate = config.get("learning_rate")
+    if isinstance(rate, numbers.Real):
+        config["learning_rate"] = float(rate) * scale
+    elif isinstance(rate, dict) and "initial_learning_rate" in rate.get(
+        "config", {}
+    ):
+        rate["config"]["initial_learning_rate"] *= scale
+    elif scale != 1:
+        raise ValueError(
+            "Cannot scale the learning rate of the student's optimizer "
+            f"({type(optimizer).__name__}, learning_rate={rate!r}) for the "
+            "discriminator. Pass `discriminator_optimizer=` explicitly."
+        )
+    return optimizer.__class__.from_config(config)
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
@@ -60,7 +88,10 @@ class AdversarialDistiller(Distiller):
     non-trainable variable saved with the weights), so a restored distiller
     resumes in the right phase; a phase-1 step leaves the discriminator and
     its optimizer untouched. Compile with two optimizers:
-    `compile(optimizer=..., discriminator_optimizer=...)`; both are saved in
+    `compile(optimizer=..., discriminator_optimizer=...)`; by default the
+    discriminator's is the student's at 1/100 of its learning rate
+    (`discriminator_learning_rate_scale`): at the student's rate it wins
+    outright and `−log D(m_s)` collapses a small student. Both are saved in
     `.keras` files and wrapped in a `LossScaleOptimizer` under mixed
     float16; under `tf.distribute` both losses are scaled to the global
     mean.
@@ -274,23 +305,32 @@ class AdversarialDistiller(Distiller):
     # Compilation with two optimizers.
 
     def compile(self, optimizer="rmsprop", discriminator_optimizer=None,
-                metrics=None, loss=None, **kwargs):
+                metrics=None, loss=None, *,
+                discriminator_learning_rate_scale=0.01, **kwargs):
         """Configures the student's and the discriminator's optimizers.
 
         Args:
             optimizer: Optimizer of the student (name or instance).
             discriminator_optimizer: Optimizer of the discriminator (name or
                 instance, a separate object). Defaults to a fresh copy of
-                `optimizer`'s configuration.
+                `optimizer`'s configuration with its learning rate (or its
+                schedule's initial rate) times
+                `discriminator_learning_rate_scale`.
             metrics: Metrics computed on the student's logits.
             loss: The student loss (default: cross entropy from logits).
+            discriminator_learning_rate_scale: Factor `> 0` on the
+                student's learning rate for the default discriminator
+                optimizer (ignored when `discriminator_optimizer` is
+                given). At the student's own rate (`1.0`) the
+                discriminator saturates within an epoch and `−log D(m_s)`
+                collapses the student (see docs/methods/ktan.md).
             **kwargs: Other `keras.Model.compile` arguments
                 (`jit_compile`, `steps_per_execution`, ...).
         """
         student_optimizer = keras.optimizers.get(optimizer)
         if discriminator_optimizer is None:
-            discriminator_optimizer = student_optimizer.__class__.from_config(
-                student_optimizer.get_config())
+            discriminator_optimizer = _scaled_copy(
+                student_optimizer, discriminator_learning_rate_scale)
         discriminator_optimizer = keras.optimizers.get(discriminator_optimizer)
         inner = getattr(student_optimizer, "inner_optimizer", None)
         if discriminator_optimizer is student_optimizer or (

@@ -50,6 +50,32 @@ def _check_epochs(value, name):
     return value
 
 
+def split_epochs(epochs):
+    """`(stage1_epochs, stage2_epochs)` of a two-stage run of `epochs`.
+
+    Half (rounded down) for the hint stage, the rest for the class stage:
+    how `tfkd.distillers.registry.fit` and the tuner give a two-stage
+    method the same budget as a single-stage one.
+
+    Args:
+        epochs: Total epochs, an int `>= 2` (one per stage at least).
+
+    Returns:
+        A pair of ints summing to `epochs`.
+
+    Example:
+
+    >>> split_epochs(30), split_epochs(5)
+    ((15, 15), (2, 3))
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 2:
+        raise ValueError(
+            "Two-stage training needs `epochs >= 2` (one per stage). "
+            f"Received: epochs={epochs!r}."
+        )
+    return epochs // 2, epochs - epochs // 2
+
+
 def require_layers(cls_name, teacher_layer, student_layer):
     """Raises unless both layer arguments name at least one layer."""
     for value in (teacher_layer, student_layer):

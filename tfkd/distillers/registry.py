@@ -274,15 +274,43 @@ def build(name, teacher, student, feature_layers=None, **overrides):
 def fit(distiller, *args, **kwargs):
     """Fits a distiller the way its method trains.
 
-    Two-stage distillers run both stages; KTAN first pre-trains its
-    teacher-to-student regressor on the training data (Algorithm 1).
+    A two-stage distiller (its `stage` set, e.g. `fitnet`'s default) runs
+    both stages within the same budget: `epochs` is split by
+    `tfkd.distillers.feature.split_epochs` (half the hint stage, the rest
+    the class stage), and the returned history holds both stages' epochs.
+    KTAN first pre-trains its teacher-to-student regressor on the training
+    data (Algorithm 1).
+
+    Args:
+        distiller: A compiled distiller (from `build`).
+        *args: Positional `fit` arguments (the training data first).
+        **kwargs: `fit` arguments (`epochs`, `validation_data`, ...).
+
+    Returns:
+        A `keras.callbacks.History`.
     """
     if hasattr(distiller, "pretrain_regressor") and args:
         distiller.pretrain_regressor(args[0], epochs=1)
     if getattr(distiller, "stage", None) is not None and hasattr(
         distiller, "fit_two_stage"
     ):
-        return distiller.fit_two_stage(*args, **kwargs)
+        from tfkd.distillers.feature import split_epochs
+
+        if "initial_epoch" in kwargs:
+            raise TypeError(
+                "A two-stage distiller cannot start at `initial_epoch`; "
+                "call `fit_two_stage` for its stages. Received: "
+                f"initial_epoch={kwargs['initial_epoch']!r}."
+            )
+        stage1, stage2 = split_epochs(kwargs.pop("epochs", 2))
+        first, second = distiller.fit_two_stage(
+            *args, stage1_epochs=stage1, stage2_epochs=stage2, **kwargs)
+        # One history for the whole run, as a single-stage `fit` returns.
+        for key, values in first.history.items():
+            second.history[key] = list(values) + list(
+                second.history.get(key, []))
+        second.epoch = list(first.epoch) + list(second.epoch)
+        return second
     return distiller.fit(*args, **kwargs)
 
 

@@ -60,8 +60,9 @@ class Method:
             `tfkd.Distiller(teacher, student, [term])`.
         build_defaults: Arguments the command line and tuner pass on top of
             the constructor defaults, each needed to build the method on any
-            teacher/student pair (e.g. `adapter=True`); not different
-            defaults.
+            teacher/student pair (e.g. `adapter=True`) or to select the
+            method's own form (DLN's `alpha=0`, FitNets' two-stage
+            `stage=1`); not different tuning defaults.
         uses_features: Whether the method taps intermediate layers (then it
             needs `feature_layers=(teacher_layer, student_layer)`).
         two_optimizers: Whether `compile` takes a `discriminator_optimizer`.

@@ -28,6 +28,7 @@ import keras
 import keras_tuner as kt
 
 from tfkd.distillers import registry
+from tfkd.distillers.feature import split_epochs
 from tfkd.tuning import spaces
 
 
@@ -666,14 +667,9 @@ class DistillerHyperModel(kt.HyperModel):
                 f"{model.stage}. Use RandomSearch or BayesianOptimization, "
                 "or single-stage training."
             )
-        if epochs < 2:
-            raise ValueError(
-                "Two-stage training needs `epochs >= 2` (one per stage). "
-                f"Received: epochs={epochs}."
-            )
+        stage1, stage2 = split_epochs(epochs)
         _, second = model.fit_two_stage(
-            *args, stage1_epochs=epochs // 2,
-            stage2_epochs=epochs - epochs // 2, **kwargs,
+            *args, stage1_epochs=stage1, stage2_epochs=stage2, **kwargs,
         )
         return second
 
