@@ -305,10 +305,10 @@ def fit(distiller, *args, **kwargs):
         stage1, stage2 = split_epochs(kwargs.pop("epochs", 2))
         first, second = distiller.fit_two_stage(
             *args, stage1_epochs=stage1, stage2_epochs=stage2, **kwargs)
+        from tfkd.experiment import merge_histories
+
         # One history for the whole run, as a single-stage `fit` returns.
-        for key, values in first.history.items():
-            second.history[key] = list(values) + list(
-                second.history.get(key, []))
+        second.history = merge_histories(first, second)
         second.epoch = list(first.epoch) + list(second.epoch)
         return second
     return distiller.fit(*args, **kwargs)
