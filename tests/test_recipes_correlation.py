@@ -67,6 +67,7 @@ def test_quick_path_runs_and_writes_results(recipe, tmp_path):
     assert guided["teacher"] == "digits_teacher"
 
 
+@pytest.mark.slow
 def test_alias_runs_table3_with_a_shared_optimizer(tmp_path):
     alias = _load("correlation_digits")
     out = str(tmp_path / "alias")
@@ -143,6 +144,7 @@ def test_cifar_without_data_fails_clearly(recipe, tmp_path):
                      "--out", str(tmp_path / "out")])
 
 
+@pytest.mark.slow
 def test_a_rows_result_does_not_depend_on_the_other_rows(recipe, tmp_path):
     common = ["--quick", "--table", "3", "--seeds", "1", "--epochs", "1",
               "--teacher-epochs", "1"]

@@ -31,6 +31,7 @@ def _table(page):
     return rows
 
 
+@pytest.mark.slow
 def test_recipe_writes_a_row_per_method(tmp_path):
     doc = tmp_path / "results.md"
     rows = _load_recipe().main([

@@ -329,6 +329,7 @@ def test_random_search_feature_method_exports(digits, teacher, tmp_path):
     assert path.exists() and report.size_bytes > 0
 
 
+@pytest.mark.slow
 def test_hyperband_over_methods(digits, teacher, tmp_path):
     """Hyperband resumes trials from student-only checkpoints, with the
     method chosen among KD and LP."""
@@ -363,6 +364,7 @@ def test_best_student_without_trials(teacher, tmp_path):
 # Command line.
 
 
+@pytest.mark.slow
 def test_cli_tune(tmp_path, capsys):
     """Trains the teacher once, runs a Bayesian search over two methods,
     numbers the trials as Keras Tuner prints them, writes a folder `tfkd
