@@ -20,7 +20,10 @@ class CorrelationDistiller(FeatureDistiller):
     single- or two-stage (see `FeatureDistiller`). With several tapped
     pairs `L_Know` is their sum. The paper's "+KD" settings are
     `alpha=0.3`. In the engine's convention the total is `L / (1 + beta)`
-    (see `FeatureDistiller`).
+    (see `FeatureDistiller`). `stage` defaults to single-stage here; the
+    registry's `correlation` method builds `stage=1` (two stages, as the
+    paper prefers: single-stage at `beta = 0.1` swamped the labels on the
+    digits, see `docs/methods/correlation.md`).
 
     `mode="channel"` needs equal channel counts, `"spatial"` equal
     `(H, W)`, `"both"` both; on a mismatch `adapter=True` inserts a

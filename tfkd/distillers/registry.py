@@ -274,8 +274,9 @@ def build(name, teacher, student, feature_layers=None, **overrides):
 def fit(distiller, *args, **kwargs):
     """Fits a distiller the way its method trains.
 
-    A two-stage distiller (its `stage` set, e.g. `fitnet`'s default) runs
-    both stages within the same budget: `epochs` is split by
+    A two-stage distiller (its `stage` set, e.g. `fitnet`'s and
+    `correlation`'s default) runs both stages within the same budget:
+    `epochs` is split by
     `tfkd.distillers.feature.split_epochs` (half the hint stage, the rest
     the class stage), and the returned history holds both stages' epochs.
     KTAN first pre-trains its teacher-to-student regressor on the training

@@ -56,6 +56,12 @@ class CorrelationDistillation(DistillationTerm):
     `SelfTaughtConv2D` guided layer has only its guided channels compared
     (self-guided learning, §3.2).
 
+    The registry's `correlation` method trains the paper's two stages
+    (`stage=1`; `tfkd.distillers.registry.fit` runs both): single-stage
+    eq. 6 at `beta = 0.1` let this term swamp the labels and collapsed the
+    digits student (see `docs/methods/correlation.md`). Pass `stage=None`
+    for single-stage.
+
     Args:
         mode: `"channel"`, `"spatial"` or `"both"` (the average of the two).
         max_spatial_positions: Largest `H · W` whose spatial Gram may be
@@ -92,12 +98,19 @@ class CorrelationDistillation(DistillationTerm):
                      "matrices)"),
         paper="Wang et al., student-centric correlation, 2019",
         preset="tfkd.distillers.correlation:CorrelationDistiller",
-        build_defaults={"adapter": True},
-        # Eq. 6: L_Know + beta * L_Class, beta = 0.1; "+KD" rows use
-        # alpha = 0.3 in L_Class (alpha = 1: no KD term).
+        # The paper's two-stage training (Table 3: "two-stage training
+        # consistently performs better"): `registry.fit` and the tuner split
+        # the epochs between the stages. Single-stage eq. 6 at beta = 0.1
+        # lets the correlation term's gradient (~400x the weighted class
+        # loss's in the shared conv layers, and not fading: its floor is
+        # far from 0) swamp the labels and collapsed the digits student
+        # (docs/methods/correlation.md); it stays reachable with
+        # `stage=None`.
+        build_defaults={"adapter": True, "stage": 1},
+        # Two stages leave `beta` unused (each stage minimises one loss):
+        # not searched. "+KD" rows use alpha = 0.3 in L_Class (alpha = 1:
+        # no KD term).
         search_space={
-            "beta": {"type": "float", "min_value": 0.01, "max_value": 1.0,
-                     "sampling": "log"},
             "alpha": {"type": "float", "min_value": 0.3, "max_value": 1.0},
             "temperature": {"type": "float", "min_value": 1.0,
                             "max_value": 10.0},
