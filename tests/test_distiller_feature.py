@@ -552,3 +552,10 @@ def test_registry_correlation_default_lets_the_labels_train_the_student():
                                   verbose=0)["accuracy"]
     # About 0.5 here; 0.17 with the single-stage default.
     assert accuracy > 0.35
+    # Single-stage's first-step warning names the two stages as a way out.
+    single = registry.build("correlation", teacher, student, stage=None,
+                            feature_layers=registry.digits_taps(
+                                "correlation"))
+    report = single.scale_report({"student_loss": 2.3,
+                                  "knowledge_loss": 68.0, "kd_loss": 0.0})
+    assert "raise `beta`" in report and "`stage=1`" in report

@@ -281,7 +281,11 @@ class FeatureDistiller(Distiller):
 
     def weight_hint(self, term_name):
         if term_name == "knowledge":
-            return "raise `beta` (the weight of L_Class)"
+            # A larger beta did not save the single-stage digits runs of
+            # FitNets or correlation; their own two stages did.
+            return ("raise `beta` (the weight of L_Class), or train two "
+                    "stages (`stage=1`, then `fit_two_stage` or "
+                    "`tfkd.distillers.registry.fit`)")
         return "raise `alpha` (the cross entropy's share of L_Class)"
 
     def paper_weights(self):
