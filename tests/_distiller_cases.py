@@ -104,9 +104,11 @@ def all_cases():
     cases = [Case(name, name, _FAST.get(name, {}))
              for name in registry.method_names()]
     cases += [
-        Case("correlation_stage1", "correlation",
+        # The registry's correlation is two-stage (stage 1 here); this is
+        # the paper's single-stage eq. 6 with its "+KD" class loss.
+        Case("correlation_single_stage", "correlation",
              {"teacher_layer": "conv1", "student_layer": "conv1",
-              "mode": "channel", "stage": 1}),
+              "mode": "channel", "stage": None, "alpha": 0.3}),
         Case("attention_two_pairs", "attention",
              {"teacher_layer": ["conv1", "conv2"],
               "student_layer": ["conv1", "conv2"], "alpha": 0.5}),

@@ -69,22 +69,9 @@ def test_total_loss_is_weighted_sum_of_terms():
     assert r["kd_loss"] == pytest.approx(float(np.mean(kd)), rel=1e-5)
 
 
-class _CountCalls(keras.layers.Layer):
-    """Identity layer that counts how often it runs (inside graphs too)."""
-
-    def build(self, input_shape):
-        self.calls = self.add_weight(shape=(), initializer="zeros",
-                                     trainable=False, dtype="float32",
-                                     name="calls")
-
-    def call(self, x):
-        self.calls.assign_add(1.0)
-        return x
-
-
 def _counted_model(name, width):
     inputs = keras.Input((8, 8, 1))
-    counter = _CountCalls(name="counter")
+    counter = testing.CallCounter(name="counter")
     x = counter(inputs)
     x = keras.layers.Conv2D(width, 3, padding="same", activation="relu",
                             name="conv1")(x)

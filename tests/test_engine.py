@@ -117,22 +117,10 @@ def test_tfkd_terms_run_inside_keras_distiller():
 # Every distiller: each network runs forward exactly once per step.
 
 
-class _CountCalls(keras.layers.Layer):
-    """Identity layer counting its runs (inside graphs too)."""
-
-    def build(self, input_shape):
-        self.calls = self.add_weight(shape=(), initializer="zeros",
-                                     trainable=False, name="calls")
-
-    def call(self, x):
-        self.calls.assign_add(1.0)
-        return x
-
-
 def _counted(name, width, seed):
     """`tiny_conv_model`'s layout with a counting layer after the input."""
     inputs = keras.Input((8, 8, 1), name="images")
-    counter = _CountCalls(name="counter")
+    counter = testing.CallCounter(name="counter")
     x = counter(inputs)
     for i in (1, 2):
         x = keras.layers.Conv2D(
@@ -221,6 +209,37 @@ def test_unlabelled_examples_count_in_knowledge_terms_only():
     assert none["loss"] == pytest.approx(0.5 * r["kd_loss"], rel=1e-5)
     history = distiller.fit(x, np.full(8, -1, "int32"), epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager_graph", "xla"])
+def test_metrics_count_labelled_examples_only(jit):
+    # Keras's unweighted `metrics=` ignore sample weights: unlabelled
+    # examples used to count as class 0 in "accuracy".
+    teacher, student = _pair()
+    distiller = tfkd.Distiller(teacher, student, alpha=0.5)
+    distiller.compile(
+        optimizer=keras.optimizers.SGD(0.0), metrics=["accuracy"],
+        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(
+            name="weighted_accuracy")], jit_compile=jit)
+    x, y = testing.random_images(16, seed=4)
+    predicted = np.argmax(student.predict(x, verbose=0), axis=-1)
+    partial = y.copy()
+    partial[5:] = -1
+    weights = np.linspace(0.5, 2.0, 16).astype("float32")
+    correct = (predicted == y)[:5]
+    expected = float(np.mean(correct))
+    weighted = float(np.sum(correct * weights[:5]) / np.sum(weights[:5]))
+    r = distiller.evaluate(x, partial, sample_weight=weights, batch_size=16,
+                           return_dict=True, verbose=0)
+    assert r["accuracy"] == pytest.approx(expected, abs=1e-6)
+    assert r["weighted_accuracy"] == pytest.approx(weighted, abs=1e-6)
+    # The training step too (learning rate 0: the same predictions).
+    history = distiller.fit(x, partial, sample_weight=weights,
+                            batch_size=16, epochs=1, verbose=0).history
+    assert history["accuracy"][0] == pytest.approx(expected, abs=1e-6)
+    none = distiller.evaluate(x, np.full(16, -1, "int32"), batch_size=16,
+                              return_dict=True, verbose=0)
+    assert none["accuracy"] == 0.0
 
 
 # ----------------------------------------------------------------------

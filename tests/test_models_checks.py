@@ -201,22 +201,10 @@ def test_unreachable_softmax_is_refused(kind, pattern):
 # Taps inside nested models.
 
 
-class _CountCalls(keras.layers.Layer):
-    """Identity layer counting its runs (inside graphs too)."""
-
-    def build(self, input_shape):
-        self.calls = self.add_weight(shape=(), initializer="zeros",
-                                     trainable=False, name="calls")
-
-    def call(self, x):
-        self.calls.assign_add(1.0)
-        return x
-
-
 def _backbone(name="backbone", input_shape=(8, 8, 1), width=8, seed=1,
               self_taught=False):
     inputs = keras.Input(input_shape)
-    counter = _CountCalls(name="counter")
+    counter = testing.CallCounter(name="counter")
     x = counter(inputs)
     x = keras.layers.Conv2D(width, 3, padding="same", name="conv1",
                             kernel_initializer=_init(seed))(x)

@@ -22,6 +22,22 @@ def compile_metrics(model):
     return getattr(model, "_compile_metrics", None)
 
 
+def update_compile_metrics(metrics, y_true, y_pred, *, unweighted,
+                           weighted):
+    """Updates Keras's compiled-metrics container `metrics` with separate
+    sample weights for its unweighted (`compile(metrics=...)`) and weighted
+    (`compile(weighted_metrics=...)`) metrics: Keras's own `update_state`
+    gives the unweighted ones none. Single-output models only."""
+    if not metrics.built:
+        metrics.build(y_true, y_pred)
+    for metric in metrics._flat_metrics:
+        if metric is not None:
+            metric.update_state(y_true, y_pred, sample_weight=unweighted)
+    for metric in metrics._flat_weighted_metrics:
+        if metric is not None:
+            metric.update_state(y_true, y_pred, sample_weight=weighted)
+
+
 def reset_initial_epoch(model):
     """Forgets the epoch a `BackupAndRestore` callback restored.
 

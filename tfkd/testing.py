@@ -56,6 +56,28 @@ def tiny_conv_model(name, width=8, num_classes=10, input_shape=(8, 8, 1),
     return keras.Model(inputs, outputs, name=name)
 
 
+class CallCounter(keras.layers.Layer):
+    """Identity layer counting how often it runs (inside compiled graphs
+    too): put it in a network to check that a distiller's step runs that
+    network forward once.
+
+    Example:
+
+    >>> counter = CallCounter()
+    >>> _ = counter(np.zeros((2, 3), "float32"))
+    >>> float(counter.calls.numpy())
+    1.0
+    """
+
+    def build(self, input_shape):
+        self.calls = self.add_weight(shape=(), initializer="zeros",
+                                     trainable=False, name="calls")
+
+    def call(self, x):
+        self.calls.assign_add(1.0)
+        return x
+
+
 def random_images(n=32, input_shape=(8, 8, 1), num_classes=10, seed=0):
     """Random images in [0, 1) and integer labels, as NumPy arrays."""
     rng = np.random.default_rng(seed)

@@ -1110,6 +1110,12 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
             labels = tf.reshape(tf.identity(labels), [-1])
         return labels, labels >= 0
 
+    def _may_be_unlabelled(self, y):
+        """Whether `y` are the class ids `_check_labels` returns, in which
+        `-1` marks an unlabelled example."""
+        return (self._student_loss_fn is None and y is not None
+                and y.dtype == tf.int64 and y.shape.rank == 1)
+
     def student_loss_values(self, y, logits):
         """Unreduced student loss (`(batch,)` or more dims)."""
         if self._student_loss_fn is None:
@@ -1143,11 +1149,11 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
             for name, value in self.term_values(
                 teacher, student, y, training, inputs=x).items()
         }
-        if labelled is not None:
-            # Any class id for the unlabelled examples: their student loss
-            # and metrics carry weight 0.
-            y = tf.maximum(y, 0)
-        per_example = self.student_loss_values(y, logits)
+        # Any class id for the unlabelled examples: their student loss
+        # carries weight 0 (the returned labels keep their -1, for
+        # `compute_metrics`).
+        per_example = self.student_loss_values(
+            y if labelled is None else tf.maximum(y, 0), logits)
         weights = sample_weight
         if labelled is not None:
             mask = tf.cast(labelled, tf.float32)
@@ -1402,12 +1408,21 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
                     sample_weight=weights.get(tracker.name, batch))
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        # The compiled metrics see the student's logits only (unlabelled
-        # examples carry weight 0); the loss trackers were updated by the
-        # step itself.
+        # The compiled metrics see the student's logits only; the loss
+        # trackers were updated by the step itself.
         metrics = _compat.compile_metrics(self)
         if metrics is not None:
-            metrics.update_state(y, y_pred, sample_weight)
+            if self._may_be_unlabelled(y):
+                # Keras's unweighted `metrics=` ignore sample weights: give
+                # them the labelled mask, or every unlabelled example would
+                # count (as class 0) in "accuracy".
+                labelled = tf.cast(y >= 0, tf.float32)
+                _compat.update_compile_metrics(
+                    metrics, tf.maximum(y, 0), y_pred,
+                    unweighted=labelled, weighted=labelled
+                    if sample_weight is None else sample_weight)
+            else:
+                metrics.update_state(y, y_pred, sample_weight)
         results = self.get_metrics_result()
         if _compat.in_multi_worker_mode(tf.distribute.get_strategy()):
             # Keras reduces step outputs across workers with
