@@ -273,9 +273,10 @@ def parse_args():
     parser.add_argument("--methods", nargs="+",
                         default=["kd", "correlation", "fitnet", "attention",
                                  "lp"])
-    parser.add_argument("--lr", type=float, default=None,
-                        help="SGD learning rate (default 0.01; 0 with "
-                             "--check-finite)")
+    parser.add_argument("--lr", type=float, default=0.0,
+                        help="SGD learning rate (default 0: the same work "
+                             "per step, and the shared student cannot "
+                             "diverge and trip the finite guard)")
     parser.add_argument("--check-finite", action="store_true",
                         help="time kd and fitnet with and without the "
                              "finite guard (overrides --methods)")
@@ -283,8 +284,6 @@ def parse_args():
     if args.check_finite:
         args.methods = ["kd", "kd" + UNCHECKED, "fitnet",
                         "fitnet" + UNCHECKED]
-    if args.lr is None:
-        args.lr = 0.0 if args.check_finite else 0.01
     return args
 
 

@@ -51,10 +51,12 @@ NOTES = (
     "Every row is a method's registry default on this pair, untuned, so "
     "the table compares defaults, not methods at their best:",
     "",
-    "- `lp` taps the pooled embedding `gap`, every other feature method "
-    "`block2_relu` (`registry.digits_taps`): RKD, PKT, CC and CRD then "
-    "work on the flattened 8×8 maps, where their papers use the pooled "
-    "embedding.",
+    "- The methods that compare embeddings (LP, RKD, PKT, CC, CRD: "
+    "`Method.embedding`) tap the pooled `gap` layer, every other feature "
+    "method the last conv block `block2_relu` (`registry.digits_taps`).",
+    "- `fitnet` and `correlation` train their papers' two stages (half "
+    "the epochs each); KTAN's discriminator runs at 1/100 of the "
+    "student's learning rate (each method's page says why).",
     "- `crd` runs its default build, the queue (`dataset_size=None`): "
     "`load_digits`' pipeline carries no example index for the authors' "
     "memory bank (see the method's page).",
