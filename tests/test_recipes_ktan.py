@@ -18,6 +18,7 @@ def _load_recipe():
     return module
 
 
+@pytest.mark.slow
 def test_quick_path_runs_and_writes_results(tmp_path):
     recipe = _load_recipe()
     out = str(tmp_path / "ktan")

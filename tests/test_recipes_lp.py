@@ -19,6 +19,7 @@ def _load_recipe():
     return module
 
 
+@pytest.mark.slow
 def test_quick_path_runs(tmp_path):
     # kd and lp only (plus the teacher), to stay well under a minute on a
     # busy CI machine; the other methods' distillers are built below.

@@ -3,6 +3,8 @@
 import importlib.util
 import os
 
+import pytest
+
 from _recipe_outputs import check_outputs
 
 _RECIPE = os.path.join(os.path.dirname(__file__), os.pardir, "recipes",
@@ -16,6 +18,7 @@ def _load_recipe():
     return module
 
 
+@pytest.mark.slow
 def test_quick_path_runs_and_writes_results(tmp_path):
     recipe = _load_recipe()
     out = str(tmp_path / "stc")

@@ -299,6 +299,7 @@ def test_random_search_kd_with_keras_tuner(digits, teacher, tmp_path,
                          "width_multiplier"}
 
 
+@pytest.mark.slow
 def test_random_search_feature_method_exports(digits, teacher, tmp_path):
     """tfkd's RandomSearch on LP; the best student exports to TFLite."""
     method = "lp"
