@@ -376,6 +376,8 @@ def format_table(summary, method, seeds, labelled=None, test_size=None):
 
 
 def _export(student, teacher, data, out):
+    from tfkd import runs as runs_lib
+
     try:
         from tfkd import export
     except ImportError:  # pragma: no cover - the export module ships.
@@ -386,4 +388,7 @@ def _export(student, teacher, data, out):
                               verify_data=data.test, teacher=teacher)
     report.save_json(os.path.join(out, "student.json"))
     print()
-    print(report.to_table())
+    # The path as the user would type it, like every other path printed.
+    print(report.to_table().replace(
+        f"TFLite export: {report.path}",
+        f"TFLite export: {runs_lib.display_path(path)}", 1))
