@@ -18,8 +18,8 @@ per run, `runs.csv`, `summary.md`) and the page `--doc`
 (`docs/results_methods_digits.md`: the table, the command and its wall
 time). `--methods` runs a subset (the smoke test's). `--data fashion_mnist` runs
 the same on Fashion-MNIST (`tfkd.data.load_fashion_mnist`, the settings of
-`tfkd.experiment.DATA_SETTINGS`: 14×14 images, a 10,000-image training
-pool, batch 128, 6 student and 8 teacher epochs; page
+`tfkd.experiment.DATA_SETTINGS`: 14×14 images, a 6,000-image training
+pool, batch 128, 5 student and 10 teacher epochs; page
 `docs/results_methods_fashion_mnist.md`):
 
     python recipes/methods.py --data fashion_mnist --seeds 0 1 2

@@ -51,7 +51,9 @@ def register(subparsers):
                         help="epochs per trial; Hyperband's max epochs "
                              f"(default: {DEFAULT_EPOCHS})")
     parser.add_argument("--data", default="digits",
-                        help="data set (default: digits, embedded)")
+                        help="data set (default: digits, embedded; "
+                             "fashion_mnist reads its IDX files, see "
+                             "tfkd.data.load_fashion_mnist)")
     parser.add_argument("--tuner", default="random", choices=TUNERS,
                         help="search algorithm (default: random)")
     parser.add_argument("--out", default=DEFAULT_OUT,
@@ -361,7 +363,12 @@ def run_tune(methods=("kd",), trials=10, epochs=DEFAULT_EPOCHS,
                   f"({settings}).")
     start = time.time()
     keras.utils.set_random_seed(seed)
-    data_kwargs = {"batch_size": batch_size, "seed": seed}
+    from tfkd.experiment import DATA_SETTINGS
+
+    # The recipes' loading of the data set (Fashion-MNIST: 14×14, a
+    # 6,000-image pool), then this run's arguments.
+    data_kwargs = dict(DATA_SETTINGS.get(data, {}).get("kwargs", {}),
+                       batch_size=batch_size, seed=seed)
     if image_size is not None:
         data_kwargs["image_size"] = image_size
     dataset = tfkd.data.load_dataset(data, **data_kwargs)
