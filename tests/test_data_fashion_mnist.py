@@ -11,6 +11,7 @@ from tfkd.data import fashion_mnist as fm
 from tfkd.data.fashion_mnist import fashion_mnist_arrays
 from tfkd.data.fashion_mnist import load_fashion_mnist
 from tfkd.data.fashion_mnist import read_idx
+from tfkd.testing import write_fashion_mnist as write_fashion
 
 
 def _idx_bytes(array):
@@ -19,31 +20,6 @@ def _idx_bytes(array):
     header = magic.to_bytes(4, "big") + b"".join(
         int(d).to_bytes(4, "big") for d in array.shape)
     return header + array.tobytes()
-
-
-def write_fashion(folder, n_train=200, n_test=50, gz=True, seed=0):
-    """Writes the four IDX files of a tiny fake Fashion-MNIST: each image's
-    pixels encode its class (class k: value 20 k + a little noise), so
-    tests can check that images and labels stay together."""
-    rng = np.random.default_rng(seed)
-    os.makedirs(folder, exist_ok=True)
-    out = {}
-    for split, n in (("train", n_train), ("t10k", n_test)):
-        labels = np.arange(n) % 10
-        rng.shuffle(labels)
-        images = (20 * labels[:, None, None]
-                  + rng.integers(0, 5, (n, 28, 28))).astype(np.uint8)
-        for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
-            name = f"{split}-{kind}-ubyte"
-            data = _idx_bytes(array)
-            if gz:
-                with gzip.open(os.path.join(folder, name + ".gz"), "wb") as f:
-                    f.write(data)
-            else:
-                with open(os.path.join(folder, name), "wb") as f:
-                    f.write(data)
-        out[split] = (images, labels)
-    return out
 
 
 @pytest.fixture
