@@ -21,5 +21,6 @@ if TYPE_CHECKING:
     from tfkd.data.tfds_data import is_deterministic  # noqa: F401
     from tfkd.data.tfds_data import load_dataset  # noqa: F401
     from tfkd.data.tfds_data import load_tfds  # noqa: F401
+    from tfkd.data.tfds_data import require_finite  # noqa: F401
 
 __getattr__, __dir__, __all__ = _lazy.attach(__name__)

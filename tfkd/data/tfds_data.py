@@ -462,3 +462,39 @@ def is_deterministic(dataset, *, allow_shuffle=True):
         if not allow_shuffle and op_type in _SHUFFLE_OPS:
             return False
     return True
+
+
+def require_finite(dataset, name, *, what="this helper reads it to the end"):
+    """Raises unless `dataset` has a known end.
+
+    A helper that reads a whole pipeline (to choose labels, fill a cache,
+    collect arrays) never returns from one that repeats forever
+    (`ds.repeat()`: `tf.data.INFINITE_CARDINALITY`), so it refuses it. A
+    pipeline whose length tf.data cannot tell (`filter`, generators) passes.
+
+    Args:
+        dataset: A `tf.data.Dataset`.
+        name: The argument's name, quoted in the error.
+        what: What the caller does with it, for the message.
+
+    Raises:
+        ValueError: For an infinite dataset; the message names the argument
+            and the fix (`.take(n)` first, `.repeat()` after).
+
+    Example:
+
+    >>> ds = tf.data.Dataset.range(3)
+    >>> require_finite(ds, "data")
+    >>> require_finite(ds.repeat(), "data")
+    Traceback (most recent call last):
+    ...
+    ValueError: `data` repeats forever (tf.data cardinality INFINITE, e.g. ...
+    """
+    if int(dataset.cardinality()) == int(tf.data.INFINITE_CARDINALITY):
+        raise ValueError(
+            f"`{name}` repeats forever (tf.data cardinality INFINITE, e.g. "
+            f"after `.repeat()`), and {what}: it would never return. "
+            f"Pass a finite pipeline: take the first examples with "
+            f"`{name}.take(n)` (n batches), or apply `.repeat()` after this "
+            "call."
+        )

@@ -232,6 +232,21 @@ def _num_examples(dataset):
         lambda n, b: n + tf.shape(b[1], out_type=tf.int64)[0]))
 
 
+def _is_unmarked_tune_run(out, project_dir):
+    """Whether `out`, without a run marker, is a folder an earlier `tfkd
+    tune` wrote: a tfkd search plus `tfkd tune`'s own records, and nothing
+    else. A Keras Tuner project made with `build_tuner`, or one beside the
+    user's files, is not: `--overwrite` must not empty it."""
+    from tfkd import runs
+    from tfkd.tuning import signature as signature_lib
+
+    if runs.is_run_dir(out) or not signature_lib.holds_search(project_dir):
+        return False
+    entries = set(os.listdir(out))
+    return (bool(entries & {TEACHER_SETTINGS, "trials.json"})
+            and runs.tfkd_outputs(out, "tune", entries) == entries)
+
+
 def _read_teacher_settings(out):
     try:
         with open(os.path.join(out, TEACHER_SETTINGS), encoding="utf-8") as f:
@@ -332,10 +347,8 @@ def run_tune(methods=("kd",), trials=10, epochs=DEFAULT_EPOCHS,
     if resume:
         os.makedirs(out, exist_ok=True)
     else:
-        if overwrite and signature_lib.holds_search(project_dir) and \
-                not runs.is_run_dir(out):
-            # A folder an earlier `tfkd tune` wrote, before run markers:
-            # it holds a tfkd search, so --overwrite may replace it.
+        if overwrite and _is_unmarked_tune_run(out, project_dir):
+            # A folder an earlier `tfkd tune` wrote, before run markers.
             tfkd_io.write_json(os.path.join(out, runs.MARKER),
                                {"kind": "tune"})
         runs.prepare_run_dir(out, kind="tune", overwrite=overwrite,
