@@ -16,6 +16,7 @@ locality term alone (`gamma`) -- the soft targets carry most of the gain
 here (LP with `gamma=0`: 89.7 / 88.1 % on seeds 0 / 1 at that budget,
 full LP 88.3 / 89.4 %), so zeroing the locality term leaves the gain.
 """
+
 from tfkd import demo
 
 #: Points LP must gain over the student alone (the table: +8.1 ± ~2).
