@@ -656,12 +656,18 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
             )
 
     def _unique_names(self):
-        names, seen = [], {}
-        for term in self._terms:
-            base = _term_name(term.loss if isinstance(term, _KerasTerm)
-                              else term)
-            seen[base] = seen.get(base, 0) + 1
-            names.append(base if seen[base] == 1 else f"{base}_{seen[base]}")
+        bases = [_term_name(t.loss if isinstance(t, _KerasTerm) else t)
+                 for t in self._terms]
+        # A repeated name gets the first free suffix, never one another
+        # term already carries (`kd`, `kd`, `kd_2` -> `kd`, `kd_3`, `kd_2`):
+        # the names key the terms' weights, metrics and losses.
+        names, used, taken = [], set(), set(bases)
+        for base in bases:
+            name, k = base, 2
+            while name in used or (name != base and name in taken):
+                name, k = f"{base}_{k}", k + 1
+            used.add(name)
+            names.append(name)
         reserved = {"student", "total"}
         for name in names:
             if name in reserved:
