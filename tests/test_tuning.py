@@ -435,3 +435,21 @@ def test_cli_errors(tmp_path, capsys):
     assert "Teacher file not found" in capsys.readouterr().err
     assert cli.main(["tune", "--fix", "alpha", "--out", str(tmp_path)]) == 2
     assert "NAME=VALUE" in capsys.readouterr().err
+
+
+def test_trials_record_every_epoch(digits, teacher, tmp_path):
+    """Keras Tuner keeps one value a metric (the best epoch); tfkd's tuners
+    record each epoch, so the trial rows (trials.json, `tfkd report`) have
+    curves."""
+    hypermodel = digits_hypermodel(teacher, method="kd",
+                                   input_shape=INPUT_SHAPE, seed=0)
+    tuner = build_tuner(hypermodel, "random", max_trials=1, seed=0,
+                        directory=str(tmp_path), project_name="kd")
+    _search(tuner, digits, epochs=3)
+    (row,) = trial_rows(tuner)
+    history = row["history"]
+    assert len(history["loss"]) == 3
+    assert len(history["val_accuracy"]) == 3
+    assert row["score"] == pytest.approx(max(history["val_accuracy"]))
+    # Training curves move: not one value repeated.
+    assert len(set(history["loss"])) == 3
