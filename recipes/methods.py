@@ -122,8 +122,7 @@ def run_seed(seed, methods, args, writer):
                                        feature_layers=taps)
             distiller.compile(optimizer=adam(args.epochs, data),
                               metrics=["accuracy"])
-            history = registry.fit(distiller, data.train, epochs=args.epochs,
-                                   **fit)
+            history = distiller.fit(data.train, epochs=args.epochs, **fit)
             settings = {"taps": list(taps) if registry.get(
                 method).uses_features else None,
                 **registry.get(method).defaults()}

@@ -151,10 +151,10 @@ def run_seed(seed, labels, methods, writer, *, epochs, teacher_epochs,
                 feature_layers=registry.digits_taps(method))
             distiller.compile(optimizer=adam(steps * epochs),
                               metrics=["accuracy"])
-            history = registry.fit(distiller, few.train,
-                                   validation_data=few.validation,
-                                   epochs=epochs, verbose=verbose,
-                                   callbacks=guard)
+            history = distiller.fit(few.train,
+                                    validation_data=few.validation,
+                                    epochs=epochs, verbose=verbose,
+                                    callbacks=guard)
             record(merge_histories(*(history if isinstance(
                        history, (list, tuple)) else [history])),
                    label=f"{method} ({n}/class)", method=method, seed=seed,

@@ -1602,10 +1602,21 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
             # Progress first: under XLA it raises a skipped bad step before
             # any other callback sees the batch.
             kwargs["callbacks"] = [progress] + list(
-                kwargs.get("callbacks") or []) + [_ScaleCheck()]
+                kwargs.get("callbacks") or []) + self._schedule_callbacks(
+            ) + [_ScaleCheck()]
         self._prepare_guard()
         with self._clear_errors(progress):
             return super().fit(x, y, *args, **kwargs)
+
+    def _schedule_callbacks(self):
+        """The callbacks of the terms' own schedules (e.g. DKD's warm-up:
+        `tfkd.terms.DistillationTerm.training_callbacks`)."""
+        callbacks = []
+        for term in self._terms:
+            own = getattr(term, "training_callbacks", None)
+            if own is not None:
+                callbacks += list(own(self))
+        return callbacks
 
     def evaluate(self, *args, **kwargs):
         with self._clear_errors():
