@@ -16,8 +16,8 @@ seeds. One command:
 writes every run under `--out` (`tfkd.reporting.ResultsWriter`: one JSON
 per run, `runs.csv`, `summary.md`) and the page `--doc`
 (`docs/results_methods_digits.md`: the table, the command and its wall
-time). `--methods` runs a subset (the smoke test's). `--data fashion_mnist` runs
-the same on Fashion-MNIST (`tfkd.data.load_fashion_mnist`, the settings of
+time). `--methods` runs a subset (the smoke test's). `--data fashion_mnist`
+runs the same on Fashion-MNIST (`tfkd.data.load_fashion_mnist`, the settings of
 `tfkd.experiment.DATA_SETTINGS`: 14×14 images, a 6,000-image training
 pool, batch 128, 5 student and 10 teacher epochs; page
 `docs/results_methods_fashion_mnist.md`):
@@ -93,7 +93,8 @@ def run_seed(seed, methods, args, writer):
 
     def record(label, method, history, model, seconds, settings):
         record_run(writer, history, label=label, method=method,
-                   dataset=data_setting(args.data)["title"], seed=seed, model=model, teacher=teacher,
+                   dataset=data_setting(args.data)["title"], seed=seed,
+                   model=model, teacher=teacher,
                    test_data=data.test, seconds=seconds,
                    hyperparameters={"epochs": args.epochs,
                                     "batch_size": args.batch_size,

@@ -2,7 +2,6 @@
 (never the installed data set: CI machines do not have it)."""
 
 import gzip
-import os
 
 import numpy as np
 import pytest

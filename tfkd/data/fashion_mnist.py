@@ -347,7 +347,8 @@ def load_fashion_mnist(image_size=28, channels=1, batch_size=64,
     def pipeline(xy, shuffle):
         ds = tf.data.Dataset.from_tensor_slices(xy)
         if shuffle:
-            ds = ds.shuffle(len(xy[0]), seed=seed, reshuffle_each_iteration=True)
+            ds = ds.shuffle(len(xy[0]), seed=seed,
+                            reshuffle_each_iteration=True)
         # Scaling whole batches: one op per batch, not per image.
         ds = ds.batch(batch_size).map(
             lambda x, y: (_preprocess(x, image_size, channels), y),
