@@ -639,6 +639,30 @@ CASES = [
          ValueError, r"truncated\.keras.*corrupt or truncated"),
 ]
 
+# A helper that reads a whole pipeline refuses one that repeats forever,
+# instead of hanging.
+_FOREVER = "repeats forever .*cardinality INFINITE.*it would never return"
+CASES += [
+    case("unlabel_infinite_dataset",
+         lambda: data.unlabel(_stream(*testing.random_images(8)).repeat(),
+                              1),
+         ValueError, r"`data` " + _FOREVER + r".*`data\.take\(n\)`"),
+    case("unlabel_infinite_unbatched_dataset",
+         lambda: data.unlabel(tf.data.Dataset.from_tensor_slices(
+             testing.random_images(8)).repeat(), 1),
+         ValueError, r"`data` " + _FOREVER),
+    case("cache_teacher_outputs_infinite_dataset",
+         lambda: data.cache_teacher_outputs(
+             tfkd.Distiller(_teacher(), _student()),
+             _stream(*testing.random_images(8)).repeat()),
+         ValueError, r"`dataset` " + _FOREVER),
+    case("verify_tflite_infinite_dataset",
+         lambda: export.verify_tflite(
+             os.path.join(_TMP, "none.tflite"), _student(),
+             _stream(*testing.random_images(8)).repeat()),
+         ValueError, r"`data` " + _FOREVER),
+]
+
 
 def test_missing_layer_in_a_large_nested_backbone_is_short_and_helpful():
     """MobileNetV3Small nested as a layer has ~160 paths: the error

@@ -485,3 +485,35 @@ def test_cache_for_other_taps_is_rejected():
     tapped.compile(optimizer="sgd")
     with pytest.raises(ValueError, match="Rebuild the cache"):
         tapped.fit(cached, epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("kind", ["tfkd", "keras"])
+def test_term_names_are_unique_when_one_is_named_like_a_suffix(kind):
+    """Two terms of one kind and a third named like the generated suffix
+    (`kd`, `kd`, `kd_2`): three distinct names, each term counted once."""
+    teacher, student = _pair()
+    x, y = testing.random_images(16)
+    if kind == "tfkd":
+        terms = [tfkd.terms.KDDistillation(temperature=1.0),
+                 tfkd.terms.KDDistillation(temperature=2.0),
+                 tfkd.terms.KDDistillation(temperature=4.0, name="kd_2")]
+        base = "kd"
+    else:
+        from keras.distillation import LogitsDistillation
+
+        terms = [LogitsDistillation(temperature=1.0),
+                 LogitsDistillation(temperature=2.0),
+                 tfkd.terms.KDDistillation(temperature=4.0, name="logits_2")]
+        base = "logits"
+    distiller = tfkd.Distiller(teacher, student, terms, [1.0, 10.0, 100.0],
+                               student_loss_weight=0.5)
+    names = list(distiller.terms)
+    assert names == [base, f"{base}_3", f"{base}_2"]
+    assert [distiller.term(n) for n in names] == terms
+    distiller.compile(optimizer="sgd")
+    r = distiller.evaluate(x, y, batch_size=16, return_dict=True, verbose=0)
+    values = [r[f"{n}_loss"] for n in names]
+    assert len(set(values)) == 3, r
+    assert r["loss"] == pytest.approx(
+        0.5 * r["student_loss"] + 0.5 * (values[0] + 10 * values[1]
+                                         + 100 * values[2]), rel=1e-5)

@@ -65,7 +65,7 @@ class AttentionDistiller(FeatureDistiller):
     """
 
     def __init__(self, teacher, student, *, teacher_layer=None,
-                 student_layer=None, beta=500.0, alpha=1.0, temperature=4.0,
+                 student_layer=None, beta=500.0, alpha=0.3, temperature=4.0,
                  p=2, mode="code", adapter=False, stage=None,
                  guided_channels=None, **kwargs):
         kwargs.pop("knowledge", None)

@@ -99,7 +99,7 @@ class CollaborationDistiller(Distiller):
 
     def __init__(self, teacher, student, *, teacher_layer=None,
                  student_layer=None, alpha=0.5, temperature=1.0,
-                 kd_weight=0.0, kd_temperature=4.0, target="teacher",
+                 kd_weight=1.0, kd_temperature=4.0, target="teacher",
                  adapter=False, collaboration_loss=None, student_loss=None,
                  **kwargs):
         alpha = hp.unit_interval(alpha, "alpha")

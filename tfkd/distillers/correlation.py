@@ -76,8 +76,8 @@ class CorrelationDistiller(FeatureDistiller):
     """
 
     def __init__(self, teacher, student, *, teacher_layer=None,
-                 student_layer=None, mode="both", alpha=1.0, beta=0.1,
-                 temperature=4.0, adapter=False, stage=None,
+                 student_layer=None, mode="both", alpha=0.3, beta=0.1,
+                 temperature=4.0, adapter=False, stage="both",
                  guided_channels=None, pool_to=None,
                  max_spatial_positions=DEFAULT_MAX_SPATIAL_POSITIONS,
                  **kwargs):

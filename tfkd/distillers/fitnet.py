@@ -65,8 +65,8 @@ class FitNetDistiller(FeatureDistiller):
     """
 
     def __init__(self, teacher, student, *, teacher_layer=None,
-                 student_layer=None, alpha=1.0, beta=0.1, temperature=4.0,
-                 regressor=True, regressor_activation=None, stage=None,
+                 student_layer=None, alpha=0.3, beta=0.1, temperature=4.0,
+                 regressor=True, regressor_activation=None, stage="both",
                  guided_channels=None, **kwargs):
         kwargs.pop("knowledge", None)
         require_layers(type(self).__name__, teacher_layer, student_layer)

@@ -491,6 +491,21 @@ class DistillationTerm(keras.layers.Layer,
     # ------------------------------------------------------------------
     # Serialisation.
 
+    def training_callbacks(self, distiller):
+        """Keras callbacks this term's method trains with (its schedule).
+
+        `tfkd.Distiller.fit` adds them to every `fit`, so the schedule is the
+        same whichever way the distiller was built (class, registry,
+        tuner). The default is none; DKD's warm-up of its weight is one.
+
+        Args:
+            distiller: The `tfkd.Distiller` about to train.
+
+        Returns:
+            A list of `keras.callbacks.Callback`.
+        """
+        return []
+
     def get_config(self):
         config = super().get_config()
         guided = self._explicit_guided

@@ -51,7 +51,9 @@ def register(subparsers):
                         help="epochs per trial; Hyperband's max epochs "
                              f"(default: {DEFAULT_EPOCHS})")
     parser.add_argument("--data", default="digits",
-                        help="data set (default: digits, embedded)")
+                        help="data set (default: digits, embedded; "
+                             "fashion_mnist reads its IDX files, see "
+                             "tfkd.data.load_fashion_mnist)")
     parser.add_argument("--tuner", default="random", choices=TUNERS,
                         help="search algorithm (default: random)")
     parser.add_argument("--out", default=DEFAULT_OUT,
@@ -244,6 +246,21 @@ def _num_examples(dataset):
         lambda n, b: n + tf.shape(b[1], out_type=tf.int64)[0]))
 
 
+def _is_unmarked_tune_run(out, project_dir):
+    """Whether `out`, without a run marker, is a folder an earlier `tfkd
+    tune` wrote: a tfkd search plus `tfkd tune`'s own records, and nothing
+    else. A Keras Tuner project made with `build_tuner`, or one beside the
+    user's files, is not: `--overwrite` must not empty it."""
+    from tfkd import runs
+    from tfkd.tuning import signature as signature_lib
+
+    if runs.is_run_dir(out) or not signature_lib.holds_search(project_dir):
+        return False
+    entries = set(os.listdir(out))
+    return (bool(entries & {TEACHER_SETTINGS, "trials.json"})
+            and runs.tfkd_outputs(out, "tune", entries) == entries)
+
+
 def _read_teacher_settings(out):
     try:
         with open(os.path.join(out, TEACHER_SETTINGS), encoding="utf-8") as f:
@@ -364,10 +381,8 @@ def run_tune(methods=("kd",), trials=10, epochs=DEFAULT_EPOCHS,
     if resume:
         os.makedirs(out, exist_ok=True)
     else:
-        if overwrite and signature_lib.holds_search(project_dir) and \
-                not runs.is_run_dir(out):
-            # A folder an earlier `tfkd tune` wrote, before run markers:
-            # it holds a tfkd search, so --overwrite may replace it.
+        if overwrite and _is_unmarked_tune_run(out, project_dir):
+            # A folder an earlier `tfkd tune` wrote, before run markers.
             tfkd_io.write_json(os.path.join(out, runs.MARKER),
                                {"kind": "tune"})
         runs.prepare_run_dir(out, kind="tune", overwrite=overwrite,
@@ -395,7 +410,12 @@ def run_tune(methods=("kd",), trials=10, epochs=DEFAULT_EPOCHS,
                   f"({settings}).")
     start = time.time()
     keras.utils.set_random_seed(seed)
-    data_kwargs = {"batch_size": batch_size, "seed": seed}
+    from tfkd.experiment import DATA_SETTINGS
+
+    # The recipes' loading of the data set (Fashion-MNIST: 14×14, a
+    # 6,000-image pool), then this run's arguments.
+    data_kwargs = dict(DATA_SETTINGS.get(data, {}).get("kwargs", {}),
+                       batch_size=batch_size, seed=seed)
     if image_size is not None:
         data_kwargs["image_size"] = image_size
     dataset = tfkd.data.load_dataset(data, **data_kwargs)
