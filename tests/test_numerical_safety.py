@@ -176,8 +176,9 @@ def _exploding_teacher():
 def test_exploding_knowledge_term_stops_training_naming_it():
     teacher = _exploding_teacher()
     _, student = tiny_pair()
-    distiller = tfkd.FitNetDistiller(teacher, student, teacher_layer="conv1",
-                                     student_layer="conv1", alpha=0.5)
+    distiller = tfkd.FitNetDistiller(teacher, student,
+                                     teacher_layer_name="conv1",
+                                     student_layer_name="conv1", alpha=0.5)
     distiller.compile(optimizer=keras.optimizers.SGD(0.01))
     x, y = testing.random_images(16)
     # Only the knowledge term blows up: the teacher's logits are finite.
@@ -200,8 +201,9 @@ def test_exploding_knowledge_term_stops_training_naming_it():
 def test_stop_without_raising_records_the_term():
     teacher = _exploding_teacher()
     _, student = tiny_pair()
-    distiller = tfkd.FitNetDistiller(teacher, student, teacher_layer="conv1",
-                                     student_layer="conv1")
+    distiller = tfkd.FitNetDistiller(teacher, student,
+                                     teacher_layer_name="conv1",
+                                     student_layer_name="conv1")
     distiller.compile(optimizer=keras.optimizers.SGD(0.01))
     x, y = testing.random_images(32)
     callback = StopOnNonFiniteLoss(raise_error=False)
