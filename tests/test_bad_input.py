@@ -156,12 +156,12 @@ class _SubclassedBackbone(keras.Model):
 
 
 def _fitnet(**kwargs):
-    return tfkd.FitNetDistiller(*_pair(), teacher_layer="conv1",
-                                student_layer="conv1", **kwargs)
+    return tfkd.FitNetDistiller(*_pair(), teacher_layer_name="conv1",
+                                student_layer_name="conv1", **kwargs)
 
 
 def _adversarial(**kwargs):
-    options = dict(teacher_layer="conv2", student_layer="conv2",
+    options = dict(teacher_layer_name="conv2", student_layer_name="conv2",
                    discriminator_width=4)
     options.update(kwargs)
     return tfkd.AdversarialDistiller(*_pair(), **options)
@@ -385,8 +385,9 @@ CASES = [
          ValueError, r"layers \['conv1'\] of the student 'sub'.*"
                      r"subclassed model.*functional API"),
     case("distiller_taps_without_terms",
-         lambda: tfkd.Distiller(*_pair(), teacher_layer="conv1"),
-         TypeError, r"taps layers through its terms.*teacher_layer='conv1'"),
+         lambda: tfkd.Distiller(*_pair(), teacher_layer_name="conv1"),
+         TypeError,
+         r"taps layers through its terms.*teacher_layer_name='conv1'"),
     case("distiller_layer_type",
          lambda: tfkd.Distiller(*_pair(), [tfkd.losses.HintDistillation(
              3, "conv1")]),
@@ -394,20 +395,20 @@ CASES = [
                     r"teacher_layer_name=3"),
     case("correlation_distiller_mode",
          lambda: tfkd.CorrelationDistiller(
-             *_pair(), teacher_layer="conv1", student_layer="conv1",
+             *_pair(), teacher_layer_name="conv1", student_layer_name="conv1",
              mode="x"),
          ValueError, r"`mode`.*mode='x'"),
     case("correlation_distiller_needs_adapter",
          lambda: tfkd.CorrelationDistiller(
-             *_pair(), teacher_layer="conv1", student_layer="conv1",
+             *_pair(), teacher_layer_name="conv1", student_layer_name="conv1",
              mode="channel"),
          ValueError, r"channel counts.*\(None, 8, 8, 8\).*\(None, 8, 8, 4\)"
                      r".*adapter=True"),
     case("feature_distiller_stage", lambda: _fitnet(stage=3),
          ValueError, r"`stage`.*stage=3"),
     case("feature_distiller_logits_layer",
-         lambda: tfkd.FitNetDistiller(*_pair(), teacher_layer="conv1",
-                                      student_layer="logits"),
+         lambda: tfkd.FitNetDistiller(*_pair(), teacher_layer_name="conv1",
+                                      student_layer_name="logits"),
          ValueError, r"4D feature maps.*student layer 'logits' outputs "
                      r"shape \(None, 10\)"),
     case("two_stage_epochs",
@@ -418,23 +419,25 @@ CASES = [
          lambda: _adversarial(pretrain_steps=-1),
          ValueError, r"`pretrain_steps`.*pretrain_steps=-1"),
     case("adversarial_two_layers",
-         lambda: _adversarial(teacher_layer=["conv1", "conv2"]),
-         ValueError, r"`teacher_layer`.*teacher_layer=\['conv1', 'conv2'\]"),
+         lambda: _adversarial(teacher_layer_name=["conv1", "conv2"]),
+         ValueError,
+         r"`teacher_layer`.*teacher_layer_name=\['conv1', 'conv2'\]"),
     case("adversarial_discriminator_width",
          lambda: _adversarial(discriminator_width=0),
          ValueError, r"`discriminator_width`.*discriminator_width=0"),
     case("lp_distiller_k",
          lambda: tfkd.LocalityPreservingDistiller(
-             *_pair(), teacher_layer="conv2", student_layer="conv2", k=0),
+             *_pair(), teacher_layer_name="conv2", student_layer_name="conv2",
+             k=0),
          ValueError, r"`k`.*k=0"),
     case("stc_alpha",
          lambda: tfkd.CollaborationDistiller(
-             *_pair(), teacher_layer="conv1", student_layer="conv1",
+             *_pair(), teacher_layer_name="conv1", student_layer_name="conv1",
              alpha=2.0),
          ValueError, r"`alpha`.*alpha=2\.0"),
     case("stc_target",
          lambda: tfkd.CollaborationDistiller(
-             *_pair(), teacher_layer="conv1", student_layer="conv1",
+             *_pair(), teacher_layer_name="conv1", student_layer_name="conv1",
              target="x"),
          ValueError, r"`target`.*target='x'"),
     case("registry_unknown_method",

@@ -189,18 +189,17 @@ def test_per_method_entries():
 
 
 def test_two_stage_fit():
-    """A distiller with `stage` set trains both stages in one trial."""
+    """A `stage="both"` distiller trains both stages in one trial."""
     hypermodel = DistillerHyperModel(
         testing.tiny_conv_model("teacher", width=8),
         testing.tiny_conv_model("student", width=8),
-        method="correlation", feature_layers=("conv1", "conv1"),
-        fixed={"stage": 1})
+        method="correlation", feature_layers=("conv1", "conv1"))
     hp = kt.HyperParameters()
     distiller = hypermodel.build(hp)
     x, y = testing.random_images(32)
     history = hypermodel.fit(hp, distiller, x, y, epochs=2, verbose=0)
-    assert distiller.stage == 2 and history.epoch == [1]
-    with pytest.raises(ValueError, match="cannot resume"):
+    assert distiller.stage == 2 and history.epoch == [0, 1]
+    with pytest.raises(TypeError, match="cannot start at `initial_epoch`"):
         hypermodel.fit(hp, hypermodel.build(hp), x, y, epochs=2,
                        initial_epoch=1, verbose=0)
 

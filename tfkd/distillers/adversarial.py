@@ -32,6 +32,7 @@ from tfkd.terms.adversarial import RegressedFeatureDistillation
 from tfkd.terms.adversarial import _single_layer_name
 from tfkd.terms.base import LOGITS
 from tfkd.terms.kd import KDDistillation
+from tfkd.terms.base import layer_name_arguments
 
 
 def _scaled_copy(optimizer, scale):
@@ -114,8 +115,10 @@ class AdversarialDistiller(Distiller):
     Args:
         teacher: Trained functional teacher outputting logits; frozen.
         student: Functional student outputting logits.
-        teacher_layer: Name of the teacher's last conv (feature map) layer.
-        student_layer: Name of the student's last conv (feature map) layer.
+        teacher_layer_name: Name of the teacher's last conv (feature map)
+            layer.
+        student_layer_name: Name of the student's last conv (feature map)
+            layer.
         alpha: Weight of the adversarial term, `>= 0`; `0` is DLN.
         beta: Weight of `L_MSE`, `>= 0`.
         pretrain_steps: Phase-1 steps (the paper's `k`, which it does not
@@ -139,7 +142,8 @@ class AdversarialDistiller(Distiller):
     >>> teacher = testing.tiny_conv_model("teacher", width=16)
     >>> student = testing.tiny_conv_model("student", width=4)
     >>> distiller = AdversarialDistiller(
-    ...     teacher, student, teacher_layer="conv2", student_layer="conv2",
+    ...     teacher, student, teacher_layer_name="conv2",
+    ... student_layer_name="conv2",
     ...     pretrain_steps=2, discriminator_width=8)
     >>> x, y = testing.random_images(64)
     >>> _ = distiller.pretrain_regressor((x, y), num_classes=10)
@@ -164,13 +168,17 @@ class AdversarialDistiller(Distiller):
 
     _phase2_metrics = ("adv_loss", "d_loss", "d_accuracy")
 
-    def __init__(self, teacher, student, *, teacher_layer=None,
-                 student_layer=None, alpha=0.6, beta=0.5, pretrain_steps=100,
+    def __init__(self, teacher, student, *, teacher_layer_name=None,
+                 student_layer_name=None, alpha=0.6, beta=0.5,
+                 pretrain_steps=100,
                  kd_weight=0.0, temperature=4.0, regressor=None,
                  discriminator_width=64, pretrain_epochs=1,
                  regressor_pretrained=None, **kwargs):
-        teacher_layer = _single_layer_name(teacher_layer, "teacher_layer")
-        student_layer = _single_layer_name(student_layer, "student_layer")
+        teacher_layer, student_layer = layer_name_arguments(
+            type(self).__name__, teacher_layer_name, student_layer_name,
+            kwargs)
+        teacher_layer = _single_layer_name(teacher_layer, "teacher_layer_name")
+        student_layer = _single_layer_name(student_layer, "student_layer_name")
         alpha = hp.non_negative(alpha, "alpha")
         beta = hp.non_negative(beta, "beta")
         kd_weight = hp.non_negative(kd_weight, "kd_weight")
@@ -523,8 +531,8 @@ class AdversarialDistiller(Distiller):
         config = self.base_config()
         mse = self._terms[0]
         config.update({
-            "teacher_layer": mse.teacher_layer_name,
-            "student_layer": mse.student_layer_name,
+            "teacher_layer_name": mse.teacher_layer_name,
+            "student_layer_name": mse.student_layer_name,
             "alpha": self.alpha,
             "beta": self.beta,
             "pretrain_steps": self.pretrain_steps,

@@ -78,7 +78,9 @@ def split_epochs(epochs):
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 2:
         raise ValueError(
             "Two-stage training needs `epochs >= 2` (one per stage). "
-            f"Received: epochs={epochs!r}."
+            f"Received: epochs={epochs!r}. Pass `epochs=2` or more, or "
+            "build the distiller with `stage=None` for single-stage "
+            "training."
         )
     return epochs // 2, epochs - epochs // 2
 
@@ -89,10 +91,10 @@ def require_layers(cls_name, teacher_layer, student_layer):
         if not value:
             raise ValueError(
                 f"{cls_name} needs the layers to distil: pass "
-                "`teacher_layer=` and `student_layer=` (a layer name each, "
-                "or lists of names paired in order). Received: "
-                f"teacher_layer={teacher_layer!r}, "
-                f"student_layer={student_layer!r}."
+                "`teacher_layer_name=` and `student_layer_name=` (a layer "
+                "name each, or lists of names paired in order). Received: "
+                f"teacher_layer_name={teacher_layer!r}, "
+                f"student_layer_name={student_layer!r}."
             )
 
 
@@ -267,7 +269,7 @@ class FeatureDistiller(Distiller):
                 }
             ]
             raise ValueError(
-                f"`student_layer`={bad} is the student's logits layer "
+                f"`student_layer_name`={bad} is the student's logits layer "
                 f"{output_layer.name!r} or comes after it. Feature "
                 "distillers supervise intermediate layers before the "
                 "logits (two-stage training trains the student up to the "
@@ -364,8 +366,8 @@ class FeatureDistiller(Distiller):
         >>> teacher = testing.tiny_conv_model("teacher", width=8)
         >>> student = testing.tiny_conv_model("student", width=8)
         >>> distiller = tfkd.distillers.CorrelationDistiller(
-        ...     teacher, student, teacher_layer="conv1",
-        ...     student_layer="conv1")
+        ...     teacher, student, teacher_layer_name="conv1",
+        ...     student_layer_name="conv1")
         >>> distiller.set_stage(1).stage
         1
         """
@@ -458,8 +460,8 @@ class FeatureDistiller(Distiller):
         >>> teacher = testing.tiny_conv_model("teacher", width=8)
         >>> student = testing.tiny_conv_model("student", width=8)
         >>> distiller = tfkd.distillers.CorrelationDistiller(
-        ...     teacher, student, teacher_layer="conv1",
-        ...     student_layer="conv1")
+        ...     teacher, student, teacher_layer_name="conv1",
+        ...     student_layer_name="conv1")
         >>> distiller.compile(optimizer="adam")
         >>> x, y = testing.random_images(32)
         >>> h1, h2 = distiller.fit_two_stage(x, y, stage1_epochs=1,

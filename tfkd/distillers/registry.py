@@ -255,8 +255,8 @@ def build(name, teacher, student, feature_layers=None, **overrides):
             )
     if spec.preset:
         if spec.uses_features:
-            kwargs.setdefault("teacher_layer", feature_layers[0])
-            kwargs.setdefault("student_layer", feature_layers[1])
+            kwargs.setdefault("teacher_layer_name", feature_layers[0])
+            kwargs.setdefault("student_layer_name", feature_layers[1])
         return spec.load()(teacher, student, **kwargs)
     from tfkd.distillers.base import Distiller
 
