@@ -1521,6 +1521,31 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
             results = {k: tf.reshape(v, [1]) for k, v in results.items()}
         return results
 
+    def get_metrics_result(self):
+        """The metrics' values; a compiled metric that has seen no labelled
+        example (data without labels, all `-1`) is NaN, not Keras's 0."""
+        results = super().get_metrics_result()
+        metrics = _compat.compile_metrics(self)
+        if metrics is None or not metrics.built:
+            return results
+        stack = (list(metrics._flat_metrics)
+                 + list(metrics._flat_weighted_metrics))
+        while stack:
+            metric = stack.pop()
+            if metric is None:
+                continue
+            count = getattr(metric, "count", None)
+            if count is None:
+                # Keras groups an output's metrics in a `MetricsList`.
+                stack += list(getattr(metric, "metrics", []))
+                continue
+            if metric.name not in results:
+                continue
+            value = results[metric.name]
+            results[metric.name] = tf.where(
+                count > 0, value, tf.constant(float("nan"), value.dtype))
+        return results
+
     # ------------------------------------------------------------------
     # Compilation.
 
