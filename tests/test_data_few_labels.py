@@ -188,3 +188,22 @@ def test_ktan_regressor_pretraining_skips_unlabelled(as_dataset):
     history = pretrain_regressor(teacher, "conv2", regressor, unlabelled,
                                  num_classes=10, epochs=1)
     assert history.history["loss"] == [0.0]
+
+
+def test_evaluate_without_labels_reports_nan_accuracy():
+    """Data whose labels are all -1 has no accuracy: NaN, not Keras's 0.0
+    (a metric that saw no weight); labelled data is unaffected."""
+    from tfkd import testing
+
+    teacher = testing.tiny_conv_model("teacher", seed=0)
+    student = testing.tiny_conv_model("student", width=4, seed=1)
+    distiller = tfkd.Distiller(teacher, student)
+    distiller.compile(optimizer="adam", metrics=["accuracy"])
+    x, y = testing.random_images(16)
+    unlabelled = distiller.evaluate(x, np.full(16, -1, "int32"), verbose=0,
+                                    return_dict=True)
+    assert np.isnan(unlabelled["accuracy"])
+    assert np.isfinite(unlabelled["kd_loss"])
+    labelled = distiller.evaluate(x, y, verbose=0, return_dict=True)
+    expected = np.mean(np.argmax(student.predict(x, verbose=0), -1) == y)
+    assert labelled["accuracy"] == pytest.approx(expected)

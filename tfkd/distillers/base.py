@@ -1166,7 +1166,32 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         logits = tf.cast(logits, tf.float32)
         if y.dtype.is_floating:
             y = tf.cast(y, tf.float32)
-        return _per_example(self._student_loss_fn, y, logits)
+        try:
+            return _per_example(self._student_loss_fn, y, logits)
+        except (ValueError, tf.errors.InvalidArgumentError) as e:
+            # TensorFlow's own message names neither the loss nor why
+            # ("Dimensions must be equal, but are 8 and 10").
+            loss = self._student_loss_config
+            name = loss if isinstance(loss, str) else getattr(
+                loss, "name", type(loss).__name__)
+            sparse = self._sparse_labels(y, logits)
+            fix = (
+                "Class-id labels need a loss that takes class ids (leave "
+                "`loss=None`, cross entropy from logits, or pass "
+                "`keras.losses.SparseCategoricalCrossentropy("
+                "from_logits=True)`), or give this loss one-hot labels "
+                "(`keras.utils.to_categorical(y, num_classes)`)."
+                if sparse else
+                "Give the loss labels of the logits' shape, or choose a "
+                "loss that takes these labels."
+            )
+            raise ValueError(
+                f"The student loss {name!r} cannot compare the labels with "
+                f"the student's logits: labels of shape {tuple(y.shape)} "
+                f"(dtype {y.dtype.name}), logits of shape "
+                f"{tuple(logits.shape)}. {fix} Details: "
+                f"{str(e).splitlines()[0]}"
+            ) from e
 
     def compute_losses(self, x, y=None, sample_weight=None, training=False,
                        outputs=None):
@@ -1519,6 +1544,31 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
             # `strategy.reduce("MEAN", v, axis=0)`, which rejects scalars
             # (keras-team/keras#20585); the results are global already.
             results = {k: tf.reshape(v, [1]) for k, v in results.items()}
+        return results
+
+    def get_metrics_result(self):
+        """The metrics' values; a compiled metric that has seen no labelled
+        example (data without labels, all `-1`) is NaN, not Keras's 0."""
+        results = super().get_metrics_result()
+        metrics = _compat.compile_metrics(self)
+        if metrics is None or not metrics.built:
+            return results
+        stack = (list(metrics._flat_metrics)
+                 + list(metrics._flat_weighted_metrics))
+        while stack:
+            metric = stack.pop()
+            if metric is None:
+                continue
+            count = getattr(metric, "count", None)
+            if count is None:
+                # Keras groups an output's metrics in a `MetricsList`.
+                stack += list(getattr(metric, "metrics", []))
+                continue
+            if metric.name not in results:
+                continue
+            value = results[metric.name]
+            results[metric.name] = tf.where(
+                count > 0, value, tf.constant(float("nan"), value.dtype))
         return results
 
     # ------------------------------------------------------------------
