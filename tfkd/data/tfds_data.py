@@ -47,7 +47,7 @@ _DATASETS = {
     ),
 }
 TFDS_DATASETS = tuple(_DATASETS)
-DATASETS = ("digits",) + TFDS_DATASETS
+DATASETS = ("digits", "fashion_mnist") + TFDS_DATASETS
 
 # Augmentation padding, in pixels on every side, as in the papers.
 _PAD = 4
@@ -355,10 +355,11 @@ def load_dataset(name, **kwargs):
     """Loads any data set tfkd knows by name.
 
     `"digits"` goes to `tfkd.data.load_digits` (embedded, offline),
+    `"fashion_mnist"` to `tfkd.data.load_fashion_mnist` (local IDX files),
     `"cifar10"`, `"cifar100"` and `"mnist"` to `load_tfds`.
 
     Args:
-        name: One of `DATASETS`: `"digits"`, `"cifar10"`, `"cifar100"`,
+        name: One of `DATASETS`: `"digits"`, `"fashion_mnist"`, `"cifar10"`, `"cifar100"`,
             `"mnist"` (case-insensitive).
         **kwargs: Keyword arguments of the chosen loader.
 
@@ -377,16 +378,19 @@ def load_dataset(name, **kwargs):
             f"{list(DATASETS)}."
         )
     name = name.lower()
-    if name == "digits":
-        accepted = inspect.signature(load_digits).parameters
+    if name in ("digits", "fashion_mnist"):
+        from tfkd.data.fashion_mnist import load_fashion_mnist
+
+        loader = load_digits if name == "digits" else load_fashion_mnist
+        accepted = inspect.signature(loader).parameters
         unknown = sorted(set(kwargs) - set(accepted))
         if unknown:
             raise TypeError(
-                f"`load_dataset('digits')` got arguments it does not take: "
+                f"`load_dataset({name!r})` got arguments it does not take: "
                 f"{unknown}. Received: {kwargs!r}. It accepts "
-                f"{list(accepted)} (see `tfkd.data.load_digits`)."
+                f"{list(accepted)} (see `tfkd.data.{loader.__name__}`)."
             )
-        return load_digits(**kwargs)
+        return loader(**kwargs)
     return load_tfds(name, **kwargs)
 
 
