@@ -517,6 +517,7 @@ class AdversarialDistiller(Distiller):
         variables = self.step_variables()
         gradients = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
+        self.apply_term_state_updates()
         self.step_counter.assign_add(1)
         values.update({"d_loss": d_loss, "d_accuracy": d_accuracy})
         batch = tf.cast(tf.shape(outputs[1][LOGITS])[0], tf.float32)
