@@ -242,13 +242,18 @@ def _teacher(setting, pair, data, seed, teacher_dir, guard, verbose, record):
     return teacher
 
 
-def run_dataset(setting, plan, seeds, writer, teacher_dir=None, verbose=0):
+def run_dataset(setting, plan, seeds, writer, teacher_dir=None, verbose=0,
+                validation_is_test=None):
     """Trains, per seed, the teacher(s) and every run of `plan`.
 
     `plan` maps each student (1-4, "mnist" or "digits") to its methods.
+    `validation_is_test`: whether `setting.load`'s validation split is the
+    test split (default: unless `setting.quick`).
     """
+    if validation_is_test is None:
+        validation_is_test = not setting.quick
     record = Recorder(writer, setting.dataset,
-                      validation_is_test=not setting.quick)
+                      validation_is_test=validation_is_test)
     for seed in seeds:
         data = setting.load(seed)  # Raises DatasetNotFoundError first.
         guard = [StopOnNonFiniteLoss()]

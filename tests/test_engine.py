@@ -360,6 +360,18 @@ def test_scheduler_per_step_and_bad_paths():
                                          r"returned -1.0 at epoch 0"):
         distiller.fit(x, y, epochs=1, verbose=0, callbacks=[
             HyperparameterScheduler({"kd/temperature": lambda e: -1.0})])
+    # A schedule without a value for some epochs (a missing `return`).
+    with pytest.raises(TypeError, match=r"schedule of 'kd/weight' returned "
+                                        r"None at epoch 1; a schedule must "
+                                        r"return a number"):
+        distiller.fit(x, y, epochs=2, verbose=0, callbacks=[
+            HyperparameterScheduler(
+                {"kd/weight": lambda e: 1.0 if e < 1 else None})])
+    with pytest.raises(TypeError, match=r"'kd/temperature' returned 'hot' "
+                                        r"at step \d+"):
+        distiller.fit(x, y, epochs=1, verbose=0, callbacks=[
+            HyperparameterScheduler({"kd/temperature": lambda s: "hot"},
+                                    per="step")])
 
 
 def test_live_hyperparameters_survive_keras_round_trip(tmp_path):
