@@ -210,14 +210,14 @@ def build_distiller(method, teacher, student, pair):
     """The distiller of `method` (not compiled)."""
     if method in ("kd", "lp"):
         return tfkd.LocalityPreservingDistiller(
-            teacher, student, teacher_layer=pair.lp_taps[0],
-            student_layer=pair.lp_taps[1], k=K,
+            teacher, student, teacher_layer_name=pair.lp_taps[0],
+            student_layer_name=pair.lp_taps[1], k=K,
             gamma=GAMMA if method == "lp" else 0.0, lam=LAM,
             temperature=TAU)
     if method == "fitnet":
         return tfkd.FitNetDistiller(
-            teacher, student, teacher_layer=pair.hint_taps[0],
-            student_layer=pair.hint_taps[1], alpha=FITNET_ALPHA,
+            teacher, student, teacher_layer_name=pair.hint_taps[0],
+            student_layer_name=pair.hint_taps[1], alpha=FITNET_ALPHA,
             temperature=TAU, stage=1)
     raise ValueError(f"Unknown method {method!r}; expected one of {METHODS}.")
 

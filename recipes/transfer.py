@@ -28,7 +28,7 @@ Rows:
   gets the same compute;
 - one row per method of `tfkd.distillers.registry.method_names()`, built
   with `registry.build` on the digits taps (`registry.digits_taps`) with
-  the method's defaults, trained with `registry.fit` on the few-label
+  the method's defaults, trained with the distiller's `fit` on the few-label
   split (labelled + unlabelled images).
 
 Settings (the demo's): 16×16 images, batch 64, Adam at 3e-3 with a cosine
@@ -151,10 +151,10 @@ def run_seed(seed, labels, methods, writer, *, epochs, teacher_epochs,
                 feature_layers=registry.digits_taps(method))
             distiller.compile(optimizer=adam(steps * epochs),
                               metrics=["accuracy"])
-            history = registry.fit(distiller, few.train,
-                                   validation_data=few.validation,
-                                   epochs=epochs, verbose=verbose,
-                                   callbacks=guard)
+            history = distiller.fit(few.train,
+                                    validation_data=few.validation,
+                                    epochs=epochs, verbose=verbose,
+                                    callbacks=guard)
             record(merge_histories(*(history if isinstance(
                        history, (list, tuple)) else [history])),
                    label=f"{method} ({n}/class)", method=method, seed=seed,

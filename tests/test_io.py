@@ -231,6 +231,24 @@ def test_full_disk_in_the_cli_is_one_line(tmp_path, file_size_limit, capsys):
     assert _temp_files(tmp_path) == []
 
 
+def test_keras_own_save_on_a_full_disk_destroys_the_old_file(
+        tmp_path, file_size_limit):
+    """Why the docs save students with `tfkd.saving.save`: Keras's own
+    `model.save` writes in place, so a save that fails half-way leaves no
+    loadable model where the previous good one was."""
+    small = testing.tiny_conv_model("small", width=2)
+    path = str(tmp_path / "model.keras")
+    small.save(path)
+    inputs = keras.Input((256,))
+    big = keras.Model(inputs, keras.layers.Dense(1024)(inputs))  # 1 MB
+    file_size_limit(os.path.getsize(path) + 4096)
+    with pytest.raises(OSError):
+        big.save(path)
+    file_size_limit(None)
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        tfkd.load(path)
+
+
 def test_failed_write_leaves_no_temp_file(tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text("old")
@@ -345,3 +363,69 @@ def test_save_round_trip_and_temp_name(tmp_path, monkeypatch):
     assert name.endswith(".keras") and tfkd_io.is_temp_file(name)
     assert os.listdir(tmp_path) == ["student.keras"]
     assert tfkd.load(path).name == "student"
+
+
+# ----------------------------------------------------------------------
+# Durability order, checked directly: the temporary file's data reach the
+# disk before it is renamed, and the rename before the writer returns.
+
+
+def _record_durability(monkeypatch):
+    """Records `("fsync", path)` and `("replace", source, target)` in call
+    order (the path of an fsync'ed descriptor read from /proc)."""
+    calls = []
+    fsync, replace = os.fsync, os.replace
+
+    def recording_fsync(fd):
+        calls.append(("fsync", os.path.realpath(f"/proc/self/fd/{fd}")))
+        return fsync(fd)
+
+    def recording_replace(source, target, **kwargs):
+        calls.append(("replace", os.path.realpath(source),
+                      os.path.realpath(target)))
+        return replace(source, target, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    monkeypatch.setattr(os, "replace", recording_replace)
+    return calls
+
+
+def _write_with(writer, path):
+    if writer == "atomic_write":
+        with tfkd_io.atomic_write(path) as f:
+            f.write(b"data")
+    elif writer == "atomic_path":
+        with tfkd_io.atomic_path(path, suffix=".txt") as tmp:
+            with open(tmp, "w") as f:
+                f.write("data")
+    elif writer == "write_text":
+        tfkd_io.write_text(path, "data")
+    elif writer == "write_json":
+        tfkd_io.write_json(path, {"data": 1})
+    elif writer == "save_keras_model":
+        tfkd_io.save_keras_model(
+            testing.tiny_conv_model("student", width=2), path)
+    else:  # The public form.
+        tfkd.saving.save(testing.tiny_conv_model("student", width=2), path)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"),
+                    reason="reads descriptors' paths from /proc")
+@pytest.mark.parametrize("writer", ["atomic_write", "atomic_path",
+                                    "write_text", "write_json",
+                                    "save_keras_model", "saving.save"])
+def test_fsync_then_replace_then_fsync_of_the_folder(tmp_path, monkeypatch,
+                                                     writer):
+    path = str(tmp_path / ("out.keras" if "save" in writer else "out.txt"))
+    calls = _record_durability(monkeypatch)
+    _write_with(writer, path)
+    replaces = [i for i, c in enumerate(calls) if c[0] == "replace"]
+    assert len(replaces) == 1, calls
+    index = replaces[0]
+    _, source, target = calls[index]
+    assert target == os.path.realpath(path)
+    assert tfkd_io.is_temp_file(os.path.basename(source))
+    # The temporary file is fsync'ed before the rename ...
+    assert ("fsync", source) in calls[:index], calls
+    # ... and the folder after it (making the rename itself durable).
+    assert ("fsync", os.path.realpath(tmp_path)) in calls[index + 1:], calls

@@ -98,3 +98,19 @@ def test_overwrite_in_a_marked_folder_keeps_the_users_files(tmp_path, kind,
     os.remove(out / "notes.json")
     runs.prepare_run_dir(str(out), kind=kind, overwrite=True)
     assert os.listdir(out) == [runs.MARKER]
+
+
+def test_a_file_in_the_way_of_the_run_folder_is_named(tmp_path,
+                                                       monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / runs.DEFAULT_ROOT).write_text("not a folder")
+    with pytest.raises(ValueError, match=r"Runs go into the folder "
+                                         r"'tfkd_runs', but a file of that "
+                                         r"name is in the way.*choose the "
+                                         r"run's folder with --out DIR"):
+        runs.prepare_run_dir(None, kind="demo")
+    with pytest.raises(ValueError, match=r"Cannot make the folder --out "
+                                         r"'tfkd_runs/demo-1': a file is in "
+                                         r"the way.*choose another --out"):
+        runs.prepare_run_dir("tfkd_runs/demo-1", kind="demo")
+    assert (tmp_path / runs.DEFAULT_ROOT).read_text() == "not a folder"

@@ -249,8 +249,8 @@ def run_demo(method=DEFAULT_METHOD,
                                    feature_layers=registry.digits_taps(method))
         distiller.compile(optimizer=adam(epochs),
                           metrics=["accuracy"])
-        distilled_history = registry.fit(
-            distiller, data.train, validation_data=data.validation,
+        distilled_history = distiller.fit(
+            data.train, validation_data=data.validation,
             epochs=epochs, verbose=verbose, callbacks=guard)
 
         def record(model, history):

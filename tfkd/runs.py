@@ -131,11 +131,15 @@ def _check_kind(kind):
         )
 
 
-def new_run_dir(kind, root=DEFAULT_ROOT):
+def new_run_dir(kind, root=DEFAULT_ROOT, *, option="--out"):
     """Creates and returns a new folder `root/<kind>-<n>` (first free `n`).
 
     The folder is claimed with `os.mkdir`, so two runs started at once
     never share one.
+
+    Raises:
+        ValueError: If a file named `root` is in the way; the message says
+            how to choose another folder (`option`, e.g. `--out`).
 
     Example:
 
@@ -145,6 +149,12 @@ def new_run_dir(kind, root=DEFAULT_ROOT):
     ['demo-1', 'demo-2']
     """
     _check_kind(kind)
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise ValueError(
+            f"Runs go into the folder {display_path(root)!r}, but a file of "
+            "that name is in the way. Rename or move that file, or choose "
+            f"the run's folder with {option} DIR."
+        )
     os.makedirs(root, exist_ok=True)
     taken = set(os.listdir(root))
     n = 1
@@ -195,7 +205,7 @@ def prepare_run_dir(out=None, *, kind, overwrite=False, keep=(),
     """
     _check_kind(kind)
     if out is None:
-        return new_run_dir(kind)
+        return new_run_dir(kind, option=option)
     out = os.fspath(out)
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(
@@ -203,7 +213,15 @@ def prepare_run_dir(out=None, *, kind, overwrite=False, keep=(),
             f"Choose a folder (or leave {option} out for a new one under "
             f"{DEFAULT_ROOT}/)."
         )
-    os.makedirs(out, exist_ok=True)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as e:
+        # A file where one of the parent folders should be.
+        raise ValueError(
+            f"Cannot make the folder {option} {display_path(out)!r}: a file "
+            f"is in the way ({e.strerror}: {display_path(e.filename or out)!r}"
+            f"). Move that file, or choose another {option}."
+        ) from None
     entries = sorted(e for e in os.listdir(out) if e != MARKER)
     if entries:
         shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3

@@ -61,7 +61,7 @@ def _load_model(path, flag):
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"{flag}: no such file: {path!r}. Pass a model saved with "
-            "`model.save('student.keras')`."
+            "`tfkd.saving.save(student, 'student.keras')`."
         )
     from tfkd.saving import load
 
