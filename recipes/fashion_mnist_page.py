@@ -25,6 +25,22 @@ TITLE = "Fashion-MNIST"
 ALL = "all labels"
 
 
+def unique_runs(runs):
+    """The runs with one record per (data set, method, seed): the first.
+
+    Folders of runs made in parallel can hold the same run twice (the
+    student alone of a seed, re-run beside a subset of methods); counted
+    twice it would pass for another seed.
+    """
+    seen, kept = set(), []
+    for run in runs:
+        key = (run.dataset, run.method, run.seed)
+        if key not in seen:
+            seen.add(key)
+            kept.append(run)
+    return kept
+
+
 def settings_table(transfer_dirs, methods_dir):
     """`({setting: {method: row}}, teacher row)` from the recipes' records.
 
@@ -34,6 +50,7 @@ def settings_table(transfer_dirs, methods_dir):
     runs = []
     for folder in transfer_dirs:
         runs += load_runs(folder)
+    runs = unique_runs(runs)
     rows = summarize(runs)
     table, teacher = {}, None
     accuracy = {}  # (setting, method) -> {seed: test accuracy %}
@@ -50,7 +67,7 @@ def settings_table(transfer_dirs, methods_dir):
         setting = dataset.split(", ", 1)[1]
         table.setdefault(setting, {})[row["method"]] = row
     if methods_dir:
-        methods_runs = load_runs(methods_dir)
+        methods_runs = unique_runs(load_runs(methods_dir))
         for run in methods_runs:
             accuracy.setdefault((ALL, run.method), {})[run.seed] = (
                 100 * run.test_accuracy_last)
