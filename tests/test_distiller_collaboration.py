@@ -118,7 +118,7 @@ def test_loss_terms_match_formulas(target):
 
 
 def test_stc_loss_trains_the_front_only_through_the_frozen_back():
-    distiller = _adapter_pair(alpha=1.0)
+    distiller = _adapter_pair(alpha=1.0, kd_weight=0.0)
     student = distiller.student
     front, back = split_model(student, "block1_out")
     front_ids = {id(v) for v in front.trainable_weights}
@@ -277,8 +277,9 @@ def _build(teacher_layer_name="stage2_block1_out",
            **kwargs):
     kwargs.setdefault("adapter", True)
     return CollaborationDistiller(_teacher(), _tiny_resnet(width=8),
-                                  teacher_layer_name=teacher_layer,
-                                  student_layer_name=student_layer, **kwargs)
+                                  teacher_layer_name=teacher_layer_name,
+                                  student_layer_name=student_layer_name,
+                                  **kwargs)
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
