@@ -87,7 +87,7 @@ class CollaborationDistiller(Distiller):
     >>> student = tiny_conv_model("student", width=4)
     >>> distiller = CollaborationDistiller(
     ...     teacher, student, teacher_layer_name="conv1",
-    ... student_layer_name="conv1",
+    ...     student_layer_name="conv1",
     ...     alpha=0.3, adapter=True)
     >>> distiller.compile(optimizer="adam", metrics=["accuracy"])
     >>> x, y = random_images(16)

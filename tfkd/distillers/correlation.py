@@ -69,13 +69,13 @@ class CorrelationDistiller(FeatureDistiller):
     >>> student = testing.tiny_conv_model("student", width=4)
     >>> distiller = CorrelationDistiller(
     ...     teacher, student, teacher_layer_name="conv2",
-    ... student_layer_name="conv2",
+    ...     student_layer_name="conv2",
     ...     mode="both", alpha=0.3, adapter=True)
     >>> distiller.compile(optimizer="adam", metrics=["accuracy"])
     >>> x, y = testing.random_images(32)
-    >>> history = distiller.fit(x, y, epochs=1, verbose=0)
-    >>> sorted(history.history)
-    ['accuracy', 'kd_loss', 'knowledge_loss', 'loss', 'student_loss']
+    >>> history = distiller.fit(x, y, epochs=2, verbose=0)  # both stages
+    >>> sorted(history.history), history.epoch
+    (['accuracy', 'kd_loss', 'knowledge_loss', 'loss', 'student_loss'], [0, 1])
 
     Reference:
         Wang, Xu, Xu, Yu, Wang. "Student-Centric Network Learning for

@@ -71,7 +71,7 @@ class LocalityPreservingDistiller(Distiller):
     >>> student = testing.tiny_conv_model("student", width=4)
     >>> distiller = LocalityPreservingDistiller(
     ...     teacher, student, teacher_layer_name="conv2",
-    ... student_layer_name="conv2")
+    ...     student_layer_name="conv2")
     >>> distiller.compile(optimizer="adam", metrics=["accuracy"])
     >>> x, y = testing.random_images(32)
     >>> history = distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
