@@ -102,13 +102,42 @@ def test_labelled_only_arrays_and_datasets():
     assert len(labels) == 8 and labels.min() >= 0
     np.testing.assert_array_equal(images, x[y >= 0])
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
-    got = np.concatenate([b.numpy() for _, b in labelled_only(
-        ds, batch_size=3)])
-    np.testing.assert_array_equal(got, labels)
+    batches = list(labelled_only(ds, batch_size=3, seed=1))
+    assert [len(b) for _, b in batches] == [3, 3, 2]
+    got_x = np.concatenate([a.numpy() for a, _ in batches])
+    got_y = np.concatenate([b.numpy() for _, b in batches])
+    # The same examples, reshuffled (each image with its label).
+    order = np.argsort(got_x.reshape(8, -1)[:, 0])
+    expected = np.argsort(images.reshape(8, -1)[:, 0])
+    np.testing.assert_array_equal(got_x[order], images[expected])
+    np.testing.assert_array_equal(got_y[order], labels[expected])
     with pytest.raises(ValueError, match=r"pass the `batch_size`"):
         labelled_only(ds)
     with pytest.raises(ValueError, match=r"no labelled example"):
         labelled_only((x, np.full(40, -1)))
+    with pytest.raises(ValueError, match=r"no labelled example"):
+        labelled_only(tf.data.Dataset.from_tensor_slices(
+            (x, np.full(40, -1))))
+    with pytest.raises(ValueError, match=r"infinite dataset.*repeat"):
+        labelled_only(ds.repeat(), batch_size=3)
+    with pytest.raises(ValueError, match=r"seed=3 with arrays"):
+        labelled_only((x, y), seed=3)
+
+
+def test_labelled_only_leaves_the_source_reshuffling_alone():
+    # The README's pattern: the student alone reads
+    # `labelled_only(few.train).repeat()` (how far ahead depends on
+    # prefetching, i.e. on timing), then the distiller reads `few.train`.
+    # Its shuffle order must not depend on how far the first one read.
+    def distiller_order(reads):
+        few = load_digits(image_size=8, batch_size=64, labels_per_class=2,
+                          seed=0)
+        labelled = iter(labelled_only(few.train, batch_size=8).repeat())
+        for _ in range(reads):
+            next(labelled)
+        return np.concatenate([y.numpy() for _, y in few.train])
+
+    np.testing.assert_array_equal(distiller_order(1), distiller_order(20))
 
 
 def test_distiller_trains_on_a_few_label_split():

@@ -68,14 +68,18 @@ def test_total_loss_is_weighted_sum_of_terms():
 
 
 def _counted_model(name, width):
+    """A model with a counter at its input and one inside, between the
+    tapped layers (a second pass through a tapped prefix counts there
+    even if it skipped the input)."""
     inputs = keras.Input((8, 8, 1))
     counter = testing.CallCounter(name="counter")
+    inner = testing.CallCounter(name="inner_counter")
     x = counter(inputs)
     x = keras.layers.Conv2D(width, 3, padding="same", activation="relu",
                             name="conv1")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(inner(x))
     return keras.Model(inputs, keras.layers.Dense(10, name="logits")(x),
-                       name=name), counter
+                       name=name), (counter, inner)
 
 
 @pytest.mark.parametrize("taps", [False, True])
@@ -96,11 +100,11 @@ def test_each_network_runs_forward_once_per_step(taps):
     distiller.compile(optimizer="sgd")
     x, y = testing.random_images(40)
     distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
-    assert float(t_counter.calls) == 5.0
-    assert float(s_counter.calls) == 5.0
+    for counter in t_counter + s_counter:
+        assert float(counter.calls) == 5.0, counter.path
     distiller.evaluate(x, y, batch_size=20, verbose=0)
-    assert float(t_counter.calls) == 7.0
-    assert float(s_counter.calls) == 7.0
+    for counter in t_counter + s_counter:
+        assert float(counter.calls) == 7.0, counter.path
 
 
 def test_one_hot_labels_and_sample_weights():
@@ -156,6 +160,83 @@ def test_keras_round_trip_resumes_training(tmp_path):
         np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-6)
 
 
+class _Recorder(keras.layers.Layer):
+    """Identity on `(16, 10)` logits that keeps the last `slots` batches it
+    saw (inside compiled steps too)."""
+
+    def __init__(self, slots=4, **kwargs):
+        super().__init__(**kwargs)
+        self.slots = slots
+
+    def build(self, input_shape):
+        self.seen = self.add_weight(shape=(self.slots, 16, 10),
+                                    initializer="zeros", trainable=False,
+                                    name="seen")
+        self.count = self.add_weight(shape=(), initializer="zeros",
+                                     dtype="int32", trainable=False,
+                                     name="count")
+
+    def call(self, x):
+        slot = tf.math.floormod(self.count, self.slots)
+        self.seen.assign(tf.tensor_scatter_nd_update(
+            self.seen, [[slot]], tf.cast(x, "float32")[None]))
+        self.count.assign_add(1)
+        return x
+
+
+def test_teacher_runs_in_inference_mode():
+    # Dropout and batch norm behave differently in training mode: the
+    # teacher's outputs must be those of `teacher(x, training=False)` at
+    # every step, and its moving statistics must not move.
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(8, 3, padding="same", name="conv1")(inputs)
+    h = keras.layers.BatchNormalization(name="bn")(h)
+    h = keras.layers.ReLU(name="relu")(h)
+    h = keras.layers.GlobalAveragePooling2D(name="pool")(h)
+    h = keras.layers.Dropout(0.5, name="dropout")(h)
+    recorder = _Recorder(name="recorder")
+    teacher = keras.Model(
+        inputs, recorder(keras.layers.Dense(10, name="logits")(h)),
+        name="bn_dropout_teacher")
+    bn = teacher.get_layer("bn")
+    # Moving statistics away from their initial values, so that batch
+    # statistics would differ from them.
+    bn.moving_mean.assign(np.linspace(-0.5, 0.5, 8).astype("float32"))
+    bn.moving_variance.assign(np.linspace(0.5, 2.0, 8).astype("float32"))
+    student = testing.tiny_conv_model("student", width=4, seed=2)
+    distiller = tfkd.Distiller(teacher, student, alpha=0.5)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+    x, y = testing.random_images(32, seed=4)
+    expected = [np.array(teacher(x[i:i + 16], training=False))
+                for i in (0, 16)]
+    before = {w.path: np.array(w) for w in teacher.weights
+              if "recorder" not in w.path}
+    recorder.count.assign(0)
+    # Two epochs, unshuffled: steps 0 and 2 see x[:16], 1 and 3 x[16:].
+    distiller.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False)
+    assert int(recorder.count) == 4
+    seen = np.array(recorder.seen)
+    for step in range(4):
+        np.testing.assert_allclose(seen[step], expected[step % 2],
+                                   rtol=1e-5, atol=1e-6,
+                                   err_msg=f"step {step}")
+    np.testing.assert_array_equal(seen[2], seen[0])
+    np.testing.assert_array_equal(seen[3], seen[1])
+    for w in teacher.weights:
+        if w.path in before:
+            np.testing.assert_array_equal(np.array(w), before[w.path],
+                                          err_msg=w.path)
+
+
+def _float32_tolerance(terms, steps):
+    """A relative tolerance for quantities that two computations reach
+    through different float32 summation orders: a sum of `terms` values is
+    within `terms * eps` (relative, of the sum of magnitudes) of any other
+    order's, once forward and once backward per step, over `steps` steps
+    (rounding differences compound additively at first order)."""
+    return 2 * steps * terms * float(np.finfo(np.float32).eps)
+
+
 def test_mirrored_strategy_matches_single_device():
     devices = tf.config.list_logical_devices("CPU")
     if len(devices) < 2:
@@ -178,10 +259,14 @@ def test_mirrored_strategy_matches_single_device():
         results.append((history.history,
                         [np.array(w) for w in student.weights]))
     (h1, w1), (h2, w2) = results
+    # 32 examples a batch (2 × 16 on the replicas), 4 steps.
+    rtol = _float32_tolerance(terms=32, steps=4)
     for name in h1:
-        np.testing.assert_allclose(h1[name], h2[name], rtol=1e-5)
+        np.testing.assert_allclose(h1[name], h2[name], rtol=rtol,
+                                   err_msg=name)
     for a, b in zip(w1, w2):
-        np.testing.assert_allclose(a, b, atol=1e-5)
+        np.testing.assert_allclose(a, b, rtol=rtol,
+                                   atol=rtol * np.abs(a).max())
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
@@ -319,8 +404,8 @@ BAD_CONSTRUCTOR_CASES = [
      lambda t, s: tfkd.Distiller(t, s, [tfkd.losses.HintDistillation(3, 3)]),
      TypeError, "teacher_layer_name=3"),
     ("taps_on_the_engine",
-     lambda t, s: tfkd.Distiller(t, s, teacher_layer="conv1"), TypeError,
-     r"taps layers through its terms.*teacher_layer='conv1'"),
+     lambda t, s: tfkd.Distiller(t, s, teacher_layer_name="conv1"), TypeError,
+     r"taps layers through its terms.*teacher_layer_name='conv1'"),
     ("not_a_term",
      lambda t, s: tfkd.Distiller(t, s, ["kd"]), TypeError,
      r"`distillation_losses` must hold.*Received item 0: 'kd'"),
@@ -428,7 +513,7 @@ def test_cached_teacher_outputs_match_live_training():
     results = []
     for use_cache in (False, True):
         keras.utils.set_random_seed(0)
-        teacher, t_counter = _counted_model("teacher", 8)
+        teacher, (t_counter, _) = _counted_model("teacher", 8)
         student = testing.tiny_conv_model("student", width=4, seed=2)
         distiller = tfkd.Distiller(
             teacher, student, [tfkd.losses.KDDistillation(),
@@ -483,3 +568,35 @@ def test_cache_for_other_taps_is_rejected():
     tapped.compile(optimizer="sgd")
     with pytest.raises(ValueError, match="Rebuild the cache"):
         tapped.fit(cached, epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("kind", ["tfkd", "keras"])
+def test_term_names_are_unique_when_one_is_named_like_a_suffix(kind):
+    """Two terms of one kind and a third named like the generated suffix
+    (`kd`, `kd`, `kd_2`): three distinct names, each term counted once."""
+    teacher, student = _pair()
+    x, y = testing.random_images(16)
+    if kind == "tfkd":
+        terms = [tfkd.terms.KDDistillation(temperature=1.0),
+                 tfkd.terms.KDDistillation(temperature=2.0),
+                 tfkd.terms.KDDistillation(temperature=4.0, name="kd_2")]
+        base = "kd"
+    else:
+        from keras.distillation import LogitsDistillation
+
+        terms = [LogitsDistillation(temperature=1.0),
+                 LogitsDistillation(temperature=2.0),
+                 tfkd.terms.KDDistillation(temperature=4.0, name="logits_2")]
+        base = "logits"
+    distiller = tfkd.Distiller(teacher, student, terms, [1.0, 10.0, 100.0],
+                               student_loss_weight=0.5)
+    names = list(distiller.terms)
+    assert names == [base, f"{base}_3", f"{base}_2"]
+    assert [distiller.term(n) for n in names] == terms
+    distiller.compile(optimizer="sgd")
+    r = distiller.evaluate(x, y, batch_size=16, return_dict=True, verbose=0)
+    values = [r[f"{n}_loss"] for n in names]
+    assert len(set(values)) == 3, r
+    assert r["loss"] == pytest.approx(
+        0.5 * r["student_loss"] + 0.5 * (values[0] + 10 * values[1]
+                                         + 100 * values[2]), rel=1e-5)

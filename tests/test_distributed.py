@@ -3,9 +3,11 @@
 Two replicas with a global batch of 32 must give the same per-epoch losses
 and the same final weights (student, adapters, regressors, discriminator)
 as one device with the same global batch of 32, from the same initial
-weights. Batch-level losses (LP) are, by design, computed per replica on
-its local batch: the single-device reference computes them on the same
-halves of each global batch and averages them (see `docs/distributed.md`).
+weights, with unlabelled examples (label -1) and sample weights spread
+unevenly over the replicas. Batch-level losses (LP) are, by design,
+computed per replica on its local batch: the single-device reference
+computes them on the same halves of each global batch and averages them
+(see `docs/distributed.md`).
 """
 
 import keras
@@ -58,7 +60,8 @@ def _per_replica_reference(distiller, batch_level, replicas):
     return distiller
 
 
-def _train(case, strategy, initial_weights, x, y, reference=False):
+def _train(case, strategy, initial_weights, x, y, reference=False,
+           **fit_kwargs):
     with strategy.scope():
         teacher, student = tiny_pair()
         distiller = case.build(teacher, student)
@@ -72,7 +75,7 @@ def _train(case, strategy, initial_weights, x, y, reference=False):
     student = [np.array(w) for w in distiller.student.weights]
     teacher = [np.array(w) for w in distiller.teacher.weights]
     history = distiller.fit(x, y, batch_size=GLOBAL_BATCH, epochs=2,
-                            verbose=0, shuffle=False)
+                            verbose=0, shuffle=False, **fit_kwargs)
     for before, w in zip(teacher, distiller.teacher.weights):
         np.testing.assert_array_equal(np.array(w), before)
     assert any(not np.array_equal(np.array(w), before)
@@ -81,16 +84,35 @@ def _train(case, strategy, initial_weights, x, y, reference=False):
     return weights, history.history, distiller
 
 
+def _unevenly_labelled(n):
+    """Images, labels and sample weights spread unevenly over replicas.
+
+    In the first global batch replica 0's half holds one labelled example
+    (label -1: unlabelled) and replica 1's half sixteen; in the second,
+    replica 1's half holds none. The student loss must divide by the
+    global batch's labelled count, as one device does, not by each
+    replica's own. The sample weights differ from example to example.
+    """
+    x, y = testing.random_images(n, seed=3)
+    y = np.array(y, dtype="int64")
+    half = GLOBAL_BATCH // REPLICAS
+    y[1:half] = -1
+    y[GLOBAL_BATCH + half:] = -1
+    sample_weight = np.linspace(0.2, 3.0, n).astype("float32")
+    return x, y, sample_weight
+
+
 @pytest.mark.parametrize("case", distiller_params())
 def test_mirrored_matches_single_device(case):
     devices = _devices()
-    x, y = testing.random_images(2 * GLOBAL_BATCH, seed=3)
+    x, y, sample_weight = _unevenly_labelled(2 * GLOBAL_BATCH)
     keras.utils.set_random_seed(0)
     initial, h1, single = _train(case, tf.distribute.get_strategy(), None,
-                                 x, y, reference=True)
+                                 x, y, reference=True,
+                                 sample_weight=sample_weight)
     keras.utils.set_random_seed(0)
     _, h2, mirrored = _train(case, mirrored_strategy(devices),
-                             initial, x, y)
+                             initial, x, y, sample_weight=sample_weight)
     assert mirrored.distribute_strategy.num_replicas_in_sync == REPLICAS
     assert sorted(h1) == sorted(h2)
     for name in h1:

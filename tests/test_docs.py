@@ -149,3 +149,25 @@ def test_own_model_tutorial_runs(tmp_path, monkeypatch):
     history = namespace["history"]
     assert {"loss", "student_loss", "kd_loss", "knowledge_loss",
             "val_knowledge_loss"} <= set(history.history)
+
+
+def test_students_are_saved_atomically_everywhere():
+    """README, docs, recipes and the demo save a student with
+    `tfkd.saving.save` (all or nothing), never Keras's in-place
+    `model.save` (see test_io's full-disk test for what that risks)."""
+    files = [os.path.join(ROOT, "README.md"),
+             os.path.join(ROOT, "tfkd", "demo.py")]
+    for folder in (DOCS, os.path.join(ROOT, "recipes")):
+        for base, _, names in os.walk(folder):
+            files += [os.path.join(base, n) for n in names
+                      if n.endswith((".md", ".py"))]
+    offenders = []
+    for path in files:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                # A line explaining tfkd's save may name Keras's.
+                if re.search(r"\b(student|model|teacher)\.save\(", line) \
+                        and "saving.save" not in line:
+                    offenders.append(f"{os.path.relpath(path, ROOT)}:"
+                                     f"{number}: {line.strip()}")
+    assert not offenders, offenders

@@ -16,6 +16,7 @@ import tensorflow as tf
 import tfkd
 from tfkd import losses
 from tfkd import testing
+from tfkd.callbacks import NonFiniteDataError
 from tfkd.callbacks import NonFiniteLossError
 from tfkd.callbacks import StopOnNonFiniteLoss
 
@@ -173,41 +174,86 @@ def _exploding_teacher():
     return teacher
 
 
-def test_exploding_knowledge_term_stops_training_naming_it():
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_exploding_knowledge_term_stops_training_naming_it(jit_compile):
+    # The knowledge loss overflows (inf) while its gradients stay finite:
+    # the guard stops on the loss itself, before the step changes any
+    # weight (without it the student's weights jump to ~1e19).
     teacher = _exploding_teacher()
     _, student = tiny_pair()
-    distiller = tfkd.FitNetDistiller(teacher, student, teacher_layer="conv1",
-                                     student_layer="conv1", alpha=0.5)
-    distiller.compile(optimizer=keras.optimizers.SGD(0.01))
+    distiller = tfkd.FitNetDistiller(teacher, student,
+                                     teacher_layer_name="conv1",
+                                     student_layer_name="conv1", alpha=0.5)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.01),
+                      jit_compile=jit_compile)
     x, y = testing.random_images(16)
     # Only the knowledge term blows up: the teacher's logits are finite.
     logits = teacher.predict(x, verbose=0)
     _assert_finite(logits, "teacher logits")
-    before = [np.array(w) for w in distiller.student.weights]
+    before = [np.array(w) for w in distiller.weights]
     with pytest.raises(NonFiniteLossError,
-                       match="`knowledge_loss` became inf") as info:
+                       match=r"Non-finite loss at training batch 0 of epoch "
+                             r"0.*`knowledge_loss`.*check_finite = False"):
         distiller.fit(x, y, batch_size=8, epochs=3, verbose=0,
                       callbacks=[StopOnNonFiniteLoss()])
-    message = str(info.value)
-    assert "`knowledge_loss` became inf" in message, message
-    assert "training batch 0" in message
-    assert distiller.stop_training
-    # The first bad step already ran: the callback stops before a second.
-    assert distiller.optimizer.iterations.numpy() == 1
-    assert len(before) == len(distiller.student.weights)
+    assert distiller.optimizer.iterations.numpy() == 0
+    assert len(before) == len(distiller.weights)
+    for value, variable in zip(before, distiller.weights):
+        np.testing.assert_array_equal(np.array(variable), value,
+                                      err_msg=variable.path)
+
+
+class _NaNGradient(keras.layers.Layer):
+    """The identity whose gradient is NaN: the loss stays finite, every
+    gradient before it does not."""
+
+    def call(self, x):
+        @tf.custom_gradient
+        def identity(x):
+            return tf.identity(x), lambda dy: dy * np.nan
+
+        return identity(x)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_non_finite_gradients_with_finite_loss_skip_the_step(jit_compile):
+    teacher, _ = tiny_pair()
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(2, 3, name="conv1")(inputs)
+    h = _NaNGradient()(h)
+    outputs = keras.layers.Dense(10, name="logits")(
+        keras.layers.Flatten()(h))
+    student = keras.Model(inputs, outputs, name="nan_gradient_student")
+    distiller = tfkd.Distiller(teacher, student)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.01),
+                      jit_compile=jit_compile)
+    x, y = testing.random_images(16)
+    before = [np.array(w) for w in distiller.weights]
+    with pytest.raises(NonFiniteDataError,
+                       match=r"Non-finite gradients at training batch 0 of "
+                             r"epoch 0"):
+        distiller.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    assert distiller.optimizer.iterations.numpy() == 0
+    for value, variable in zip(before, distiller.weights):
+        np.testing.assert_array_equal(np.array(variable), value,
+                                      err_msg=variable.path)
 
 
 def test_stop_without_raising_records_the_term():
+    # With the engine's guard off, the callback is what stops training.
     teacher = _exploding_teacher()
     _, student = tiny_pair()
-    distiller = tfkd.FitNetDistiller(teacher, student, teacher_layer="conv1",
-                                     student_layer="conv1")
+    distiller = tfkd.FitNetDistiller(teacher, student,
+                                     teacher_layer_name="conv1",
+                                     student_layer_name="conv1")
     distiller.compile(optimizer=keras.optimizers.SGD(0.01))
+    distiller.check_finite = False
     x, y = testing.random_images(32)
     callback = StopOnNonFiniteLoss(raise_error=False)
     history = distiller.fit(x, y, batch_size=8, epochs=3, verbose=0,
                             callbacks=[callback])
-    assert "`knowledge_loss`" in callback.message
+    assert "`knowledge_loss` became inf" in callback.message
+    assert distiller.stop_training
     assert len(history.epoch) == 1  # Stopped in the first epoch.
     assert distiller.optimizer.iterations.numpy() == 1
 

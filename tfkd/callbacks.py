@@ -348,7 +348,16 @@ class HyperparameterScheduler(keras.callbacks.Callback):
             value = schedule(index, self.model.get_hyperparameter(path))
         else:
             value = schedule(index)
-        return float(value)
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            # A schedule that forgot a `return` (None), or returned text.
+            raise TypeError(
+                f"The schedule of {path!r} returned {value!r} at {self.per} "
+                f"{index}; a schedule must return a number (the value of "
+                f"{path!r} from that {self.per} on). Check that every branch "
+                "of the schedule returns one."
+            ) from None
 
     def _assign(self, index):
         for path in self.schedules:

@@ -124,7 +124,9 @@ def unlabel(data, labels_per_class, *, seed=0):
 
     Raises:
         ValueError: For a class with fewer labelled examples than
-            `labels_per_class`, or labels that are not class ids.
+            `labels_per_class`, labels that are not class ids, or a dataset
+            that repeats forever (take the first `n` batches with
+            `data.take(n)` first, `.repeat()` after).
 
     Example:
 
@@ -193,6 +195,10 @@ def _dataset_labels(dataset):
     its elements are batches."""
     import tensorflow as tf
 
+    from tfkd.data.tfds_data import require_finite
+
+    require_finite(dataset, "data", what="`unlabel` reads its labels to "
+                   "the end to choose which to keep")
     batched = _is_batched(dataset)
     labels = dataset.map(lambda *e: tf.reshape(e[1], [-1]))
     values = [v.numpy() for v in labels]
@@ -231,21 +237,38 @@ def _unlabel_dataset(dataset, labels_per_class, seed):
     return dataset.scan(tf.constant(0, tf.int64), relabel)
 
 
-def labelled_only(data, *, batch_size=None):
+def labelled_only(data, *, batch_size=None, seed=None):
     """The labelled examples alone (labels `>= 0`).
 
     The baseline of a few-label experiment: the student trained on the
     labels it has, without the unlabelled rest.
 
+    A dataset is read once, now (one whole pass; the labelled examples of
+    a few-label split are few, so they are kept in memory), and the result
+    is a pipeline of its own that reshuffles them each pass with `seed`.
+    Filtering `data` lazily instead would share its reshuffling: each pass
+    over the result would draw `data`'s next shuffle order, so another fit
+    on `data` (the distiller's) would see orders that depend on how far
+    this one read ahead, which `tf.data`'s prefetching makes
+    timing-dependent, and the runs would not be reproducible.
+
     Args:
-        data: An `(images, labels)` pair of arrays, or a `tf.data.Dataset`
-            of `(images, labels)` elements (batched or not).
+        data: An `(images, labels)` pair of arrays, or a finite
+            `tf.data.Dataset` of `(images, labels)` elements (batched or
+            not; more components, e.g. sample weights, are kept).
         batch_size: For a batched dataset, the batch size of the result
             (required there: the filtered examples are re-batched).
+        seed: For a dataset, the seed of the result's reshuffling (`None`:
+            TensorFlow's global seed, which `keras.utils.set_random_seed`
+            sets). Arrays keep their order: pass no seed with them.
 
     Returns:
-        The same kind as `data`, holding the labelled examples in their
-        order.
+        The same kind as `data`: arrays of the labelled examples in their
+        order, or a dataset of them reshuffled each pass.
+
+    Raises:
+        ValueError: If `data` holds no labelled example, is an infinite
+            dataset, or `batch_size` or `seed` does not fit `data`.
 
     Example:
 
@@ -258,6 +281,8 @@ def labelled_only(data, *, batch_size=None):
     import tensorflow as tf
 
     if isinstance(data, tf.data.Dataset):
+        if seed is not None:
+            seed = _check_seed(seed)
         batched = _is_batched(data)
         if batched:
             if isinstance(batch_size, bool) or not isinstance(
@@ -267,8 +292,27 @@ def labelled_only(data, *, batch_size=None):
                     "the filtered batches (a positive int). Received: "
                     f"batch_size={batch_size!r}.")
             data = data.unbatch()
+        if int(data.cardinality()) == int(tf.data.INFINITE_CARDINALITY):
+            raise ValueError(
+                "`data` is an infinite dataset (e.g. ends in `.repeat()`): "
+                "`labelled_only` reads one whole pass. Pass the finite "
+                "pipeline and repeat the result instead.")
         filtered = data.filter(lambda x, y, *rest: y >= 0)
-        return filtered.batch(batch_size) if batched else filtered
+        # All of one pass in one element: exactly one iteration of `data`.
+        everything = list(filtered.batch(np.iinfo(np.int32).max).take(1))
+        if not everything:
+            raise ValueError("`data` holds no labelled example (every label "
+                             "is -1).")
+        result = tf.data.Dataset.from_tensor_slices(everything[0])
+        count = int(tf.shape(tf.nest.flatten(everything[0])[0])[0])
+        result = result.shuffle(count, seed=seed,
+                                reshuffle_each_iteration=True)
+        return result.batch(batch_size) if batched else result
+    if seed is not None:
+        raise ValueError(
+            "`seed` reshuffles a dataset's labelled examples; arrays are "
+            f"returned in their order. Received: seed={seed!r} with arrays. "
+            "Drop `seed`, or shuffle the arrays yourself.")
     if not (isinstance(data, tuple) and len(data) == 2):
         raise ValueError(
             "`data` must be an (images, labels) pair of arrays or a "

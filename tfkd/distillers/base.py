@@ -40,6 +40,7 @@ import tensorflow as tf
 from tfkd import _compat
 from tfkd import hyperparameters as hp
 from tfkd.callbacks import NonFiniteDataError
+from tfkd.callbacks import NonFiniteLossError
 from tfkd.distillers.taps import Extractor
 from tfkd.losses import kd as kd_losses
 from tfkd.terms.base import LOGITS
@@ -57,6 +58,7 @@ TEACHER_FEATURES_KEY = "teacher_features"
 #: the kind and its values; the engine raises `_MESSAGES[kind](*values)`.
 _IMAGES = "tfkd-non-finite-images"
 _GRADIENTS = "tfkd-non-finite-gradients"
+_LOSSES = "tfkd-non-finite-losses"
 _LABELS_FRACTIONAL = "tfkd-labels-fractional"
 _LABELS_RANGE = "tfkd-labels-range"
 _LABELS_WIDTH = "tfkd-labels-width"
@@ -79,6 +81,13 @@ _MESSAGES = {
         "temperature, check the labels and sample weights for NaN/Inf, and "
         "the student's weights (`tfkd.callbacks.StopOnNonFiniteLoss` names "
         f"a bad one). {_OFF}"),
+    _LOSSES: lambda where, terms: (
+        f"Non-finite loss at {where}: {terms}. The step stopped before "
+        "changing any weight. Lower the learning rate or the term's weight, "
+        "use a less extreme temperature, check the data, the labels and "
+        "sample weights for NaN/Inf, and the teacher's and student's "
+        "weights (`tfkd.callbacks.StopOnNonFiniteLoss` names a bad one). "
+        f"{_OFF}"),
     _LABELS_FRACTIONAL: lambda value: (
         f"Labels `y` hold fractional or non-finite floats (e.g. {value}); "
         "class ids must be whole numbers (e.g. 3.0 or 3). Round or cast "
@@ -94,7 +103,8 @@ _MESSAGES = {
         f"{num_classes} logits. Use one column per class, or integer class "
         "ids."),
 }
-_ERRORS = {_IMAGES: NonFiniteDataError, _GRADIENTS: NonFiniteDataError}
+_ERRORS = {_IMAGES: NonFiniteDataError, _GRADIENTS: NonFiniteDataError,
+           _LOSSES: NonFiniteLossError}
 
 
 def _parse_check(message):
@@ -125,7 +135,7 @@ def _number(text):
 def _check_error(kind, values, progress=None):
     """The Python exception of a failed check `kind` with its `values`."""
     values = [_number(v) for v in values]
-    if kind in (_IMAGES, _GRADIENTS):
+    if kind in (_IMAGES, _GRADIENTS, _LOSSES):
         values[0] = _where(values[0], progress)
     return _ERRORS.get(kind, ValueError)(_MESSAGES[kind](*values))
 
@@ -195,6 +205,19 @@ def _non_finite_names(losses):
         tf.boolean_mask(names, tf.logical_not(finite)), separator=", ")
 
 
+def _losses_finite(losses):
+    """`(all finite, int64 bit mask of the non-finite ones)` of the scalars
+    `losses` (`{name: scalar}`, bit `i` for the `i`-th), else `None`."""
+    if not losses:
+        return None
+    finite = tf.stack([tf.reduce_all(tf.math.is_finite(
+        tf.cast(value, tf.float32))) for value in losses.values()])
+    bits = tf.bitwise.left_shift(
+        tf.constant(1, tf.int64), tf.range(len(losses), dtype=tf.int64))
+    mask = tf.reduce_sum(tf.where(finite, tf.zeros_like(bits), bits))
+    return tf.reduce_all(finite), mask
+
+
 def _all_finite(gradients):
     flags = []
     for g in gradients:
@@ -237,6 +260,16 @@ def split_cached_inputs(x):
 def num_replicas():
     """Replicas of the current `tf.distribute` strategy (1 by default)."""
     return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def _mean_over_replicas(value):
+    """`value` averaged over the replicas of a `tf.distribute` step (itself
+    on one device or outside a replica context)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.MEAN,
+                              tf.stop_gradient(value))
 
 
 def _batch_size(x):
@@ -546,11 +579,14 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
     - **Nested models.** Terms tap layers of nested functional models by
       path, e.g. `"MobileNetV3Small/expanded_conv_2_add"`.
     - **Nothing non-finite reaches the weights.** Each training step
-      checks its images and gradients first (`check_finite`); a bad batch
-      raises `tfkd.callbacks.NonFiniteDataError` naming it.
+      checks its images, gradients and loss terms first (`check_finite`);
+      a bad batch raises `tfkd.callbacks.NonFiniteDataError` (a
+      non-finite loss with finite gradients:
+      `tfkd.callbacks.NonFiniteLossError`) naming it.
     - **Labels** are integer class ids or one-hot; `-1` marks an unlabelled
       example: the student loss averages over the labelled examples of the
-      batch (0 when there are none), knowledge terms use every example.
+      (global) batch (0 when there are none), knowledge terms use every
+      example.
     - **Live hyperparameters.** `student_loss_weight`,
       `distillation_loss_weights` and the terms' temperatures are variables:
       assigning them (`distiller.student_loss_weight = 0.2`,
@@ -721,6 +757,7 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         # `compute_loss` and the guard's message (see `train_step`).
         object.__setattr__(self, "_step_outputs", None)
         object.__setattr__(self, "_step_values", {})
+        object.__setattr__(self, "_guard_loss_names", [])
         # Keras's distiller's three metrics first (the order `evaluate`
         # returns them in), then tfkd's per-term ones.
         self._trackers = [keras.metrics.Mean(name=n) for n in (
@@ -755,12 +792,18 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
             )
 
     def _unique_names(self):
-        names, seen = [], {}
-        for term in self._terms:
-            base = _term_name(term.loss if isinstance(term, _KerasTerm)
-                              else term)
-            seen[base] = seen.get(base, 0) + 1
-            names.append(base if seen[base] == 1 else f"{base}_{seen[base]}")
+        bases = [_term_name(t.loss if isinstance(t, _KerasTerm) else t)
+                 for t in self._terms]
+        # A repeated name gets the first free suffix, never one another
+        # term already carries (`kd`, `kd`, `kd_2` -> `kd`, `kd_3`, `kd_2`):
+        # the names key the terms' weights, metrics and losses.
+        names, used, taken = [], set(), set(bases)
+        for base in bases:
+            name, k = base, 2
+            while name in used or (name != base and name in taken):
+                name, k = f"{base}_{k}", k + 1
+            used.add(name)
+            names.append(name)
         reserved = {"student", "total", "distillation"}
         for name in names:
             if name in reserved:
@@ -1315,8 +1358,14 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
             if value.shape.rank and value.shape.rank > 1:
                 value = tf.reduce_mean(
                     value, axis=list(range(1, value.shape.rank)))
+            # The global batch's labelled count: under `tf.distribute`
+            # each replica's sum is divided by the replicas' mean count, so
+            # the replicas' average (the engine divides by their number
+            # and sums their gradients) is the global sum over the global
+            # count, however the labels fall on replicas.
             student_loss = tf.math.divide_no_nan(
-                tf.reduce_sum(value * weights), tf.reduce_sum(mask))
+                tf.reduce_sum(value * weights),
+                _mean_over_replicas(tf.reduce_sum(mask)))
         else:
             student_loss = reduce_term(per_example, sample_weight)
         values = {"student_loss": student_loss, **values}
@@ -1363,18 +1412,20 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
 
     @property
     def check_finite(self):
-        """Whether each training step checks its images and gradients for
-        NaN / Inf before any weight changes (default `True`).
+        """Whether each training step checks its images, gradients and loss
+        terms for NaN / Inf before any weight changes (default `True`).
 
         A bad batch stops `fit` with a `tfkd.callbacks.NonFiniteDataError`
-        naming the epoch, the batch and the optimizer step; the step is
+        naming the epoch, the batch and the optimizer step (a non-finite
+        loss whose gradients are finite, e.g. an overflowing term, with a
+        `tfkd.callbacks.NonFiniteLossError` naming the terms); the step is
         not applied, so no weight (and no checkpoint) takes it in. The
         checks' own work is about 0.2% of a VGG step, the whole cost
         within measurement noise (`docs/benchmarks.md`); set
         `distiller.check_finite = False` to drop them (the next `fit`
-        retraces its step). Gradients are not checked under a
-        `LossScaleOptimizer`, which skips overflowing float16 steps
-        itself. Under `jit_compile=True` (XLA drops assertions) a bad step
+        retraces its step). Gradients (but not the loss) are not checked
+        under a `LossScaleOptimizer`, which skips overflowing float16
+        steps itself. Under `jit_compile=True` (XLA drops assertions) a bad step
         is skipped instead, and `fit` raises after the batch.
         """
         return self._check_finite
@@ -1422,8 +1473,13 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
 
     def apply_checked_gradients(self, gradients, variables, images=None,
                                 losses=None, optimizer=None):
-        """Applies `gradients` once they (and, under XLA, `images`) are
-        known to be finite (see `check_finite`).
+        """Applies `gradients` once they, the step's `losses` and (under
+        XLA) `images` are known to be finite (see `check_finite`).
+
+        A non-finite loss stops the step even when its gradients are
+        finite (e.g. an overflowing term whose gradient saturates): its
+        reported value would otherwise be the only trace of a step that
+        already moved the weights.
 
         Args:
             gradients: One gradient (or `None`) per variable.
@@ -1431,7 +1487,8 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
             images: The step's images (checked here only under XLA; the
                 forward pass asserts them otherwise).
             losses: Optional `{metric name: scalar}` of the step's loss
-                terms; a failed check names the non-finite ones.
+                terms, checked too; a failed check names the non-finite
+                ones.
             optimizer: Default: the distiller's optimizer.
         """
         optimizer = optimizer or self.optimizer
@@ -1443,30 +1500,50 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         checked = not isinstance(optimizer,
                                  keras.optimizers.LossScaleOptimizer)
         grads_finite = _all_finite(gradients) if checked else None
+        # The loss is checked under a loss-scale optimizer too: it skips
+        # non-finite gradients only.
+        losses_finite = _losses_finite(losses)
         if self._guard_in_xla():
             self._apply_or_skip(optimizer, gradients, variables, images,
-                                grads_finite)
+                                grads_finite, losses, losses_finite)
             return
-        if grads_finite is None:
+        # Gradients first: non-finite ones are reported with the loss
+        # terms that are non-finite too.
+        checks = []
+        if grads_finite is not None:
+            checks.append(tf.debugging.Assert(
+                grads_finite,
+                [_GRADIENTS, self._step_number(), _non_finite_names(losses)]))
+        if losses_finite is not None:
+            with tf.control_dependencies(checks):
+                checks.append(tf.debugging.Assert(
+                    losses_finite[0],
+                    [_LOSSES, self._step_number(),
+                     _non_finite_names(losses)]))
+        if not checks:
             optimizer.apply_gradients(zip(gradients, variables))
             return
-        check = tf.debugging.Assert(
-            grads_finite,
-            [_GRADIENTS, self._step_number(), _non_finite_names(losses)])
-        # Everything the optimizer does waits for the check, its step
+        # Everything the optimizer does waits for the checks, its step
         # counter included: a failed step leaves no trace.
-        with tf.control_dependencies([check]):
+        with tf.control_dependencies(checks):
             gradients = [None if g is None else tf.identity(g)
                          for g in gradients]
             optimizer.apply_gradients(zip(gradients, variables))
 
     def _apply_or_skip(self, optimizer, gradients, variables, images,
-                       grads_finite):
+                       grads_finite, losses=None, losses_finite=None):
         finite = _finite_examples(images) if images is not None else None
         images_finite = tf.constant(True) if finite is None else \
             tf.reduce_all(finite)
         ok = images_finite if grads_finite is None else tf.logical_and(
             images_finite, grads_finite)
+        if losses_finite is None:
+            loss_ok, bad_losses = tf.constant(True), tf.constant(0, tf.int64)
+        else:
+            loss_ok, bad_losses = losses_finite
+            # Read back by `_raise_recorded` to name the bad terms.
+            object.__setattr__(self, "_guard_loss_names", list(losses))
+        ok = tf.logical_and(ok, loss_ok)
         if not optimizer.built:
             # Not inside the branch: that would create its variables there.
             optimizer.build(variables)
@@ -1481,8 +1558,17 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
             first_bad = tf.constant(-1, tf.int64) if finite is None else \
                 _global_index(tf.argmin(tf.cast(finite, tf.int32),
                                         output_type=tf.int64), finite)
-            kind = tf.where(images_finite, tf.constant(2, tf.int64),
-                            tf.constant(1, tf.int64))
+            # Images first (the cause of everything else), then the
+            # gradients, then the loss (as outside XLA); the third value
+            # is the first bad example for images, the bit mask of the bad
+            # loss terms for a loss.
+            grads_ok = tf.constant(True) if grads_finite is None \
+                else grads_finite
+            kind = tf.where(
+                tf.logical_not(images_finite), tf.constant(1, tf.int64),
+                tf.where(grads_ok, tf.constant(3, tf.int64),
+                         tf.constant(2, tf.int64)))
+            first_bad = tf.where(kind == 3, bad_losses, first_bad)
             # The first bad step of a run is the one reported.
             record.assign(tf.where(record[0] < 0,
                                    tf.stack([step, kind, first_bad]),
@@ -1523,6 +1609,10 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         if step < 0:
             return
         record.assign([-1, 0, -1])
+        if kind == 3:
+            raise _check_error(_LOSSES, [step, ", ".join(
+                f"`{name}`" for i, name in enumerate(self._guard_loss_names)
+                if example >> i & 1)], progress)
         values = [step, example] if kind == 1 else [step]
         raise _check_error(_IMAGES if kind == 1 else _GRADIENTS, values,
                            progress)
@@ -1756,9 +1846,10 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
             # Progress first: under XLA it raises a skipped bad step before
             # any other callback sees the batch.
             kwargs["callbacks"] = [progress] + list(
-                kwargs.get("callbacks") or []) + [_ScaleCheck()]
-        _warn_unknown_monitors(kwargs.get("callbacks") or [],
-                               self._loss_metric_names())
+                kwargs.get("callbacks") or []) + self._schedule_callbacks(
+            ) + [_ScaleCheck()]
+        _warn_unknown_monitors(kwargs["callbacks"] if "callbacks" in kwargs
+                               else [], self._loss_metric_names())
         self._prepare_guard()
         self._sync_terms()
         with self._clear_errors(progress):
@@ -1766,6 +1857,16 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
 
     def _loss_metric_names(self):
         return ["loss"] + [t.name for t in self._trackers]
+
+    def _schedule_callbacks(self):
+        """The callbacks of the terms' own schedules (e.g. DKD's warm-up:
+        `tfkd.terms.DistillationTerm.training_callbacks`)."""
+        callbacks = []
+        for term in self._terms:
+            own = getattr(term, "training_callbacks", None)
+            if own is not None:
+                callbacks += list(own(self))
+        return callbacks
 
     def evaluate(self, *args, **kwargs):
         self._sync_terms()

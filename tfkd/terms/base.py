@@ -119,6 +119,50 @@ def _as_names(value, name):
     )
 
 
+def layer_name_arguments(owner, teacher_layer_name, student_layer_name,
+                         kwargs):
+    """`(teacher_layer_name, student_layer_name)` of a preset's arguments.
+
+    Keras's spelling (`teacher_layer_name=`, `student_layer_name=`) is the
+    one name of a layer argument in presets and terms alike; the presets'
+    old `teacher_layer_name=` / `student_layer_name=` still work, popped from
+    `kwargs` with a `DeprecationWarning`.
+
+    Args:
+        owner: Name of the class, for the messages.
+        teacher_layer_name: The value given under the new name.
+        student_layer_name: The value given under the new name.
+        kwargs: The caller's other keyword arguments (the old names are
+            removed from it).
+
+    Returns:
+        The pair of values.
+
+    Raises:
+        TypeError: If a layer is given under both names.
+    """
+    import warnings
+
+    values = {"teacher": teacher_layer_name, "student": student_layer_name}
+    for role in values:
+        old = f"{role}_layer"
+        if old not in kwargs:
+            continue
+        value = kwargs.pop(old)
+        if values[role] is not None:
+            raise TypeError(
+                f"{owner} got the {role} layer twice: `{old}_name="
+                f"{values[role]!r}` and the deprecated `{old}={value!r}`. "
+                f"Pass only `{old}_name=`."
+            )
+        warnings.warn(
+            f"{owner}: `{old}=` is deprecated; use `{old}_name=` (Keras's "
+            "spelling, also the terms'). Received: "
+            f"{old}={value!r}.", DeprecationWarning, stacklevel=3)
+        values[role] = value
+    return values["teacher"], values["student"]
+
+
 def check_bool(value, name):
     """Returns `value` if it is a bool, else raises a `TypeError`."""
     if not isinstance(value, bool):
@@ -490,6 +534,21 @@ class DistillationTerm(keras.layers.Layer,
 
     # ------------------------------------------------------------------
     # Serialisation.
+
+    def training_callbacks(self, distiller):
+        """Keras callbacks this term's method trains with (its schedule).
+
+        `tfkd.Distiller.fit` adds them to every `fit`, so the schedule is the
+        same whichever way the distiller was built (class, registry,
+        tuner). The default is none; DKD's warm-up of its weight is one.
+
+        Args:
+            distiller: The `tfkd.Distiller` about to train.
+
+        Returns:
+            A list of `keras.callbacks.Callback`.
+        """
+        return []
 
     def get_config(self):
         config = super().get_config()

@@ -106,7 +106,7 @@ class CorrelationDistillation(DistillationTerm):
         # far from 0) swamp the labels and collapsed the digits student
         # (docs/methods/correlation.md); it stays reachable with
         # `stage=None`.
-        build_defaults={"adapter": True, "stage": 1},
+        build_defaults={"adapter": True},
         # Two stages leave `beta` unused (each stage minimises one loss):
         # not searched. "+KD" rows use alpha = 0.3 in L_Class (alpha = 1:
         # no KD term).

@@ -61,7 +61,6 @@ class HintDistillation(DistillationTerm):
         # correlation paper's "Activation" row) let the summed hint swamp
         # the labels and collapsed the digits student (docs/methods/
         # fitnets.md); it stays reachable with `stage=None`.
-        build_defaults={"stage": 1},
         search_space={
             "alpha": {"type": "float", "min_value": 0.3, "max_value": 1.0},
             "temperature": {"type": "float", "min_value": 1.0,
