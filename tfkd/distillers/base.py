@@ -1654,6 +1654,10 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
             kwargs["callbacks"] = [progress] + list(
                 kwargs.get("callbacks") or []) + self._schedule_callbacks(
             ) + [_ScaleCheck()]
+        if isinstance(x, tf.data.Dataset) and len(args) < 7:
+            # A dataset shuffles itself and Keras ignores `shuffle` for it,
+            # but warns on every `fit` that keeps its default `True`.
+            kwargs.setdefault("shuffle", False)
         self._prepare_guard()
         with self._clear_errors(progress):
             return super().fit(x, y, *args, **kwargs)
