@@ -1975,6 +1975,10 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
             ) + [_ScaleCheck()]
         _warn_unknown_monitors(kwargs.get("callbacks") or [],
                                self._loss_metric_names())
+        if isinstance(x, tf.data.Dataset) and len(args) < 7:
+            # A dataset shuffles itself and Keras ignores `shuffle` for it,
+            # but warns on every `fit` that keeps its default `True`.
+            kwargs.setdefault("shuffle", False)
         self._prepare_guard()
         self._sync_terms()
         with self._clear_errors(progress):
