@@ -81,15 +81,15 @@ def build(method, teacher, initial_weights):
     if method == "kd":
         return tfkd.Distiller(teacher, student, alpha=0.5, temperature=4.0)
     if method == "fitnet":
-        return tfkd.FitNetDistiller(teacher, student, teacher_layer=TAP,
-                                    student_layer=TAP, alpha=0.5)
+        return tfkd.FitNetDistiller(teacher, student, teacher_layer_name=TAP,
+                                    student_layer_name=TAP, alpha=0.5)
     if method == "fitnet-fc":
         return tfkd.FeatureDistiller(
             teacher, student, knowledge=FCHintDistillation(TAP, TAP),
             alpha=0.5)
     if method == "lp":
         return tfkd.LocalityPreservingDistiller(
-            teacher, student, teacher_layer=TAP, student_layer=TAP)
+            teacher, student, teacher_layer_name=TAP, student_layer_name=TAP)
     raise ValueError(method)
 
 

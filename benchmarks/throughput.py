@@ -74,8 +74,8 @@ def build(method, teacher, student):
                                                 **taps)
     elif method == "ktan":
         distiller = tfkd.AdversarialDistiller(
-            teacher, student, teacher_layer="block4_relu3",
-            student_layer=TAP, pretrain_steps=0)
+            teacher, student, teacher_layer_name="block4_relu3",
+            student_layer_name=TAP, pretrain_steps=0)
         distiller.compile(optimizer=optimizer(),
                           discriminator_optimizer=optimizer())
         return distiller

@@ -67,7 +67,7 @@ def examples():
     student.set_weights(weights)
     layer = "block2_relu"
     distiller = tfkd.CorrelationDistiller(
-        teacher, student, teacher_layer=layer, student_layer=layer,
+        teacher, student, teacher_layer_name=layer, student_layer_name=layer,
         mode="channel", alpha=0.3)
     distiller.compile(optimizer=keras.optimizers.Adam(3e-3),
                       metrics=["accuracy"])

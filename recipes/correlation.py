@@ -316,7 +316,8 @@ def build_distiller(row, teacher, student, layer):
     if row.approach == "kd":
         return tfkd.Distiller(teacher, student, alpha=KD_ALPHA,
                               temperature=TEMPERATURE)
-    common = dict(teacher_layer=layer, student_layer=layer, alpha=row.alpha,
+    common = dict(teacher_layer_name=layer, student_layer_name=layer,
+                  alpha=row.alpha,
                   temperature=TEMPERATURE)
     if row.approach == "activation":
         return tfkd.FitNetDistiller(teacher, student, beta=BETA, **common)

@@ -147,14 +147,14 @@ def build_distiller(method, teacher, student, setting, pretrain_steps,
                               temperature=KD_TEMPERATURE)
     if method == "fitnet":
         return tfkd.FitNetDistiller(
-            teacher, student, teacher_layer=teacher_layer,
-            student_layer=student_layer, alpha=1.0 - KD_WEIGHT,
+            teacher, student, teacher_layer_name=teacher_layer,
+            student_layer_name=student_layer, alpha=1.0 - KD_WEIGHT,
             temperature=KD_TEMPERATURE, regressor_activation="relu",
             stage=stage)
     if method in ("dln", "ktan", "kd+ktan"):
         return tfkd.AdversarialDistiller(
-            teacher, student, teacher_layer=teacher_layer,
-            student_layer=student_layer,
+            teacher, student, teacher_layer_name=teacher_layer,
+            student_layer_name=student_layer,
             alpha=0.0 if method == "dln" else ALPHA, beta=BETA,
             pretrain_steps=pretrain_steps,
             kd_weight=KD_WEIGHT if method == "kd+ktan" else 0.0,

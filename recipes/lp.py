@@ -210,14 +210,14 @@ def build_distiller(method, teacher, student, pair):
     """The distiller of `method` (not compiled)."""
     if method in ("kd", "lp"):
         return tfkd.LocalityPreservingDistiller(
-            teacher, student, teacher_layer=pair.lp_taps[0],
-            student_layer=pair.lp_taps[1], k=K,
+            teacher, student, teacher_layer_name=pair.lp_taps[0],
+            student_layer_name=pair.lp_taps[1], k=K,
             gamma=GAMMA if method == "lp" else 0.0, lam=LAM,
             temperature=TAU)
     if method == "fitnet":
         return tfkd.FitNetDistiller(
-            teacher, student, teacher_layer=pair.hint_taps[0],
-            student_layer=pair.hint_taps[1], alpha=FITNET_ALPHA,
+            teacher, student, teacher_layer_name=pair.hint_taps[0],
+            student_layer_name=pair.hint_taps[1], alpha=FITNET_ALPHA,
             temperature=TAU, stage=1)
     raise ValueError(f"Unknown method {method!r}; expected one of {METHODS}.")
 
@@ -242,13 +242,18 @@ def _teacher(setting, pair, data, seed, teacher_dir, guard, verbose, record):
     return teacher
 
 
-def run_dataset(setting, plan, seeds, writer, teacher_dir=None, verbose=0):
+def run_dataset(setting, plan, seeds, writer, teacher_dir=None, verbose=0,
+                validation_is_test=None):
     """Trains, per seed, the teacher(s) and every run of `plan`.
 
     `plan` maps each student (1-4, "mnist" or "digits") to its methods.
+    `validation_is_test`: whether `setting.load`'s validation split is the
+    test split (default: unless `setting.quick`).
     """
+    if validation_is_test is None:
+        validation_is_test = not setting.quick
     record = Recorder(writer, setting.dataset,
-                      validation_is_test=not setting.quick)
+                      validation_is_test=validation_is_test)
     for seed in seeds:
         data = setting.load(seed)  # Raises DatasetNotFoundError first.
         guard = [StopOnNonFiniteLoss()]

@@ -5,8 +5,8 @@ teacher (`tfkd.models.digits_teacher`), one set of initial student weights
 (`tfkd.models.digits_student`), then the same student trained from those
 weights alone (cross entropy) and with every method of
 `tfkd.distillers.registry` (its default build: `registry.build` with the
-method's defaults and `registry.digits_taps(method)`, trained by
-`registry.fit`), all with the same budget: `--epochs` epochs, batch 64,
+method's defaults and `registry.digits_taps(method)`, trained by the
+distiller's own `fit`), all with the same budget: `--epochs` epochs, batch 64,
 Adam at 3e-3 with a cosine decay to 0, as `tfkd demo` does. Test accuracy
 on the held-out split after the last epoch, mean ± sample std over the
 seeds. One command:
@@ -16,7 +16,13 @@ seeds. One command:
 writes every run under `--out` (`tfkd.reporting.ResultsWriter`: one JSON
 per run, `runs.csv`, `summary.md`) and the page `--doc`
 (`docs/results_methods_digits.md`: the table, the command and its wall
-time). `--methods` runs a subset (the smoke test's).
+time). `--methods` runs a subset (the smoke test's). `--data fashion_mnist`
+runs the same on Fashion-MNIST (`tfkd.data.load_fashion_mnist`, the settings of
+`tfkd.experiment.DATA_SETTINGS`: 14×14 images, a 6,000-image training
+pool, batch 128, 5 student and 10 teacher epochs; page
+`docs/results_methods_fashion_mnist.md`):
+
+    python recipes/methods.py --data fashion_mnist --seeds 0 1 2
 """
 
 import argparse
@@ -33,6 +39,8 @@ from tfkd import io as tfkd_io
 from tfkd.callbacks import StopOnNonFiniteLoss
 from tfkd.distillers import registry
 from tfkd.experiment import compile_classifier
+from tfkd.experiment import data_setting
+from tfkd.experiment import load_data
 from tfkd.experiment import record_run
 from tfkd.experiment import steps_per_epoch
 from tfkd.reporting import ResultsWriter
@@ -45,6 +53,7 @@ EPOCHS = 30
 TEACHER_EPOCHS = 20
 DATASET = "digits"
 DOC = os.path.join("docs", "results_methods_digits.md")
+FASHION_DOC = os.path.join("docs", "results_methods_fashion_mnist.md")
 
 #: What the default builds mean on this pair (printed under the table).
 NOTES = (
@@ -60,9 +69,9 @@ NOTES = (
     "- `crd` runs its default build, the queue (`dataset_size=None`): "
     "`load_digits`' pipeline carries no example index for the authors' "
     "memory bank (see the method's page).",
-    "- `dkd` runs without the authors' 20-epoch warm-up of its weight "
-    "(`registry.fit` adds no callbacks; the method's page shows the "
-    "schedule).",
+    "- `dkd` runs with the authors' 20-epoch warm-up of its weight (the "
+    "term's `warmup_epochs`; rows measured before it became the term's "
+    "default ran without it).",
     "- The papers' weights were tuned for ResNets on CIFAR/ImageNet; this "
     "1.5K-parameter student is far from that regime.",
 )
@@ -77,18 +86,19 @@ def adam(epochs, data):
 def run_seed(seed, methods, args, writer):
     """Teacher, scratch student and one distilled student per method."""
     keras.utils.set_random_seed(seed)
-    data = tfkd.data.load_digits(image_size=IMAGE_SIZE,
-                                 batch_size=BATCH_SIZE, seed=seed)
+    data = load_data(args.data, batch_size=args.batch_size, seed=seed)
     guard = [StopOnNonFiniteLoss()]
     fit = dict(validation_data=data.validation, verbose=args.verbose,
                callbacks=guard)
 
     def record(label, method, history, model, seconds, settings):
         record_run(writer, history, label=label, method=method,
-                   dataset=DATASET, seed=seed, model=model, teacher=teacher,
+                   dataset=data_setting(args.data)["title"], seed=seed,
+                   model=model, teacher=teacher,
                    test_data=data.test, seconds=seconds,
                    hyperparameters={"epochs": args.epochs,
-                                    "batch_size": BATCH_SIZE, **settings},
+                                    "batch_size": args.batch_size,
+                                    **settings},
                    validation_is_test=False)
 
     start = time.time()
@@ -113,8 +123,7 @@ def run_seed(seed, methods, args, writer):
                                        feature_layers=taps)
             distiller.compile(optimizer=adam(args.epochs, data),
                               metrics=["accuracy"])
-            history = registry.fit(distiller, data.train, epochs=args.epochs,
-                                   **fit)
+            history = distiller.fit(data.train, epochs=args.epochs, **fit)
             settings = {"taps": list(taps) if registry.get(
                 method).uses_features else None,
                 **registry.get(method).defaults()}
@@ -132,12 +141,26 @@ def _cell(mean, std):
     return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
 
 
-def results_page(rows, command, seconds, seeds, epochs, teacher_epochs):
+def results_page(rows, command, seconds, seeds, epochs, teacher_epochs,
+                 data="digits", batch_size=BATCH_SIZE, partial=""):
     """The results page: the table, the command and its wall time."""
     by_method = {row["method"]: row for row in rows}
     scratch = by_method.get("student", {}).get("last_mean")
+    kwargs = data_setting(data)["kwargs"]
+    if data == "digits":
+        title = "# Every method on the digits pair"
+        setting = (f"digits at {IMAGE_SIZE}×{IMAGE_SIZE} "
+                   "(`tfkd.data.load_digits`, the seed's split)")
+    else:
+        size = kwargs["image_size"]
+        title = "# Every method on Fashion-MNIST, all labels"
+        setting = (f"Fashion-MNIST at {size}×{size} "
+                   "(`tfkd.data.load_fashion_mnist`: a stratified "
+                   f"{kwargs['train_examples']:,}-image training pool and "
+                   "the validation split drawn with the seed; the 10,000 "
+                   "test images)")
     lines = [
-        "# Every method on the digits pair",
+        title,
         "",
         "Command (from the repository root):",
         "",
@@ -147,18 +170,17 @@ def results_page(rows, command, seconds, seeds, epochs, teacher_epochs):
         "",
         f"Wall time: {seconds / 60:.1f} min on this machine (2 shared CPU "
         f"cores); written {datetime.date.today().isoformat()} by "
-        "`recipes/methods.py`.",
+        f"`recipes/methods.py`{partial}.",
         "",
-        f"Setting: digits at {IMAGE_SIZE}×{IMAGE_SIZE} "
-        "(`tfkd.data.load_digits`, the seed's split), "
+        f"Setting: {setting}, "
         "`tfkd.models.digits_teacher` → `digits_student`; per seed one "
         f"teacher ({_epochs(teacher_epochs)}) and one set of initial student "
         f"weights shared by every row; each student {_epochs(epochs)}, batch "
-        f"{BATCH_SIZE}, Adam {LEARNING_RATE:g} with a cosine decay to 0. "
+        f"{batch_size}, Adam {LEARNING_RATE:g} with a cosine decay to 0. "
         "Each method is its registry default (`registry.build` with the "
         "method's defaults, the paper's weights mapped to `w_s · CE + "
         "(1 − w_s) · Σ w_i · L_i`; see each method's page), tapping "
-        "`registry.digits_taps(method)`, trained by `registry.fit`. No "
+        "`registry.digits_taps(method)`, trained by the distiller's `fit`. No "
         "tuning.",
         "",
         f"Test accuracy (%) after the last epoch, mean ± sample std over "
@@ -191,18 +213,30 @@ def main(argv=None):
     parser.add_argument("--methods", nargs="+", default=None,
                         choices=registry.method_names(),
                         help="methods to run (default: every method)")
-    parser.add_argument("--epochs", type=int, default=EPOCHS)
-    parser.add_argument("--teacher-epochs", type=int, default=TEACHER_EPOCHS)
+    parser.add_argument("--data", default="digits",
+                        choices=["digits", "fashion_mnist"],
+                        help="data set (default: digits, embedded)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help=f"student epochs (default: {EPOCHS} on digits; "
+                             "tfkd.experiment.DATA_SETTINGS)")
+    parser.add_argument("--teacher-epochs", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--out", default=None,
                         help="run directory (default: "
                              "tfkd_runs/methods_digits/<time>)")
-    parser.add_argument("--doc", default=DOC,
-                        help=f"results page to write (default: {DOC})")
+    parser.add_argument("--doc", default=None,
+                        help=f"results page to write (default: {DOC}, "
+                             f"{FASHION_DOC} with --data fashion_mnist)")
     parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2))
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    setting = data_setting(args.data)
+    args.epochs = args.epochs or setting["epochs"]
+    args.teacher_epochs = args.teacher_epochs or setting["teacher_epochs"]
+    args.batch_size = args.batch_size or setting["batch_size"]
+    args.doc = args.doc or (DOC if args.data == "digits" else FASHION_DOC)
     methods = args.methods or registry.method_names()
     out = args.out or os.path.join(
-        "tfkd_runs", "methods_digits",
+        "tfkd_runs", f"methods_{args.data}",
         datetime.datetime.now(datetime.timezone.utc).strftime(
             "%Y%m%d-%H%M%S"))
     writer = ResultsWriter(out)
@@ -211,15 +245,22 @@ def main(argv=None):
     print(f"{len(methods)} methods x seeds {args.seeds}, {args.epochs} "
           f"epochs -> {out}", flush=True)
     start = time.time()
-    for seed in args.seeds:
-        run_seed(seed, methods, args, writer)
-    seconds = time.time() - start
     order = ["teacher", "student"] + list(methods)
-    rows = sorted(writer.write_summary(), key=lambda row: (
-        order.index(row["method"]) if row["method"] in order else len(order)))
-    page = results_page(rows, command.strip(), seconds, args.seeds,
-                        args.epochs, args.teacher_epochs)
-    tfkd_io.write_text(args.doc, page)
+    for i, seed in enumerate(args.seeds):
+        run_seed(seed, methods, args, writer)
+        # The page after every seed: an interrupted run leaves the seeds it
+        # finished.
+        seconds = time.time() - start
+        rows = sorted(writer.write_summary(), key=lambda row: (
+            order.index(row["method"]) if row["method"] in order
+            else len(order)))
+        done = args.seeds[:i + 1]
+        partial = "" if len(done) == len(args.seeds) else (
+            f"; partial: seeds {done} of {args.seeds}")
+        page = results_page(rows, command.strip(), seconds, done,
+                            args.epochs, args.teacher_epochs, args.data,
+                            args.batch_size, partial)
+        tfkd_io.write_text(args.doc, page)
     print("\n" + page, flush=True)
     return rows
 

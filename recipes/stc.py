@@ -206,16 +206,16 @@ def build_distiller(method, teacher, student, pair, alpha):
                               temperature=KD_TEMPERATURE)
     if method in ("at", "at+kd"):
         return tfkd.AttentionDistiller(
-            teacher, student, teacher_layer=list(pair.teacher_at),
-            student_layer=list(pair.student_at), beta=AT_BETA,
+            teacher, student, teacher_layer_name=list(pair.teacher_at),
+            student_layer_name=list(pair.student_at), beta=AT_BETA,
             alpha=1.0 if method == "at" else 1.0 - KD_WEIGHT,
             temperature=KD_TEMPERATURE)
     if method.startswith("stc"):
         target = {"stc": "teacher", "stc+kd": "teacher", "stc-soft": "soft",
                   "stc-labels": "labels"}[method]
         return tfkd.CollaborationDistiller(
-            teacher, student, teacher_layer=pair.teacher_cut,
-            student_layer=pair.student_cut, alpha=alpha, temperature=1.0,
+            teacher, student, teacher_layer_name=pair.teacher_cut,
+            student_layer_name=pair.student_cut, alpha=alpha, temperature=1.0,
             kd_weight=KD_WEIGHT if method == "stc+kd" else 0.0,
             kd_temperature=KD_TEMPERATURE, target=target, adapter=True)
     raise ValueError(f"Unknown method {method!r}.")

@@ -10,6 +10,13 @@ sees only its labelled images. Every method of the registry is run, each
 from the same initial student weights, for each seed:
 
     python recipes/transfer.py --seeds 0 1 2
+    python recipes/transfer.py --data fashion_mnist --seeds 0 1 2
+
+`--data fashion_mnist` runs the same protocol on Fashion-MNIST
+(`tfkd.data.load_fashion_mnist`, settings in
+`tfkd.experiment.DATA_SETTINGS`: 14×14 images, a 6,000-image training
+pool, 10 and 100 labels a class, batch 128, 5 student and 10 teacher
+epochs; the 10,000 test images).
 
 Rows:
 
@@ -21,7 +28,7 @@ Rows:
   gets the same compute;
 - one row per method of `tfkd.distillers.registry.method_names()`, built
   with `registry.build` on the digits taps (`registry.digits_taps`) with
-  the method's defaults, trained with `registry.fit` on the few-label
+  the method's defaults, trained with the distiller's `fit` on the few-label
   split (labelled + unlabelled images).
 
 Settings (the demo's): 16×16 images, batch 64, Adam at 3e-3 with a cosine
@@ -47,24 +54,31 @@ from tfkd.callbacks import StopOnNonFiniteLoss
 from tfkd.distillers import registry
 from tfkd.experiment import Recorder
 from tfkd.experiment import compile_classifier
+from tfkd.experiment import data_setting
+from tfkd.experiment import labelled_repeated
+from tfkd.experiment import load_data
 from tfkd.experiment import merge_histories
 from tfkd.experiment import steps_per_epoch
 from tfkd.experiment import train_or_load_teacher
 from tfkd.reporting import ResultsWriter
 
-#: Labels a class the students get (the training split has 109-120 images
-#: a class).
-LABELS_PER_CLASS = (6, 20)
-EPOCHS, TEACHER_EPOCHS, BATCH_SIZE, IMAGE_SIZE, LEARNING_RATE = (
-    30, 20, 64, 16, 3e-3)
-#: The dataset name of the teacher's records, and of each budget's.
-TEACHER_DATASET = "digits, all labels"
+#: The students' labels a class, epochs and batch size: per data set in
+#: `tfkd.experiment.DATA_SETTINGS` (digits: 6 and 20 labels a class of
+#: 109-120 training images a class).
+LEARNING_RATE = 3e-3
 BASELINE = "student"
+#: Test images of the non-digits data sets (for the table's caption).
+TEST_IMAGES = {"fashion_mnist": 10000}
 
 
-def dataset_name(labels_per_class):
+def teacher_dataset(data="digits"):
+    """The records' dataset name of the teacher."""
+    return f"{data_setting(data)['title']}, all labels"
+
+
+def dataset_name(labels_per_class, data="digits"):
     """The records' dataset name for a label budget."""
-    return f"digits, {labels_per_class} labels/class"
+    return f"{data_setting(data)['title']}, {labels_per_class} labels/class"
 
 
 def adam(total_steps):
@@ -76,13 +90,12 @@ def adam(total_steps):
 
 
 def run_seed(seed, labels, methods, writer, *, epochs, teacher_epochs,
-             batch_size, teacher_path, verbose=0):
+             batch_size, teacher_path, verbose=0, data="digits"):
     """Trains, for one seed, the teacher and every student of each budget,
     and records each run with `writer` (a `tfkd.reporting.ResultsWriter`)."""
     guard = [StopOnNonFiniteLoss()]
     keras.utils.set_random_seed(seed)
-    full = tfkd.data.load_digits(image_size=IMAGE_SIZE,
-                                 batch_size=batch_size, seed=seed)
+    full = load_data(data, batch_size=batch_size, seed=seed)
     steps = steps_per_epoch(full.train)
     start = time.time()
     teacher, history = train_or_load_teacher(
@@ -90,17 +103,17 @@ def run_seed(seed, labels, methods, writer, *, epochs, teacher_epochs,
                                            full.input_shape),
         full, epochs=teacher_epochs, optimizer=adam(steps * teacher_epochs),
         path=teacher_path, callbacks=guard, verbose=verbose)
-    record = Recorder(writer, TEACHER_DATASET, validation_is_test=False)
+    record = Recorder(writer, teacher_dataset(data), validation_is_test=False)
     record(history, label="teacher (all labels)", method="teacher",
            seed=seed, model=teacher, teacher=teacher, test_data=full.test,
            seconds=time.time() - start,
            hyperparameters={"epochs": teacher_epochs,
                             "batch_size": batch_size})
     for n in labels:
-        few = tfkd.data.load_digits(image_size=IMAGE_SIZE,
-                                    batch_size=batch_size, seed=seed,
-                                    labels_per_class=n)
-        record = Recorder(writer, dataset_name(n), validation_is_test=False)
+        few = load_data(data, batch_size=batch_size, seed=seed,
+                        labels_per_class=n)
+        record = Recorder(writer, dataset_name(n, data),
+                          validation_is_test=False)
         keras.utils.set_random_seed(seed + 1000)
         initial = tfkd.models.digits_student(
             full.num_classes, full.input_shape).get_weights()
@@ -117,8 +130,9 @@ def run_seed(seed, labels, methods, writer, *, epochs, teacher_epochs,
         # The baseline: the labelled images alone, repeated so that each
         # epoch has as many steps as the distilled students'.
         student = fresh_student()
-        labelled = tfkd.data.labelled_only(
-            few.train, batch_size=batch_size).repeat()
+        labelled = labelled_repeated(
+            few.train, batch_size,
+            cache_seed=None if data == "digits" else seed)
         start = time.time()
         compile_classifier(student, adam(steps * epochs))
         history = student.fit(labelled, steps_per_epoch=steps,
@@ -137,10 +151,10 @@ def run_seed(seed, labels, methods, writer, *, epochs, teacher_epochs,
                 feature_layers=registry.digits_taps(method))
             distiller.compile(optimizer=adam(steps * epochs),
                               metrics=["accuracy"])
-            history = registry.fit(distiller, few.train,
-                                   validation_data=few.validation,
-                                   epochs=epochs, verbose=verbose,
-                                   callbacks=guard)
+            history = distiller.fit(few.train,
+                                    validation_data=few.validation,
+                                    epochs=epochs, verbose=verbose,
+                                    callbacks=guard)
             record(merge_histories(*(history if isinstance(
                        history, (list, tuple)) else [history])),
                    label=f"{method} ({n}/class)", method=method, seed=seed,
@@ -152,12 +166,12 @@ def run_seed(seed, labels, methods, writer, *, epochs, teacher_epochs,
                        **registry.get(method).defaults()))
 
 
-def comparison(rows, labels):
+def comparison(rows, labels, data="digits"):
     """`{setting: {method: (mean, std)}}` from summary rows, for the table
     and `tfkd.plots.plot_method_comparison`."""
     table = {}
     for n in labels:
-        name = dataset_name(n)
+        name = dataset_name(n, data)
         table[f"{n} labels/class"] = {
             row["method"]: (row["last_mean"], row["last_std"])
             for row in rows if row["dataset"] == name
@@ -171,11 +185,17 @@ def _cell(value, digits=1):
                                    f" ± {std:.{digits}f}")
 
 
-def markdown(rows, labels, seeds):
+def markdown(rows, labels, seeds, data="digits"):
     """The results table: one row per method, one column per label budget
     (mean ± std test accuracy %, and the gain over the student alone),
-    best first; the teacher last."""
-    table = comparison(rows, labels)
+    best first; the teacher last; the mean wall time of a run per
+    method."""
+    table = comparison(rows, labels, data)
+    seconds = {}
+    for row in rows:
+        if row.get("wall_time_mean") is not None:
+            seconds.setdefault(row["method"], []).append(
+                row["wall_time_mean"])
     settings = list(table)
     methods = []
     for values in table.values():
@@ -187,9 +207,14 @@ def markdown(rows, labels, seeds):
 
     methods.sort(key=mean_over, reverse=True)
     header = ["method"] + [f"{s} (%)" for s in settings] + [
-        f"gain, {s}" for s in settings]
+        f"gain, {s}" for s in settings] + ["s / run"]
     lines = ["| " + " | ".join(header) + " |",
-             "| --- |" + " ---: |" * (2 * len(settings))]
+             "| --- |" + " ---: |" * (2 * len(settings) + 1)]
+
+    def wall(method):
+        return (f"{statistics.fmean(seconds[method]):.0f}"
+                if method in seconds else "")
+
     for method in methods:
         cells = [f"`{method}`" if method != BASELINE
                  else "student alone (its labels only)"]
@@ -202,44 +227,67 @@ def markdown(rows, labels, seeds):
                 gains.append("")
             else:
                 gains.append(f"{value[0] - base[0]:+.1f}")
-        lines.append("| " + " | ".join(cells + gains) + " |")
-    teacher = [r for r in rows if r["dataset"] == TEACHER_DATASET]
+        lines.append("| " + " | ".join(cells + gains + [wall(method)]) + " |")
+    teacher = [r for r in rows if r["dataset"] == teacher_dataset(data)]
     if teacher:
         value = (teacher[0]["last_mean"], teacher[0]["last_std"])
         lines.append("| teacher (all training labels) | "
                      + " | ".join([_cell(value)] * len(settings)
-                                  + [""] * len(settings)) + " |")
+                                  + [""] * len(settings)
+                                  + [wall("teacher")]) + " |")
     seeds_text = ", ".join(str(s) for s in seeds)
+    test = ("360 digits" if data == "digits"
+            else f"{TEST_IMAGES[data]:,} {data_setting(data)['title']} "
+                 "images")
     lines.append("")
-    lines.append(f"Held-out test accuracy (360 digits), mean ± std over "
+    lines.append(f"Held-out test accuracy ({test}), mean ± std over "
                  f"seeds {seeds_text}; gain = method − student alone, in "
-                 "points.")
+                 "points; s / run: mean wall time of one run (one budget, "
+                 "one seed).")
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        description="Few labels + unlabelled transfer data on the digits: "
-                    "every registry method vs the student alone (see the "
-                    "module docstring).")
+        description="Few labels + unlabelled transfer data: every registry "
+                    "method vs the student alone (see the module "
+                    "docstring).")
+    parser.add_argument("--data", default="digits",
+                        choices=["digits", "fashion_mnist"],
+                        help="data set (default: digits, embedded; "
+                             "fashion_mnist reads its IDX files, see "
+                             "tfkd.data.load_fashion_mnist)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--labels-per-class", type=int, nargs="+",
-                        default=list(LABELS_PER_CLASS))
+                        default=None,
+                        help="label budgets (default: 6 20 on digits, "
+                             "10 100 on fashion_mnist)")
     parser.add_argument("--methods", nargs="+", default=None,
                         help="methods to run (default: every method of the "
                              "registry)")
-    parser.add_argument("--epochs", type=int, default=EPOCHS)
-    parser.add_argument("--teacher-epochs", type=int, default=TEACHER_EPOCHS)
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="student epochs (default: the data set's, "
+                             "tfkd.experiment.DATA_SETTINGS)")
+    parser.add_argument("--teacher-epochs", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--out", default=None,
                         help="run folder (default: a new "
                              "tfkd_runs/transfer-N)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the contents of a non-empty --out "
                              "(one a tfkd run made)")
+    parser.add_argument("--teacher-dir", default=None,
+                        help="folder of trained teachers to reuse "
+                             "(teacher_seed<N>.keras, as a run folder holds "
+                             "them; default: the run folder)")
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2))
     args = parser.parse_args(argv)
+    setting = data_setting(args.data)
+    labels = args.labels_per_class or list(setting["labels_per_class"])
+    epochs = args.epochs or setting["epochs"]
+    teacher_epochs = args.teacher_epochs or setting["teacher_epochs"]
+    batch_size = args.batch_size or setting["batch_size"]
     methods = args.methods or registry.method_names()
     for method in methods:
         registry.get(method)  # A clear error before any training.
@@ -249,33 +297,41 @@ def main(argv=None):
     out = runs.prepare_run_dir(args.out, kind="transfer",
                                overwrite=args.overwrite)
     where = runs.display_path(out)
-    print(f"Transfer recipe: digits, {args.labels_per_class} labels/class "
+    print(f"Transfer recipe: {setting['title']}, {labels} labels/class "
           f"+ the rest unlabelled, methods {methods}, seeds {args.seeds}, "
-          f"{args.epochs} epochs (teacher {args.teacher_epochs}) -> {where}",
+          f"{epochs} epochs (teacher {teacher_epochs}) -> {where}",
           flush=True)
     writer = ResultsWriter(out)
-    start = time.time()
-    for seed in args.seeds:
-        run_seed(seed, args.labels_per_class, methods, writer,
-                 epochs=args.epochs, teacher_epochs=args.teacher_epochs,
-                 batch_size=args.batch_size,
-                 teacher_path=f"{out}/teacher_seed{seed}.keras",
-                 verbose=args.verbose)
-    wall = time.time() - start
-    rows = writer.write_summary()
-    text = markdown(rows, args.labels_per_class, args.seeds)
     command = "python recipes/transfer.py " + " ".join(
         argv if argv is not None else sys.argv[1:])
-    tfkd.io.write_text(f"{out}/transfer.md", text + (
-        f"\nCommand: `{command.strip()}`; wall time {wall / 60:.1f} min.\n"))
+    start = time.time()
+    for i, seed in enumerate(args.seeds):
+        run_seed(seed, labels, methods, writer,
+                 epochs=epochs, teacher_epochs=teacher_epochs,
+                 batch_size=batch_size,
+                 teacher_path=f"{args.teacher_dir or out}/"
+                              f"teacher_seed{seed}.keras",
+                 verbose=args.verbose, data=args.data)
+        # The table after every seed: an interrupted run leaves the seeds
+        # it finished.
+        wall = time.time() - start
+        rows = writer.write_summary()
+        done = args.seeds[:i + 1]
+        text = markdown(rows, labels, done, args.data)
+        partial = "" if len(done) == len(args.seeds) else (
+            f" (partial: seeds {done} of {args.seeds})")
+        tfkd.io.write_text(f"{out}/transfer.md", text + (
+            f"\nCommand: `{command.strip()}`; wall time {wall / 60:.1f} "
+            f"min{partial}.\n"))
+        written = [f"{where}/transfer.md", f"{where}/summary.md"]
+        if not args.no_plot:
+            fig = tfkd.plots.plot_method_comparison(
+                comparison(rows, labels, args.data), f"{out}/transfer.png",
+                title=f"{setting['title']}: few labels + unlabelled "
+                      "transfer data")
+            fig.clear()
+            written.append(f"{where}/transfer.png")
     print("\n" + text, flush=True)
-    written = [f"{where}/transfer.md", f"{where}/summary.md"]
-    if not args.no_plot:
-        fig = tfkd.plots.plot_method_comparison(
-            comparison(rows, args.labels_per_class), f"{out}/transfer.png",
-            title="Digits: few labels + unlabelled transfer data")
-        fig.clear()
-        written.append(f"{where}/transfer.png")
     print(f"Wall time {wall / 60:.1f} min. Wrote: " + ", ".join(written))
     print(runs.next_steps([f"tfkd report {runs.shell_quote(out)}"]))
     return rows

@@ -66,8 +66,8 @@ def build_distillers():
                                   temperature=4.0)
         else:
             distiller = FitNetDistiller(teacher, student,
-                                        teacher_layer="conv1",
-                                        student_layer="conv1", alpha=0.5)
+                                        teacher_layer_name="conv1",
+                                        student_layer_name="conv1", alpha=0.5)
         distiller.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE))
         distillers[name] = distiller
     return distillers

@@ -76,12 +76,14 @@ def build(case):
         distiller.compile(optimizer=keras.optimizers.Adam(1e-2))
     elif case == "two_stage":
         distiller = tfkd.CorrelationDistiller(
-            teacher, student, teacher_layer="conv2", student_layer="conv2",
+            teacher, student, teacher_layer_name="conv2",
+            student_layer_name="conv2",
             mode="channel", adapter=True, alpha=0.5)
         distiller.compile(optimizer=keras.optimizers.Adam(1e-2))
     elif case == "ktan":
         distiller = tfkd.AdversarialDistiller(
-            teacher, student, teacher_layer="conv2", student_layer="conv2",
+            teacher, student, teacher_layer_name="conv2",
+            student_layer_name="conv2",
             pretrain_steps=PRETRAIN_STEPS, discriminator_width=4,
             kd_weight=0.5)
         distiller.compile(

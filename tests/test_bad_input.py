@@ -156,12 +156,12 @@ class _SubclassedBackbone(keras.Model):
 
 
 def _fitnet(**kwargs):
-    return tfkd.FitNetDistiller(*_pair(), teacher_layer="conv1",
-                                student_layer="conv1", **kwargs)
+    return tfkd.FitNetDistiller(*_pair(), teacher_layer_name="conv1",
+                                student_layer_name="conv1", **kwargs)
 
 
 def _adversarial(**kwargs):
-    options = dict(teacher_layer="conv2", student_layer="conv2",
+    options = dict(teacher_layer_name="conv2", student_layer_name="conv2",
                    discriminator_width=4)
     options.update(kwargs)
     return tfkd.AdversarialDistiller(*_pair(), **options)
@@ -364,15 +364,30 @@ CASES = [
                  tfkd.losses.HintDistillation("sub/conv1", "conv1")]),
          ValueError, r"`teacher_layer`='sub/conv1': 'sub' is a "
                      r"_SubclassedBackbone, not a functional model.*"
-                     r"existing layers"),
+                     r"Existing layers"),
+    case("distiller_nested_prefix_forgotten",
+         lambda: tfkd.Distiller(_nested_teacher(_backbone()), _student(), [
+             tfkd.losses.HintDistillation("conv1", "conv1")]),
+         ValueError, r"`teacher_layer`='conv1'.*Did you mean "
+                     r"'backbone/conv1'\?"),
+    case("distiller_nested_wrong_prefix",
+         lambda: tfkd.Distiller(_nested_teacher(_backbone()), _student(), [
+             tfkd.losses.HintDistillation("trunk/conv1", "conv1")]),
+         ValueError, r"`teacher_layer`='trunk/conv1'.*Did you mean "
+                     r"'backbone/conv1'\?"),
+    case("distiller_layer_typo",
+         lambda: tfkd.Distiller(*_pair(), [tfkd.losses.HintDistillation(
+             "conv_2", "conv1")]),
+         ValueError, r"`teacher_layer`='conv_2'.*Did you mean 'conv2'"),
     case("distiller_taps_subclassed_student",
          lambda: tfkd.Distiller(_teacher(), _AnySizeStudent(name="sub"), [
              tfkd.losses.HintDistillation("conv1", "conv1")]),
          ValueError, r"layers \['conv1'\] of the student 'sub'.*"
                      r"subclassed model.*functional API"),
     case("distiller_taps_without_terms",
-         lambda: tfkd.Distiller(*_pair(), teacher_layer="conv1"),
-         TypeError, r"taps layers through its terms.*teacher_layer='conv1'"),
+         lambda: tfkd.Distiller(*_pair(), teacher_layer_name="conv1"),
+         TypeError,
+         r"taps layers through its terms.*teacher_layer_name='conv1'"),
     case("distiller_layer_type",
          lambda: tfkd.Distiller(*_pair(), [tfkd.losses.HintDistillation(
              3, "conv1")]),
@@ -380,20 +395,20 @@ CASES = [
                     r"teacher_layer_name=3"),
     case("correlation_distiller_mode",
          lambda: tfkd.CorrelationDistiller(
-             *_pair(), teacher_layer="conv1", student_layer="conv1",
+             *_pair(), teacher_layer_name="conv1", student_layer_name="conv1",
              mode="x"),
          ValueError, r"`mode`.*mode='x'"),
     case("correlation_distiller_needs_adapter",
          lambda: tfkd.CorrelationDistiller(
-             *_pair(), teacher_layer="conv1", student_layer="conv1",
+             *_pair(), teacher_layer_name="conv1", student_layer_name="conv1",
              mode="channel"),
          ValueError, r"channel counts.*\(None, 8, 8, 8\).*\(None, 8, 8, 4\)"
                      r".*adapter=True"),
     case("feature_distiller_stage", lambda: _fitnet(stage=3),
          ValueError, r"`stage`.*stage=3"),
     case("feature_distiller_logits_layer",
-         lambda: tfkd.FitNetDistiller(*_pair(), teacher_layer="conv1",
-                                      student_layer="logits"),
+         lambda: tfkd.FitNetDistiller(*_pair(), teacher_layer_name="conv1",
+                                      student_layer_name="logits"),
          ValueError, r"4D feature maps.*student layer 'logits' outputs "
                      r"shape \(None, 10\)"),
     case("two_stage_epochs",
@@ -404,23 +419,25 @@ CASES = [
          lambda: _adversarial(pretrain_steps=-1),
          ValueError, r"`pretrain_steps`.*pretrain_steps=-1"),
     case("adversarial_two_layers",
-         lambda: _adversarial(teacher_layer=["conv1", "conv2"]),
-         ValueError, r"`teacher_layer`.*teacher_layer=\['conv1', 'conv2'\]"),
+         lambda: _adversarial(teacher_layer_name=["conv1", "conv2"]),
+         ValueError,
+         r"`teacher_layer`.*teacher_layer_name=\['conv1', 'conv2'\]"),
     case("adversarial_discriminator_width",
          lambda: _adversarial(discriminator_width=0),
          ValueError, r"`discriminator_width`.*discriminator_width=0"),
     case("lp_distiller_k",
          lambda: tfkd.LocalityPreservingDistiller(
-             *_pair(), teacher_layer="conv2", student_layer="conv2", k=0),
+             *_pair(), teacher_layer_name="conv2", student_layer_name="conv2",
+             k=0),
          ValueError, r"`k`.*k=0"),
     case("stc_alpha",
          lambda: tfkd.CollaborationDistiller(
-             *_pair(), teacher_layer="conv1", student_layer="conv1",
+             *_pair(), teacher_layer_name="conv1", student_layer_name="conv1",
              alpha=2.0),
          ValueError, r"`alpha`.*alpha=2\.0"),
     case("stc_target",
          lambda: tfkd.CollaborationDistiller(
-             *_pair(), teacher_layer="conv1", student_layer="conv1",
+             *_pair(), teacher_layer_name="conv1", student_layer_name="conv1",
              target="x"),
          ValueError, r"`target`.*target='x'"),
     case("registry_unknown_method",
@@ -624,6 +641,67 @@ CASES = [
     case("load_truncated_file", lambda: tfkd.load(_truncated_keras_file()),
          ValueError, r"truncated\.keras.*corrupt or truncated"),
 ]
+
+# A helper that reads a whole pipeline refuses one that repeats forever,
+# instead of hanging.
+_FOREVER = "repeats forever .*cardinality INFINITE.*it would never return"
+CASES += [
+    case("unlabel_infinite_dataset",
+         lambda: data.unlabel(_stream(*testing.random_images(8)).repeat(),
+                              1),
+         ValueError, r"`data` " + _FOREVER + r".*`data\.take\(n\)`"),
+    case("unlabel_infinite_unbatched_dataset",
+         lambda: data.unlabel(tf.data.Dataset.from_tensor_slices(
+             testing.random_images(8)).repeat(), 1),
+         ValueError, r"`data` " + _FOREVER),
+    case("cache_teacher_outputs_infinite_dataset",
+         lambda: data.cache_teacher_outputs(
+             tfkd.Distiller(_teacher(), _student()),
+             _stream(*testing.random_images(8)).repeat()),
+         ValueError, r"`dataset` " + _FOREVER),
+    case("verify_tflite_infinite_dataset",
+         lambda: export.verify_tflite(
+             os.path.join(_TMP, "none.tflite"), _student(),
+             _stream(*testing.random_images(8)).repeat()),
+         ValueError, r"`data` " + _FOREVER),
+]
+
+
+def test_missing_layer_in_a_large_nested_backbone_is_short_and_helpful():
+    """MobileNetV3Small nested as a layer has ~160 paths: the error
+    suggests the prefixed name and the closest ones, and stays short
+    instead of listing every path."""
+    backbone = keras.applications.MobileNetV3Small(
+        input_shape=(32, 32, 3), weights=None, include_top=False)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.GlobalAveragePooling2D()(backbone(inputs))
+    teacher = keras.Model(inputs, keras.layers.Dense(10)(x), name="teacher")
+    student = testing.tiny_conv_model("student", input_shape=(32, 32, 3))
+    for name, suggestion in [
+            ("expanded_conv_2_add", "MobileNetV3Small/expanded_conv_2_add"),
+            ("MobileNetV3Small/expanded_conv_2_ad",
+             "MobileNetV3Small/expanded_conv_2_add")]:
+        with pytest.raises(ValueError) as info:
+            tfkd.Distiller(teacher, student, [tfkd.losses.HintDistillation(
+                name, "conv1")])
+        message = str(info.value)
+        assert f"Did you mean {suggestion!r}" in message, message
+        assert "layer_paths(model)" in message
+        assert len(message) < 700, (len(message), message)
+
+
+def test_mse_on_class_ids_names_the_loss_and_both_shapes():
+    teacher, student = _pair()
+    distiller = tfkd.Distiller(teacher, student)
+    distiller.compile(optimizer="adam", loss="mse")
+    x, y = testing.random_images(16)
+    with pytest.raises(ValueError, match=(
+            r"student loss 'mse'.*labels of shape \(8,\).*logits of shape "
+            r"\(8, 10\).*SparseCategoricalCrossentropy.*to_categorical")):
+        distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    # One-hot labels are what the message says mse needs: they train.
+    distiller.fit(x, np.eye(10, dtype="float32")[y], batch_size=8, epochs=1,
+                  verbose=0)
 
 
 def test_enough_cases():

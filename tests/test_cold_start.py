@@ -120,8 +120,8 @@ def test_plain_keras_loads_a_distiller_after_import_tfkd(tmp_path):
         from tfkd import testing
         d = tfkd.CorrelationDistiller(
             testing.tiny_conv_model("t", width=8),
-            testing.tiny_conv_model("s", width=4), teacher_layer="conv2",
-            student_layer="conv2", adapter=True)
+            testing.tiny_conv_model("s", width=4), teacher_layer_name="conv2",
+            student_layer_name="conv2", adapter=True)
         d.save({path!r})
     """)
     load = textwrap.dedent(f"""

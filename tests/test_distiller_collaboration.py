@@ -50,16 +50,16 @@ def _adapter_pair(**kwargs):
     teacher, student = _teacher(), _tiny_resnet(width=8)
     kwargs.setdefault("adapter", True)
     return CollaborationDistiller(
-        teacher, student, teacher_layer="stage2_block1_out",
-        student_layer="block1_out", **kwargs)
+        teacher, student, teacher_layer_name="stage2_block1_out",
+        student_layer_name="block1_out", **kwargs)
 
 
 def _small_adapter_pair(**kwargs):
     """Like `_adapter_pair` with a smaller teacher (fast XLA compiles)."""
     teacher = _tiny_resnet(width=16, name="tiny_teacher")
     return CollaborationDistiller(
-        teacher, _tiny_resnet(width=8), teacher_layer="block2_out",
-        student_layer="block1_out", adapter=True, **kwargs)
+        teacher, _tiny_resnet(width=8), teacher_layer_name="block2_out",
+        student_layer_name="block1_out", adapter=True, **kwargs)
 
 
 def _weights(variables):
@@ -71,8 +71,8 @@ def test_fit_battery_resnet20_pair_without_adapter():
     student = _tiny_resnet(width=16)
     x, y = testing.random_images(32, SHAPE)
     distiller = CollaborationDistiller(
-        teacher, student, teacher_layer="stage2_block3_out",
-        student_layer="block2_out", alpha=0.3)
+        teacher, student, teacher_layer_name="stage2_block3_out",
+        student_layer_name="block2_out", alpha=0.3)
     assert distiller.adapter_layer is None
     back = distiller.teacher_back
     # The back reuses the teacher's variables: frozen, not copies.
@@ -192,8 +192,8 @@ def test_adapter_is_owned_trained_and_saved(tmp_path):
 def test_channel_only_adapter_has_no_resize():
     teacher, student = _teacher(), _tiny_resnet(width=8)
     distiller = CollaborationDistiller(
-        teacher, student, teacher_layer="stage1_block1_out",
-        student_layer="block1_out", adapter=True)
+        teacher, student, teacher_layer_name="stage1_block1_out",
+        student_layer_name="block1_out", adapter=True)
     assert [layer.name for layer in distiller.adapter_layer.layers] == [
         "stc_adapter_conv"]
 
@@ -202,8 +202,8 @@ def test_shape_mismatch_without_adapter_names_both_shapes():
     teacher, student = _teacher(), _tiny_resnet(width=8)
     with pytest.raises(ValueError, match=r"adapter=True") as info:
         CollaborationDistiller(teacher, student,
-                               teacher_layer="stage2_block1_out",
-                               student_layer="block1_out")
+                               teacher_layer_name="stage2_block1_out",
+                               student_layer_name="block1_out")
     assert "(None, 8, 8, 8)" in str(info.value)
     assert "(None, 4, 4, 32)" in str(info.value)
 
@@ -215,8 +215,8 @@ def test_regression_head_with_huber(tmp_path):
     x = rng.random((32,) + SHAPE, dtype=np.float32)
     y = (3.0 * x.mean(axis=(1, 2, 3))[:, None] + 2.0).astype("float32")
     distiller = CollaborationDistiller(
-        teacher, student, teacher_layer="stage2_block1_out",
-        student_layer="block2_out",
+        teacher, student, teacher_layer_name="stage2_block1_out",
+        student_layer_name="block2_out",
         collaboration_loss=keras.losses.Huber(reduction=None),
         student_loss="huber")
     distiller.compile(optimizer=keras.optimizers.Adam(1e-2))
@@ -272,12 +272,13 @@ def test_mixed_float16_step():
                zip(before, _weights(distiller.student.trainable_weights)))
 
 
-def _build(teacher_layer="stage2_block1_out", student_layer="block1_out",
+def _build(teacher_layer_name="stage2_block1_out",
+           student_layer_name="block1_out",
            **kwargs):
     kwargs.setdefault("adapter", True)
     return CollaborationDistiller(_teacher(), _tiny_resnet(width=8),
-                                  teacher_layer=teacher_layer,
-                                  student_layer=student_layer, **kwargs)
+                                  teacher_layer_name=teacher_layer,
+                                  student_layer_name=student_layer, **kwargs)
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
@@ -311,7 +312,7 @@ def test_bad_arguments(kwargs, error, match):
 
 def test_rank_mismatch_cannot_be_adapted():
     with pytest.raises(ValueError, match=r"ranks differ"):
-        _build(teacher_layer="pool", student_layer="block1_out")
+        _build(teacher_layer_name="pool", student_layer_name="block1_out")
 
 
 def test_registered_for_the_demo():

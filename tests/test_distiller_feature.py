@@ -11,6 +11,7 @@ import tensorflow as tf
 
 import tfkd
 from tfkd import testing
+from tfkd.distillers import registry
 from tfkd.layers import FeatureAdapter
 from tfkd.layers import SelfTaughtConv2D
 from tfkd.losses import correlation_loss
@@ -64,7 +65,8 @@ EXPECTED = ["knowledge_loss", "student_loss", "kd_loss"]
 @pytest.mark.parametrize("kwargs, check_saving", [
     (dict(mode="both", adapter=True), True),
     (dict(mode="channel", alpha=0.3, adapter=True, stage=1,
-          teacher_layer=["relu1", "relu2"], student_layer=["relu1", "relu2"]),
+          teacher_layer_name=["relu1", "relu2"], student_layer_name=["relu1",
+                                                                     "relu2"]),
      False),
     (dict(mode="spatial", alpha=0.3, stage=2), False),
 ], ids=["both-single", "channel-stage1-kd-2pairs", "spatial-stage2-kd"])
@@ -81,7 +83,8 @@ def test_correlation_two_stage_on_digits():
     data = tfkd.data.load_digits(image_size=8, batch_size=64, seed=0)
     teacher, student = _pair()
     distiller = tfkd.CorrelationDistiller(
-        teacher, student, teacher_layer="relu2", student_layer="relu2",
+        teacher, student, teacher_layer_name="relu2",
+        student_layer_name="relu2",
         mode="both", alpha=0.3, adapter=True,
     )
     distiller.compile(optimizer="adam", metrics=["accuracy"])
@@ -102,7 +105,8 @@ def test_loss_is_weighted_sum_per_stage():
     teacher, student = _pair()
     x, y = testing.random_images(32)
     distiller = tfkd.CorrelationDistiller(
-        teacher, student, teacher_layer="relu2", student_layer="relu2",
+        teacher, student, teacher_layer_name="relu2",
+        student_layer_name="relu2",
         alpha=0.3, beta=0.1, adapter=True,
     )
     distiller.compile(optimizer="sgd")
@@ -135,7 +139,8 @@ def test_stage1_only_front_gets_gradients():
     teacher, student = _pair(student_widths=(4, 4, 4), strides=(1, 1, 1))
     teacher = conv_net("teacher", (8, 8, 8), seed=10)
     distiller = tfkd.CorrelationDistiller(
-        teacher, student, teacher_layer="relu2", student_layer="relu2",
+        teacher, student, teacher_layer_name="relu2",
+        student_layer_name="relu2",
         adapter=True, stage=1,
     )
     x, _ = testing.random_images(16)
@@ -169,7 +174,8 @@ def test_two_stage_freezes_then_trains_later_layers():
     teacher = conv_net("teacher", (8, 8), seed=10)
     student = conv_net("student", (4, 4), bn=True, seed=20)
     distiller = tfkd.CorrelationDistiller(
-        teacher, student, teacher_layer="relu1", student_layer="relu1",
+        teacher, student, teacher_layer_name="relu1",
+        student_layer_name="relu1",
         mode="channel", alpha=0.3, adapter=True,
     )
     distiller.compile(optimizer=keras.optimizers.Adam(0.01))
@@ -208,7 +214,8 @@ def test_two_stage_freezes_then_trains_later_layers():
 def test_stage_survives_config_and_save():
     teacher, student = _pair()
     distiller = tfkd.CorrelationDistiller(
-        teacher, student, teacher_layer="relu2", student_layer="relu2",
+        teacher, student, teacher_layer_name="relu2",
+        student_layer_name="relu2",
         mode="channel", adapter=True, stage=1, pool_to=2,
         guided_channels=[3],
     )
@@ -231,7 +238,8 @@ def test_stage_survives_config_and_save():
 def test_fit_two_stage_argument_errors():
     teacher, student = _pair((4, 4))
     distiller = tfkd.CorrelationDistiller(
-        teacher, student, teacher_layer="relu1", student_layer="relu1")
+        teacher, student, teacher_layer_name="relu1",
+        student_layer_name="relu1")
     distiller.compile(optimizer="sgd")
     x, y = testing.random_images(16)
     with pytest.raises(TypeError, match="stage1_epochs"):
@@ -253,7 +261,8 @@ def test_fit_two_stage_stage2_optimizer(stage2_optimizer):
     wins), keeps stage 1's with "shared", or takes the one given."""
     teacher, student = _pair((4, 4))
     distiller = tfkd.CorrelationDistiller(
-        teacher, student, teacher_layer="relu1", student_layer="relu1")
+        teacher, student, teacher_layer_name="relu1",
+        student_layer_name="relu1")
     first = keras.optimizers.Adam(1e-3)
     distiller.compile(optimizer=first, metrics=["accuracy"])
     given = keras.optimizers.SGD(0.01)
@@ -286,7 +295,8 @@ def test_self_taught_kernels_get_zero_knowledge_gradient():
     teacher = conv_net("teacher", (4, 8), seed=10)
     student = conv_net("student", (4, 4), self_taught=3, bn=True, seed=20)
     distiller = tfkd.CorrelationDistiller(
-        teacher, student, teacher_layer="relu1", student_layer="relu1",
+        teacher, student, teacher_layer_name="relu1",
+        student_layer_name="relu1",
         stage=1,
     )
     assert distiller.guided_channels == [4]  # found through bn1 and relu1
@@ -315,17 +325,20 @@ def test_self_taught_kernels_get_zero_knowledge_gradient():
 def test_explicit_guided_channels():
     teacher, student = _pair((8, 3), (8, 8))
     distiller = tfkd.CorrelationDistiller(
-        teacher, student, teacher_layer="relu2", student_layer="relu2",
+        teacher, student, teacher_layer_name="relu2",
+        student_layer_name="relu2",
         mode="channel", guided_channels=3,
     )
     assert distiller.guided_channels == [3]
     with pytest.raises(ValueError, match="exceeds"):
         tfkd.CorrelationDistiller(
-            teacher, student, teacher_layer="relu2", student_layer="relu2",
+            teacher, student, teacher_layer_name="relu2",
+            student_layer_name="relu2",
             guided_channels=9)
     with pytest.raises(ValueError, match="one entry per tapped pair"):
         tfkd.CorrelationDistiller(
-            teacher, student, teacher_layer="relu2", student_layer="relu2",
+            teacher, student, teacher_layer_name="relu2",
+            student_layer_name="relu2",
             guided_channels=[3, 3])
 
 
@@ -333,7 +346,8 @@ def test_adapters_are_owned_by_the_distiller():
     teacher = conv_net("teacher", (8, 8), seed=10)
     student = conv_net("student", (4, 4), strides=(2, 1), seed=20)
     distiller = tfkd.CorrelationDistiller(
-        teacher, student, teacher_layer="relu2", student_layer="relu2",
+        teacher, student, teacher_layer_name="relu2",
+        student_layer_name="relu2",
         mode="both", adapter=True,
     )
     adapter = distiller.adapters[0]
@@ -355,10 +369,12 @@ def test_adapters_are_owned_by_the_distiller():
     assert (1, 1, 4, 8) in adapter_shapes
     # Channel-only and spatial-only adapters per mode.
     channel = tfkd.CorrelationDistiller(
-        teacher, student, teacher_layer="relu2", student_layer="relu2",
+        teacher, student, teacher_layer_name="relu2",
+        student_layer_name="relu2",
         mode="channel", adapter=True).adapters[0]
     spatial = tfkd.CorrelationDistiller(
-        teacher, student, teacher_layer="relu2", student_layer="relu2",
+        teacher, student, teacher_layer_name="relu2",
+        student_layer_name="relu2",
         mode="spatial", adapter=True).adapters[0]
     assert (channel.filters, channel.target_size) == (8, None)
     assert (spatial.filters, spatial.target_size) == (None, (8, 8))
@@ -368,7 +384,8 @@ def test_adapters_are_owned_by_the_distiller():
 def test_no_adapter_when_shapes_match():
     teacher, student = _pair((8, 8), (8, 8))
     distiller = tfkd.CorrelationDistiller(
-        teacher, student, teacher_layer="relu2", student_layer="relu2",
+        teacher, student, teacher_layer_name="relu2",
+        student_layer_name="relu2",
         adapter=True)
     assert distiller.adapters == []
 
@@ -379,16 +396,19 @@ def test_pool_to_pools_before_spatial_gram():
     wide_teacher, wide_student = _pair((8, 64), (8, 64))
     with pytest.raises(ValueError, match="pool_to"):
         tfkd.CorrelationDistiller(
-            wide_teacher, wide_student, teacher_layer="relu2",
-            student_layer="relu2", mode="spatial", max_spatial_positions=16)
+            wide_teacher, wide_student, teacher_layer_name="relu2",
+            student_layer_name="relu2", mode="spatial",
+            max_spatial_positions=16)
     # 8 channels: the position-kernel form never builds the M × M Gram, so
     # the same limit refuses nothing.
     teacher, student = _pair((8, 8), (8, 8))
     tfkd.CorrelationDistiller(
-        teacher, student, teacher_layer="relu2", student_layer="relu2",
+        teacher, student, teacher_layer_name="relu2",
+        student_layer_name="relu2",
         mode="spatial", max_spatial_positions=16)
     distiller = tfkd.CorrelationDistiller(
-        teacher, student, teacher_layer="relu2", student_layer="relu2",
+        teacher, student, teacher_layer_name="relu2",
+        student_layer_name="relu2",
         mode="both", max_spatial_positions=16, pool_to=4)
     t = tf.random.stateless_uniform((2, 8, 8, 8), seed=(1, 2))
     s = tf.random.stateless_uniform((2, 8, 8, 8), seed=(3, 4))
@@ -399,7 +419,8 @@ def test_pool_to_pools_before_spatial_gram():
                                rtol=1e-6)
     with pytest.raises(ValueError, match="must divide"):
         tfkd.CorrelationDistiller(
-            teacher, student, teacher_layer="relu2", student_layer="relu2",
+            teacher, student, teacher_layer_name="relu2",
+            student_layer_name="relu2",
             mode="spatial", pool_to=3)
 
 
@@ -409,16 +430,16 @@ def test_pool_to_pools_before_spatial_gram():
 def test_bad_mode():
     teacher, student = _pair()
     with pytest.raises(ValueError, match="mode.*'cosine'"):
-        tfkd.CorrelationDistiller(teacher, student, teacher_layer="relu2",
-                                  student_layer="relu2", mode="cosine")
+        tfkd.CorrelationDistiller(teacher, student, teacher_layer_name="relu2",
+                                  student_layer_name="relu2", mode="cosine")
 
 
 @pytest.mark.parametrize("mode", ["channel", "both"])
 def test_mismatched_shapes_without_adapter(mode):
     teacher, student = _pair()
     with pytest.raises(ValueError) as info:
-        tfkd.CorrelationDistiller(teacher, student, teacher_layer="relu2",
-                                  student_layer="relu2", mode=mode)
+        tfkd.CorrelationDistiller(teacher, student, teacher_layer_name="relu2",
+                                  student_layer_name="relu2", mode=mode)
     message = str(info.value)
     assert "(None, 8, 8, 8)" in message and "(None, 8, 8, 4)" in message
     assert "adapter=True" in message
@@ -427,30 +448,30 @@ def test_mismatched_shapes_without_adapter(mode):
 def test_guided_layer_at_or_after_logits():
     teacher, student = _pair()
     with pytest.raises(ValueError, match="logits"):
-        tfkd.CorrelationDistiller(teacher, student, teacher_layer="relu2",
-                                  student_layer="logits")
+        tfkd.CorrelationDistiller(teacher, student, teacher_layer_name="relu2",
+                                  student_layer_name="logits")
 
 
 def test_non_spatial_tap_is_refused():
     teacher, student = _pair()
     with pytest.raises(ValueError, match="4D feature maps"):
-        tfkd.CorrelationDistiller(teacher, student, teacher_layer="pool",
-                                  student_layer="pool", adapter=True)
+        tfkd.CorrelationDistiller(teacher, student, teacher_layer_name="pool",
+                                  student_layer_name="pool", adapter=True)
 
 
 def test_unknown_layer_and_missing_layers():
     teacher, student = _pair()
     with pytest.raises(ValueError, match="'conv9'.*not a layer"):
-        tfkd.CorrelationDistiller(teacher, student, teacher_layer="relu2",
-                                  student_layer="conv9")
-    with pytest.raises(ValueError, match="teacher_layer="):
+        tfkd.CorrelationDistiller(teacher, student, teacher_layer_name="relu2",
+                                  student_layer_name="conv9")
+    with pytest.raises(ValueError, match="teacher_layer_name="):
         tfkd.CorrelationDistiller(teacher, student)
     with pytest.raises(ValueError, match="stage"):
-        tfkd.CorrelationDistiller(teacher, student, teacher_layer="relu2",
-                                  student_layer="relu2", stage=0)
+        tfkd.CorrelationDistiller(teacher, student, teacher_layer_name="relu2",
+                                  student_layer_name="relu2", stage=0)
     with pytest.raises(TypeError, match="adapter"):
-        tfkd.CorrelationDistiller(teacher, student, teacher_layer="relu2",
-                                  student_layer="relu2", adapter="yes")
+        tfkd.CorrelationDistiller(teacher, student, teacher_layer_name="relu2",
+                                  student_layer_name="relu2", adapter="yes")
 
 
 def test_feature_distiller_takes_any_knowledge_term():
@@ -475,7 +496,8 @@ def test_correlation_jit_compile_step():
     teacher = conv_net("teacher", (8, 8), seed=10)
     student = conv_net("student", (4, 4), strides=(2, 1), seed=20)
     distiller = tfkd.CorrelationDistiller(
-        teacher, student, teacher_layer="relu2", student_layer="relu2",
+        teacher, student, teacher_layer_name="relu2",
+        student_layer_name="relu2",
         alpha=0.3, adapter=True, stage=1,
     )
     distiller.compile(optimizer="adam", jit_compile=True)
@@ -491,7 +513,8 @@ def test_correlation_mixed_precision_step():
     keras.mixed_precision.set_dtype_policy("mixed_float16")
     teacher, student = _pair()
     distiller = tfkd.CorrelationDistiller(
-        teacher, student, teacher_layer="relu2", student_layer="relu2",
+        teacher, student, teacher_layer_name="relu2",
+        student_layer_name="relu2",
         alpha=0.3, adapter=True,
     )
     assert distiller.adapters[0].dtype_policy.name == "mixed_float16"
@@ -510,7 +533,7 @@ def test_paper_vgg_pair_needs_no_adapter():
     student = tfkd.models.vgg.vgg_student(input_shape=(16, 16, 3),
                                           augmented=True, self_taught=True)
     distiller = tfkd.CorrelationDistiller(
-        teacher, student, teacher_layer=layer, student_layer=layer,
+        teacher, student, teacher_layer_name=layer, student_layer_name=layer,
         mode="both", alpha=0.3)
     assert distiller.guided_channels == [512] and distiller.adapters == []
     front = {layer.name for layer in distiller._front.layers}
@@ -528,7 +551,7 @@ def test_registry_correlation_default_lets_the_labels_train_the_student():
     from tfkd.tuning import spaces
 
     spec = registry.get("correlation")
-    assert spec.defaults()["stage"] == 1
+    assert spec.defaults()["stage"] == "both"
     assert "beta" not in spaces.default_search_space("correlation")
     keras.utils.set_random_seed(0)
     data = tfkd.data.load_digits(image_size=8, batch_size=64, seed=0)
@@ -537,10 +560,10 @@ def test_registry_correlation_default_lets_the_labels_train_the_student():
     distiller = registry.build("correlation", teacher, student,
                                feature_layers=registry.digits_taps(
                                    "correlation"))
-    assert distiller.stage == 1
+    assert distiller.stage == 1 and distiller.two_stage
     distiller.compile(optimizer=keras.optimizers.Adam(3e-3),
                       metrics=["accuracy"])
-    history = registry.fit(distiller, data.train, epochs=4, verbose=0)
+    history = distiller.fit(data.train, epochs=4, verbose=0)
     assert distiller.stage == 2
     # Stage 2 (epochs 3-4) is the cross entropy alone, and it falls.
     loss = history.history["loss"]
@@ -558,4 +581,32 @@ def test_registry_correlation_default_lets_the_labels_train_the_student():
                                 "correlation"))
     report = single.scale_report({"student_loss": 2.3,
                                   "knowledge_loss": 68.0, "kd_loss": 0.0})
-    assert "raise `beta`" in report and "`stage=1`" in report
+    assert "raise `beta`" in report and '`stage="both"`' in report
+
+
+@pytest.mark.parametrize("where", ["x", "validation_data"])
+@pytest.mark.parametrize("kind", ["generator", "tf_iterator"])
+def test_two_stage_refuses_one_shot_data_up_front(where, kind):
+    """A generator (or iterator) is used up by stage 1: refused before any
+    training, saying why, for `fit(stage="both")` as for
+    `fit_two_stage`."""
+    teacher, student = _pair((4, 4))
+    distiller = registry.build("correlation", teacher, student,
+                               feature_layers=("relu1", "relu1"),
+                               stage="both")
+    distiller.compile(optimizer="sgd")
+    x, y = testing.random_images(16)
+    if kind == "generator":
+        one_shot = ((x[i:i + 8], y[i:i + 8]) for i in (0, 8))
+    else:
+        one_shot = iter(tf.data.Dataset.from_tensor_slices((x, y)).batch(8))
+    before = [w.numpy().copy() for w in student.weights]
+    data = dict(x=one_shot) if where == "x" else dict(
+        x=x, y=y, validation_data=one_shot)
+    with pytest.raises(ValueError, match=rf"Two-stage training reads "
+                                         rf"`{where}` once per stage.*can "
+                                         r"be read only once.*stage 2 would "
+                                         r"get no data.*from_generator"):
+        distiller.fit(epochs=2, verbose=0, **data)
+    assert all(np.array_equal(a, w.numpy())
+               for a, w in zip(before, student.weights))

@@ -23,8 +23,9 @@ def _pair(teacher_widths=(8, 8), student_widths=(4, 4), **student_kwargs):
 # FitNets.
 
 @pytest.mark.parametrize("kwargs, check_saving", [
-    (dict(alpha=0.3, teacher_layer=["relu1", "relu2"],
-          student_layer=["relu1", "relu2"], regressor_activation="relu"),
+    (dict(alpha=0.3, teacher_layer_name=["relu1", "relu2"],
+          student_layer_name=["relu1", "relu2"], regressor_activation="relu",
+          stage=None),
      True),
     (dict(stage=1), False),
 ], ids=["single-kd-2pairs", "hint-stage"])
@@ -40,23 +41,24 @@ def test_fitnet_battery(kwargs, check_saving):
 def test_fitnet_regressor_follows_fitnets():
     teacher = conv_net("teacher", (8, 8), strides=(2, 1), seed=10)  # 4x4
     student = conv_net("student", (4, 4), seed=20)  # 8x8
-    distiller = tfkd.FitNetDistiller(teacher, student, teacher_layer="relu2",
-                                     student_layer="relu2")
+    distiller = tfkd.FitNetDistiller(teacher, student,
+                                     teacher_layer_name="relu2",
+                                     student_layer_name="relu2")
     regressor = distiller.regressors[0]
     # 'valid' kernel of (8 − 4 + 1): output 4x4x8, as in FitNets.
     assert tuple(regressor.conv.kernel.shape) == (5, 5, 4, 8)
     assert regressor.target_size is None
     # A smaller guided map: 1x1 conv, then upsampling to the hint's size.
-    up = tfkd.FitNetDistiller(student, teacher, teacher_layer="relu2",
-                              student_layer="relu2").regressors[0]
+    up = tfkd.FitNetDistiller(student, teacher, teacher_layer_name="relu2",
+                              student_layer_name="relu2").regressors[0]
     assert tuple(up.conv.kernel.shape) == (1, 1, 8, 4)
     assert up.target_size == (8, 8)
     # Matching shapes still get a (1x1) regressor unless regressor=False.
     same_t, same_s = _pair((8, 8), (8, 8))
-    assert len(tfkd.FitNetDistiller(same_t, same_s, teacher_layer="relu2",
-                                    student_layer="relu2").regressors) == 1
-    plain = tfkd.FitNetDistiller(same_t, same_s, teacher_layer="relu2",
-                                 student_layer="relu2", regressor=False)
+    assert len(tfkd.FitNetDistiller(same_t, same_s, teacher_layer_name="relu2",
+                                    student_layer_name="relu2").regressors) == 1
+    plain = tfkd.FitNetDistiller(same_t, same_s, teacher_layer_name="relu2",
+                                 student_layer_name="relu2", regressor=False)
     assert plain.regressors == []
     config = plain.get_config()
     assert config["regressor"] is False and "adapter" not in config
@@ -65,8 +67,10 @@ def test_fitnet_regressor_follows_fitnets():
 
 def test_fitnet_knowledge_is_hint_loss_of_regressed_features():
     teacher, student = _pair()
-    distiller = tfkd.FitNetDistiller(teacher, student, teacher_layer="relu2",
-                                     student_layer="relu2")
+    distiller = tfkd.FitNetDistiller(teacher, student,
+                                     teacher_layer_name="relu2",
+                                     student_layer_name="relu2", stage=None,
+                                     alpha=1.0)
     x, y = testing.random_images(16)
     distiller.compile(optimizer="sgd")
     r = distiller.evaluate(x, y, batch_size=16, return_dict=True, verbose=0)
@@ -83,8 +87,9 @@ def test_fitnet_knowledge_is_hint_loss_of_regressed_features():
 
 def test_fitnet_hint_stage_then_kd_stage():
     teacher, student = _pair()
-    distiller = tfkd.FitNetDistiller(teacher, student, teacher_layer="relu1",
-                                     student_layer="relu1", alpha=0.3)
+    distiller = tfkd.FitNetDistiller(teacher, student,
+                                     teacher_layer_name="relu1",
+                                     student_layer_name="relu1", alpha=0.3)
     distiller.compile(optimizer=keras.optimizers.Adam(0.01))
     x, y = testing.random_images(32)
     later = [np.array(w) for name in ("conv2", "logits")
@@ -104,8 +109,8 @@ def test_fitnet_hint_stage_then_kd_stage():
 def test_fitnet_mismatch_without_regressor():
     teacher, student = _pair()
     with pytest.raises(ValueError) as info:
-        tfkd.FitNetDistiller(teacher, student, teacher_layer="relu2",
-                             student_layer="relu2", regressor=False)
+        tfkd.FitNetDistiller(teacher, student, teacher_layer_name="relu2",
+                             student_layer_name="relu2", regressor=False)
     message = str(info.value)
     assert "(None, 8, 8, 8)" in message and "(None, 8, 8, 4)" in message
     assert "regressor=True" in message
@@ -114,18 +119,19 @@ def test_fitnet_mismatch_without_regressor():
 def test_fitnet_bad_layers():
     teacher, student = _pair()
     with pytest.raises(ValueError, match="logits"):
-        tfkd.FitNetDistiller(teacher, student, teacher_layer="relu2",
-                             student_layer="logits")
+        tfkd.FitNetDistiller(teacher, student, teacher_layer_name="relu2",
+                             student_layer_name="logits")
     with pytest.raises(ValueError, match="not a layer"):
-        tfkd.FitNetDistiller(teacher, student, teacher_layer="hint",
-                             student_layer="relu2")
+        tfkd.FitNetDistiller(teacher, student, teacher_layer_name="hint",
+                             student_layer_name="relu2")
 
 
 # ----------------------------------------------------------------------
 # Attention transfer.
 
 @pytest.mark.parametrize("kwargs, check_saving", [
-    (dict(teacher_layer=["relu1", "relu2"], student_layer=["relu1", "relu2"]),
+    (dict(teacher_layer_name=["relu1", "relu2"], student_layer_name=["relu1",
+                                                                     "relu2"]),
      True),
     (dict(stage=2, alpha=0.3), False),
 ], ids=["single-2pairs", "stage2-kd"])
@@ -141,8 +147,8 @@ def test_attention_battery(kwargs, check_saving):
 def test_attention_objective_and_weight():
     teacher, student = _pair()  # channel counts differ: no adapter needed
     distiller = tfkd.AttentionDistiller(
-        teacher, student, teacher_layer=["relu1", "relu2"],
-        student_layer=["relu1", "relu2"], alpha=0.3,
+        teacher, student, teacher_layer_name=["relu1", "relu2"],
+        student_layer_name=["relu1", "relu2"], alpha=0.3,
     )
     assert distiller.beta == 500.0 and distiller.adapters == []
     x, y = testing.random_images(16)
@@ -168,26 +174,28 @@ def test_attention_spatial_mismatch_and_resize_adapter():
     teacher = conv_net("teacher", (8, 8), seed=10)
     student = conv_net("student", (4, 4), strides=(2, 1), seed=20)
     with pytest.raises(ValueError) as info:
-        tfkd.AttentionDistiller(teacher, student, teacher_layer="relu2",
-                                student_layer="relu2")
+        tfkd.AttentionDistiller(teacher, student, teacher_layer_name="relu2",
+                                student_layer_name="relu2")
     message = str(info.value)
     assert "(None, 8, 8, 8)" in message and "(None, 4, 4, 4)" in message
     assert "adapter=True" in message and "spatial" in message
     distiller = tfkd.AttentionDistiller(teacher, student,
-                                        teacher_layer="relu2",
-                                        student_layer="relu2", adapter=True)
+                                        teacher_layer_name="relu2",
+                                        student_layer_name="relu2",
+                                        adapter=True)
     adapter = distiller.adapters[0]
     assert adapter.filters is None and adapter.target_size == (8, 8)
     with pytest.raises(ValueError, match="mode"):
-        tfkd.AttentionDistiller(teacher, student, teacher_layer="relu2",
-                                student_layer="relu2", mode="l2")
+        tfkd.AttentionDistiller(teacher, student, teacher_layer_name="relu2",
+                                student_layer_name="relu2", mode="l2")
 
 
 def test_attention_self_taught_gets_zero_gradient():
     teacher = conv_net("teacher", (4, 8), seed=10)
     student = conv_net("student", (4, 4), self_taught=4, seed=20)
     distiller = tfkd.AttentionDistiller(
-        teacher, student, teacher_layer="relu1", student_layer="relu1",
+        teacher, student, teacher_layer_name="relu1",
+        student_layer_name="relu1",
         stage=1)
     layer = student.get_layer("conv1")
     x, _ = testing.random_images(8)
@@ -207,7 +215,10 @@ def _fit_one_step(distiller, batch_size=16, **compile_kwargs):
     distiller.compile(optimizer="adam", **compile_kwargs)
     x, y = testing.random_images(16)
     before = [np.array(w) for w in distiller.student.trainable_weights]
-    history = distiller.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
+    # A two-stage distiller needs an epoch per stage.
+    epochs = 2 if getattr(distiller, "two_stage", False) else 1
+    history = distiller.fit(x, y, batch_size=batch_size, epochs=epochs,
+                            verbose=0)
     assert all(np.isfinite(v[0]) for v in history.history.values())
     assert any(not np.array_equal(a, np.array(b)) for a, b in zip(
         before, distiller.student.trainable_weights))
@@ -217,25 +228,27 @@ def test_jit_compile_steps():
     teacher = conv_net("teacher", (8, 8), seed=10)
     student = conv_net("student", (4, 4), strides=(2, 1), seed=20)
     _fit_one_step(tfkd.FitNetDistiller(
-        teacher, student, teacher_layer="relu2", student_layer="relu2",
+        teacher, student, teacher_layer_name="relu2",
+        student_layer_name="relu2",
         alpha=0.3), jit_compile=True)
     _fit_one_step(tfkd.AttentionDistiller(
-        teacher, student, teacher_layer="relu2", student_layer="relu2",
+        teacher, student, teacher_layer_name="relu2",
+        student_layer_name="relu2",
         adapter=True, stage=1), jit_compile=True)
 
 
 def test_mixed_precision_steps():
     keras.mixed_precision.set_dtype_policy("mixed_float16")
     teacher, student = _pair()
-    fitnet = tfkd.FitNetDistiller(teacher, student, teacher_layer="relu2",
-                                  student_layer="relu2", alpha=0.3)
+    fitnet = tfkd.FitNetDistiller(teacher, student, teacher_layer_name="relu2",
+                                  student_layer_name="relu2", alpha=0.3)
     assert fitnet.regressors[0].dtype_policy.name == "mixed_float16"
     # Small batches: the loss scale starts at 2**15 and halves on each
     # overflowing (skipped) step before the weights move.
     _fit_one_step(fitnet, batch_size=1)
     _fit_one_step(tfkd.AttentionDistiller(
-        teacher, student, teacher_layer=["relu1", "relu2"],
-        student_layer=["relu1", "relu2"], alpha=0.3), batch_size=1)
+        teacher, student, teacher_layer_name=["relu1", "relu2"],
+        student_layer_name=["relu1", "relu2"], alpha=0.3), batch_size=1)
 
 
 def test_registry_fitnet_trains_both_stages_in_the_budget():
@@ -247,21 +260,22 @@ def test_registry_fitnet_trains_both_stages_in_the_budget():
     teacher, student = _pair()
     distiller = registry.build("fitnet", teacher, student,
                                feature_layers=("relu1", "relu1"))
-    assert distiller.stage == 1
-    assert registry.get("fitnet").defaults()["stage"] == 1
+    assert distiller.stage == 1 and distiller.two_stage
+    assert registry.get("fitnet").defaults()["stage"] == "both"
     distiller.compile(optimizer=keras.optimizers.Adam(0.01))
     x, y = testing.random_images(32)
-    history = registry.fit(distiller, x, y, batch_size=16, epochs=3,
-                           verbose=0)
+    history = distiller.fit(x, y, batch_size=16, epochs=3, verbose=0)
     assert distiller.stage == 2
     assert history.epoch == [0, 1, 2]
     assert len(history.history["loss"]) == 3
-    # Stage 1 (1 epoch) minimises the hint alone, stage 2 (2 epochs) CE.
+    # Stage 1 (1 epoch) minimises the hint alone, stage 2 (2 epochs)
+    # L_Class = 0.3 CE + 0.7 KD (the default alpha: FitNets' KD stage).
     assert history.history["loss"][0] == pytest.approx(
         history.history["knowledge_loss"][0], rel=1e-6)
     assert history.history["loss"][2] == pytest.approx(
-        history.history["student_loss"][2], rel=1e-6)
+        0.3 * history.history["student_loss"][2]
+        + 0.7 * history.history["kd_loss"][2], rel=1e-5)
     with pytest.raises(ValueError, match="epochs >= 2"):
-        registry.fit(registry.build("fitnet", teacher, student,
-                                    feature_layers=("relu1", "relu1")),
-                     x, y, epochs=1, verbose=0)
+        registry.build("fitnet", teacher, student,
+                       feature_layers=("relu1", "relu1")).fit(
+            x, y, epochs=1, verbose=0)

@@ -61,7 +61,8 @@ def test_fit_battery(taps):
     teacher, student = _pair()
     x, y = testing.random_images(48)
     distiller = tfkd.LocalityPreservingDistiller(
-        teacher, student, teacher_layer=taps[0], student_layer=taps[1],
+        teacher, student, teacher_layer_name=taps[0],
+        student_layer_name=taps[1],
         k=3, sigma=None,
     )
     testing.run_distiller_test(
@@ -85,7 +86,8 @@ def test_registry_builds_lp_with_paper_defaults():
 def test_config_keeps_hyperparameters():
     teacher, student = _pair()
     distiller = tfkd.LocalityPreservingDistiller(
-        teacher, student, teacher_layer="conv2", student_layer="conv1",
+        teacher, student, teacher_layer_name="conv2",
+        student_layer_name="conv1",
         k=4, gamma=0.5, lam=1.5, temperature=2.0, sigma=3.0,
         normalize=None,
     )
@@ -109,7 +111,8 @@ def test_objective_matches_eq8_by_hand(sigma, normalize):
     x, y = testing.random_images(24, seed=5)
     k, gamma, lam, tau = 3, 0.7, 2.0, 0.5
     distiller = tfkd.LocalityPreservingDistiller(
-        teacher, student, teacher_layer="conv2", student_layer="conv1",
+        teacher, student, teacher_layer_name="conv2",
+        student_layer_name="conv1",
         k=k, gamma=gamma, lam=lam, temperature=tau, sigma=sigma,
         normalize=normalize,
     )
@@ -150,8 +153,8 @@ def test_several_pairs_sum_their_lp_terms():
     teacher, student = _pair()
     x, y = testing.random_images(16, seed=7)
     distiller = tfkd.LocalityPreservingDistiller(
-        teacher, student, teacher_layer=["conv1", "conv2"],
-        student_layer=["conv1", "conv2"], k=2,
+        teacher, student, teacher_layer_name=["conv1", "conv2"],
+        student_layer_name=["conv1", "conv2"], k=2,
     )
     distiller.compile(optimizer="sgd")
     r = distiller.evaluate(x, y, batch_size=16, return_dict=True, verbose=0)
@@ -167,7 +170,8 @@ def test_sample_weights_scale_per_example_terms_only():
     teacher, student = _pair()
     x, y = testing.random_images(16, seed=8)
     distiller = tfkd.LocalityPreservingDistiller(
-        teacher, student, teacher_layer="conv2", student_layer="conv2")
+        teacher, student, teacher_layer_name="conv2",
+        student_layer_name="conv2")
     distiller.compile(optimizer="sgd")
     plain = distiller.evaluate(x, y, batch_size=16, return_dict=True,
                                verbose=0)
@@ -186,7 +190,8 @@ def test_lp_gradient_reaches_student_up_to_tap_only():
     teacher, student = _pair(depth=3)
     x, y = testing.random_images(16, seed=9)
     distiller = tfkd.LocalityPreservingDistiller(
-        teacher, student, teacher_layer="conv3", student_layer="conv2")
+        teacher, student, teacher_layer_name="conv3",
+        student_layer_name="conv2")
     with tf.GradientTape(persistent=True) as tape:
         _, reduced, *_ = distiller.compute_losses(x, y, training=True)
     lp_grads = tape.gradient(
@@ -217,7 +222,8 @@ def test_fit_changes_student_not_teacher():
     t_before = [np.array(w) for w in teacher.weights]
     s_before = [np.array(w) for w in student.weights]
     distiller = tfkd.LocalityPreservingDistiller(
-        teacher, student, teacher_layer="conv2", student_layer="conv2",
+        teacher, student, teacher_layer_name="conv2",
+        student_layer_name="conv2",
         lam=0.0)
     distiller.compile(optimizer=keras.optimizers.SGD(0.1))
     distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
@@ -234,7 +240,8 @@ def test_fit_changes_student_not_teacher():
 def test_jit_compile_step():
     teacher, student = _pair()
     distiller = tfkd.LocalityPreservingDistiller(
-        teacher, student, teacher_layer="conv2", student_layer="conv1")
+        teacher, student, teacher_layer_name="conv2",
+        student_layer_name="conv1")
     distiller.compile(optimizer="adam", jit_compile=True)
     x, y = testing.random_images(40)
     # 40 = 16 + 16 + 8: the last, smaller batch recompiles with its own k.
@@ -247,7 +254,8 @@ def test_mixed_float16_step():
     keras.mixed_precision.set_dtype_policy("mixed_float16")
     teacher, student = _pair()
     distiller = tfkd.LocalityPreservingDistiller(
-        teacher, student, teacher_layer="conv2", student_layer="conv1")
+        teacher, student, teacher_layer_name="conv2",
+        student_layer_name="conv1")
     distiller.compile(optimizer="adam")
     assert isinstance(distiller.optimizer,
                       keras.optimizers.LossScaleOptimizer)
@@ -273,7 +281,8 @@ def test_mirrored_strategy_searches_neighbours_per_replica():
     with strategy.scope():
         teacher, student = _pair()
         distiller = tfkd.LocalityPreservingDistiller(
-            teacher, student, teacher_layer="conv2", student_layer="conv1",
+            teacher, student, teacher_layer_name="conv2",
+            student_layer_name="conv1",
             k=3)
         distiller.compile(optimizer="sgd")
     r = distiller.evaluate(x, y, batch_size=32, return_dict=True, verbose=0)
@@ -303,7 +312,7 @@ def test_trains_on_digits_without_nan():
     # The embedding (`gap`), the layer the registry taps for LP on the
     # digits pair.
     distiller = tfkd.LocalityPreservingDistiller(
-        teacher, student, teacher_layer="gap", student_layer="gap")
+        teacher, student, teacher_layer_name="gap", student_layer_name="gap")
     distiller.compile(optimizer=keras.optimizers.Adam(3e-3),
                       metrics=["accuracy"])
     history = distiller.fit(
@@ -333,8 +342,8 @@ def _fit_lp_on_wide_map(normalize):
     teacher = tfkd.models.digits_teacher()
     student = tfkd.models.digits_student()
     distiller = tfkd.LocalityPreservingDistiller(
-        teacher, student, teacher_layer="block2_relu",
-        student_layer="block2_relu", lam=0.0, normalize=normalize)
+        teacher, student, teacher_layer_name="block2_relu",
+        student_layer_name="block2_relu", lam=0.0, normalize=normalize)
     distiller.compile(optimizer=keras.optimizers.Adam(1e-2),
                       metrics=["accuracy"])
     history = distiller.fit(x, y, batch_size=60, epochs=4, verbose=0)
@@ -376,8 +385,8 @@ def test_default_lp_does_not_collapse_a_student_on_a_wide_map():
     ({"normalize": "l1"}, ValueError, r"`normalize` must be 'l2'.*"
                                       r"normalize='l1'"),
     ({"normalize": True}, ValueError, "normalize=True"),
-    ({"teacher_layer": None}, ValueError, "teacher_layer=None"),
-    ({"student_layer": []}, ValueError, r"student_layer=\[\]"),
+    ({"teacher_layer": None}, ValueError, "teacher_layer_name=None"),
+    ({"student_layer": []}, ValueError, r"student_layer_name=\[\]"),
     ({"teacher_layer": ["conv1", "conv2"]}, ValueError, "same length"),
     ({"student_layer": "nope"}, ValueError, "'nope' is not a layer"),
 ])
@@ -390,8 +399,8 @@ def test_bad_arguments(kwargs, error, match):
 
 def test_layer_names_are_required_keywords():
     teacher, student = _pair()
-    with pytest.raises(ValueError, match="`teacher_layer` must name at "
-                                         "least one layer.*teacher_layer="
+    with pytest.raises(ValueError, match="`teacher_layer_name` must name at "
+                                         "least one layer.*teacher_layer_name="
                                          "None"):
         tfkd.LocalityPreservingDistiller(teacher, student)
 
@@ -401,4 +410,5 @@ def test_mismatched_logits_are_refused():
     student = testing.tiny_conv_model("student", num_classes=5)
     with pytest.raises(ValueError, match="logits must have the same shape"):
         tfkd.LocalityPreservingDistiller(
-            teacher, student, teacher_layer="conv2", student_layer="conv2")
+            teacher, student, teacher_layer_name="conv2",
+            student_layer_name="conv2")

@@ -174,11 +174,17 @@ def test_mixed_terms_report_each_and_sum_with_weights():
     x, y = testing.random_images(16)
     r = distiller.evaluate(x, y, batch_size=16, return_dict=True, verbose=0)
     assert set(r) == {"loss", "student_loss", "kd_loss", "attention_loss",
-                      "correlation_loss", "kd_2_loss"}
-    expected = 0.25 * r["student_loss"] + 0.75 * (
+                      "correlation_loss", "kd_2_loss",
+                      "distillation_loss", "total_loss"}
+    distillation = (
         r["kd_loss"] + 100.0 * r["attention_loss"]
         + 2.0 * r["correlation_loss"] + 0.5 * r["kd_2_loss"])
+    # Keras's distiller's two metrics: the weighted sum of the terms and
+    # the total.
+    assert r["distillation_loss"] == pytest.approx(distillation, rel=1e-5)
+    expected = 0.25 * r["student_loss"] + 0.75 * distillation
     assert r["loss"] == pytest.approx(expected, rel=1e-5)
+    assert r["total_loss"] == pytest.approx(r["loss"], rel=1e-6)
     kd8 = tfkd.losses.kd_loss(teacher(x), student(x), 8.0)
     assert r["kd_2_loss"] == pytest.approx(float(tf.reduce_mean(kd8)),
                                            rel=1e-5)
@@ -295,7 +301,8 @@ def test_preset_weights_are_derived_and_refuse_direct_assignment():
     teacher = testing.tiny_conv_model("teacher", width=8, seed=1)
     student = testing.tiny_conv_model("student", width=4, seed=2)
     distiller = tfkd.CorrelationDistiller(
-        teacher, student, teacher_layer="conv2", student_layer="conv2",
+        teacher, student, teacher_layer_name="conv2",
+        student_layer_name="conv2",
         adapter=True, alpha=0.3, beta=0.1)
     assert distiller.student_loss_weight == pytest.approx(0.03 / 1.1)
     distiller.beta = 1.0
@@ -359,13 +366,26 @@ def test_scheduler_per_step_and_bad_paths():
                                          r"returned -1.0 at epoch 0"):
         distiller.fit(x, y, epochs=1, verbose=0, callbacks=[
             HyperparameterScheduler({"kd/temperature": lambda e: -1.0})])
+    # A schedule without a value for some epochs (a missing `return`).
+    with pytest.raises(TypeError, match=r"schedule of 'kd/weight' returned "
+                                        r"None at epoch 1; a schedule must "
+                                        r"return a number"):
+        distiller.fit(x, y, epochs=2, verbose=0, callbacks=[
+            HyperparameterScheduler(
+                {"kd/weight": lambda e: 1.0 if e < 1 else None})])
+    with pytest.raises(TypeError, match=r"'kd/temperature' returned 'hot' "
+                                        r"at step \d+"):
+        distiller.fit(x, y, epochs=1, verbose=0, callbacks=[
+            HyperparameterScheduler({"kd/temperature": lambda s: "hot"},
+                                    per="step")])
 
 
 def test_live_hyperparameters_survive_keras_round_trip(tmp_path):
     teacher = testing.tiny_conv_model("teacher", width=8, seed=1)
     student = testing.tiny_conv_model("student", width=4, seed=2)
     distiller = tfkd.LocalityPreservingDistiller(
-        teacher, student, teacher_layer="conv2", student_layer="conv2")
+        teacher, student, teacher_layer_name="conv2",
+        student_layer_name="conv2")
     distiller.gamma = 0.25
     distiller.temperature = 1.5
     distiller.compile(optimizer="adam")
@@ -403,7 +423,8 @@ def test_first_step_warns_when_a_term_dwarfs_the_student_loss():
 def test_lp_preset_names_its_own_weight():
     teacher, student = _pair()
     distiller = tfkd.LocalityPreservingDistiller(
-        teacher, student, teacher_layer="conv2", student_layer="conv2",
+        teacher, student, teacher_layer_name="conv2",
+        student_layer_name="conv2",
         gamma=1e6)
     message = distiller.scale_report(
         {"student_loss": 2.0, "soft_loss": 1.0, "lp_loss": 1.0})

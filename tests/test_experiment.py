@@ -39,3 +39,39 @@ def test_record_run_writes_and_prints(tmp_path, capsys):
     [loaded] = load_runs(str(tmp_path))
     assert loaded.method == "kd" and loaded.seed == 3
     assert loaded.hyperparameters == {"alpha": 0.5}
+
+
+def test_test_accuracy_leaves_the_model_as_it_was():
+    """Measuring never recompiles: the user's optimizer object (and its
+    state), loss and metrics are the ones they compiled."""
+    import keras
+
+    model = testing.tiny_conv_model("m", seed=0)
+    optimizer = keras.optimizers.Adam(1e-3)
+    model.compile(optimizer=optimizer, loss="mse")
+    x, y = testing.random_images(16)
+    model.fit(x, np.eye(10)[y], epochs=1, verbose=0)
+    iterations = int(optimizer.iterations)
+    loss, compiled_loss = model.loss, model._compile_config
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    accuracy = experiment.test_accuracy(model, dataset)
+    assert 0.0 <= accuracy <= 1.0
+    assert model.optimizer is optimizer
+    assert int(optimizer.iterations) == iterations
+    assert model.loss == loss == "mse"
+    assert model._compile_config is compiled_loss
+    # An uncompiled model stays uncompiled.
+    fresh = testing.tiny_conv_model("fresh", seed=0)
+    experiment.test_accuracy(fresh, dataset)
+    assert not fresh.compiled
+
+
+def test_test_accuracy_skips_unlabelled_examples():
+    model = testing.tiny_conv_model("m", seed=0)
+    x, _ = testing.random_images(8)
+    y = np.argmax(model.predict(x, verbose=0), axis=-1).astype("int32")
+    y[:4] = -1
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+    assert experiment.test_accuracy(model, dataset) == 1.0
+    assert np.isnan(experiment.test_accuracy(
+        model, [(x, np.full(8, -1, "int32"))]))

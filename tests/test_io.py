@@ -236,6 +236,24 @@ def test_full_disk_in_the_cli_is_one_line(tmp_path, file_size_limit, capsys):
     assert _temp_files(tmp_path) == []
 
 
+def test_keras_own_save_on_a_full_disk_destroys_the_old_file(
+        tmp_path, file_size_limit):
+    """Why the docs save students with `tfkd.saving.save`: Keras's own
+    `model.save` writes in place, so a save that fails half-way leaves no
+    loadable model where the previous good one was."""
+    small = testing.tiny_conv_model("small", width=2)
+    path = str(tmp_path / "model.keras")
+    small.save(path)
+    inputs = keras.Input((256,))
+    big = keras.Model(inputs, keras.layers.Dense(1024)(inputs))  # 1 MB
+    file_size_limit(os.path.getsize(path) + 4096)
+    with pytest.raises(OSError):
+        big.save(path)
+    file_size_limit(None)
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        tfkd.load(path)
+
+
 def test_failed_write_leaves_no_temp_file(tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text("old")

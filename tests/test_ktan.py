@@ -222,7 +222,7 @@ def test_owned_parts_and_default_regressor():
     assert distiller.regressor.activation is keras.activations.relu
     assert distiller.regressor.kernel_size == (1, 1)
     # A smaller teacher map takes the upsampling path.
-    up = _distiller(teacher=_pooled_teacher(), teacher_layer="pool1")
+    up = _distiller(teacher=_pooled_teacher(), teacher_layer_name="pool1")
     assert up.regressor.upsampling == (2, 2)
     assert up.teacher_map_shape == (4, 4, 16)
     assert up.student_map_shape == (8, 8, 4)
@@ -408,7 +408,7 @@ def test_trains_nan_free_on_digits():
     distiller = _distiller(
         teacher=teacher, pretrain_steps=10, kd_weight=0.5,
         student=tfkd.models.digits_student(input_shape=(8, 8, 1)),
-        teacher_layer=layer, student_layer=layer)
+        teacher_layer_name=layer, student_layer_name=layer)
     pre = distiller.pretrain_regressor(
         data.train, epochs=1, optimizer=keras.optimizers.Adam(0.01))
     assert np.isfinite(pre.history["loss"][0])
@@ -504,10 +504,10 @@ def _bad(**kwargs):
     (_bad(pretrain_steps=-1), ValueError, "pretrain_steps"),
     (_bad(pretrain_steps=1.5), ValueError, "pretrain_steps"),
     (_bad(discriminator_width=0), ValueError, "discriminator_width"),
-    (_bad(teacher_layer=["conv1", "conv2"]), ValueError, "teacher_layer"),
-    (_bad(student_layer=None), ValueError, "student_layer"),
-    (_bad(student_layer="nope"), ValueError, "student_layer"),
-    (_bad(student_layer="logits"), ValueError, "feature map"),
+    (_bad(teacher_layer_name=["conv1", "conv2"]), ValueError, "teacher_layer"),
+    (_bad(student_layer_name=None), ValueError, "student_layer"),
+    (_bad(student_layer_name="nope"), ValueError, "student_layer"),
+    (_bad(student_layer_name="logits"), ValueError, "feature map"),
     (_bad(regressor="conv"), TypeError, "regressor"),
     (_bad(regressor=TeacherToStudent(5, 8, 8)), ValueError, "regressor"),
 ])

@@ -85,8 +85,8 @@ def test_distiller_slices_the_guided_channels(method):
     keras.utils.set_random_seed(0)
     teacher = digits_teacher()
     student = digits_student(augmented=True, self_taught=True)
-    common = dict(teacher_layer=DIGITS_FEATURE_LAYER,
-                  student_layer=DIGITS_FEATURE_LAYER, stage=1)
+    common = dict(teacher_layer_name=DIGITS_FEATURE_LAYER,
+                  student_layer_name=DIGITS_FEATURE_LAYER, stage=1)
     if method == "channel":
         distiller = tfkd.CorrelationDistiller(
             teacher, student, mode="channel", adapter=True, **common)
@@ -115,7 +115,7 @@ def test_distiller_slices_the_guided_channels(method):
 def test_augmented_pair_builds_with_adapter():
     distiller = tfkd.CorrelationDistiller(
         digits_teacher(augmented=True), digits_student(augmented=True),
-        teacher_layer=DIGITS_FEATURE_LAYER,
-        student_layer=DIGITS_FEATURE_LAYER, mode="channel", adapter=True)
+        teacher_layer_name=DIGITS_FEATURE_LAYER,
+        student_layer_name=DIGITS_FEATURE_LAYER, mode="channel", adapter=True)
     kernel = distiller.adapters[0].trainable_weights[0]
     assert tuple(kernel.shape) == (1, 1, 32, 128)

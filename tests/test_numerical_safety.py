@@ -181,8 +181,9 @@ def test_exploding_knowledge_term_stops_training_naming_it(jit_compile):
     # weight (without it the student's weights jump to ~1e19).
     teacher = _exploding_teacher()
     _, student = tiny_pair()
-    distiller = tfkd.FitNetDistiller(teacher, student, teacher_layer="conv1",
-                                     student_layer="conv1", alpha=0.5)
+    distiller = tfkd.FitNetDistiller(teacher, student,
+                                     teacher_layer_name="conv1",
+                                     student_layer_name="conv1", alpha=0.5)
     distiller.compile(optimizer=keras.optimizers.SGD(0.01),
                       jit_compile=jit_compile)
     x, y = testing.random_images(16)
@@ -242,8 +243,9 @@ def test_stop_without_raising_records_the_term():
     # With the engine's guard off, the callback is what stops training.
     teacher = _exploding_teacher()
     _, student = tiny_pair()
-    distiller = tfkd.FitNetDistiller(teacher, student, teacher_layer="conv1",
-                                     student_layer="conv1")
+    distiller = tfkd.FitNetDistiller(teacher, student,
+                                     teacher_layer_name="conv1",
+                                     student_layer_name="conv1")
     distiller.compile(optimizer=keras.optimizers.SGD(0.01))
     distiller.check_finite = False
     x, y = testing.random_images(32)

@@ -40,7 +40,7 @@ def test_runs_and_writes_the_table(tmp_path, capsys):
     lines = table.splitlines()
     assert lines[0] == ("| method | 6 labels/class (%) | 20 labels/class "
                         "(%) | gain, 6 labels/class | gain, 20 labels/class "
-                        "|")
+                        "| s / run |")
     body = [line for line in lines[2:] if line.startswith("|")]
     assert len(body) == 4  # student alone, kd, lp, teacher.
     assert {line.split(" | ")[0] for line in body} == {

@@ -66,3 +66,51 @@ def test_display_path_and_next_steps(tmp_path, monkeypatch):
         "Next:\n  tfkd report a\n  tfkd export b")
     with pytest.raises(ValueError, match="kind="):
         runs.prepare_run_dir(None, kind="")
+
+
+@pytest.mark.parametrize("kind,ours", [
+    ("demo", ["results.json", "student_lp_seed0.keras", "plots"]),
+    ("tune", ["search", "trials.json", "best_student.keras"]),
+    ("transfer", ["runs.csv", "kd-0.json", "transfer.md"]),
+])
+def test_overwrite_in_a_marked_folder_keeps_the_users_files(tmp_path, kind,
+                                                            ours):
+    """A run folder the user added their own files to is refused whole by
+    --overwrite: nothing is deleted, the user's files are named."""
+    out = tmp_path / "run"
+    runs.prepare_run_dir(str(out), kind=kind)
+    for name in ours:
+        if name == "runs.csv":
+            (out / name).write_text("run_id,json_file\nkd-0,kd-0.json\n")
+        elif "." in name:
+            (out / name).write_text("x")
+        else:
+            (out / name).mkdir()
+    (out / "notes.json").write_text("precious")
+    with pytest.raises(ValueError, match=r"holds files a tfkd run did not "
+                                         r"write \(notes.json\), so "
+                                         r"--overwrite will not delete "
+                                         r"anything"):
+        runs.prepare_run_dir(str(out), kind=kind, overwrite=True)
+    assert sorted(os.listdir(out)) == sorted(ours + ["notes.json",
+                                                     runs.MARKER])
+    # Without the user's file, the run's own files are replaced.
+    os.remove(out / "notes.json")
+    runs.prepare_run_dir(str(out), kind=kind, overwrite=True)
+    assert os.listdir(out) == [runs.MARKER]
+
+
+def test_a_file_in_the_way_of_the_run_folder_is_named(tmp_path,
+                                                       monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / runs.DEFAULT_ROOT).write_text("not a folder")
+    with pytest.raises(ValueError, match=r"Runs go into the folder "
+                                         r"'tfkd_runs', but a file of that "
+                                         r"name is in the way.*choose the "
+                                         r"run's folder with --out DIR"):
+        runs.prepare_run_dir(None, kind="demo")
+    with pytest.raises(ValueError, match=r"Cannot make the folder --out "
+                                         r"'tfkd_runs/demo-1': a file is in "
+                                         r"the way.*choose another --out"):
+        runs.prepare_run_dir("tfkd_runs/demo-1", kind="demo")
+    assert (tmp_path / runs.DEFAULT_ROOT).read_text() == "not a folder"

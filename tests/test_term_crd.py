@@ -326,3 +326,33 @@ def test_saved_memory_bank_continues_identically(tmp_path):
     for a, b in zip(distiller.weights, restored.weights):
         np.testing.assert_allclose(np.array(b), np.array(a), rtol=1e-5,
                                    atol=1e-6, err_msg=a.path)
+
+
+@pytest.mark.parametrize("dataset_size, jit", [(32, False), (None, False),
+                                               (32, True)])
+def test_a_refused_step_leaves_the_banks_and_counters_alone(dataset_size,
+                                                            jit):
+    """The finite guard refuses a step with non-finite gradients: the
+    banks, normalizers, queue position and step counter keep their values,
+    like the weights, and training goes on once the cause is gone."""
+    from tfkd.callbacks import NonFiniteDataError
+
+    distiller, term = _bank_distiller(dataset_size)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=jit)
+    x, y = testing.random_images(8, seed=3)
+    data = x if dataset_size is None else {"images": x,
+                                           "index": np.arange(8)}
+    distiller.fit(data, y, batch_size=8, verbose=0, shuffle=False)
+    before = _state(term)
+    kernel = distiller.student.get_layer("conv2").kernel
+    good = kernel.numpy()
+    kernel.assign(np.full_like(good, np.nan))  # Finite images, NaN grads.
+    with pytest.raises(NonFiniteDataError, match="Non-finite gradients"):
+        distiller.fit(data, y, batch_size=8, verbose=0, shuffle=False)
+    after = _state(term)
+    for name, value in before.items():
+        np.testing.assert_array_equal(after[name], value, err_msg=name)
+    kernel.assign(good)
+    distiller.fit(data, y, batch_size=8, verbose=0, shuffle=False)
+    assert int(term.steps.numpy()) == before["steps"] + 1
+    assert np.isfinite(np.array(term.student_memory)).all()

@@ -6,6 +6,7 @@ machinery (every tuner, student-only checkpoints, export), not accuracy.
 """
 
 import os
+import re
 import sys
 import types
 
@@ -188,18 +189,17 @@ def test_per_method_entries():
 
 
 def test_two_stage_fit():
-    """A distiller with `stage` set trains both stages in one trial."""
+    """A `stage="both"` distiller trains both stages in one trial."""
     hypermodel = DistillerHyperModel(
         testing.tiny_conv_model("teacher", width=8),
         testing.tiny_conv_model("student", width=8),
-        method="correlation", feature_layers=("conv1", "conv1"),
-        fixed={"stage": 1})
+        method="correlation", feature_layers=("conv1", "conv1"))
     hp = kt.HyperParameters()
     distiller = hypermodel.build(hp)
     x, y = testing.random_images(32)
     history = hypermodel.fit(hp, distiller, x, y, epochs=2, verbose=0)
-    assert distiller.stage == 2 and history.epoch == [1]
-    with pytest.raises(ValueError, match="cannot resume"):
+    assert distiller.stage == 2 and history.epoch == [0, 1]
+    with pytest.raises(TypeError, match="cannot start at `initial_epoch`"):
         hypermodel.fit(hp, hypermodel.build(hp), x, y, epochs=2,
                        initial_epoch=1, verbose=0)
 
@@ -435,3 +435,88 @@ def test_cli_errors(tmp_path, capsys):
     assert "Teacher file not found" in capsys.readouterr().err
     assert cli.main(["tune", "--fix", "alpha", "--out", str(tmp_path)]) == 2
     assert "NAME=VALUE" in capsys.readouterr().err
+
+
+def test_trials_record_every_epoch(digits, teacher, tmp_path):
+    """Keras Tuner keeps one value a metric (the best epoch); tfkd's tuners
+    record each epoch, so the trial rows (trials.json, `tfkd report`) have
+    curves."""
+    hypermodel = digits_hypermodel(teacher, method="kd",
+                                   input_shape=INPUT_SHAPE, seed=0)
+    tuner = build_tuner(hypermodel, "random", max_trials=1, seed=0,
+                        directory=str(tmp_path), project_name="kd")
+    _search(tuner, digits, epochs=3)
+    (row,) = trial_rows(tuner)
+    history = row["history"]
+    assert len(history["loss"]) == 3
+    assert len(history["val_accuracy"]) == 3
+    assert row["score"] == pytest.approx(max(history["val_accuracy"]))
+    # Training curves move: not one value repeated.
+    assert len(set(history["loss"])) == 3
+
+
+@pytest.mark.parametrize("argv, pattern", [
+    (["--space", "temperature=9:1"], r"temperature"),
+    (["--fix", "temperature=-1"], r"temperature"),
+    (["--method", "lp", "--space", "k=0:3"], r"\bk\b"),
+    (["--labels-per-class", "0"], r"labels.per.class"),
+    (["--labels-per-class", "6", "--data", "mnist"],
+     r"--labels-per-class is available with --data digits only"),
+])
+def test_cli_checks_everything_before_training(argv, pattern, tmp_path,
+                                               capsys, monkeypatch):
+    """A bad setting fails in seconds, before the teacher trains (and
+    before the run folder is created)."""
+    from tfkd.tuning import cli as tune_cli
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the teacher trained before the check")
+
+    monkeypatch.setattr(tune_cli, "_train_teacher", no_training)
+    out = tmp_path / "run"
+    assert cli.main(["tune", *argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert re.search(pattern, err), err
+    assert len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_cli_tune_help_documents_every_option(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["tune", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--labels-per-class N|all training labels the students keep" in \
+        text
+    assert "--batch-size BATCH_SIZE training batch size" in text
+    assert "--seed SEED seed of the data split" in text
+
+
+def test_cli_labels_per_class_reaches_the_search(tmp_path, monkeypatch):
+    """`--labels-per-class 6`: the teacher learns from every label, the
+    trials' students from 6 a class plus the unlabelled rest (-1)."""
+    from tfkd.tuning import cli as tune_cli
+    from tfkd.tuning import search
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def train_teacher(data, epochs, verbose):
+        seen["teacher"] = np.concatenate([y for _, y in data.train])
+        return tfkd.models.digits_teacher(data.num_classes, data.input_shape)
+
+    class FakeTuner:
+        def search(self, train, **kwargs):
+            seen["students"] = np.concatenate([y for _, y in train])
+            raise Stop
+
+    monkeypatch.setattr(tune_cli, "_train_teacher", train_teacher)
+    monkeypatch.setattr(search, "build_tuner", lambda *a, **k: FakeTuner())
+    with pytest.raises(Stop):
+        cli.main(["tune", "--labels-per-class", "6", "--image-size", "8",
+                  "--out", str(tmp_path / "run"), "--verbose", "0"])
+    assert (seen["teacher"] >= 0).all()
+    students = seen["students"]
+    assert len(students) == len(seen["teacher"])
+    assert np.bincount(students[students >= 0]).tolist() == [6] * 10

@@ -192,3 +192,23 @@ def test_cli_resumes_the_same_search(tune_out, capsys):
     # The search's own teacher was reused, not retrained.
     assert result["teacher"] == str(tune_out / "teacher.keras")
     assert len(result["trials"]) == 1
+
+
+@pytest.mark.parametrize("with_own_files", [True, False])
+def test_cli_overwrite_never_empties_a_users_tuner_project(
+        tune_out, capsys, with_own_files):
+    """A Keras Tuner project the user made with `build_tuner` (alone, or
+    beside their own files) is not a `tfkd tune` run: --overwrite refuses,
+    naming what is in the way, and deletes nothing."""
+    if with_own_files:
+        (tune_out / "notes.txt").write_text("precious")
+    before = sorted(os.listdir(tune_out))
+    code, err = _run_cli(["tune", "--out", str(tune_out), "--overwrite"]
+                         + CLI_ARGS, capsys)
+    assert code == 2, err
+    assert re.search(r"holds files a tfkd run did not write \(.*search.*"
+                     r"\).*will not delete", err), err
+    assert sorted(os.listdir(tune_out)) == before
+    assert os.listdir(tune_out / "search")
+    if with_own_files:
+        assert (tune_out / "notes.txt").read_text() == "precious"

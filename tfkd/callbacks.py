@@ -81,9 +81,11 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         self.message = None
 
     def _check(self, logs, where):
-        # The total `loss` goes bad with any of its terms: name a term first.
+        # The totals go bad with any of their terms: name a term first.
+        totals = {f"{prefix}{name}" for prefix in ("", "val_") for name in (
+            "loss", "total_loss", "distillation_loss")}
         items = sorted((logs or {}).items(),
-                       key=lambda item: item[0] in ("loss", "val_loss"))
+                       key=lambda item: item[0] in totals)
         for name, value in items:
             if not name.endswith("loss"):
                 continue
@@ -346,7 +348,16 @@ class HyperparameterScheduler(keras.callbacks.Callback):
             value = schedule(index, self.model.get_hyperparameter(path))
         else:
             value = schedule(index)
-        return float(value)
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            # A schedule that forgot a `return` (None), or returned text.
+            raise TypeError(
+                f"The schedule of {path!r} returned {value!r} at {self.per} "
+                f"{index}; a schedule must return a number (the value of "
+                f"{path!r} from that {self.per} on). Check that every branch "
+                "of the schedule returns one."
+            ) from None
 
     def _assign(self, index):
         for path in self.schedules:

@@ -44,10 +44,17 @@ def register(subparsers):
                              "the other training images are unlabelled "
                              "transfer data for distillation ('all': every "
                              f"label; default: {DEFAULT_LABELS_PER_CLASS})")
-    parser.add_argument("--epochs", type=int, default=30,
-                        help="epochs for each student (default: 30)")
-    parser.add_argument("--teacher-epochs", type=int, default=20,
-                        help="epochs for the teacher (default: 20)")
+    parser.add_argument("--data", default="digits",
+                        choices=("digits", "fashion_mnist"),
+                        help="data set (default: digits, embedded; "
+                             "fashion_mnist reads its IDX files, see "
+                             "tfkd.data.load_fashion_mnist)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs for each student (default: 30 on "
+                             "digits, 5 on fashion_mnist)")
+    parser.add_argument("--teacher-epochs", type=int, default=None,
+                        help="epochs for the teacher (default: 20 on "
+                             "digits, 10 on fashion_mnist)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="one or more seeds; >1 prints mean ± std")
     parser.add_argument("--out", default=None,
@@ -99,7 +106,7 @@ def _run_from_args(args):
              epochs=args.epochs, teacher_epochs=args.teacher_epochs,
              seeds=args.seeds, out=args.out, overwrite=args.overwrite,
              batch_size=args.batch_size, export=not args.no_export,
-             verbose=args.verbose)
+             verbose=args.verbose, data=args.data)
     return 0
 
 
@@ -111,9 +118,9 @@ def _positive_int(value, name):
 
 
 def run_demo(method=DEFAULT_METHOD,
-             labels_per_class=DEFAULT_LABELS_PER_CLASS, epochs=30,
-             teacher_epochs=20, seeds=(0,), out=None, overwrite=False,
-             batch_size=64, export=True, verbose=1):
+             labels_per_class=DEFAULT_LABELS_PER_CLASS, epochs=None,
+             teacher_epochs=None, seeds=(0,), out=None, overwrite=False,
+             batch_size=64, export=True, verbose=1, data="digits"):
     """Runs the demo and returns its results as a dict.
 
     Args:
@@ -123,8 +130,10 @@ def run_demo(method=DEFAULT_METHOD,
             distilled student; the student alone trains on its labelled
             images only, for as many steps), or `None` for every label.
             The teacher always trains on every label.
-        epochs: Training epochs of each student.
-        teacher_epochs: Training epochs of the teacher.
+        epochs: Training epochs of each student (`None`: the data set's
+            default, 30 on digits).
+        teacher_epochs: Training epochs of the teacher (`None`: 20 on
+            digits).
         seeds: Seeds to run; each trains its own teacher and students.
         out: Output folder (default: a new `tfkd_runs/demo-N`); a
             non-empty one is refused unless `overwrite`.
@@ -133,6 +142,10 @@ def run_demo(method=DEFAULT_METHOD,
         batch_size: Batch size.
         export: Export the last distilled student to TFLite and report.
         verbose: Keras progress output (0, 1 = bars, 2 = one line/epoch).
+        data: `"digits"` (embedded) or `"fashion_mnist"` (its IDX files,
+            `tfkd.data.load_fashion_mnist`; loaded as
+            `tfkd.experiment.DATA_SETTINGS` says). `epochs` or
+            `teacher_epochs` `None`: the data set's defaults there.
 
     Returns:
         A dict with one entry per seed (`runs`), the mean/std `summary`
@@ -146,7 +159,16 @@ def run_demo(method=DEFAULT_METHOD,
     from tfkd.callbacks import StopOnNonFiniteLoss
     from tfkd.distillers import registry
     from tfkd.experiment import compile_classifier
+    from tfkd.experiment import data_setting
+    from tfkd.experiment import labelled_repeated
+    from tfkd.experiment import load_data
     from tfkd.experiment import test_accuracy
+
+    data_name = data
+    setting = data_setting(data_name)
+    epochs = setting["epochs"] if epochs is None else epochs
+    teacher_epochs = (setting["teacher_epochs"] if teacher_epochs is None
+                      else teacher_epochs)
 
     _positive_int(epochs, "epochs")
     _positive_int(teacher_epochs, "teacher_epochs")
@@ -160,15 +182,14 @@ def run_demo(method=DEFAULT_METHOD,
     out = runs_lib.prepare_run_dir(out, kind="demo", overwrite=overwrite)
     where = runs_lib.display_path(out)
     print(f"tfkd demo: writing to {where}")
-    dataset = ("digits" if labels_per_class is None
-               else f"digits, {labels_per_class} labels/class")
+    dataset = (setting["title"] if labels_per_class is None
+               else f"{setting['title']}, {labels_per_class} labels/class")
     runs = []
     for seed in seeds:
         keras.utils.set_random_seed(seed)
-        full = tfkd.data.load_digits(image_size=16, batch_size=batch_size,
-                                     seed=seed)
-        data = full if labels_per_class is None else tfkd.data.load_digits(
-            image_size=16, batch_size=batch_size, seed=seed,
+        full = load_data(data_name, batch_size=batch_size, seed=seed)
+        data = full if labels_per_class is None else load_data(
+            data_name, batch_size=batch_size, seed=seed,
             labels_per_class=labels_per_class)
         guard = [StopOnNonFiniteLoss()]
         start = time.time()
@@ -211,8 +232,9 @@ def run_demo(method=DEFAULT_METHOD,
                   f"labelled images only, {epochs} epochs of {steps} steps "
                   "(as many as the distilled student's)")
             scratch_history = scratch.fit(
-                tfkd.data.labelled_only(data.train,
-                                        batch_size=batch_size).repeat(),
+                labelled_repeated(
+                    data.train, batch_size,
+                    cache_seed=None if data_name == "digits" else seed),
                 steps_per_epoch=steps, validation_data=data.validation,
                 epochs=epochs, verbose=verbose, callbacks=guard)
 
@@ -227,8 +249,8 @@ def run_demo(method=DEFAULT_METHOD,
                                    feature_layers=registry.digits_taps(method))
         distiller.compile(optimizer=adam(epochs),
                           metrics=["accuracy"])
-        distilled_history = registry.fit(
-            distiller, data.train, validation_data=data.validation,
+        distilled_history = distiller.fit(
+            data.train, validation_data=data.validation,
             epochs=epochs, verbose=verbose, callbacks=guard)
 
         def record(model, history):
@@ -259,7 +281,9 @@ def run_demo(method=DEFAULT_METHOD,
     labelled = (None if labels_per_class is None
                 else labels_per_class * full.num_classes)
     print("\n" + format_table(summary, method, seeds, labelled,
-                               test_size=_num_examples(full.test)))
+                               test_size=_num_examples(full.test),
+                               images=("digits" if data_name == "digits"
+                                       else f"{setting['title']} images")))
     result = {"runs": runs, "summary": summary, "out": out}
     tfkd_io.write_json(os.path.join(out, "results.json"),
                        {"runs": runs, "summary": summary})
@@ -271,7 +295,7 @@ def run_demo(method=DEFAULT_METHOD,
     quoted = runs_lib.shell_quote(out)
     steps_next = [f"tfkd report {quoted}",
                   f"tfkd export {runs_lib.shell_quote(student_path)} "
-                  f"--quantization int8 --data digits --out "
+                  f"--quantization int8 --data {data_name} --out "
                   f"{runs_lib.shell_quote(os.path.join(out, 'student_int8.tflite'))}"]
     if labels_per_class is not None:
         steps_next.append("tfkd demo --labels-per-class all   # every "
@@ -321,7 +345,8 @@ def _summarise(runs):
     return summary
 
 
-def format_table(summary, method, seeds, labelled=None, test_size=None):
+def format_table(summary, method, seeds, labelled=None, test_size=None,
+                 images="digits"):
     """Formats the demo's summary as a plain-text table: one held-out test
     accuracy per model, with what each model trained on.
 
@@ -331,6 +356,7 @@ def format_table(summary, method, seeds, labelled=None, test_size=None):
         seeds: The seeds run.
         labelled: Labelled training images of the students (`None`: all).
         test_size: Images of the test split, for the header.
+        images: What the test images are, for the header.
 
     Returns:
         The table as a string.
@@ -358,7 +384,7 @@ def format_table(summary, method, seeds, labelled=None, test_size=None):
         trained = {"teacher": "all training labels",
                    "scratch": f"{labelled} labelled images",
                    "distilled": f"{labelled} labelled + unlabelled"}
-    size = f": {test_size} digits" if test_size else ""
+    size = f": {test_size:,} {images}" if test_size else ""
     lines = [
         f"Held-out test accuracy (test split{size}; seed"
         f"{'s' if len(seeds) > 1 else ''} {list(seeds)})",

@@ -4,8 +4,10 @@
   `tfkd_runs/<kind>-<n>` (the first free `n`, claimed atomically); with an
   `out`, that folder if it is missing or empty. A non-empty folder is
   refused unless `overwrite=True`, and then only a folder a tfkd run made
-  (it holds the `.tfkd-run` marker) is emptied: tfkd never deletes files it
-  did not write.
+  (it holds the `.tfkd-run` marker) is emptied, and only of the files its
+  kind of run writes (`RUN_OUTPUTS`): tfkd never deletes files it did not
+  write. A folder holding anything else is refused whole, before anything
+  is deleted, with the names of the files in the way.
 - `display_path(path)`: a path as the user should read it, relative to the
   current directory when it lies below it.
 - `next_steps(...)`: the closing lines of a run, the commands to try next.
@@ -13,7 +15,9 @@
 Pure Python: no TensorFlow.
 """
 
+import csv
 import datetime
+import fnmatch
 import json
 import os
 import shutil
@@ -22,6 +26,22 @@ import shutil
 DEFAULT_ROOT = "tfkd_runs"
 #: The file that marks a folder as made by a tfkd run.
 MARKER = ".tfkd-run"
+# What `tfkd report` and `tfkd export` (at the paths the runs suggest) add
+# to any run folder.
+_REPORT_OUTPUTS = ("report.md", "summary.md", "summary.csv", "plots",
+                   "*.tflite", "student*.json", "best_student*.json")
+#: The entries (names or `fnmatch` patterns) each kind of run writes into
+#: its folder: all that `--overwrite` may delete there.
+RUN_OUTPUTS = {
+    "demo": ("results.json", "student_*.keras", "teacher_seed*.keras",
+             "student.json") + _REPORT_OUTPUTS,
+    "tune": ("search", "teacher.keras", "teacher.json", "trials.json",
+             "best_student.keras") + _REPORT_OUTPUTS,
+    # A `tfkd.reporting.ResultsWriter` folder: its records are the JSON
+    # files its `runs.csv` names (`_recorded_files`).
+    "transfer": ("runs.csv", "transfer.md", "transfer.png",
+                 "teacher_seed*.keras") + _REPORT_OUTPUTS,
+}
 
 
 def display_path(path):
@@ -74,6 +94,35 @@ def run_kind(path):
         return None
 
 
+def _recorded_files(folder):
+    """The per-run JSON records a `runs.csv` in `folder` names."""
+    try:
+        with open(os.path.join(folder, "runs.csv"), encoding="utf-8",
+                  newline="") as f:
+            return {row.get("json_file") for row in csv.DictReader(f)}
+    except (OSError, ValueError, csv.Error):
+        return set()
+
+
+def tfkd_outputs(folder, kind, entries):
+    """Which of `entries` (names in run folder `folder`) a run of `kind`
+    wrote: those `RUN_OUTPUTS[kind]` names, and the records its `runs.csv`
+    lists.
+
+    Example:
+
+    >>> import tempfile
+    >>> sorted(tfkd_outputs(tempfile.mkdtemp(), "tune",
+    ...                     ["search", "teacher.keras", "thesis.tex"]))
+    ['search', 'teacher.keras']
+    """
+    patterns = RUN_OUTPUTS.get(kind, ())
+    recorded = _recorded_files(folder) if "runs.csv" in entries else set()
+    return {e for e in entries
+            if e in recorded
+            or any(fnmatch.fnmatchcase(e, p) for p in patterns)}
+
+
 def _check_kind(kind):
     if not isinstance(kind, str) or not kind or os.sep in kind:
         raise ValueError(
@@ -82,11 +131,15 @@ def _check_kind(kind):
         )
 
 
-def new_run_dir(kind, root=DEFAULT_ROOT):
+def new_run_dir(kind, root=DEFAULT_ROOT, *, option="--out"):
     """Creates and returns a new folder `root/<kind>-<n>` (first free `n`).
 
     The folder is claimed with `os.mkdir`, so two runs started at once
     never share one.
+
+    Raises:
+        ValueError: If a file named `root` is in the way; the message says
+            how to choose another folder (`option`, e.g. `--out`).
 
     Example:
 
@@ -96,6 +149,12 @@ def new_run_dir(kind, root=DEFAULT_ROOT):
     ['demo-1', 'demo-2']
     """
     _check_kind(kind)
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise ValueError(
+            f"Runs go into the folder {display_path(root)!r}, but a file of "
+            "that name is in the way. Rename or move that file, or choose "
+            f"the run's folder with {option} DIR."
+        )
     os.makedirs(root, exist_ok=True)
     taken = set(os.listdir(root))
     n = 1
@@ -132,7 +191,8 @@ def prepare_run_dir(out=None, *, kind, overwrite=False, keep=(),
 
     Raises:
         ValueError: If `out` is a file, or holds files and `overwrite` is
-            False, or `overwrite` would delete files tfkd did not write.
+            False, or `out` holds files a tfkd run of `kind` did not write
+            (then nothing is deleted).
 
     Example:
 
@@ -145,7 +205,7 @@ def prepare_run_dir(out=None, *, kind, overwrite=False, keep=(),
     """
     _check_kind(kind)
     if out is None:
-        return new_run_dir(kind)
+        return new_run_dir(kind, option=option)
     out = os.fspath(out)
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(
@@ -153,7 +213,15 @@ def prepare_run_dir(out=None, *, kind, overwrite=False, keep=(),
             f"Choose a folder (or leave {option} out for a new one under "
             f"{DEFAULT_ROOT}/)."
         )
-    os.makedirs(out, exist_ok=True)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as e:
+        # A file where one of the parent folders should be.
+        raise ValueError(
+            f"Cannot make the folder {option} {display_path(out)!r}: a file "
+            f"is in the way ({e.strerror}: {display_path(e.filename or out)!r}"
+            f"). Move that file, or choose another {option}."
+        ) from None
     entries = sorted(e for e in os.listdir(out) if e != MARKER)
     if entries:
         shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3
@@ -171,6 +239,17 @@ def prepare_run_dir(out=None, *, kind, overwrite=False, keep=(),
                 f"not write ({shown}; no {MARKER} marker), so --overwrite "
                 f"will not delete them. Choose another {option}, or empty "
                 "the folder yourself."
+            )
+        ours = tfkd_outputs(out, run_kind(out), entries) | set(keep)
+        foreign = [e for e in entries if e not in ours]
+        if foreign:
+            what = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3
+                                              else "")
+            raise ValueError(
+                f"{option} {display_path(out)!r} holds files a tfkd run did "
+                f"not write ({what}), so --overwrite will not delete "
+                f"anything there. Choose another {option}, or move those "
+                "files out yourself."
             )
         for entry in entries:
             if entry in keep:

@@ -194,9 +194,15 @@ def load(path, *, custom_objects=None, compile=True, safe_mode=True):
             f"`path` must be a `.keras` file (or a legacy `.h5`). Received: "
             f"path={path!r}. Save models with `model.save('name.keras')`."
         )
-    # Registers tfkd's serialisable classes before Keras looks them up.
+    # Registers tfkd's serialisable classes before Keras looks them up:
+    # under the `tfkd` command `import tfkd` defers them, and a distiller's
+    # file names its terms (`tfkd>DISTDistillation`) and zoo models.
     import tfkd.distillers  # noqa: F401
     import tfkd.layers  # noqa: F401
+    import tfkd.models  # noqa: F401
+    import tfkd.terms
+
+    tfkd.terms.import_all()
 
     if path.endswith(".keras"):
         _check_keras_archive(path)

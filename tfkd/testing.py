@@ -235,3 +235,52 @@ def check_term(make_term, *, reference=None, teacher_width=8,
     assert all(g is None for g in grads[len(tapped):]), "teacher gradient"
     run_distiller_test(distiller, x, y, expected_metrics=[f"{name}_loss"])
     return distiller
+
+
+def write_fashion_mnist(folder, n_train=200, n_test=50, *, gz=True, seed=0):
+    """Writes the four IDX files of a tiny fake Fashion-MNIST into `folder`.
+
+    For tests of `tfkd.data.load_fashion_mnist` and the recipes that read
+    it, on machines without the real files. Classes are balanced; each
+    28×28 image's pixels are `20 · label` plus noise in `[0, 5)`, so a test
+    can check that images and labels stay paired.
+
+    Args:
+        folder: Folder to write (created if missing).
+        n_train: Training images.
+        n_test: Test images.
+        gz: Gzip the files (as distributed) or write them raw.
+        seed: Seed of the label order and the noise.
+
+    Returns:
+        `{"train": (images, labels), "t10k": (images, labels)}`, uint8.
+
+    Example:
+
+    >>> folder = tempfile.mkdtemp()
+    >>> written = write_fashion_mnist(folder, n_train=20, n_test=10)
+    >>> sorted(os.listdir(folder))[0], written["train"][0].shape
+    ('t10k-images-idx3-ubyte.gz', (20, 28, 28))
+    """
+    import gzip
+
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    out = {}
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        rng.shuffle(labels)
+        images = (20 * labels[:, None, None].astype(int)
+                  + rng.integers(0, 5, (n, 28, 28))).astype(np.uint8)
+        for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
+            header = (0x0800 + array.ndim).to_bytes(4, "big") + b"".join(
+                int(d).to_bytes(4, "big") for d in array.shape)
+            path = os.path.join(folder, f"{split}-{kind}-ubyte")
+            if gz:
+                with gzip.open(path + ".gz", "wb") as f:
+                    f.write(header + array.tobytes())
+            else:
+                with open(path, "wb") as f:
+                    f.write(header + array.tobytes())
+        out[split] = (images, labels)
+    return out

@@ -8,6 +8,7 @@ alongside the data turns each training step into a student-only step.
 import tensorflow as tf
 
 from tfkd.data.tfds_data import is_deterministic
+from tfkd.data.tfds_data import require_finite
 
 # Kept in sync with tfkd.distillers.base (the distillers read these keys).
 _IMAGES = "images"
@@ -67,6 +68,9 @@ def cache_teacher_outputs(distiller, dataset, *, batch_size=None,
             "`distiller` must be a tfkd distiller (it defines which teacher "
             f"outputs to cache). Received: {type(distiller).__name__}."
         )
+    # The cache holds one pass: it is complete only at the data's end.
+    require_finite(dataset, "dataset", what="the cache runs the teacher over "
+                   "every example once")
     if not is_deterministic(dataset, allow_shuffle=True):
         raise ValueError(
             "Refusing to cache teacher outputs over a pipeline with random "

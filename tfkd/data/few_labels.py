@@ -124,7 +124,9 @@ def unlabel(data, labels_per_class, *, seed=0):
 
     Raises:
         ValueError: For a class with fewer labelled examples than
-            `labels_per_class`, or labels that are not class ids.
+            `labels_per_class`, labels that are not class ids, or a dataset
+            that repeats forever (take the first `n` batches with
+            `data.take(n)` first, `.repeat()` after).
 
     Example:
 
@@ -193,6 +195,10 @@ def _dataset_labels(dataset):
     its elements are batches."""
     import tensorflow as tf
 
+    from tfkd.data.tfds_data import require_finite
+
+    require_finite(dataset, "data", what="`unlabel` reads its labels to "
+                   "the end to choose which to keep")
     batched = _is_batched(dataset)
     labels = dataset.map(lambda *e: tf.reshape(e[1], [-1]))
     values = [v.numpy() for v in labels]

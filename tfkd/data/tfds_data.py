@@ -47,7 +47,7 @@ _DATASETS = {
     ),
 }
 TFDS_DATASETS = tuple(_DATASETS)
-DATASETS = ("digits",) + TFDS_DATASETS
+DATASETS = ("digits", "fashion_mnist") + TFDS_DATASETS
 
 # Augmentation padding, in pixels on every side, as in the papers.
 _PAD = 4
@@ -355,10 +355,11 @@ def load_dataset(name, **kwargs):
     """Loads any data set tfkd knows by name.
 
     `"digits"` goes to `tfkd.data.load_digits` (embedded, offline),
+    `"fashion_mnist"` to `tfkd.data.load_fashion_mnist` (local IDX files),
     `"cifar10"`, `"cifar100"` and `"mnist"` to `load_tfds`.
 
     Args:
-        name: One of `DATASETS`: `"digits"`, `"cifar10"`, `"cifar100"`,
+        name: One of `DATASETS`: `"digits"`, `"fashion_mnist"`, `"cifar10"`, `"cifar100"`,
             `"mnist"` (case-insensitive).
         **kwargs: Keyword arguments of the chosen loader.
 
@@ -377,16 +378,19 @@ def load_dataset(name, **kwargs):
             f"{list(DATASETS)}."
         )
     name = name.lower()
-    if name == "digits":
-        accepted = inspect.signature(load_digits).parameters
+    if name in ("digits", "fashion_mnist"):
+        from tfkd.data.fashion_mnist import load_fashion_mnist
+
+        loader = load_digits if name == "digits" else load_fashion_mnist
+        accepted = inspect.signature(loader).parameters
         unknown = sorted(set(kwargs) - set(accepted))
         if unknown:
             raise TypeError(
-                f"`load_dataset('digits')` got arguments it does not take: "
+                f"`load_dataset({name!r})` got arguments it does not take: "
                 f"{unknown}. Received: {kwargs!r}. It accepts "
-                f"{list(accepted)} (see `tfkd.data.load_digits`)."
+                f"{list(accepted)} (see `tfkd.data.{loader.__name__}`)."
             )
-        return load_digits(**kwargs)
+        return loader(**kwargs)
     return load_tfds(name, **kwargs)
 
 
@@ -458,3 +462,39 @@ def is_deterministic(dataset, *, allow_shuffle=True):
         if not allow_shuffle and op_type in _SHUFFLE_OPS:
             return False
     return True
+
+
+def require_finite(dataset, name, *, what="this helper reads it to the end"):
+    """Raises unless `dataset` has a known end.
+
+    A helper that reads a whole pipeline (to choose labels, fill a cache,
+    collect arrays) never returns from one that repeats forever
+    (`ds.repeat()`: `tf.data.INFINITE_CARDINALITY`), so it refuses it. A
+    pipeline whose length tf.data cannot tell (`filter`, generators) passes.
+
+    Args:
+        dataset: A `tf.data.Dataset`.
+        name: The argument's name, quoted in the error.
+        what: What the caller does with it, for the message.
+
+    Raises:
+        ValueError: For an infinite dataset; the message names the argument
+            and the fix (`.take(n)` first, `.repeat()` after).
+
+    Example:
+
+    >>> ds = tf.data.Dataset.range(3)
+    >>> require_finite(ds, "data")
+    >>> require_finite(ds.repeat(), "data")
+    Traceback (most recent call last):
+    ...
+    ValueError: `data` repeats forever (tf.data cardinality INFINITE, e.g. ...
+    """
+    if int(dataset.cardinality()) == int(tf.data.INFINITE_CARDINALITY):
+        raise ValueError(
+            f"`{name}` repeats forever (tf.data cardinality INFINITE, e.g. "
+            f"after `.repeat()`), and {what}: it would never return. "
+            f"Pass a finite pipeline: take the first examples with "
+            f"`{name}.take(n)` (n batches), or apply `.repeat()` after this "
+            "call."
+        )

@@ -32,6 +32,11 @@ from tfkd.terms.adversarial import RegressedFeatureDistillation
 from tfkd.terms.adversarial import _single_layer_name
 from tfkd.terms.base import LOGITS
 from tfkd.terms.kd import KDDistillation
+from tfkd.terms.base import layer_name_arguments
+from tfkd.terms.base import default_of
+
+#: The KD term's default temperature (written once, in the term).
+KD_TEMPERATURE = default_of(KDDistillation, "temperature")
 
 
 def _scaled_copy(optimizer, scale):
@@ -103,16 +108,21 @@ class AdversarialDistiller(Distiller):
     over phase-2 steps only (they read 0 during phase 1); validation
     reports them for the current discriminator.
 
-    Pre-train the regressor before `fit` (Algorithm 1):
-    `distiller.pretrain_regressor(data)`, or pass a trained `regressor=`.
+    The regressor is pre-trained first (Algorithm 1): the first `fit`
+    runs `pretrain_regressor` on its training data for `pretrain_epochs`
+    epochs, unless the regressor is already trained (`pretrain_regressor`
+    called by hand, or a trained `regressor=` passed; see
+    `regressor_pretrained`).
     The regressor and discriminator belong to the terms (saved with the
     distiller), never to `distiller.student`.
 
     Args:
         teacher: Trained functional teacher outputting logits; frozen.
         student: Functional student outputting logits.
-        teacher_layer: Name of the teacher's last conv (feature map) layer.
-        student_layer: Name of the student's last conv (feature map) layer.
+        teacher_layer_name: Name of the teacher's last conv (feature map)
+            layer.
+        student_layer_name: Name of the student's last conv (feature map)
+            layer.
         alpha: Weight of the adversarial term, `>= 0`; `0` is DLN.
         beta: Weight of `L_MSE`, `>= 0`.
         pretrain_steps: Phase-1 steps (the paper's `k`, which it does not
@@ -120,8 +130,14 @@ class AdversarialDistiller(Distiller):
         kd_weight: Weight of Hinton's KD term, `>= 0` ("+KD" rows).
         temperature: KD temperature, `> 0`.
         regressor: Optional `TeacherToStudent` (or any layer mapping the
-            teacher map to the student map's shape), ideally pre-trained.
+            teacher map to the student map's shape), taken as trained
+            unless `regressor_pretrained=False`.
         discriminator_width: Filters of the discriminator's conv layers.
+        pretrain_epochs: Epochs of the regressor's pre-training run by the
+            first `fit`, an int `>= 0` (0: none).
+        regressor_pretrained: Whether the regressor is trained already
+            (then `fit` does not pre-train it); default: whether a
+            `regressor` was passed.
         **kwargs: Passed to `keras.Model` (e.g. `name`).
 
     Example:
@@ -130,7 +146,8 @@ class AdversarialDistiller(Distiller):
     >>> teacher = testing.tiny_conv_model("teacher", width=16)
     >>> student = testing.tiny_conv_model("student", width=4)
     >>> distiller = AdversarialDistiller(
-    ...     teacher, student, teacher_layer="conv2", student_layer="conv2",
+    ...     teacher, student, teacher_layer_name="conv2",
+    ... student_layer_name="conv2",
     ...     pretrain_steps=2, discriminator_width=8)
     >>> x, y = testing.random_images(64)
     >>> _ = distiller.pretrain_regressor((x, y), num_classes=10)
@@ -139,8 +156,8 @@ class AdversarialDistiller(Distiller):
     >>> int(distiller.step_counter.numpy())
     4
     >>> sorted(history.history)  # doctest: +NORMALIZE_WHITESPACE
-    ['adv_loss', 'd_accuracy', 'd_loss', 'kd_loss', 'loss', 'mse_loss',
-     'student_loss']
+    ['adv_loss', 'd_accuracy', 'd_loss', 'distillation_loss', 'kd_loss',
+     'loss', 'mse_loss', 'student_loss', 'total_loss']
 
     Reference:
         Liu, Liu, Ma, Jiang, Seok. "KTAN: Knowledge Transfer Adversarial
@@ -155,12 +172,17 @@ class AdversarialDistiller(Distiller):
 
     _phase2_metrics = ("adv_loss", "d_loss", "d_accuracy")
 
-    def __init__(self, teacher, student, *, teacher_layer=None,
-                 student_layer=None, alpha=0.6, beta=0.5, pretrain_steps=100,
-                 kd_weight=0.0, temperature=4.0, regressor=None,
-                 discriminator_width=64, **kwargs):
-        teacher_layer = _single_layer_name(teacher_layer, "teacher_layer")
-        student_layer = _single_layer_name(student_layer, "student_layer")
+    def __init__(self, teacher, student, *, teacher_layer_name=None,
+                 student_layer_name=None, alpha=0.6, beta=0.5,
+                 pretrain_steps=100,
+                 kd_weight=0.0, temperature=KD_TEMPERATURE, regressor=None,
+                 discriminator_width=64, pretrain_epochs=1,
+                 regressor_pretrained=None, **kwargs):
+        teacher_layer, student_layer = layer_name_arguments(
+            type(self).__name__, teacher_layer_name, student_layer_name,
+            kwargs)
+        teacher_layer = _single_layer_name(teacher_layer, "teacher_layer_name")
+        student_layer = _single_layer_name(student_layer, "student_layer_name")
         alpha = hp.non_negative(alpha, "alpha")
         beta = hp.non_negative(beta, "beta")
         kd_weight = hp.non_negative(kd_weight, "kd_weight")
@@ -195,6 +217,19 @@ class AdversarialDistiller(Distiller):
             aggregation="only_first_replica",
         )
         self.discriminator_optimizer = None
+        if isinstance(pretrain_epochs, bool) or not isinstance(
+            pretrain_epochs, numbers.Integral
+        ) or pretrain_epochs < 0:
+            raise ValueError(
+                "`pretrain_epochs` must be an int >= 0 (epochs of the "
+                "regressor's pre-training; 0: none). Received: "
+                f"pretrain_epochs={pretrain_epochs!r}."
+            )
+        self.pretrain_epochs = int(pretrain_epochs)
+        if regressor_pretrained is None:
+            regressor_pretrained = regressor is not None
+        #: Whether the regressor is trained (`fit` then skips Algorithm 1).
+        self.regressor_pretrained = bool(regressor_pretrained)
 
     def _unique_names(self):
         return ["mse", "adv", "kd"]
@@ -294,12 +329,29 @@ class AdversarialDistiller(Distiller):
         """
         if num_classes is None:
             num_classes = int(self.teacher.outputs[0].shape[-1])
-        return pretrain_regressor(
+        history = pretrain_regressor(
             self.teacher, self._terms[0].teacher_layer_name, self.regressor,
             data, num_classes, epochs=epochs, optimizer=optimizer,
             batch_size=batch_size, steps_per_epoch=steps_per_epoch,
             verbose=verbose,
         )
+        self.regressor_pretrained = True
+        return history
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.fit`, after the regressor's pre-training.
+
+        The first `fit` of a distiller whose regressor is not trained yet
+        (`regressor_pretrained`) runs `pretrain_regressor` on the same
+        training data for `pretrain_epochs` epochs (Algorithm 1), then
+        distils.
+        """
+        if self.pretrain_epochs and not self.regressor_pretrained:
+            data = x if y is None else (x, y)
+            self.pretrain_regressor(
+                data, epochs=self.pretrain_epochs,
+                batch_size=kwargs.get("batch_size") or 32)
+        return super().fit(x, y, *args, **kwargs)
 
     # ------------------------------------------------------------------
     # Compilation with two optimizers.
@@ -469,9 +521,11 @@ class AdversarialDistiller(Distiller):
         variables = self.step_variables()
         gradients = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
+        self.apply_term_state_updates()
         self.step_counter.assign_add(1)
         values.update({"d_loss": d_loss, "d_accuracy": d_accuracy})
         batch = tf.cast(tf.shape(outputs[1][LOGITS])[0], tf.float32)
+        self._loss_tracker.update_state(total, sample_weight=batch)
         self._update_trackers(total, values, x, weights={
             name: batch * phase for name in self._phase2_metrics})
         return self.compute_metrics(x, y, logits, weights)
@@ -483,8 +537,8 @@ class AdversarialDistiller(Distiller):
         config = self.base_config()
         mse = self._terms[0]
         config.update({
-            "teacher_layer": mse.teacher_layer_name,
-            "student_layer": mse.student_layer_name,
+            "teacher_layer_name": mse.teacher_layer_name,
+            "student_layer_name": mse.student_layer_name,
             "alpha": self.alpha,
             "beta": self.beta,
             "pretrain_steps": self.pretrain_steps,
@@ -492,12 +546,17 @@ class AdversarialDistiller(Distiller):
             "temperature": self.temperature,
             "regressor": keras.saving.serialize_keras_object(self.regressor),
             "discriminator_width": self.discriminator_width,
+            "pretrain_epochs": self.pretrain_epochs,
+            "regressor_pretrained": self.regressor_pretrained,
         })
         return config
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
+        # Files saved before `fit` pre-trained the regressor: their
+        # regressor is whatever the user made it; never pre-train it again.
+        config.setdefault("regressor_pretrained", True)
         if isinstance(config.get("regressor"), dict):
             config["regressor"] = keras.saving.deserialize_keras_object(
                 config["regressor"], custom_objects=custom_objects)

@@ -5,6 +5,12 @@ import keras
 from tfkd.distillers.feature import FeatureDistiller
 from tfkd.distillers.feature import require_layers
 from tfkd.terms.attention import AttentionDistillation
+from tfkd.terms.base import layer_name_arguments
+from tfkd.terms.base import default_of
+from tfkd.terms.kd import KDDistillation
+
+#: The KD term's default temperature (written once, in the term).
+KD_TEMPERATURE = default_of(KDDistillation, "temperature")
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
@@ -30,8 +36,8 @@ class AttentionDistiller(FeatureDistiller):
     Args:
         teacher: Trained `keras.Model` outputting logits; frozen.
         student: Functional `keras.Model` outputting logits.
-        teacher_layer: Name (or list of names) of the teacher layer(s).
-        student_layer: Name (or list of names) of the student layer(s).
+        teacher_layer_name: Name (or list of names) of the teacher layer(s).
+        student_layer_name: Name (or list of names) of the student layer(s).
         beta: Weight of each pair's attention loss, `>= 0` (default 500).
         alpha: Weight of the cross entropy in `L_Class`, in `[0, 1]`.
         temperature: KD temperature, `> 0`.
@@ -49,13 +55,14 @@ class AttentionDistiller(FeatureDistiller):
     >>> teacher = testing.tiny_conv_model("teacher", width=8)
     >>> student = testing.tiny_conv_model("student", width=4)
     >>> distiller = AttentionDistiller(
-    ...     teacher, student, teacher_layer=["conv1", "conv2"],
-    ...     student_layer=["conv1", "conv2"])
+    ...     teacher, student, teacher_layer_name=["conv1", "conv2"],
+    ...     student_layer_name=["conv1", "conv2"])
     >>> distiller.compile(optimizer="sgd")
     >>> x, y = testing.random_images(32)
     >>> history = distiller.fit(x, y, epochs=1, verbose=0)
-    >>> sorted(history.history)
-    ['kd_loss', 'knowledge_loss', 'loss', 'student_loss']
+    >>> sorted(history.history)  # doctest: +NORMALIZE_WHITESPACE
+    ['distillation_loss', 'kd_loss', 'knowledge_loss', 'loss', 'student_loss',
+     'total_loss']
 
     Reference:
         Zagoruyko & Komodakis. "Paying More Attention to Attention:
@@ -64,10 +71,14 @@ class AttentionDistiller(FeatureDistiller):
         github.com/szagoruyko/attention-transfer.
     """
 
-    def __init__(self, teacher, student, *, teacher_layer=None,
-                 student_layer=None, beta=500.0, alpha=1.0, temperature=4.0,
+    def __init__(self, teacher, student, *, teacher_layer_name=None,
+                 student_layer_name=None, beta=500.0, alpha=0.3,
+                 temperature=KD_TEMPERATURE,
                  p=2, mode="code", adapter=False, stage=None,
                  guided_channels=None, **kwargs):
+        teacher_layer, student_layer = layer_name_arguments(
+            type(self).__name__, teacher_layer_name, student_layer_name,
+            kwargs)
         kwargs.pop("knowledge", None)
         require_layers(type(self).__name__, teacher_layer, student_layer)
         knowledge = AttentionDistillation(
@@ -108,8 +119,8 @@ class AttentionDistiller(FeatureDistiller):
         config = super().get_config()
         term = config.pop("knowledge")["config"]
         config.update({
-            "teacher_layer": term["teacher_layer_name"],
-            "student_layer": term["student_layer_name"],
+            "teacher_layer_name": term["teacher_layer_name"],
+            "student_layer_name": term["student_layer_name"],
             "p": term["p"],
             "mode": term["mode"],
             "adapter": term["adapter"],

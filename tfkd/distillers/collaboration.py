@@ -22,6 +22,11 @@ from tfkd.terms.kd import KDDistillation
 
 #: Accepted values of `target` (the paper's Table 5 ablation).
 from tfkd.terms.collaboration import TARGETS  # noqa: F401,E402
+from tfkd.terms.base import layer_name_arguments
+from tfkd.terms.base import default_of
+
+#: The KD term's default temperature (written once, in the term).
+KD_TEMPERATURE = default_of(KDDistillation, "temperature")
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
@@ -57,9 +62,9 @@ class CollaborationDistiller(Distiller):
     Args:
         teacher: A trained functional `keras.Model`; frozen.
         student: The functional `keras.Model` to train.
-        teacher_layer: Teacher layer after which to cut (one tensor may
+        teacher_layer_name: Teacher layer after which to cut (one tensor may
             cross the cut: `tfkd.models.cut_points`).
-        student_layer: Student layer whose output is the front.
+        student_layer_name: Student layer whose output is the front.
         alpha: Weight of `L_STC` in `[0, 1]`; `1 − alpha` weighs the class
             loss (paper: 0.3 on CIFAR-10, 0.5 on CIFAR-100 and ImageNet).
         temperature: Temperature `T > 0` of `L_STC` (target `"teacher"`).
@@ -79,13 +84,15 @@ class CollaborationDistiller(Distiller):
     >>> teacher = tiny_conv_model("teacher", width=8)
     >>> student = tiny_conv_model("student", width=4)
     >>> distiller = CollaborationDistiller(
-    ...     teacher, student, teacher_layer="conv1", student_layer="conv1",
+    ...     teacher, student, teacher_layer_name="conv1",
+    ... student_layer_name="conv1",
     ...     alpha=0.3, adapter=True)
     >>> distiller.compile(optimizer="adam", metrics=["accuracy"])
     >>> x, y = random_images(16)
     >>> history = distiller.fit(x, y, epochs=1, verbose=0)
-    >>> sorted(history.history)
-    ['accuracy', 'kd_loss', 'loss', 'stc_loss', 'student_loss']
+    >>> sorted(history.history)  # doctest: +NORMALIZE_WHITESPACE
+    ['accuracy', 'distillation_loss', 'kd_loss', 'loss', 'stc_loss',
+     'student_loss', 'total_loss']
 
     Reference:
         - [Knowledge Transfer via Student-Teacher Collaboration](
@@ -97,11 +104,14 @@ class CollaborationDistiller(Distiller):
     _kd_weight = hp.Hyperparameter(hp.non_negative, name="kd_weight",
                                    doc="Weight of the extra KD term.")
 
-    def __init__(self, teacher, student, *, teacher_layer=None,
-                 student_layer=None, alpha=0.5, temperature=1.0,
-                 kd_weight=0.0, kd_temperature=4.0, target="teacher",
+    def __init__(self, teacher, student, *, teacher_layer_name=None,
+                 student_layer_name=None, alpha=0.5, temperature=1.0,
+                 kd_weight=1.0, kd_temperature=KD_TEMPERATURE, target="teacher",
                  adapter=False, collaboration_loss=None, student_loss=None,
                  **kwargs):
+        teacher_layer, student_layer = layer_name_arguments(
+            type(self).__name__, teacher_layer_name, student_layer_name,
+            kwargs)
         alpha = hp.unit_interval(alpha, "alpha")
         kd_weight = hp.non_negative(kd_weight, "kd_weight")
         hp.positive(kd_temperature, "kd_temperature")
@@ -259,8 +269,8 @@ class CollaborationDistiller(Distiller):
     def get_config(self):
         config = self.base_config()
         config.update({
-            "teacher_layer": self.stc.teacher_layer_name,
-            "student_layer": self.stc.student_layer_name,
+            "teacher_layer_name": self.stc.teacher_layer_name,
+            "student_layer_name": self.stc.student_layer_name,
             "alpha": self.alpha,
             "temperature": self._stc_temperature if self.target == "soft"
             else self.temperature,

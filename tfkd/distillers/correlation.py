@@ -6,6 +6,12 @@ from tfkd.distillers.feature import FeatureDistiller
 from tfkd.distillers.feature import require_layers
 from tfkd.losses.correlation import DEFAULT_MAX_SPATIAL_POSITIONS
 from tfkd.terms.correlation import CorrelationDistillation
+from tfkd.terms.base import layer_name_arguments
+from tfkd.terms.base import default_of
+from tfkd.terms.kd import KDDistillation
+
+#: The KD term's default temperature (written once, in the term).
+KD_TEMPERATURE = default_of(KDDistillation, "temperature")
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
@@ -37,8 +43,8 @@ class CorrelationDistiller(FeatureDistiller):
     Args:
         teacher: Trained `keras.Model` outputting logits; frozen.
         student: Functional `keras.Model` outputting logits.
-        teacher_layer: Name (or list of names) of the teacher layer(s).
-        student_layer: Name (or list of names) of the guided student
+        teacher_layer_name: Name (or list of names) of the teacher layer(s).
+        student_layer_name: Name (or list of names) of the guided student
             layer(s), paired in order.
         mode: `"channel"`, `"spatial"` or `"both"` (the average of the two).
         alpha: Weight of the cross entropy in `L_Class`, in `[0, 1]`
@@ -62,25 +68,30 @@ class CorrelationDistiller(FeatureDistiller):
     >>> teacher = testing.tiny_conv_model("teacher", width=8)
     >>> student = testing.tiny_conv_model("student", width=4)
     >>> distiller = CorrelationDistiller(
-    ...     teacher, student, teacher_layer="conv2", student_layer="conv2",
+    ...     teacher, student, teacher_layer_name="conv2",
+    ... student_layer_name="conv2",
     ...     mode="both", alpha=0.3, adapter=True)
     >>> distiller.compile(optimizer="adam", metrics=["accuracy"])
     >>> x, y = testing.random_images(32)
     >>> history = distiller.fit(x, y, epochs=1, verbose=0)
-    >>> sorted(history.history)
-    ['accuracy', 'kd_loss', 'knowledge_loss', 'loss', 'student_loss']
+    >>> sorted(history.history)  # doctest: +NORMALIZE_WHITESPACE
+    ['accuracy', 'distillation_loss', 'kd_loss', 'knowledge_loss', 'loss',
+     'student_loss', 'total_loss']
 
     Reference:
         Wang, Xu, Xu, Yu, Wang. "Student-Centric Network Learning for
         Improved Knowledge Transfer", 2019, §3.1, eqs. 1–6.
     """
 
-    def __init__(self, teacher, student, *, teacher_layer=None,
-                 student_layer=None, mode="both", alpha=1.0, beta=0.1,
-                 temperature=4.0, adapter=False, stage=None,
+    def __init__(self, teacher, student, *, teacher_layer_name=None,
+                 student_layer_name=None, mode="both", alpha=0.3, beta=0.1,
+                 temperature=KD_TEMPERATURE, adapter=False, stage="both",
                  guided_channels=None, pool_to=None,
                  max_spatial_positions=DEFAULT_MAX_SPATIAL_POSITIONS,
                  **kwargs):
+        teacher_layer, student_layer = layer_name_arguments(
+            type(self).__name__, teacher_layer_name, student_layer_name,
+            kwargs)
         kwargs.pop("knowledge", None)
         require_layers(type(self).__name__, teacher_layer, student_layer)
         knowledge = CorrelationDistillation(
@@ -116,8 +127,8 @@ class CorrelationDistiller(FeatureDistiller):
         config = super().get_config()
         term = config.pop("knowledge")["config"]
         config.update({
-            "teacher_layer": term["teacher_layer_name"],
-            "student_layer": term["student_layer_name"],
+            "teacher_layer_name": term["teacher_layer_name"],
+            "student_layer_name": term["student_layer_name"],
             "mode": term["mode"],
             "adapter": term["adapter"],
             "guided_channels": term["guided_channels"],

@@ -14,32 +14,67 @@ stage). The method presets (`CorrelationDistiller`, `FitNetDistiller`,
 
 import contextlib
 import shutil
+import types
 
 import keras
+import numpy as np
+import tensorflow as tf
 
 from tfkd import _compat
 from tfkd import hyperparameters as hp
 from tfkd.distillers.base import Distiller
 from tfkd.terms.base import DistillationTerm
 from tfkd.terms.kd import KDDistillation
+from tfkd.terms.base import default_of
+
+#: The KD term's default temperature (written once, in the term).
+KD_TEMPERATURE = default_of(KDDistillation, "temperature")
 
 #: Valid values of `stage`: single-stage, stage 1 (knowledge only, up to the
-#: guided layers), stage 2 (class loss only, whole student).
-STAGES = (None, 1, 2)
+#: guided layers), stage 2 (class loss only, whole student), and `"both"`
+#: (every `fit` runs stage 1 then stage 2, splitting its epochs).
+STAGES = (None, 1, 2, "both")
+
+#: The `stage` value of the two-stage schedule.
+BOTH = "both"
 
 
-def check_stage(stage):
-    """Returns `stage` if it is `None`, `1` or `2`, else raises."""
+def check_stage(stage, *, allow_both=True):
+    """Returns `stage` if it is `None`, `1`, `2` or `"both"`, else raises."""
     if stage is None or (
         isinstance(stage, int) and not isinstance(stage, bool)
         and stage in (1, 2)
-    ):
+    ) or (allow_both and stage == BOTH):
         return stage
+    both = ', or "both" (each `fit` trains stage 1, then stage 2)' \
+        if allow_both else ""
     raise ValueError(
         "`stage` must be None (single-stage training), 1 (train the student "
-        "up to the guided layer(s) with the knowledge loss) or 2 (train the "
-        f"whole student with the class loss). Received: stage={stage!r}."
+        "up to the guided layer(s) with the knowledge loss), 2 (train the "
+        f"whole student with the class loss){both}. Received: "
+        f"stage={stage!r}."
     )
+
+
+def _check_reiterable(data, name):
+    """Refuses data that can be read only once (a Python generator or
+    iterator, a `tf.data` iterator): stage 1 would use it up and leave
+    stage 2 nothing."""
+    if data is None or isinstance(data, (tf.data.Dataset, np.ndarray,
+                                         tuple, list, dict)):
+        return
+    one_shot = isinstance(data, (types.GeneratorType, tf.data.Iterator)) or (
+        hasattr(data, "__next__") and iter(data) is data)
+    if one_shot:
+        raise ValueError(
+            f"Two-stage training reads `{name}` once per stage, but "
+            f"{name}={type(data).__name__} can be read only once: stage 1 "
+            "would use it up and stage 2 would get no data. Pass data that "
+            "can be iterated again: arrays, a `tf.data.Dataset` (e.g. "
+            "`tf.data.Dataset.from_generator(make_generator, "
+            "output_signature=...)`, which calls `make_generator` anew each "
+            "pass) or a `keras.utils.PyDataset`."
+        )
 
 
 def _check_epochs(value, name):
@@ -54,8 +89,8 @@ def split_epochs(epochs):
     """`(stage1_epochs, stage2_epochs)` of a two-stage run of `epochs`.
 
     Half (rounded down) for the hint stage, the rest for the class stage:
-    how `tfkd.distillers.registry.fit` and the tuner give a two-stage
-    method the same budget as a single-stage one.
+    how `fit` of a `stage="both"` distiller gives a two-stage method the
+    same budget as a single-stage one.
 
     Args:
         epochs: Total epochs, an int `>= 2` (one per stage at least).
@@ -71,7 +106,9 @@ def split_epochs(epochs):
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 2:
         raise ValueError(
             "Two-stage training needs `epochs >= 2` (one per stage). "
-            f"Received: epochs={epochs!r}."
+            f"Received: epochs={epochs!r}. Pass `epochs=2` or more, or "
+            "build the distiller with `stage=None` for single-stage "
+            "training."
         )
     return epochs // 2, epochs - epochs // 2
 
@@ -82,10 +119,10 @@ def require_layers(cls_name, teacher_layer, student_layer):
         if not value:
             raise ValueError(
                 f"{cls_name} needs the layers to distil: pass "
-                "`teacher_layer=` and `student_layer=` (a layer name each, "
-                "or lists of names paired in order). Received: "
-                f"teacher_layer={teacher_layer!r}, "
-                f"student_layer={student_layer!r}."
+                "`teacher_layer_name=` and `student_layer_name=` (a layer "
+                "name each, or lists of names paired in order). Received: "
+                f"teacher_layer_name={teacher_layer!r}, "
+                f"student_layer_name={student_layer!r}."
             )
 
 
@@ -134,10 +171,14 @@ class FeatureDistiller(Distiller):
     for the step (a later `BatchNormalization` runs in inference mode), so
     after stage 1 they are bit-for-bit unchanged. `stage=2` trains the whole
     student (not the adapters) with `L_Class` alone (exactly Hinton's
-    form). `stage=None` (default) is single-stage training. Run both with
-    `fit_two_stage` (stage 2 gets a fresh optimizer by default), or switch
-    with `set_stage(n)` between `fit` calls; the stage is part of
-    `get_config`.
+    form). `stage=None` (default) is single-stage training. `stage="both"`
+    makes every `fit(..., epochs=n)` run both stages within its `n` epochs
+    (`split_epochs`: half for stage 1, the rest for stage 2, stage 2 with a
+    fresh optimizer) and return one history of `n` epochs: the method's
+    schedule, the same whichever way the distiller was built
+    (class, `tfkd.distillers.registry.build`, the tuner). Run the stages
+    by hand with `fit_two_stage`, or switch with `set_stage(n)` between
+    `fit` calls; the stage is part of `get_config`.
 
     Metrics: `loss`, `knowledge_loss` (the unweighted sum over pairs),
     `student_loss` (cross entropy with the labels) and `kd_loss`, each also
@@ -153,7 +194,8 @@ class FeatureDistiller(Distiller):
         beta: Weight of `L_Class` in the single-stage objective, `>= 0`
             (paper: 0.1).
         temperature: KD temperature, `> 0`.
-        stage: `None` (single-stage), `1` or `2`.
+        stage: `None` (single-stage), `1`, `2` or `"both"` (each `fit`
+            trains both stages).
         **kwargs: Passed to `keras.Model` (e.g. `name`).
 
     Example:
@@ -185,7 +227,7 @@ class FeatureDistiller(Distiller):
         hp.non_negative, doc="Weight of L_Class (correlation paper eq. 6).")
 
     def __init__(self, teacher, student, *, knowledge=None, alpha=1.0,
-                 beta=0.1, temperature=4.0, stage=None, **kwargs):
+                 beta=0.1, temperature=KD_TEMPERATURE, stage=None, **kwargs):
         if not isinstance(knowledge, DistillationTerm):
             raise TypeError(
                 "`knowledge` must be a tfkd knowledge term that taps "
@@ -206,7 +248,9 @@ class FeatureDistiller(Distiller):
         )
         self.alpha = alpha
         self.beta = beta
-        self._stage = stage
+        self._schedule = stage == BOTH
+        self._stage = 1 if self._schedule else stage
+        self._in_schedule = False
         self._build_front()
 
     # ------------------------------------------------------------------
@@ -253,7 +297,7 @@ class FeatureDistiller(Distiller):
                 }
             ]
             raise ValueError(
-                f"`student_layer`={bad} is the student's logits layer "
+                f"`student_layer_name`={bad} is the student's logits layer "
                 f"{output_layer.name!r} or comes after it. Feature "
                 "distillers supervise intermediate layers before the "
                 "logits (two-stage training trains the student up to the "
@@ -284,8 +328,7 @@ class FeatureDistiller(Distiller):
             # A larger beta did not save the single-stage digits runs of
             # FitNets or correlation; their own two stages did.
             return ("raise `beta` (the weight of L_Class), or train two "
-                    "stages (`stage=1`, then `fit_two_stage` or "
-                    "`tfkd.distillers.registry.fit`)")
+                    "stages (`stage=\"both\"`, or `fit_two_stage`)")
         return "raise `alpha` (the cross entropy's share of L_Class)"
 
     def paper_weights(self):
@@ -315,8 +358,14 @@ class FeatureDistiller(Distiller):
 
     @property
     def stage(self):
-        """`None` (single-stage), `1` or `2`; settable (see `set_stage`)."""
+        """The stage the next step trains: `None` (single-stage), `1` or
+        `2`; settable (see `set_stage`)."""
         return self._stage
+
+    @property
+    def two_stage(self):
+        """Whether every `fit` runs both stages (`stage="both"`)."""
+        return self._schedule
 
     @stage.setter
     def stage(self, value):
@@ -331,8 +380,9 @@ class FeatureDistiller(Distiller):
         Args:
             stage: `None` (single-stage: `kw · L_Know + cw · L_Class`),
                 `1` (`kw · L_Know`, training the student up to the guided
-                layers and the adapters) or `2` (`L_Class`, training the
-                whole student).
+                layers and the adapters), `2` (`L_Class`, training the
+                whole student) or `"both"` (each `fit` runs stage 1, then
+                stage 2).
 
         Returns:
             The distiller, for chaining.
@@ -344,16 +394,61 @@ class FeatureDistiller(Distiller):
         >>> teacher = testing.tiny_conv_model("teacher", width=8)
         >>> student = testing.tiny_conv_model("student", width=8)
         >>> distiller = tfkd.distillers.CorrelationDistiller(
-        ...     teacher, student, teacher_layer="conv1",
-        ...     student_layer="conv1")
+        ...     teacher, student, teacher_layer_name="conv1",
+        ...     student_layer_name="conv1")
         >>> distiller.set_stage(1).stage
         1
         """
-        self._stage = check_stage(stage)
+        stage = check_stage(stage)
+        self._schedule = stage == BOTH
+        return self._switch(1 if self._schedule else stage)
+
+    def _switch(self, stage):
+        """Makes `stage` (None, 1 or 2) the one the next step trains,
+        keeping the schedule."""
+        self._stage = stage
         # Stage decides the trained variables when a step is traced.
         self.train_function = None
         self.test_function = None
         return self
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.fit`; with `stage="both"`, both stages.
+
+        A `stage="both"` distiller trains `epochs` split by
+        `split_epochs` (stage 1, then stage 2 with a fresh optimizer, as
+        `fit_two_stage`) and returns one `keras.callbacks.History` of all
+        `epochs`, numbered from 0 as a single-stage `fit`'s. Arguments go
+        by keyword then, and `initial_epoch` is refused (a run resumes
+        through `keras.callbacks.BackupAndRestore`, which knows the stage
+        from its epoch).
+        """
+        if not self._schedule or self._in_schedule:
+            return super().fit(x, y, *args, **kwargs)
+        if args:
+            raise TypeError(
+                'A `stage="both"` distiller takes `fit` arguments after '
+                "`x, y` by keyword (e.g. `epochs=10`). Received "
+                f"{len(args)} more positional argument(s)."
+            )
+        if kwargs.get("initial_epoch"):
+            raise TypeError(
+                'A `stage="both"` distiller cannot start at '
+                "`initial_epoch` (which stage?); resume with "
+                "`keras.callbacks.BackupAndRestore`, or call "
+                "`fit_two_stage`. Received: "
+                f"initial_epoch={kwargs['initial_epoch']!r}."
+            )
+        kwargs.pop("initial_epoch", None)
+        stage1, stage2 = split_epochs(kwargs.pop("epochs", 1))
+        first, second = self.fit_two_stage(
+            x, y, stage1_epochs=stage1, stage2_epochs=stage2, **kwargs)
+        from tfkd.experiment import merge_histories
+
+        # One history for the whole run, as a single-stage `fit` returns.
+        second.history = merge_histories(first, second)
+        second.epoch = list(first.epoch) + list(second.epoch)
+        return second
 
     def fit_two_stage(self, x=None, y=None, *, stage1_epochs, stage2_epochs,
                       stage2_optimizer="fresh", **fit_kwargs):
@@ -393,8 +488,8 @@ class FeatureDistiller(Distiller):
         >>> teacher = testing.tiny_conv_model("teacher", width=8)
         >>> student = testing.tiny_conv_model("student", width=8)
         >>> distiller = tfkd.distillers.CorrelationDistiller(
-        ...     teacher, student, teacher_layer="conv1",
-        ...     student_layer="conv1")
+        ...     teacher, student, teacher_layer_name="conv1",
+        ...     student_layer_name="conv1")
         >>> distiller.compile(optimizer="adam")
         >>> x, y = testing.random_images(32)
         >>> h1, h2 = distiller.fit_two_stage(x, y, stage1_epochs=1,
@@ -411,6 +506,9 @@ class FeatureDistiller(Distiller):
                 )
         stage1_epochs = _check_epochs(stage1_epochs, "stage1_epochs")
         stage2_epochs = _check_epochs(stage2_epochs, "stage2_epochs")
+        _check_reiterable(x, "x")
+        _check_reiterable(fit_kwargs.get("validation_data"),
+                          "validation_data")
         if not (stage2_optimizer in ("fresh", "shared") or isinstance(
             stage2_optimizer, keras.optimizers.Optimizer
         )):
@@ -432,15 +530,17 @@ class FeatureDistiller(Distiller):
             if isinstance(c, keras.callbacks.BackupAndRestore)
         ]
         deletes = [c.delete_checkpoint for c in backups]
-        self.set_stage(1)
+        self._switch(1)
+        self._in_schedule = True
         try:
             for c in backups:
                 c.delete_checkpoint = False
             first = self.fit(x, y, epochs=stage1_epochs, **fit_kwargs)
         finally:
+            self._in_schedule = False
             for c, delete in zip(backups, deletes):
                 c.delete_checkpoint = delete
-        self.set_stage(2)
+        self._switch(2)
         if stage2_optimizer != "shared":
             if first.epoch:
                 # Stage 1 trained in this run, so the backup holds the
@@ -460,10 +560,14 @@ class FeatureDistiller(Distiller):
         # later `fit`; stage 2 starts at `stage1_epochs` unless its own
         # restored backup says otherwise.
         _compat.reset_initial_epoch(self)
-        second = self.fit(
-            x, y, initial_epoch=stage1_epochs,
-            epochs=stage1_epochs + stage2_epochs, **fit_kwargs,
-        )
+        self._in_schedule = True
+        try:
+            second = self.fit(
+                x, y, initial_epoch=stage1_epochs,
+                epochs=stage1_epochs + stage2_epochs, **fit_kwargs,
+            )
+        finally:
+            self._in_schedule = False
         return first, second
 
     # ------------------------------------------------------------------
@@ -485,7 +589,8 @@ class FeatureDistiller(Distiller):
         layers plus the term's adapters; stage 2: the student;
         single-stage: the student plus the adapters.
         """
-        stage = self._stage if stage is None else check_stage(stage)
+        stage = self._stage if stage is None else check_stage(
+            stage, allow_both=False)
         if stage == 1:
             variables = list(self._front.trainable_weights) + list(
                 self.knowledge.trainable_weights)
@@ -519,7 +624,7 @@ class FeatureDistiller(Distiller):
             "alpha": self.alpha,
             "beta": self.beta,
             "temperature": self.temperature,
-            "stage": self._stage,
+            "stage": BOTH if self._schedule else self._stage,
         })
         return config
 

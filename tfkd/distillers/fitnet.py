@@ -5,6 +5,12 @@ import keras
 from tfkd.distillers.feature import FeatureDistiller
 from tfkd.distillers.feature import require_layers
 from tfkd.terms.hint import HintDistillation
+from tfkd.terms.base import layer_name_arguments
+from tfkd.terms.base import default_of
+from tfkd.terms.kd import KDDistillation
+
+#: The KD term's default temperature (written once, in the term).
+KD_TEMPERATURE = default_of(KDDistillation, "temperature")
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
@@ -32,8 +38,8 @@ class FitNetDistiller(FeatureDistiller):
     Args:
         teacher: Trained `keras.Model` outputting logits; frozen.
         student: Functional `keras.Model` outputting logits.
-        teacher_layer: Name (or list of names) of the hint layer(s).
-        student_layer: Name (or list of names) of the guided layer(s).
+        teacher_layer_name: Name (or list of names) of the hint layer(s).
+        student_layer_name: Name (or list of names) of the guided layer(s).
         alpha: Weight of the cross entropy in `L_Class`, in `[0, 1]`.
         beta: Weight of `L_Class` in single-stage training.
         temperature: KD temperature, `> 0`.
@@ -50,8 +56,9 @@ class FitNetDistiller(FeatureDistiller):
     >>> from tfkd import testing
     >>> teacher = testing.tiny_conv_model("teacher", width=8)
     >>> student = testing.tiny_conv_model("student", width=4)
-    >>> distiller = FitNetDistiller(teacher, student, teacher_layer="conv1",
-    ...                             student_layer="conv1", alpha=0.3)
+    >>> distiller = FitNetDistiller(teacher, student,
+    ...                             teacher_layer_name="conv1",
+    ...                             student_layer_name="conv1", alpha=0.3)
     >>> [tuple(w.shape) for w in distiller.regressors[0].trainable_weights]
     [(1, 1, 4, 8), (8,)]
     >>> distiller.compile(optimizer="adam")
@@ -64,10 +71,13 @@ class FitNetDistiller(FeatureDistiller):
         Thin Deep Nets", ICLR 2015, §2.2 and eq. 3.
     """
 
-    def __init__(self, teacher, student, *, teacher_layer=None,
-                 student_layer=None, alpha=1.0, beta=0.1, temperature=4.0,
-                 regressor=True, regressor_activation=None, stage=None,
+    def __init__(self, teacher, student, *, teacher_layer_name=None,
+                 student_layer_name=None, alpha=0.3, beta=0.1, temperature=KD_TEMPERATURE,
+                 regressor=True, regressor_activation=None, stage="both",
                  guided_channels=None, **kwargs):
+        teacher_layer, student_layer = layer_name_arguments(
+            type(self).__name__, teacher_layer_name, student_layer_name,
+            kwargs)
         kwargs.pop("knowledge", None)
         require_layers(type(self).__name__, teacher_layer, student_layer)
         knowledge = HintDistillation(
@@ -91,8 +101,8 @@ class FitNetDistiller(FeatureDistiller):
         config = super().get_config()
         term = config.pop("knowledge")["config"]
         config.update({
-            "teacher_layer": term["teacher_layer_name"],
-            "student_layer": term["student_layer_name"],
+            "teacher_layer_name": term["teacher_layer_name"],
+            "student_layer_name": term["student_layer_name"],
             "regressor": term["regressor"],
             "regressor_activation": term["regressor_activation"],
             "guided_channels": term["guided_channels"],

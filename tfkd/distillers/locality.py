@@ -7,6 +7,7 @@ from tfkd.distillers.base import Distiller
 from tfkd.terms.kd import SoftTargetDistillation
 from tfkd.terms.locality import LocalityPreservingDistillation
 from tfkd.terms.locality import check_normalize
+from tfkd.terms.base import layer_name_arguments
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
@@ -49,9 +50,9 @@ class LocalityPreservingDistiller(Distiller):
     Args:
         teacher: A trained `keras.Model` outputting logits. It is frozen.
         student: The `keras.Model` to train; logits of the teacher's shape.
-        teacher_layer: Name (or list of names) of the teacher layer(s) whose
-            features define the neighbourhoods.
-        student_layer: Name (or list of names) of the paired student
+        teacher_layer_name: Name (or list of names) of the teacher
+            layer(s) whose features define the neighbourhoods.
+        student_layer_name: Name (or list of names) of the paired student
             layer(s).
         k: Neighbours per example, an integer >= 1 (paper: 5).
         gamma: Weight of the LP term, >= 0 (paper: 1).
@@ -69,12 +70,14 @@ class LocalityPreservingDistiller(Distiller):
     >>> teacher = testing.tiny_conv_model("teacher", width=8)
     >>> student = testing.tiny_conv_model("student", width=4)
     >>> distiller = LocalityPreservingDistiller(
-    ...     teacher, student, teacher_layer="conv2", student_layer="conv2")
+    ...     teacher, student, teacher_layer_name="conv2",
+    ... student_layer_name="conv2")
     >>> distiller.compile(optimizer="adam", metrics=["accuracy"])
     >>> x, y = testing.random_images(32)
     >>> history = distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
-    >>> sorted(history.history)
-    ['accuracy', 'loss', 'lp_loss', 'soft_loss', 'student_loss']
+    >>> sorted(history.history)  # doctest: +NORMALIZE_WHITESPACE
+    ['accuracy', 'distillation_loss', 'loss', 'lp_loss', 'soft_loss',
+     'student_loss', 'total_loss']
 
     Reference:
         Chen, Wang, Xu, Xu, Tao. "Learning Student Networks via Feature
@@ -86,11 +89,14 @@ class LocalityPreservingDistiller(Distiller):
     lam = hp.Hyperparameter(hp.non_negative,
                             doc="Weight of the soft-target term.")
 
-    def __init__(self, teacher, student, *, teacher_layer=None,
-                 student_layer=None, k=5, gamma=1.0, lam=2.0,
+    def __init__(self, teacher, student, *, teacher_layer_name=None,
+                 student_layer_name=None, k=5, gamma=1.0, lam=2.0,
                  temperature=0.5, sigma=None, normalize="l2", **kwargs):
-        for name, value in (("teacher_layer", teacher_layer),
-                            ("student_layer", student_layer)):
+        teacher_layer, student_layer = layer_name_arguments(
+            type(self).__name__, teacher_layer_name, student_layer_name,
+            kwargs)
+        for name, value in (("teacher_layer_name", teacher_layer),
+                            ("student_layer_name", student_layer)):
             if value is None or (isinstance(value, (list, tuple))
                                  and not value):
                 raise ValueError(
@@ -167,8 +173,8 @@ class LocalityPreservingDistiller(Distiller):
         config = self.base_config()
         term = self._terms[1]
         config.update({
-            "teacher_layer": term.teacher_layer_name,
-            "student_layer": term.student_layer_name,
+            "teacher_layer_name": term.teacher_layer_name,
+            "student_layer_name": term.student_layer_name,
             "k": self.k,
             "gamma": self.gamma,
             "lam": self.lam,

@@ -19,6 +19,7 @@ NOT_HYPERPARAMETERS = frozenset({
     "guided_channels", "regressor", "kwargs", "knowledge",
     "collaboration_loss", "student_loss", "distillation_losses",
     "distillation_loss_weights", "student_loss_weight",
+    "regressor_pretrained",
 })
 
 _EXTRA_TERMS = []
@@ -254,8 +255,8 @@ def build(name, teacher, student, feature_layers=None, **overrides):
             )
     if spec.preset:
         if spec.uses_features:
-            kwargs.setdefault("teacher_layer", feature_layers[0])
-            kwargs.setdefault("student_layer", feature_layers[1])
+            kwargs.setdefault("teacher_layer_name", feature_layers[0])
+            kwargs.setdefault("student_layer_name", feature_layers[1])
         return spec.load()(teacher, student, **kwargs)
     from tfkd.distillers.base import Distiller
 
@@ -269,50 +270,6 @@ def build(name, teacher, student, feature_layers=None, **overrides):
     return Distiller(teacher, student, [term],
                      distillation_loss_weights=[weight],
                      student_loss_weight=student_loss_weight)
-
-
-def fit(distiller, *args, **kwargs):
-    """Fits a distiller the way its method trains.
-
-    A two-stage distiller (its `stage` set, e.g. `fitnet`'s and
-    `correlation`'s default) runs both stages within the same budget:
-    `epochs` is split by
-    `tfkd.distillers.feature.split_epochs` (half the hint stage, the rest
-    the class stage), and the returned history holds both stages' epochs.
-    KTAN first pre-trains its teacher-to-student regressor on the training
-    data (Algorithm 1).
-
-    Args:
-        distiller: A compiled distiller (from `build`).
-        *args: Positional `fit` arguments (the training data first).
-        **kwargs: `fit` arguments (`epochs`, `validation_data`, ...).
-
-    Returns:
-        A `keras.callbacks.History`.
-    """
-    if hasattr(distiller, "pretrain_regressor") and args:
-        distiller.pretrain_regressor(args[0], epochs=1)
-    if getattr(distiller, "stage", None) is not None and hasattr(
-        distiller, "fit_two_stage"
-    ):
-        from tfkd.distillers.feature import split_epochs
-
-        if "initial_epoch" in kwargs:
-            raise TypeError(
-                "A two-stage distiller cannot start at `initial_epoch`; "
-                "call `fit_two_stage` for its stages. Received: "
-                f"initial_epoch={kwargs['initial_epoch']!r}."
-            )
-        stage1, stage2 = split_epochs(kwargs.pop("epochs", 2))
-        first, second = distiller.fit_two_stage(
-            *args, stage1_epochs=stage1, stage2_epochs=stage2, **kwargs)
-        from tfkd.experiment import merge_histories
-
-        # One history for the whole run, as a single-stage `fit` returns.
-        second.history = merge_histories(first, second)
-        second.epoch = list(first.epoch) + list(second.epoch)
-        return second
-    return distiller.fit(*args, **kwargs)
 
 
 def method_table():

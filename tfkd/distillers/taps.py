@@ -22,6 +22,7 @@ many terms read it.
 """
 
 import contextlib
+import difflib
 import re
 import warnings
 
@@ -64,6 +65,69 @@ def layer_paths(model):
         if _is_graph(layer):
             paths += [f"{layer.name}{SEPARATOR}{p}" for p in layer_paths(layer)]
     return paths
+
+
+#: At most this many layer names are listed in an error message.
+MAX_LISTED = 20
+
+
+def _last(path):
+    return path.rsplit(SEPARATOR, 1)[-1]
+
+
+def missing_layer_hint(model, name, paths=None):
+    """The end of a "no such layer" error: the closest names, bounded.
+
+    Suggests the path of a nested layer whose own name is `name` (a
+    forgotten nested-model prefix, or the wrong one), then the paths
+    closest to `name` (`difflib`), and lists at most `MAX_LISTED` of the
+    model's layers, so a large backbone (MobileNetV3 has hundreds of
+    nested layers) still gets a message one can read.
+
+    Args:
+        model: The model searched.
+        name: The layer name or `/`-path that was not found.
+        paths: The names to choose from (default: `layer_paths(model)`).
+
+    Returns:
+        A string starting with a space, e.g. `" Did you mean
+        'backbone/conv1'? ..."`.
+
+    Example:
+
+    >>> from tfkd import testing
+    >>> model = testing.tiny_conv_model("net", width=4)
+    >>> missing_layer_hint(model, "conv_2")
+    " Did you mean 'conv2' or 'conv1'? Existing layers: ['images', 'conv1', 'conv2', 'pool', 'logits']."
+    """
+    paths = layer_paths(model) if paths is None else list(paths)
+    # The same layer name under a nested model: the prefix was forgotten
+    # (or another model's was used).
+    suggestions = [p for p in paths
+                   if SEPARATOR in p and _last(p) == _last(name)]
+    suggestions += difflib.get_close_matches(name, paths, n=3, cutoff=0.6)
+    # Nested paths compared by their last part: a typo inside a prefix.
+    by_last = {}
+    for p in paths:
+        by_last.setdefault(_last(p), p)
+    suggestions += [by_last[n] for n in difflib.get_close_matches(
+        _last(name), list(by_last), n=3, cutoff=0.6)]
+    suggestions = list(dict.fromkeys(s for s in suggestions if s != name))
+    text = ""
+    if suggestions:
+        text += " Did you mean " + " or ".join(
+            repr(s) for s in suggestions[:3]) + "?"
+    if len(paths) <= MAX_LISTED:
+        return text + f" Existing layers: {paths}."
+    # Top-level names first: nested models' many paths come after them.
+    top = [p for p in paths if SEPARATOR not in p]
+    listed = (top if len(top) <= MAX_LISTED else
+              top[:MAX_LISTED // 2] + ["..."] + top[-MAX_LISTED // 2:])
+    return text + (
+        f" The model has {len(paths)} layers and nested paths; its top-level "
+        f"layers: {listed}. `tfkd.distillers.taps.layer_paths(model)` lists "
+        "every path."
+    )
 
 
 def find_layer(model, path):
@@ -297,6 +361,12 @@ class Extractor:
                 "`classifier_activation=None`) to silence this warning.",
                 UserWarning, stacklevel=4)
 
+    @property
+    def outputs(self):
+        """The symbolic outputs, listed as Keras's feature-extractor model
+        lists them: the logits, then each tapped layer's output once."""
+        return [self.tensors[LOGITS]] + [self.tensors[n] for n in self.names]
+
     # ------------------------------------------------------------------
     # Planning, once.
 
@@ -370,7 +440,7 @@ class Extractor:
                     f"{self.role} model {self.model.name!r}"
                     + (f" (no layer {part!r} in nested model {owner.name!r})"
                        if depth else "")
-                    + f". Existing layers: {layer_paths(self.model)}."
+                    + "." + missing_layer_hint(self.model, name)
                 )
             nodes = _nodes_in(owner, layer)
             if len(nodes) != 1:
@@ -390,8 +460,8 @@ class Extractor:
                     f"Cannot tap `{self.role}_layer`={name!r}: {part!r} is a "
                     f"{type(layer).__name__}, not a functional model, so "
                     "tfkd cannot look inside it. Tap a layer of the "
-                    f"{self.role}'s own graph (existing layers: "
-                    f"{layer_paths(self.model)})."
+                    f"{self.role}'s own graph."
+                    + missing_layer_hint(self.model, _last(name))
                 )
             fed = [tuple(t.shape) for t in nodes[0].input_tensors]
             built = [tuple(t.shape) for t in layer.inputs]

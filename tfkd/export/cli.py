@@ -27,7 +27,8 @@ def register(subparsers):
         ),
     )
     parser.add_argument("student", metavar="STUDENT.keras",
-                        help="saved student model (keras.Model.save)")
+                        help="saved student (tfkd.saving.save or keras.Model.save), "
+                             "or a saved distiller: its student is exported")
     parser.add_argument("--quantization", choices=_QUANTIZATIONS,
                         default="none",
                         help="post-training quantization (default: none)")
@@ -59,7 +60,7 @@ def _load_model(path, flag):
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"{flag}: no such file: {path!r}. Pass a model saved with "
-            "`model.save('student.keras')`."
+            "`tfkd.saving.save(student, 'student.keras')`."
         )
     from tfkd.saving import load
 
@@ -94,6 +95,7 @@ def _load_data(name, image_size, channels, data_dir):
 def run(args):
     """Runs `tfkd export`; returns the exit code."""
     from tfkd.export.tflite import _input_spec
+    from tfkd.export.tflite import _unwrap_student
     from tfkd.export.tflite import to_tflite
 
     if args.int8_io and args.quantization != "int8":
@@ -101,7 +103,8 @@ def run(args):
             "--int8-io needs --quantization int8. Received: --quantization "
             f"{args.quantization}."
         )
-    student = _load_model(args.student, "STUDENT")
+    # A saved distiller exports its student (never the teacher or helpers).
+    student = _unwrap_student(_load_model(args.student, "STUDENT"))
     teacher = _load_model(args.teacher, "--teacher") if args.teacher else None
     out = args.out or os.path.splitext(args.student)[0] + ".tflite"
     if os.path.abspath(out) == os.path.abspath(args.student):

@@ -131,6 +131,10 @@ def _as_arrays(data, input_shape, dtype, name, limit=None):
     """
     rank = len(input_shape)
     if isinstance(data, tf.data.Dataset):
+        if limit is None:
+            from tfkd.data.tfds_data import require_finite
+
+            require_finite(data, name, what="the check reads every image")
         images, labels = [], []
         count = 0
         for element in data.as_numpy_iterator():

@@ -10,6 +10,10 @@ from tfkd.models.fitnets import lp_mnist_teacher  # noqa: F401
 from tfkd.models.fitnets import lp_student  # noqa: F401
 from tfkd.models.fitnets import lp_tap_layers  # noqa: F401
 from tfkd.models.fitnets import lp_teacher  # noqa: F401
+from tfkd.models.lenet import LENETPP_EMBEDDING  # noqa: F401
+from tfkd.models.lenet import lenetpp  # noqa: F401
+from tfkd.models.lenet import lenetpp_student  # noqa: F401
+from tfkd.models.lenet import lenetpp_teacher  # noqa: F401
 from tfkd.models.resnet import RESNET_PRESETS  # noqa: F401
 from tfkd.models.resnet import cifar_resnet  # noqa: F401
 from tfkd.models.resnet import resnet20  # noqa: F401

@@ -31,10 +31,12 @@ class DKDDistillation(_LogitTerm):
     warm-up `w(epoch) = min(epoch / 20, 1)`: the method `dkd` builds
     `tfkd.Distiller(teacher, student, [term],
     distillation_loss_weights=[1.0], student_loss_weight=0.5)`, i.e. that
-    objective divided by 2, and the warm-up is a schedule of the term's
-    weight:
-    `tfkd.callbacks.HyperparameterScheduler({"dkd/weight":
-    tfkd.callbacks.linear_warmup(1.0, 20)})`.
+    objective divided by 2. The warm-up belongs to the term: every
+    `fit` of a distiller holding it ramps the term's weight (`dkd/weight`,
+    logged in the history) linearly from 0 to the weight it had at the
+    first `fit` over `warmup_epochs` epochs
+    (`tfkd.callbacks.linear_warmup`; Keras counts epochs from 0, so epoch
+    0 trains at weight 0). `warmup_epochs=0` turns it off.
 
     Args:
         alpha: Weight of TCKD, `>= 0` (paper and code: 1).
@@ -42,6 +44,8 @@ class DKDDistillation(_LogitTerm):
             paper tunes it per teacher-student pair, 0.5 on ImageNet).
         temperature: Softening temperature `T > 0` (CIFAR-100: 4,
             ImageNet: 1).
+        warmup_epochs: Epochs of the linear warm-up of the term's weight,
+            an int `>= 0` (the authors' code: 20; 0: no warm-up).
         **kwargs: Layer arguments; `name` (default `"dkd"`) names the
             term's metric (`dkd_loss`).
 
@@ -56,10 +60,7 @@ class DKDDistillation(_LogitTerm):
     ...     distillation_loss_weights=[1.0], student_loss_weight=0.5)
     >>> distiller.compile(optimizer="adam")
     >>> x, y = testing.random_images(16)
-    >>> warmup = tfkd.callbacks.HyperparameterScheduler(
-    ...     {"dkd/weight": tfkd.callbacks.linear_warmup(1.0, 20)})
-    >>> history = distiller.fit(x, y, epochs=2, verbose=0,
-    ...                         callbacks=[warmup])
+    >>> history = distiller.fit(x, y, epochs=2, verbose=0)
     >>> history.history["dkd/weight"]
     [0.0, 0.05]
 
@@ -93,12 +94,39 @@ class DKDDistillation(_LogitTerm):
     beta = hp.Hyperparameter(hp.non_negative, doc="Weight of NCKD.")
     temperature = hp.Hyperparameter(hp.positive, doc="Softening temperature.")
 
-    def __init__(self, alpha=1.0, beta=8.0, temperature=4.0, **kwargs):
+    def __init__(self, alpha=1.0, beta=8.0, temperature=4.0,
+                 warmup_epochs=20, **kwargs):
         kwargs.setdefault("name", "dkd")
+        if isinstance(warmup_epochs, bool) or not isinstance(
+            warmup_epochs, int
+        ) or warmup_epochs < 0:
+            raise ValueError(
+                "`warmup_epochs` must be an int >= 0 (0: no warm-up). "
+                f"Received: warmup_epochs={warmup_epochs!r}."
+            )
         super().__init__(**kwargs)
         self.alpha = alpha
         self.beta = beta
         self.temperature = temperature
+        self.warmup_epochs = warmup_epochs
+        # The weight the warm-up ramps to: read at the first `fit` (a later
+        # `fit` continues the same ramp instead of ramping to the value the
+        # ramp left).
+        self._warmup_target = None
+
+    def training_callbacks(self, distiller):
+        """DKD's warm-up: a `HyperparameterScheduler` ramping
+        `<name>/weight` over `warmup_epochs` (none if 0)."""
+        if not self.warmup_epochs:
+            return []
+        from tfkd.callbacks import HyperparameterScheduler
+        from tfkd.callbacks import linear_warmup
+
+        path = f"{self.name}/weight"
+        if self._warmup_target is None:
+            self._warmup_target = float(distiller.get_hyperparameter(path))
+        return [HyperparameterScheduler(
+            {path: linear_warmup(self._warmup_target, self.warmup_epochs)})]
 
     def call(self, teacher_outputs, student_outputs, labels=None,
              training=False):
@@ -117,5 +145,6 @@ class DKDDistillation(_LogitTerm):
     def get_config(self):
         config = super().get_config()
         config.update({"alpha": self.alpha, "beta": self.beta,
-                       "temperature": self.temperature})
+                       "temperature": self.temperature,
+                       "warmup_epochs": self.warmup_epochs})
         return config

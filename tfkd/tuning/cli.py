@@ -51,7 +51,9 @@ def register(subparsers):
                         help="epochs per trial; Hyperband's max epochs "
                              f"(default: {DEFAULT_EPOCHS})")
     parser.add_argument("--data", default="digits",
-                        help="data set (default: digits, embedded)")
+                        help="data set (default: digits, embedded; "
+                             "fashion_mnist reads its IDX files, see "
+                             "tfkd.data.load_fashion_mnist)")
     parser.add_argument("--tuner", default="random", choices=TUNERS,
                         help="search algorithm (default: random)")
     parser.add_argument("--out", default=DEFAULT_OUT,
@@ -76,10 +78,21 @@ def register(subparsers):
     parser.add_argument("--image-size", type=int, default=None,
                         help="resize images to this side (default: the "
                              "data set's; 16 for digits)")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--labels-per-class", default="all",
+                        metavar="N|all",
+                        help="training labels the students keep per class; "
+                             "the other training images are unlabelled "
+                             "transfer data (the teacher always trains on "
+                             "every label; digits only; default: all)")
+    parser.add_argument("--batch-size", type=int, default=64,
+                        help="training batch size of the teacher and of "
+                             "every trial (default: 64)")
     parser.add_argument("--steps-per-epoch", type=int, default=None,
                         help="cap the training batches per epoch")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the data split, the teacher's and the "
+                             "students' initial weights and the tuner's "
+                             "sampling (default: 0)")
     again = parser.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true",
                        help="continue the search in --out (same methods "
@@ -153,6 +166,8 @@ def parse_space(items):
 
 
 def _run_from_args(args):
+    from tfkd.demo import parse_labels_per_class
+
     run_tune(methods=args.methods or ["kd"], trials=args.trials,
              epochs=args.epochs, data=args.data, tuner=args.tuner,
              out=args.out, teacher=args.teacher,
@@ -160,6 +175,7 @@ def _run_from_args(args):
              fixed=parse_fixed(args.fix), search_space=parse_space(args.space),
              image_size=args.image_size, batch_size=args.batch_size,
              steps_per_epoch=args.steps_per_epoch,
+             labels_per_class=parse_labels_per_class(args.labels_per_class),
              seed=args.seed, resume=args.resume, overwrite=args.overwrite,
              verbose=args.verbose)
     return 0
@@ -230,6 +246,21 @@ def _num_examples(dataset):
         lambda n, b: n + tf.shape(b[1], out_type=tf.int64)[0]))
 
 
+def _is_unmarked_tune_run(out, project_dir):
+    """Whether `out`, without a run marker, is a folder an earlier `tfkd
+    tune` wrote: a tfkd search plus `tfkd tune`'s own records, and nothing
+    else. A Keras Tuner project made with `build_tuner`, or one beside the
+    user's files, is not: `--overwrite` must not empty it."""
+    from tfkd import runs
+    from tfkd.tuning import signature as signature_lib
+
+    if runs.is_run_dir(out) or not signature_lib.holds_search(project_dir):
+        return False
+    entries = set(os.listdir(out))
+    return (bool(entries & {TEACHER_SETTINGS, "trials.json"})
+            and runs.tfkd_outputs(out, "tune", entries) == entries)
+
+
 def _read_teacher_settings(out):
     try:
         with open(os.path.join(out, TEACHER_SETTINGS), encoding="utf-8") as f:
@@ -242,8 +273,8 @@ def run_tune(methods=("kd",), trials=10, epochs=DEFAULT_EPOCHS,
              data="digits", tuner="random", out=DEFAULT_OUT, teacher=None,
              teacher_epochs=20, objective="val_accuracy", fixed=None,
              search_space=None, image_size=None, batch_size=64,
-             steps_per_epoch=None, seed=0, resume=False, overwrite=False,
-             verbose=2):
+             steps_per_epoch=None, labels_per_class=None, seed=0,
+             resume=False, overwrite=False, verbose=2):
     """Runs `tfkd tune` and returns its results as a dict.
 
     Args:
@@ -266,6 +297,10 @@ def run_tune(methods=("kd",), trials=10, epochs=DEFAULT_EPOCHS,
         image_size: Optional image side length (default: the data set's).
         batch_size: Batch size.
         steps_per_epoch: Optional cap on training batches per epoch.
+        labels_per_class: `None` (every label), or the training labels the
+            students keep per class (the others are unlabelled transfer
+            data, `tfkd.data.load_digits(labels_per_class=...)`); the
+            teacher trains on every label. Digits only.
         seed: Seed of the data split, the teacher and the oracle.
         resume: Continue the search in `out` (refused if it searched other
             methods or another space); its `teacher.keras` is reused when
@@ -308,6 +343,22 @@ def run_tune(methods=("kd",), trials=10, epochs=DEFAULT_EPOCHS,
     if tuner not in search.TUNERS:
         raise ValueError(f"Unknown tuner. Received: tuner={tuner!r}. Choose "
                          f"one of {list(search.TUNERS)}.")
+    if labels_per_class is not None:
+        _positive_int(labels_per_class, "labels_per_class")
+        if str(data).lower() != "digits":
+            raise ValueError(
+                "--labels-per-class is available with --data digits only "
+                f"(`tfkd.data.load_digits`). Received: --data {data!r}, "
+                f"--labels-per-class {labels_per_class}. Use --data digits, "
+                "or drop --labels-per-class.")
+    # Every search setting is checked now, before a teacher trains for
+    # minutes: the same hypermodel is built later on the trained teacher.
+    # Its checks (methods, space, fixed values, feature layers) do not
+    # read the teacher's weights, so an untrained digits teacher stands in.
+    hypermodel_lib.digits_hypermodel(
+        tfkd.models.digits_teacher(10, (image_size or 16,) * 2 + (1,)),
+        method=methods, fixed=fixed, search_space=search_space, seed=seed,
+        input_shape=(image_size or 16,) * 2 + (1,))
     if resume and overwrite:
         raise ValueError("Pass either --resume or --overwrite, not both. "
                          "Received: resume=True, overwrite=True.")
@@ -330,10 +381,8 @@ def run_tune(methods=("kd",), trials=10, epochs=DEFAULT_EPOCHS,
     if resume:
         os.makedirs(out, exist_ok=True)
     else:
-        if overwrite and signature_lib.holds_search(project_dir) and \
-                not runs.is_run_dir(out):
-            # A folder an earlier `tfkd tune` wrote, before run markers:
-            # it holds a tfkd search, so --overwrite may replace it.
+        if overwrite and _is_unmarked_tune_run(out, project_dir):
+            # A folder an earlier `tfkd tune` wrote, before run markers.
             tfkd_io.write_json(os.path.join(out, runs.MARKER),
                                {"kind": "tune"})
         runs.prepare_run_dir(out, kind="tune", overwrite=overwrite,
@@ -361,10 +410,20 @@ def run_tune(methods=("kd",), trials=10, epochs=DEFAULT_EPOCHS,
                   f"({settings}).")
     start = time.time()
     keras.utils.set_random_seed(seed)
-    data_kwargs = {"batch_size": batch_size, "seed": seed}
+    from tfkd.experiment import DATA_SETTINGS
+
+    # The recipes' loading of the data set (Fashion-MNIST: 14×14, a
+    # 6,000-image pool), then this run's arguments.
+    data_kwargs = dict(DATA_SETTINGS.get(data, {}).get("kwargs", {}),
+                       batch_size=batch_size, seed=seed)
     if image_size is not None:
         data_kwargs["image_size"] = image_size
     dataset = tfkd.data.load_dataset(data, **data_kwargs)
+    # The students' training split: every label, or a few a class (the
+    # teacher still learns from every label of `dataset`).
+    students = dataset if labels_per_class is None else \
+        tfkd.data.load_dataset(data, labels_per_class=labels_per_class,
+                               **data_kwargs)
     test_size = _num_examples(dataset.test)
     print(f"[tune] writing to {where}")
 
@@ -384,7 +443,7 @@ def run_tune(methods=("kd",), trials=10, epochs=DEFAULT_EPOCHS,
     print(f"[tune] teacher: {teacher_accuracy * 100:.2f} % test accuracy "
           f"(held-out test split, {test_size} images)")
 
-    train_steps = steps_per_epoch or max(1, int(dataset.train.cardinality()))
+    train_steps = steps_per_epoch or max(1, int(students.train.cardinality()))
     hypermodel = hypermodel_lib.digits_hypermodel(
         teacher_model, method=methods, num_classes=dataset.num_classes,
         input_shape=dataset.input_shape, fixed=fixed,
@@ -406,14 +465,17 @@ def run_tune(methods=("kd",), trials=10, epochs=DEFAULT_EPOCHS,
     label = ("hyperband brackets" if tuner == "hyperband"
              else f"{trials} trials")
     print(f"[tune] 2/3 search: {tuner}, {label} of {epochs} epochs, "
-          f"methods {methods}, objective {objective} (validation split)")
+          f"methods {methods}, objective {objective} (validation split)"
+          + ("" if labels_per_class is None else
+             f"; students keep {labels_per_class} training labels a class, "
+             "the other training images are unlabelled"))
     fit_kwargs = {"validation_data": dataset.validation, "epochs": epochs,
                   "verbose": verbose, "shuffle": False}
     if steps_per_epoch is not None:
         fit_kwargs["steps_per_epoch"] = steps_per_epoch
-        train = dataset.train.repeat()
+        train = students.train.repeat()
     else:
-        train = dataset.train
+        train = students.train
     tuner_obj.search(train, **fit_kwargs)
 
     rows = search.trial_rows(tuner_obj)
@@ -431,6 +493,7 @@ def run_tune(methods=("kd",), trials=10, epochs=DEFAULT_EPOCHS,
         "objective": objective,
         "dataset": data,
         "epochs": epochs,
+        "labels_per_class": labels_per_class,
         "out": out,
         "teacher": teacher_path,
         "teacher_params": teacher_model.count_params(),

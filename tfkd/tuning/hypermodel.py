@@ -28,7 +28,6 @@ import keras
 import keras_tuner as kt
 
 from tfkd.distillers import registry
-from tfkd.distillers.feature import split_epochs
 from tfkd.tuning import spaces
 
 
@@ -642,36 +641,6 @@ class DistillerHyperModel(kt.HyperModel):
                 f"{template!r}."
             )
         return student
-
-    def fit(self, hp, model, *args, **kwargs):
-        """Trains one trial's distiller; two-stage when its `stage` is set.
-
-        A two-stage distiller (`fixed={"stage": 1}`) trains `epochs // 2`
-        epochs of stage 1, then the rest of stage 2, and reports stage 2's
-        history. Two-stage training cannot resume a trial, so it does not
-        combine with Hyperband.
-
-        Returns:
-            The `keras.callbacks.History` the tuner scores.
-        """
-        if getattr(model, "stage", None) is None or not hasattr(
-            model, "fit_two_stage"
-        ):
-            return model.fit(*args, **kwargs)
-        epochs = kwargs.pop("epochs", 1)
-        initial_epoch = kwargs.pop("initial_epoch", 0)
-        if initial_epoch:
-            raise ValueError(
-                "Two-stage distillers cannot resume a trial at epoch "
-                f"{initial_epoch} (Hyperband does). Received: stage="
-                f"{model.stage}. Use RandomSearch or BayesianOptimization, "
-                "or single-stage training."
-            )
-        stage1, stage2 = split_epochs(epochs)
-        _, second = model.fit_two_stage(
-            *args, stage1_epochs=stage1, stage2_epochs=stage2, **kwargs,
-        )
-        return second
 
 
 def digits_hypermodel(teacher, method="kd", num_classes=10,

@@ -15,21 +15,117 @@ with two conveniences for distillation:
   TensorFlow backend, and TensorFlow >= 2.21 no longer installs
   `tensorboard`, so with Keras Tuner's own tuners every trial fails with
   `No module named 'tensorboard'` unless it is installed. Here it is only
-  imported when a `keras.callbacks.TensorBoard` callback is passed.
+  imported when a `keras.callbacks.TensorBoard` callback is passed;
+- every epoch of every trial is recorded (`EpochRecorder`, in the trial's
+  directory): Keras Tuner itself keeps only each metric's best epoch, so
+  `trial_rows` and `tfkd report` would otherwise have one point a trial.
 """
 
 import math
 import os
 
+import keras
 import keras_tuner as kt
+
+from tfkd import io as tfkd_io
 
 from tfkd.tuning import signature as signature_lib
 from tfkd.tuning.signature import TUNERS
 
 
+#: The file, in a trial's directory, holding its per-epoch metrics.
+EPOCHS_FILE = "epochs.json"
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """Writes each epoch's logs of one trial execution to a JSON file.
+
+    The file holds `{"executions": [{"epochs": [...], "metrics": {name:
+    [value per epoch]}}, ...]}`, one entry per execution of the trial
+    (`executions_per_trial`), and is rewritten atomically after every
+    epoch, so a search killed mid-trial keeps the epochs it finished. The
+    epochs are Keras's numbers: a two-stage `fit` (numbered on across its
+    stages) is one run, and a Hyperband trial resumed at `initial_epoch`
+    starts there.
+
+    Args:
+        path: The JSON file; an existing one gains a new execution.
+
+    Example:
+
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "epochs.json")
+    >>> recorder = EpochRecorder(path)
+    >>> recorder.on_epoch_end(0, {"loss": 2.0})
+    >>> recorder.on_epoch_end(1, {"loss": 1.5})
+    >>> read_epochs(path)
+    {'loss': [2.0, 1.5]}
+    """
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = os.fspath(path)
+        self._executions = _read_executions(self.path)
+        self._record = {"epochs": [], "metrics": {}}
+        self._executions.append(self._record)
+
+    def on_epoch_end(self, epoch, logs=None):
+        record = self._record
+        record["epochs"].append(int(epoch))
+        position = len(record["epochs"]) - 1
+        for name, value in (logs or {}).items():
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                continue  # Not a scalar metric (e.g. a learning-rate object).
+            values = record["metrics"].setdefault(name, [])
+            # A metric first logged late is padded, so lists stay aligned
+            # with `epochs`.
+            values.extend([None] * (position - len(values)))
+            values.append(None if math.isnan(value) else value)
+        tfkd_io.write_json(self.path, {"executions": self._executions})
+
+
+def _read_executions(path):
+    if not os.path.exists(path):
+        return []
+    import json
+
+    with open(path) as f:
+        return list(json.load(f).get("executions", []))
+
+
+def read_epochs(path):
+    """The per-epoch metrics an `EpochRecorder` wrote, `{name: [value per
+    epoch]}`, averaged over the trial's executions (epoch by epoch, over
+    the executions that reached it); `None` where a value was NaN.
+
+    Args:
+        path: The recorder's JSON file.
+
+    Returns:
+        A dict of lists, in epoch order (`{}` if nothing was recorded).
+    """
+    executions = _read_executions(path)
+    epochs = sorted({e for run in executions for e in run["epochs"]})
+    history = {}
+    for name in sorted({n for run in executions for n in run["metrics"]}):
+        values = []
+        for epoch in epochs:
+            seen = [run["metrics"].get(name, [])[i]
+                    for run in executions
+                    for i, e in enumerate(run["epochs"])
+                    if e == epoch and i < len(run["metrics"].get(name, []))]
+            seen = [v for v in seen if v is not None]
+            values.append(sum(seen) / len(seen) if seen else None)
+        history[name] = values
+    return history
+
+
 class StudentTunerMixin:
     """Tuner mixin: best models are students; TensorBoard only if used;
-    a project directory is resumed only by the search it holds."""
+    a project directory is resumed only by the search it holds; every
+    epoch of every trial is recorded (`EpochRecorder`)."""
 
     def __init__(self, hypermodel=None, *args, **kwargs):
         signature = None
@@ -46,6 +142,14 @@ class StudentTunerMixin:
         super().__init__(hypermodel, *args, **kwargs)
         if signature is not None:
             signature_lib.write_signature(self.project_dir, signature)
+
+    def _build_and_fit_model(self, trial, *args, **kwargs):
+        # One recorder per execution (Keras Tuner calls this once per
+        # execution, with that execution's callbacks).
+        directory = self.get_trial_dir(trial.trial_id)  # Created if new.
+        recorder = EpochRecorder(os.path.join(directory, EPOCHS_FILE))
+        kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + [recorder]
+        return super()._build_and_fit_model(trial, *args, **kwargs)
 
     def load_model(self, trial):
         model = super().load_model(trial)
@@ -216,19 +320,27 @@ def trial_number(trial_id):
     return int(text) + 1 if text.isdigit() else text
 
 
-def trial_history(trial):
+def trial_history(trial, tuner=None):
     """A trial's per-epoch metrics, `{name: [value per epoch]}`.
 
-    Keras Tuner records every logged metric of every epoch (the mean over
-    executions when a trial runs several); a Hyperband trial resumed from
-    an earlier bracket continues its epochs.
+    With tfkd's tuners every epoch is recorded (`EpochRecorder`; the mean
+    over executions when a trial runs several). Keras Tuner's own tuners
+    keep only each metric's best epoch, so a trial they ran has one value a
+    metric.
 
     Args:
         trial: A `keras_tuner.engine.trial.Trial`.
+        tuner: The tuner that ran it (to find the recorded epochs).
 
     Returns:
-        A dict of lists of floats, in epoch order.
+        A dict of lists of floats (`None` for NaN), in epoch order.
     """
+    if tuner is not None:
+        # The path `get_trial_dir` names, without creating the directory.
+        path = os.path.join(str(tuner.project_dir),
+                            f"trial_{trial.trial_id}", EPOCHS_FILE)
+        if os.path.exists(path):
+            return read_epochs(path)
     history = {}
     for name, metric in trial.metrics.metrics.items():
         values = []
@@ -272,7 +384,7 @@ def trial_rows(tuner):
                      "trial_id": trial.trial_id, "status": trial.status,
                      "score": None if score is None else float(score),
                      "hyperparameters": hps,
-                     "history": trial_history(trial)})
+                     "history": trial_history(trial, tuner)})
 
     def key(row):
         if row["score"] is None:

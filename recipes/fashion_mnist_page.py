@@ -1,0 +1,139 @@
+"""The Fashion-MNIST results page from the records of the two recipes.
+
+Reads the run folders of `recipes/transfer.py --data fashion_mnist` (few
+labels + unlabelled transfer data; several folders when seeds ran in
+separate processes) and of `recipes/methods.py --data fashion_mnist` (all
+labels), and writes one table -- every method at 10 and 100 labels a class
+and with all labels, mean ± std over the seeds that finished, the gain over
+the student alone and the mean wall time of a run -- and its figure:
+
+    python recipes/fashion_mnist_page.py --transfer RUN_DIR [RUN_DIR ...] \\
+        --methods-dir RUN_DIR --table out.md --figure out.png
+
+A cell computed from fewer seeds than the others says so (`n = 1`).
+"""
+
+import argparse
+import statistics
+import sys
+
+import tfkd
+from tfkd.reporting import load_runs
+from tfkd.reporting import summarize
+
+TITLE = "Fashion-MNIST"
+ALL = "all labels"
+
+
+def settings_table(transfer_dirs, methods_dir):
+    """`({setting: {method: row}}, teacher row)` from the recipes' records.
+
+    `setting` is `"10 labels/class"`, `"100 labels/class"` or `"all
+    labels"`; a row is `summarize`'s (mean, std, n, wall time).
+    """
+    runs = []
+    for folder in transfer_dirs:
+        runs += load_runs(folder)
+    rows = summarize(runs)
+    table, teacher = {}, None
+    for row in rows:
+        dataset = row["dataset"]
+        if dataset == f"{TITLE}, all labels":
+            teacher = row
+            continue
+        setting = dataset.split(", ", 1)[1]
+        table.setdefault(setting, {})[row["method"]] = row
+    if methods_dir:
+        for row in summarize(load_runs(methods_dir)):
+            if row["method"] == "teacher":
+                teacher = teacher or row
+                continue
+            table.setdefault(ALL, {})[row["method"]] = row
+    order = sorted((s for s in table if s != ALL),
+                   key=lambda s: int(s.split()[0]))
+    if ALL in table:
+        order.append(ALL)
+    return {s: table[s] for s in order}, teacher
+
+
+def _cell(row, seeds):
+    if row is None or row["last_mean"] is None:
+        return "—"
+    text = f"{row['last_mean']:.1f}"
+    if row["last_std"] is not None:
+        text += f" ± {row['last_std']:.1f}"
+    if row["n"] < seeds:
+        text += f" (n = {row['n']})"
+    return text
+
+
+def markdown(table, teacher):
+    """The combined table, methods by their mean over settings, best
+    first."""
+    settings = list(table)
+    seeds = max((r["n"] for t in table.values() for r in t.values()),
+                default=0)
+    methods = []
+    for values in table.values():
+        methods += [m for m in values if m not in methods]
+
+    def overall(method):
+        means = [table[s][method]["last_mean"] for s in settings
+                 if method in table[s]
+                 and table[s][method]["last_mean"] is not None]
+        return statistics.fmean(means) if means else float("-inf")
+
+    methods.sort(key=overall, reverse=True)
+    header = (["method"] + [f"{s} (%)" for s in settings]
+              + [f"gain, {s}" for s in settings] + ["s / run"])
+    lines = ["| " + " | ".join(header) + " |",
+             "| --- |" + " ---: |" * (2 * len(settings) + 1)]
+    for method in methods:
+        cells = ["student alone" if method == "student" else f"`{method}`"]
+        gains, walls = [], []
+        for s in settings:
+            row, base = table[s].get(method), table[s].get("student")
+            cells.append(_cell(row, seeds))
+            if row and row.get("wall_time_mean") is not None:
+                walls.append(row["wall_time_mean"])
+            if (row is None or base is None or method == "student"
+                    or row["last_mean"] is None
+                    or base["last_mean"] is None):
+                gains.append("")
+            else:
+                gains.append(f"{row['last_mean'] - base['last_mean']:+.1f}")
+        wall = f"{statistics.fmean(walls):.0f}" if walls else ""
+        lines.append("| " + " | ".join(cells + gains + [wall]) + " |")
+    if teacher is not None:
+        lines.append("| teacher (all training labels) | " + " | ".join(
+            [_cell(teacher, seeds)] * len(settings) + [""] * len(settings)
+            + [f"{teacher['wall_time_mean'] or 0:.0f}"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--transfer", nargs="+", required=True,
+                        help="run folders of recipes/transfer.py")
+    parser.add_argument("--methods-dir", default=None,
+                        help="run folder of recipes/methods.py")
+    parser.add_argument("--table", required=True, help="Markdown to write")
+    parser.add_argument("--figure", default=None, help=".png to write")
+    args = parser.parse_args(argv)
+    table, teacher = settings_table(args.transfer, args.methods_dir)
+    text = markdown(table, teacher)
+    tfkd.io.write_text(args.table, text)
+    if args.figure:
+        fig = tfkd.plots.plot_method_comparison(
+            {s: {m: (r["last_mean"], r["last_std"]) for m, r in t.items()
+                 if r["last_mean"] is not None} for s, t in table.items()},
+            args.figure,
+            title="Fashion-MNIST: few labels + unlabelled images, and all "
+                  "labels")
+        fig.clear()
+    print(text)
+    return table, teacher
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
