@@ -600,3 +600,68 @@ def test_term_names_are_unique_when_one_is_named_like_a_suffix(kind):
     assert r["loss"] == pytest.approx(
         0.5 * r["student_loss"] + 0.5 * (values[0] + 10 * values[1]
                                          + 100 * values[2]), rel=1e-5)
+
+
+def _ops_softmax_model(name):
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Dense(10)(keras.layers.Flatten()(inputs))
+    return keras.Model(inputs, keras.ops.softmax(x), name=name)
+
+
+def _lambda_softmax_model(name):
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Dense(10)(keras.layers.Flatten()(inputs))
+    return keras.Model(inputs, keras.layers.Lambda(tf.nn.softmax)(x),
+                       name=name)
+
+
+def _nested_softmax_flatten_model(name):
+    inner_in = keras.Input((8, 8, 1))
+    inner = keras.Model(inner_in, keras.layers.Dense(10, activation="softmax")(
+        keras.layers.Flatten()(inner_in)), name="classifier")
+    inputs = keras.Input((8, 8, 1))
+    return keras.Model(inputs, keras.layers.Flatten()(inner(inputs)),
+                       name=name)
+
+
+class _SubclassedSoftmax(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.flatten = keras.layers.Flatten()
+        self.head = keras.layers.Dense(10)
+
+    def call(self, x):
+        return tf.nn.softmax(self.head(self.flatten(x)))
+
+
+@pytest.mark.parametrize("make", [
+    _ops_softmax_model, _lambda_softmax_model, _nested_softmax_flatten_model,
+    lambda name: _SubclassedSoftmax(name=name)])
+@pytest.mark.parametrize("role", ["teacher", "student"])
+@pytest.mark.parametrize("source", ["arrays", "dataset"])
+def test_probability_outputs_are_refused_by_their_values(make, role,
+                                                         source):
+    """A softmax the graph does not show as a layer is caught by the values
+    of the first batch, for the teacher and the student, from arrays and
+    from a pipeline; nothing trains."""
+    teacher, student = _pair()
+    model = make(f"probs_{role}")
+    model(np.zeros((1, 8, 8, 1), "float32"))
+    if role == "teacher":
+        teacher = model
+    else:
+        student = model
+    distiller = tfkd.Distiller(teacher, student)
+    distiller.compile(optimizer="sgd")
+    x, y = testing.random_images(16)
+    data = (x, y) if source == "arrays" else (
+        tf.data.Dataset.from_tensor_slices((x, y)).batch(8),)
+    before = [w.numpy().copy() for w in student.weights]
+    with pytest.raises(ValueError, match=rf"The {role} 'probs_{role}' "
+                                         r"outputs probabilities, not logits"
+                                         r".*every row.*non-negative and "
+                                         r"sums to 1.*without its final "
+                                         r"softmax"):
+        distiller.fit(*data, epochs=1, verbose=0)
+    assert all(np.array_equal(a, w.numpy())
+               for a, w in zip(before, student.weights))

@@ -62,6 +62,7 @@ _LOSSES = "tfkd-non-finite-losses"
 _LABELS_FRACTIONAL = "tfkd-labels-fractional"
 _LABELS_RANGE = "tfkd-labels-range"
 _LABELS_WIDTH = "tfkd-labels-width"
+_LABELS_DENSE = "tfkd-labels-dense"
 
 _OFF = "`distiller.check_finite = False` turns this check off."
 
@@ -98,6 +99,12 @@ _MESSAGES = {
         f"with {num_classes} logits (or -1 for an unlabelled example). "
         f"Received labels in [{low}, {high}]. Check the data's number of "
         "classes against the models'."),
+    _LABELS_DENSE: lambda low, total: (
+        "One-hot / soft labels `y` must be rows of non-negative values "
+        "summing to 1, or all zeros for an unlabelled example. Received a "
+        f"row with smallest value {low} and sum {total}. `-1` marks an "
+        "unlabelled example only in class-id labels; in one-hot form give "
+        "it an all-zero row."),
     _LABELS_WIDTH: lambda width, num_classes: (
         f"One-hot labels `y` have {width} columns but the student outputs "
         f"{num_classes} logits. Use one column per class, or integer class "
@@ -583,10 +590,13 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
       a bad batch raises `tfkd.callbacks.NonFiniteDataError` (a
       non-finite loss with finite gradients:
       `tfkd.callbacks.NonFiniteLossError`) naming it.
-    - **Labels** are integer class ids or one-hot; `-1` marks an unlabelled
-      example: the student loss averages over the labelled examples of the
-      (global) batch (0 when there are none), knowledge terms use every
-      example.
+    - **Labels** are class ids (int, or whole floats) or one-hot / soft
+      rows. An unlabelled example is a class id `-1`, or an all-zero row
+      in one-hot form (a row of `-1` is refused): the student loss and the
+      compiled metrics average over the labelled examples of the (global)
+      batch (0 when there are none), knowledge terms use every example. A
+      custom sparse `compile(loss=...)` sees the same mask: it gets a valid
+      class id in place of each `-1`, with weight 0.
     - **Live hyperparameters.** `student_loss_weight`,
       `distillation_loss_weights` and the terms' temperatures are variables:
       assigning them (`distiller.student_loss_weight = 0.2`,
@@ -744,6 +754,9 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         for i, term in enumerate(self._terms):
             if isinstance(term, DistillationTerm):
                 setattr(self, f"_term_{i}", term)
+                # Its state writes wait for the checked optimizer update
+                # (`apply_term_state_updates`).
+                object.__setattr__(term, "defer_state_updates", True)
         self._term_names = self._unique_names()
         self._student_loss_weight = student_loss_weight
         self._set_up_term_weights(distillation_loss_weights)
@@ -753,11 +766,11 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         self.checkpoint_student_only = False
         self._check_finite = True
         object.__setattr__(self, "_non_finite_record", None)
+        object.__setattr__(self, "_guard_loss_names", [])
         # The current step's forward outputs and loss values, for
         # `compute_loss` and the guard's message (see `train_step`).
         object.__setattr__(self, "_step_outputs", None)
         object.__setattr__(self, "_step_values", {})
-        object.__setattr__(self, "_guard_loss_names", [])
         # Keras's distiller's three metrics first (the order `evaluate`
         # returns them in), then tfkd's per-term ones.
         self._trackers = [keras.metrics.Mean(name=n) for n in (
@@ -1207,6 +1220,8 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         """
         values = {}
         for name, term in zip(self._term_names, self._terms):
+            if isinstance(term, DistillationTerm):
+                term.take_state_updates()  # Drops any left from a trace.
             t = [teacher[n] for n in term.teacher_taps]
             s = [student[n] for n in term.student_taps]
             several = getattr(term, "_several", False)
@@ -1269,27 +1284,8 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
                 "example). Received: y=None."
             )
         y = tf.convert_to_tensor(y)
-        if self._student_loss_fn is not None and not self._sparse_labels(
-            y, logits
-        ):
-            return y, None
         if not self._sparse_labels(y, logits):
-            num_classes = logits.shape[-1]
-            if y.shape[-1] is not None and num_classes is not None:
-                if y.shape[-1] != num_classes:
-                    raise ValueError(_MESSAGES[_LABELS_WIDTH](
-                        y.shape[-1], num_classes)
-                        + f" Received labels of shape {tuple(y.shape)}.")
-                return y, None
-            # Widths unknown until the batch arrives (a stream without
-            # static shapes): checked in the step.
-            check = tf.debugging.Assert(
-                tf.equal(tf.shape(y)[-1], tf.shape(logits)[-1]),
-                [_LABELS_WIDTH, tf.shape(y)[-1], tf.shape(logits)[-1]])
-            with tf.control_dependencies([check]):
-                return tf.identity(y), None
-        if self._student_loss_fn is not None:
-            return y, None
+            return self._check_dense_labels(y, logits)
         checks = []
         if y.dtype.is_floating:
             fractional = tf.reshape(tf.not_equal(y, tf.round(y)), [-1])
@@ -1309,6 +1305,60 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
             labels = tf.reshape(tf.identity(labels), [-1])
         return labels, labels >= 0
 
+    def _check_dense_labels(self, y, logits):
+        """One-hot / soft labels: `(labels, labelled mask)`.
+
+        With the default cross entropy, each row is a distribution (non-
+        negative, summing to 1) or all zeros, which marks an unlabelled
+        example (masked like a `-1` class id). A custom `compile(loss=)`
+        gets its rows as they are (an all-zero row may mean something to
+        it), but never negative ones: a `-1` row is refused in any case.
+        """
+        num_classes = logits.shape[-1]
+        checks = []
+        if y.shape[-1] is not None and num_classes is not None:
+            if y.shape[-1] != num_classes:
+                raise ValueError(_MESSAGES[_LABELS_WIDTH](
+                    y.shape[-1], num_classes)
+                    + f" Received labels of shape {tuple(y.shape)}.")
+        else:
+            # Widths unknown until the batch arrives (a stream without
+            # static shapes): checked in the step.
+            checks.append(tf.debugging.Assert(
+                tf.equal(tf.shape(y)[-1], tf.shape(logits)[-1]),
+                [_LABELS_WIDTH, tf.shape(y)[-1], tf.shape(logits)[-1]]))
+        values = tf.cast(y, tf.float32)
+        low = tf.reduce_min(values, axis=-1)
+        total = tf.reduce_sum(values, axis=-1)
+        default_loss = self._student_loss_fn is None
+        bad = low < 0
+        if default_loss:
+            bad = tf.logical_or(bad, tf.logical_and(
+                tf.not_equal(total, 0.0), tf.abs(total - 1.0) > 1e-3))
+        bad = tf.reshape(bad, [-1])
+        first = tf.argmax(tf.cast(bad, tf.int32))
+        checks.append(tf.debugging.Assert(
+            tf.logical_not(tf.reduce_any(bad)),
+            [_LABELS_DENSE, tf.reshape(low, [-1])[first],
+             tf.reshape(total, [-1])[first]]))
+        with tf.control_dependencies(checks):
+            y = tf.identity(y)
+        if not default_loss or y.shape.rank != 2:
+            return y, None
+        return y, tf.reduce_any(tf.not_equal(y, 0), axis=-1)
+
+    def _labelled_for_metrics(self, y):
+        """The labelled mask of the labels `_check_labels` returns (class
+        ids with `-1`, or one-hot rows with all-zero ones), or `None`."""
+        if y is None:
+            return None
+        if y.dtype == tf.int64 and y.shape.rank == 1:
+            return y >= 0
+        if (self._student_loss_fn is None and y.dtype.is_floating
+                and y.shape.rank == 2):
+            return tf.reduce_any(tf.not_equal(y, 0), axis=-1)
+        return None
+
     def student_loss_values(self, y, logits):
         """Unreduced student loss (`(batch,)` or more dims)."""
         if self._student_loss_fn is None:
@@ -1316,7 +1366,32 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         logits = tf.cast(logits, tf.float32)
         if y.dtype.is_floating:
             y = tf.cast(y, tf.float32)
-        return _per_example(self._student_loss_fn, y, logits)
+        try:
+            return _per_example(self._student_loss_fn, y, logits)
+        except (ValueError, tf.errors.InvalidArgumentError) as e:
+            # TensorFlow's own message names neither the loss nor why
+            # ("Dimensions must be equal, but are 8 and 10").
+            loss = self._student_loss_config
+            name = loss if isinstance(loss, str) else getattr(
+                loss, "name", type(loss).__name__)
+            sparse = self._sparse_labels(y, logits)
+            fix = (
+                "Class-id labels need a loss that takes class ids (leave "
+                "`loss=None`, cross entropy from logits, or pass "
+                "`keras.losses.SparseCategoricalCrossentropy("
+                "from_logits=True)`), or give this loss one-hot labels "
+                "(`keras.utils.to_categorical(y, num_classes)`)."
+                if sparse else
+                "Give the loss labels of the logits' shape, or choose a "
+                "loss that takes these labels."
+            )
+            raise ValueError(
+                f"The student loss {name!r} cannot compare the labels with "
+                f"the student's logits: labels of shape {tuple(y.shape)} "
+                f"(dtype {y.dtype.name}), logits of shape "
+                f"{tuple(logits.shape)}. {fix} Details: "
+                f"{str(e).splitlines()[0]}"
+            ) from e
 
     def compute_losses(self, x, y=None, sample_weight=None, training=False,
                        outputs=None):
@@ -1471,6 +1546,16 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         with tf.control_dependencies([check]):
             return tf.nest.map_structure(tf.identity, images)
 
+    def apply_term_state_updates(self):
+        """Writes the state the terms computed in this step's forward pass
+        (CRD's memory banks and counters, ...): called right after the
+        optimizer update, so a step the finite guard refuses changes
+        neither weights nor term state."""
+        for term in self._terms:
+            if isinstance(term, DistillationTerm):
+                for update in term.take_state_updates():
+                    update()
+
     def apply_checked_gradients(self, gradients, variables, images=None,
                                 losses=None, optimizer=None):
         """Applies `gradients` once they, the step's `losses` and (under
@@ -1494,6 +1579,7 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         optimizer = optimizer or self.optimizer
         if not self._check_finite:
             optimizer.apply_gradients(zip(gradients, variables))
+            self.apply_term_state_updates()
             return
         # A loss-scale optimizer skips (and recovers from) overflowing
         # float16 gradients itself.
@@ -1522,6 +1608,7 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
                      _non_finite_names(losses)]))
         if not checks:
             optimizer.apply_gradients(zip(gradients, variables))
+            self.apply_term_state_updates()
             return
         # Everything the optimizer does waits for the checks, its step
         # counter included: a failed step leaves no trace.
@@ -1529,6 +1616,7 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
             gradients = [None if g is None else tf.identity(g)
                          for g in gradients]
             optimizer.apply_gradients(zip(gradients, variables))
+            self.apply_term_state_updates()
 
     def _apply_or_skip(self, optimizer, gradients, variables, images,
                        grads_finite, losses=None, losses_finite=None):
@@ -1552,6 +1640,7 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
 
         def apply():
             optimizer.apply_gradients(zip(gradients, variables))
+            self.apply_term_state_updates()
             return tf.constant(True)
 
         def skip():
@@ -1737,21 +1826,27 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         metrics = _compat.compile_metrics(self)
         if metrics is not None and y is not None:
             y = tf.convert_to_tensor(y)
-            if self._student_loss_fn is None and self._sparse_labels(
-                y, y_pred
-            ):
-                # Class ids, one per example (or token): Keras's unweighted
-                # `metrics=` ignore sample weights, so give them the
-                # labelled mask, or every unlabelled example (-1) would
-                # count (as class 0) in "accuracy".
+            labelled = None
+            if self._sparse_labels(y, y_pred):
+                # Class ids, one per example (or token), -1 unlabelled.
                 y = tf.reshape(tf.cast(y, tf.int64), [-1])
                 y_pred = tf.reshape(y_pred, [-1, tf.shape(y_pred)[-1]])
-                labelled = tf.cast(y >= 0, tf.float32)
+                labelled = y >= 0
+                y = tf.maximum(y, 0)
+            elif (self._student_loss_fn is None and y.dtype.is_floating
+                  and y.shape.rank == 2):
+                # One-hot rows; an all-zero row is unlabelled.
+                labelled = tf.reduce_any(tf.not_equal(y, 0), axis=-1)
+            if labelled is not None:
+                # Keras's unweighted `metrics=` ignore sample weights: give
+                # them the labelled mask, or every unlabelled example would
+                # count (as class 0) in "accuracy".
+                labelled = tf.cast(labelled, tf.float32)
                 weighted = labelled if sample_weight is None else \
                     labelled * tf.reshape(
                         tf.cast(sample_weight, tf.float32), [-1])
                 _compat.update_compile_metrics(
-                    metrics, tf.maximum(y, 0), y_pred,
+                    metrics, y, y_pred,
                     unweighted=labelled, weighted=weighted)
             else:
                 metrics.update_state(y, y_pred, sample_weight)
@@ -1761,6 +1856,31 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
             # `strategy.reduce("MEAN", v, axis=0)`, which rejects scalars
             # (keras-team/keras#20585); the results are global already.
             results = {k: tf.reshape(v, [1]) for k, v in results.items()}
+        return results
+
+    def get_metrics_result(self):
+        """The metrics' values; a compiled metric that has seen no labelled
+        example (data without labels, all `-1`) is NaN, not Keras's 0."""
+        results = super().get_metrics_result()
+        metrics = _compat.compile_metrics(self)
+        if metrics is None or not metrics.built:
+            return results
+        stack = (list(metrics._flat_metrics)
+                 + list(metrics._flat_weighted_metrics))
+        while stack:
+            metric = stack.pop()
+            if metric is None:
+                continue
+            count = getattr(metric, "count", None)
+            if count is None:
+                # Keras groups an output's metrics in a `MetricsList`.
+                stack += list(getattr(metric, "metrics", []))
+                continue
+            if metric.name not in results:
+                continue
+            value = results[metric.name]
+            results[metric.name] = tf.where(
+                count > 0, value, tf.constant(float("nan"), value.dtype))
         return results
 
     # ------------------------------------------------------------------
@@ -1776,7 +1896,11 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
                 (default `"adam"`, as `keras.distillation.Distiller`).
             loss: The student's loss against the labels: `None` (default)
                 for cross entropy from logits with integer or one-hot
-                labels (`-1`: unlabelled), or any Keras loss on logits
+                labels (unlabelled: class id `-1` or an all-zero one-hot
+                row), or any Keras loss on logits. A loss on class ids
+                never sees a `-1`: unlabelled examples reach it as class 0
+                with weight 0, so they count in neither its value nor its
+                gradient
                 (name, `keras.losses.Loss`, or callable). Losses that take
                 probabilities (`from_logits=False`) are refused.
             metrics: Metrics on the student's logits.
@@ -1841,6 +1965,7 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
                 _check_arrays(validation[0], validation[1], num_classes,
                               "validation_data[0]", "validation_data[1]",
                               self._logits_rank())
+        self._check_logits_once(x, kwargs.get("batch_size"))
         progress = _Progress()
         if len(args) < 4:  # `callbacks` not given positionally
             # Progress first: under XLA it raises a skipped bad step before
@@ -1848,15 +1973,16 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
             kwargs["callbacks"] = [progress] + list(
                 kwargs.get("callbacks") or []) + self._schedule_callbacks(
             ) + [_ScaleCheck()]
-        _warn_unknown_monitors(kwargs["callbacks"] if "callbacks" in kwargs
-                               else [], self._loss_metric_names())
+        _warn_unknown_monitors(kwargs.get("callbacks") or [],
+                               self._loss_metric_names())
+        if isinstance(x, tf.data.Dataset) and len(args) < 7:
+            # A dataset shuffles itself and Keras ignores `shuffle` for it,
+            # but warns on every `fit` that keeps its default `True`.
+            kwargs.setdefault("shuffle", False)
         self._prepare_guard()
         self._sync_terms()
         with self._clear_errors(progress):
             return super().fit(x, y, *args, **kwargs)
-
-    def _loss_metric_names(self):
-        return ["loss"] + [t.name for t in self._trackers]
 
     def _schedule_callbacks(self):
         """The callbacks of the terms' own schedules (e.g. DKD's warm-up:
@@ -1868,12 +1994,16 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
                 callbacks += list(own(self))
         return callbacks
 
+    def _loss_metric_names(self):
+        return ["loss"] + [t.name for t in self._trackers]
+
     def evaluate(self, *args, **kwargs):
         self._sync_terms()
         with self._clear_errors():
             return super().evaluate(*args, **kwargs)
 
     def train_on_batch(self, *args, **kwargs):
+        self._check_logits_once(args[0] if args else kwargs.get("x"), None)
         self._prepare_guard()
         self._sync_terms()
         with self._clear_errors():
@@ -1885,6 +2015,55 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         self._sync_terms()
         with self._clear_errors():
             return super().test_on_batch(*args, **kwargs)
+
+    def _check_logits_once(self, x, batch_size):
+        """Refuses networks whose outputs are probabilities, by their values
+        on the first batch (once per distiller).
+
+        A final `Softmax` layer is found in the graph and read around (see
+        `tfkd.distillers.taps`); a softmax the graph does not show (a
+        `keras.ops.softmax` call, a `Lambda`, a nested classifier's softmax
+        behind a `Flatten`) is caught here: every row non-negative and
+        summing to 1 is a distribution, not logits. Arrays and `tf.data`
+        pipelines are checked; a Python generator is not (reading its first
+        batch would consume it).
+        """
+        if getattr(self, "_logits_checked", False):
+            return
+        images = _first_images(x, batch_size)
+        if images is None:
+            return
+        images, cached = split_cached_inputs(images)
+        # In the strategy's scope: a lazily built student makes its
+        # variables here.
+        with self.distribute_strategy.scope():
+            found = [("student", self.student, self._student_extractor(
+                images, training=False)[LOGITS])]
+            if cached is None:
+                found.insert(0, ("teacher", self.teacher,
+                                 self._teacher_extractor(
+                                     images, training=False)[LOGITS]))
+        for role, model, logits in found:
+            values = np.asarray(keras.ops.convert_to_numpy(logits),
+                                dtype=np.float64)
+            if values.ndim < 2 or values.shape[-1] < 2 or not values.size:
+                continue
+            rows = values.reshape(-1, values.shape[-1])
+            if (rows >= -1e-6).all() and np.allclose(rows.sum(-1), 1.0,
+                                                     atol=1e-3):
+                raise ValueError(
+                    f"The {role} {model.name!r} outputs probabilities, not "
+                    "logits: on the first batch every row of its output is "
+                    "non-negative and sums to 1 (a softmax tfkd cannot see "
+                    "as a layer: a `keras.ops.softmax(...)` call, a "
+                    "`Lambda` softmax, or a softmax followed by a layer "
+                    "such as `Flatten`). tfkd distils logits: build the "
+                    "model without its final softmax (e.g. "
+                    "`classifier_activation=None` for `keras.applications` "
+                    "models, or `activation=None` on the last layer) and "
+                    "apply softmax only when predicting."
+                )
+        object.__setattr__(self, "_logits_checked", True)
 
     @contextlib.contextmanager
     def _clear_errors(self, progress=None):
@@ -2097,6 +2276,14 @@ def _check_arrays(x, y, num_classes, x_name, y_name, logits_rank=2):
                 f"{y_name}.shape={y.shape}. Use one column per class, or "
                 "integer class ids."
             )
+        if np.issubdtype(y.dtype, np.number) and (y < 0).any():
+            row = int(np.argwhere((y < 0).reshape(len(y), -1).any(1))[0][0])
+            raise ValueError(
+                f"`{y_name}` holds one-hot / soft labels with negative "
+                f"values (first in row {row}: {y[row].tolist()!r}). `-1` "
+                "marks an unlabelled example only in class-id labels; in "
+                "one-hot form give it an all-zero row."
+            )
         return
     if np.issubdtype(y.dtype, np.floating):
         flat = y.reshape(-1)
@@ -2119,6 +2306,28 @@ def _check_arrays(x, y, num_classes, x_name, y_name, logits_rank=2):
             f"example). Received labels in [{low}, {high}]. Check the "
             "data's number of classes against the models'."
         )
+
+
+def _first_images(x, batch_size):
+    """The inputs of the first batch of `fit`'s `x`, when they can be read
+    without consuming anything (arrays, dicts of arrays, a `tf.data`
+    pipeline); else `None`."""
+    if isinstance(x, tf.data.Dataset):
+        for element in x.take(1):
+            return element[0] if isinstance(element, tuple) else element
+        return None
+    batch = batch_size or 32
+
+    def head(value):
+        return value[:batch] if isinstance(value, (np.ndarray, tf.Tensor)) \
+            else None
+
+    if isinstance(x, dict):
+        first = {k: head(v) for k, v in x.items()}
+        return None if any(v is None for v in first.values()) else first
+    if isinstance(x, (np.ndarray, tf.Tensor)):
+        return head(x) if len(x) else None
+    return None
 
 
 def _check_not_empty(data, name):

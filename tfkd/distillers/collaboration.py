@@ -23,6 +23,10 @@ from tfkd.terms.kd import KDDistillation
 #: Accepted values of `target` (the paper's Table 5 ablation).
 from tfkd.terms.collaboration import TARGETS  # noqa: F401,E402
 from tfkd.terms.base import layer_name_arguments
+from tfkd.terms.base import default_of
+
+#: The KD term's default temperature (written once, in the term).
+KD_TEMPERATURE = default_of(KDDistillation, "temperature")
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
@@ -102,7 +106,7 @@ class CollaborationDistiller(Distiller):
 
     def __init__(self, teacher, student, *, teacher_layer_name=None,
                  student_layer_name=None, alpha=0.5, temperature=1.0,
-                 kd_weight=1.0, kd_temperature=4.0, target="teacher",
+                 kd_weight=1.0, kd_temperature=KD_TEMPERATURE, target="teacher",
                  adapter=False, collaboration_loss=None, student_loss=None,
                  **kwargs):
         teacher_layer, student_layer = layer_name_arguments(
