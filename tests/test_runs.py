@@ -98,3 +98,25 @@ def test_overwrite_in_a_marked_folder_keeps_the_users_files(tmp_path, kind,
     os.remove(out / "notes.json")
     runs.prepare_run_dir(str(out), kind=kind, overwrite=True)
     assert os.listdir(out) == [runs.MARKER]
+
+
+def test_demo_export_measures_the_accuracy_tables_images(tmp_path, capsys):
+    """The demo's export verifies on the whole test split (the images of
+    its accuracy table), so the Keras accuracy it prints is the table's
+    number for that student, not a second one on a 256-image subset."""
+    import json
+
+    import tfkd
+    from tfkd import demo
+    from tfkd.experiment import test_accuracy
+
+    data = tfkd.data.load_digits(image_size=16, seed=0)
+    student = tfkd.models.digits_student(data.num_classes, data.input_shape)
+    teacher = tfkd.models.digits_teacher(data.num_classes, data.input_shape)
+    demo._export(student, teacher, data, str(tmp_path))
+    report = json.loads((tmp_path / "student.json").read_text())
+    assert report["num_verified"] == 360
+    assert report["keras_accuracy"] == pytest.approx(
+        test_accuracy(student, data.test))
+    assert "the 360 held-out test images of the table above" in \
+        capsys.readouterr().out
