@@ -546,6 +546,21 @@ def _per_example(loss, y, y_pred):
     return loss(y, y_pred)
 
 
+def _without_compile_config(model):
+    """`model` serialised without its own compile state.
+
+    A teacher (or student) compiled for its own training carries its
+    optimizer into the config; loaded inside a distiller it would be
+    compiled afresh, and Keras would then warn "Skipping variable loading
+    for optimizer ..." (the fresh optimizer has no slots). The distiller
+    trains with its own optimizer only, so the models load uncompiled.
+    """
+    config = keras.saving.serialize_keras_object(model)
+    if isinstance(config, dict) and config.get("compile_config"):
+        config = dict(config, compile_config=None)
+    return config
+
+
 @keras.saving.register_keras_serializable(package="tfkd")
 class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
     """Knowledge distillation in Keras's convention; Hinton KD by default.
@@ -2175,8 +2190,8 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         presets add their own arguments to it."""
         config = keras.Model.get_config(self)
         config.update({
-            "teacher": keras.saving.serialize_keras_object(self.teacher),
-            "student": keras.saving.serialize_keras_object(self.student),
+            "teacher": _without_compile_config(self.teacher),
+            "student": _without_compile_config(self.student),
         })
         return config
 
