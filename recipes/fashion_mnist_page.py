@@ -68,8 +68,8 @@ def _cell(row, seeds):
 
 
 def markdown(table, teacher):
-    """The combined table, methods by their mean over settings, best
-    first."""
+    """The combined table: methods measured in more settings first, then
+    by their mean over settings, best first."""
     settings = list(table)
     seeds = max((r["n"] for t in table.values() for r in t.values()),
                 default=0)
@@ -83,7 +83,12 @@ def markdown(table, teacher):
                  and table[s][method]["last_mean"] is not None]
         return statistics.fmean(means) if means else float("-inf")
 
-    methods.sort(key=overall, reverse=True)
+    def rank(method):
+        # A partial run: the methods measured in more settings first.
+        present = sum(method in table[s] for s in settings)
+        return present, overall(method)
+
+    methods.sort(key=rank, reverse=True)
     header = (["method"] + [f"{s} (%)" for s in settings]
               + [f"gain, {s}" for s in settings] + ["s / run"])
     lines = ["| " + " | ".join(header) + " |",
@@ -107,7 +112,8 @@ def markdown(table, teacher):
     if teacher is not None:
         lines.append("| teacher (all training labels) | " + " | ".join(
             [_cell(teacher, seeds)] * len(settings) + [""] * len(settings)
-            + [f"{teacher['wall_time_mean'] or 0:.0f}"]) + " |")
+            # Blank: a teacher reused from an earlier run records ~0 s.
+            + [""]) + " |")
     return "\n".join(lines) + "\n"
 
 

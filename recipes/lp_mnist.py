@@ -108,8 +108,10 @@ def run_fig2_seed(args, seed, out):
         batch_size=args.batch_size, seed=seed, data_dir=args.data_dir,
         train_examples=args.train_examples)
     steps = steps_per_epoch(data.train)
+    # The pipelines shuffle themselves (`shuffle=False` only keeps Keras
+    # from warning that it ignores its default `shuffle=True`).
     fit = dict(validation_data=data.validation, verbose=args.verbose,
-               callbacks=guard)
+               callbacks=guard, shuffle=False)
     build = dict(num_classes=data.num_classes, input_shape=data.input_shape,
                  width=args.width)
     accuracy, seconds, models = {}, {}, {}
@@ -130,8 +132,8 @@ def run_fig2_seed(args, seed, out):
             student.fit(data.train, epochs=args.epochs, **fit)
         elif method == "fitnet":
             distiller = tfkd.FitNetDistiller(
-                teacher, student, teacher_layer="pool2",
-                student_layer="pool2", alpha=lp_recipe.FITNET_ALPHA,
+                teacher, student, teacher_layer_name="pool2",
+                student_layer_name="pool2", alpha=lp_recipe.FITNET_ALPHA,
                 temperature=lp_recipe.TAU, stage=1)
             distiller.compile(optimizer=_adam(args.epochs, steps))
             hint = max(1, round(args.epochs / 4))
@@ -142,8 +144,8 @@ def run_fig2_seed(args, seed, out):
         else:
             distiller = tfkd.LocalityPreservingDistiller(
                 teacher, student,
-                teacher_layer=tfkd.models.LENETPP_EMBEDDING,
-                student_layer=tfkd.models.LENETPP_EMBEDDING,
+                teacher_layer_name=tfkd.models.LENETPP_EMBEDDING,
+                student_layer_name=tfkd.models.LENETPP_EMBEDDING,
                 k=lp_recipe.K, gamma=lp_recipe.GAMMA, lam=lp_recipe.LAM,
                 temperature=lp_recipe.TAU)
             distiller.compile(optimizer=_adam(args.epochs, steps))

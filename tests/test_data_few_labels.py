@@ -190,6 +190,25 @@ def test_ktan_regressor_pretraining_skips_unlabelled(as_dataset):
     assert history.history["loss"] == [0.0]
 
 
+def test_evaluate_without_labels_reports_nan_accuracy():
+    """Data whose labels are all -1 has no accuracy: NaN, not Keras's 0.0
+    (a metric that saw no weight); labelled data is unaffected."""
+    from tfkd import testing
+
+    teacher = testing.tiny_conv_model("teacher", seed=0)
+    student = testing.tiny_conv_model("student", width=4, seed=1)
+    distiller = tfkd.Distiller(teacher, student)
+    distiller.compile(optimizer="adam", metrics=["accuracy"])
+    x, y = testing.random_images(16)
+    unlabelled = distiller.evaluate(x, np.full(16, -1, "int32"), verbose=0,
+                                    return_dict=True)
+    assert np.isnan(unlabelled["accuracy"])
+    assert np.isfinite(unlabelled["kd_loss"])
+    labelled = distiller.evaluate(x, y, verbose=0, return_dict=True)
+    expected = np.mean(np.argmax(student.predict(x, verbose=0), -1) == y)
+    assert labelled["accuracy"] == pytest.approx(expected)
+
+
 _IDS = np.array([3, -1, 0, -1, 7, 2, -1, 9])
 
 
@@ -263,3 +282,20 @@ def test_soft_labels_must_sum_to_one():
     y = _as_form("one_hot") * 0.5
     with pytest.raises(ValueError, match=r"summing to 1.*sum 0\.5"):
         _student_loss(y, stream=True)
+
+
+def test_fit_on_a_dataset_does_not_warn_about_shuffle(recwarn):
+    """Keras warns that it ignores its default `shuffle=True` for a
+    `tf.data` pipeline; a distiller's `fit` on one (as the demo and the
+    recipes run) does not trigger it."""
+    from tfkd import testing
+
+    teacher = testing.tiny_conv_model("teacher", seed=0)
+    student = testing.tiny_conv_model("student", width=4, seed=1)
+    distiller = tfkd.Distiller(teacher, student)
+    distiller.compile(optimizer="adam")
+    x, y = testing.random_images(16)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    distiller.fit(data, epochs=1, verbose=0)
+    messages = [str(w.message) for w in recwarn]
+    assert not [m for m in messages if "shuffle" in m], messages

@@ -192,6 +192,9 @@ def run_demo(method=DEFAULT_METHOD,
             data_name, batch_size=batch_size, seed=seed,
             labels_per_class=labels_per_class)
         guard = [StopOnNonFiniteLoss()]
+        # Every fit below reads a `tf.data` pipeline that shuffles itself:
+        # `shuffle=False` keeps Keras from warning that it ignores its
+        # default `shuffle=True`.
         start = time.time()
         n_train = _num_examples(full.train)
         steps = int(full.train.cardinality())
@@ -211,7 +214,7 @@ def run_demo(method=DEFAULT_METHOD,
         compile_classifier(teacher, adam(teacher_epochs))
         teacher_history = teacher.fit(
             full.train, validation_data=full.validation,
-            epochs=teacher_epochs, verbose=verbose, callbacks=guard)
+            epochs=teacher_epochs, verbose=verbose, callbacks=guard, shuffle=False)
 
         student_init = tfkd.models.digits_student(full.num_classes,
                                                   full.input_shape)
@@ -225,7 +228,7 @@ def run_demo(method=DEFAULT_METHOD,
                   f"training labels, {epochs} epochs")
             scratch_history = scratch.fit(
                 full.train, validation_data=full.validation, epochs=epochs,
-                verbose=verbose, callbacks=guard)
+                verbose=verbose, callbacks=guard, shuffle=False)
         else:
             labelled = labels_per_class * full.num_classes
             print(f"\n[seed {seed}] 2/3 student alone: its {labelled} "
@@ -236,7 +239,7 @@ def run_demo(method=DEFAULT_METHOD,
                     data.train, batch_size,
                     cache_seed=None if data_name == "digits" else seed),
                 steps_per_epoch=steps, validation_data=data.validation,
-                epochs=epochs, verbose=verbose, callbacks=guard)
+                epochs=epochs, verbose=verbose, callbacks=guard, shuffle=False)
 
         what = (f"all {n_train:,} training labels" if labels_per_class is None
                 else f"{labelled} labelled + {n_train - labelled:,} "
@@ -251,7 +254,7 @@ def run_demo(method=DEFAULT_METHOD,
                           metrics=["accuracy"])
         distilled_history = distiller.fit(
             data.train, validation_data=data.validation,
-            epochs=epochs, verbose=verbose, callbacks=guard)
+            epochs=epochs, verbose=verbose, callbacks=guard, shuffle=False)
 
         def record(model, history):
             return {"accuracy": test_accuracy(model, full.test),

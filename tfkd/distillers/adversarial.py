@@ -33,6 +33,10 @@ from tfkd.terms.adversarial import _single_layer_name
 from tfkd.terms.base import LOGITS
 from tfkd.terms.kd import KDDistillation
 from tfkd.terms.base import layer_name_arguments
+from tfkd.terms.base import default_of
+
+#: The KD term's default temperature (written once, in the term).
+KD_TEMPERATURE = default_of(KDDistillation, "temperature")
 
 
 def _scaled_copy(optimizer, scale):
@@ -152,8 +156,8 @@ class AdversarialDistiller(Distiller):
     >>> int(distiller.step_counter.numpy())
     4
     >>> sorted(history.history)  # doctest: +NORMALIZE_WHITESPACE
-    ['adv_loss', 'd_accuracy', 'd_loss', 'kd_loss', 'loss', 'mse_loss',
-     'student_loss']
+    ['adv_loss', 'd_accuracy', 'd_loss', 'distillation_loss', 'kd_loss',
+     'loss', 'mse_loss', 'student_loss', 'total_loss']
 
     Reference:
         Liu, Liu, Ma, Jiang, Seok. "KTAN: Knowledge Transfer Adversarial
@@ -171,7 +175,7 @@ class AdversarialDistiller(Distiller):
     def __init__(self, teacher, student, *, teacher_layer_name=None,
                  student_layer_name=None, alpha=0.6, beta=0.5,
                  pretrain_steps=100,
-                 kd_weight=0.0, temperature=4.0, regressor=None,
+                 kd_weight=0.0, temperature=KD_TEMPERATURE, regressor=None,
                  discriminator_width=64, pretrain_epochs=1,
                  regressor_pretrained=None, **kwargs):
         teacher_layer, student_layer = layer_name_arguments(
@@ -521,6 +525,7 @@ class AdversarialDistiller(Distiller):
         self.step_counter.assign_add(1)
         values.update({"d_loss": d_loss, "d_accuracy": d_accuracy})
         batch = tf.cast(tf.shape(outputs[1][LOGITS])[0], tf.float32)
+        self._loss_tracker.update_state(total, sample_weight=batch)
         self._update_trackers(total, values, x, weights={
             name: batch * phase for name in self._phase2_metrics})
         return self.compute_metrics(x, y, logits, weights)

@@ -6,6 +6,11 @@ from tfkd.distillers.feature import FeatureDistiller
 from tfkd.distillers.feature import require_layers
 from tfkd.terms.attention import AttentionDistillation
 from tfkd.terms.base import layer_name_arguments
+from tfkd.terms.base import default_of
+from tfkd.terms.kd import KDDistillation
+
+#: The KD term's default temperature (written once, in the term).
+KD_TEMPERATURE = default_of(KDDistillation, "temperature")
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
@@ -55,8 +60,9 @@ class AttentionDistiller(FeatureDistiller):
     >>> distiller.compile(optimizer="sgd")
     >>> x, y = testing.random_images(32)
     >>> history = distiller.fit(x, y, epochs=1, verbose=0)
-    >>> sorted(history.history)
-    ['kd_loss', 'knowledge_loss', 'loss', 'student_loss']
+    >>> sorted(history.history)  # doctest: +NORMALIZE_WHITESPACE
+    ['distillation_loss', 'kd_loss', 'knowledge_loss', 'loss', 'student_loss',
+     'total_loss']
 
     Reference:
         Zagoruyko & Komodakis. "Paying More Attention to Attention:
@@ -67,7 +73,7 @@ class AttentionDistiller(FeatureDistiller):
 
     def __init__(self, teacher, student, *, teacher_layer_name=None,
                  student_layer_name=None, beta=500.0, alpha=0.3,
-                 temperature=4.0,
+                 temperature=KD_TEMPERATURE,
                  p=2, mode="code", adapter=False, stage=None,
                  guided_channels=None, **kwargs):
         teacher_layer, student_layer = layer_name_arguments(

@@ -168,6 +168,10 @@ class _Progress(keras.callbacks.Callback):
         self.epoch = epoch
         self.first_step = int(self.model.optimizer.iterations.numpy())
 
+    def on_train_batch_begin(self, batch, logs=None):
+        # A Keras term's temperature assigned by a callback counts.
+        self.model._sync_terms()
+
     def on_train_batch_end(self, batch, logs=None):
         self.model._raise_recorded(self)
 
@@ -333,6 +337,26 @@ class _KerasTerm:
             isinstance(fn, keras.losses.Loss)
             and getattr(fn, "reduction", None) not in (None, "none")
             for fn in keras.tree.flatten(getattr(loss, "loss", None)))
+        if isinstance(loss, keras.distillation.LogitsDistillation):
+            if any(_reads_probabilities(fn)
+                   for fn in keras.tree.flatten(loss.loss)):
+                warnings.warn(
+                    "Keras's `LogitsDistillation` applies a loss other than "
+                    "a `keras.losses.KLDivergence()` instance (e.g. its "
+                    "default `loss=\"kl_divergence\"`) to the raw scaled "
+                    "logits `t/T`, `s/T` as if they were probabilities: no "
+                    "softmax, and the loss can be negative. Received: "
+                    f"loss={loss.loss!r}. Pass `loss=keras.losses."
+                    "KLDivergence()` (Keras then takes the softmaxes and "
+                    "multiplies by T²) or use tfkd's `tfkd.losses."
+                    "KDDistillation(temperature=...)`.", UserWarning,
+                    stacklevel=5)
+            # The temperature is live, as tfkd's terms' are: the traced
+            # step reads this variable, synchronised with the Python
+            # attribute before each batch (`sync`).
+            self._temperature = tf.Variable(
+                float(loss.temperature), trainable=False, dtype=tf.float32)
+            self._assigned = loss.temperature
         teacher = getattr(loss, "teacher_layer_name", None)
         student = getattr(loss, "student_layer_name", None)
         # Keras's Distiller decides on `teacher_layer_name` alone.
@@ -341,6 +365,26 @@ class _KerasTerm:
         else:
             self.teacher_taps = (teacher,)
             self.student_taps = (student,)
+
+    @property
+    def temperature(self):
+        return self.loss.temperature
+
+    @temperature.setter
+    def temperature(self, value):
+        self.loss.temperature = value
+        self.sync()
+
+    def sync(self):
+        """Copies an assigned `temperature` into the step's variable."""
+        if not hasattr(self, "_temperature"):
+            return
+        value = self.loss.temperature
+        if value is self._assigned or (
+                not isinstance(value, tf.Tensor) and value == self._assigned):
+            return
+        self._temperature.assign(hp.positive(value, "temperature"))
+        self._assigned = value
 
     def bind(self, teacher, student, teacher_tensors, student_tensors):
         self.loss.validate_model_compatibility(teacher, student)
@@ -365,7 +409,16 @@ class _KerasTerm:
         # Losses in float32, as tfkd's terms compute (mixed precision).
         teacher_outputs, student_outputs = keras.tree.map_structure(
             _float32_if_floating, (teacher_outputs, student_outputs))
-        value = self.loss.compute_loss(teacher_outputs, student_outputs)
+        if hasattr(self, "_temperature"):
+            python_value = self.loss.temperature
+            self.loss.temperature = tf.convert_to_tensor(self._temperature)
+            try:
+                value = self.loss.compute_loss(teacher_outputs,
+                                               student_outputs)
+            finally:
+                self.loss.temperature = python_value
+        else:
+            value = self.loss.compute_loss(teacher_outputs, student_outputs)
         if self._prescaled:
             value = value * num_replicas()
         if getattr(value, "shape", ()) and len(value.shape) > 0:
@@ -383,6 +436,43 @@ class _KerasTerm:
     @property
     def losses(self):
         return []
+
+
+def _reads_probabilities(fn):
+    """Whether a `LogitsDistillation` loss treats the scaled logits as
+    probabilities (Keras softmaxes them only for a `KLDivergence`
+    instance)."""
+    if fn is None or isinstance(fn, keras.losses.KLDivergence):
+        return False
+    if isinstance(fn, keras.losses.Loss):
+        return fn.get_config().get("from_logits") is False
+    return getattr(fn, "__name__", None) in (
+        "kl_divergence", "categorical_crossentropy", "binary_crossentropy")
+
+
+def _tokens(teacher, student, y, sample_weight):
+    """Sequence logits `(batch, time, classes)` as `(batch · time,
+    classes)`: every token an example, its labels and weights flattened
+    alike, so terms and the student loss are reduced per token as Keras's
+    losses reduce them (`sum(loss · weight) / tokens`). Other logits pass
+    unchanged."""
+    logits = student[LOGITS]
+    rank = logits.shape.rank
+    if rank is None or rank <= 2:
+        return teacher, student, y, sample_weight
+
+    def flat(v):
+        width = v.shape[-1] if v.shape[-1] is not None else tf.shape(v)[-1]
+        return tf.reshape(v, [-1, width])
+
+    teacher = {**teacher, LOGITS: flat(teacher[LOGITS])}
+    student = {**student, LOGITS: flat(logits)}
+    if y is not None:
+        y = tf.convert_to_tensor(y)
+        y = tf.reshape(y, [-1]) if y.shape.rank == rank - 1 else flat(y)
+    if sample_weight is not None:
+        sample_weight = tf.reshape(sample_weight, [-1])
+    return teacher, student, y, sample_weight
 
 
 def _float32_if_floating(x):
@@ -550,8 +640,9 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
     >>> distiller.compile(optimizer="adam", metrics=["accuracy"])
     >>> x, y = testing.random_images(32)
     >>> history = distiller.fit(x, y, epochs=1, verbose=0)
-    >>> sorted(history.history)
-    ['accuracy', 'attention_loss', 'kd_loss', 'loss', 'student_loss']
+    >>> sorted(history.history)  # doctest: +NORMALIZE_WHITESPACE
+    ['accuracy', 'attention_loss', 'distillation_loss', 'kd_loss', 'loss',
+     'student_loss', 'total_loss']
     >>> hinton = tfkd.Distiller(teacher, student, alpha=0.3, temperature=2.0)
     >>> hinton.alpha, hinton.temperature
     (0.3, 2.0)
@@ -575,7 +666,8 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
                  *, alpha=None, temperature=None, **kwargs):
         for role, model in (("teacher", teacher), ("student", student)):
             if not isinstance(model, keras.Model):
-                raise TypeError(
+                # A ValueError, as `keras.distillation.Distiller` raises.
+                raise ValueError(
                     f"`{role}` must be a `keras.Model`. Received: {role}="
                     f"{model!r} of type {type(model).__name__}. Wrap a layer "
                     f"or function in a functional `keras.Model` first."
@@ -675,7 +767,14 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         self._check_finite = True
         object.__setattr__(self, "_non_finite_record", None)
         object.__setattr__(self, "_guard_loss_names", [])
-        self._trackers = [keras.metrics.Mean(name="student_loss")] + [
+        # The current step's forward outputs and loss values, for
+        # `compute_loss` and the guard's message (see `train_step`).
+        object.__setattr__(self, "_step_outputs", None)
+        object.__setattr__(self, "_step_values", {})
+        # Keras's distiller's three metrics first (the order `evaluate`
+        # returns them in), then tfkd's per-term ones.
+        self._trackers = [keras.metrics.Mean(name=n) for n in (
+            "student_loss", "distillation_loss", "total_loss")] + [
             keras.metrics.Mean(name=f"{n}_loss") for n in self._term_names
         ] + [keras.metrics.Mean(name=n) for n in self.extra_metric_names()]
         # Teacher and student arrive built; marking the distiller built lets
@@ -718,7 +817,7 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
                 name, k = f"{base}_{k}", k + 1
             used.add(name)
             names.append(name)
-        reserved = {"student", "total"}
+        reserved = {"student", "total", "distillation"}
         for name in names:
             if name in reserved:
                 raise ValueError(
@@ -760,11 +859,33 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
                            Extractor(self.teacher, teacher_taps, "teacher"))
         object.__setattr__(self, "_student_extractor",
                            Extractor(self.student, student_taps, "student"))
+        self._check_logit_widths()
         for term in self._terms:
             term.bind(
                 self.teacher, self.student,
                 self._teacher_extractor.symbolic(term.teacher_taps),
                 self._student_extractor.symbolic(term.student_taps),
+            )
+
+    def _check_logit_widths(self):
+        """Refuses teacher and student logits of different widths when a
+        term compares them class by class."""
+        t = self._teacher_extractor.tensors[LOGITS]
+        s = self._student_extractor.tensors[LOGITS]
+        if t is None or s is None or None in (t.shape[-1], s.shape[-1]) \
+                or t.shape[-1] == s.shape[-1]:
+            return
+        readers = [n for n, term in zip(self._term_names, self._terms)
+                   if LOGITS in term.teacher_taps
+                   and LOGITS in term.student_taps]
+        if readers:
+            raise ValueError(
+                f"The teacher outputs {t.shape[-1]} logits and the student "
+                f"{s.shape[-1]}, but the terms {readers} compare them class "
+                "by class. Received: teacher logits of shape "
+                f"{tuple(t.shape)}, student logits of shape {tuple(s.shape)}"
+                ". Give both models the same number of classes, or "
+                "distil features only."
             )
 
     # ------------------------------------------------------------------
@@ -939,7 +1060,16 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
             if isinstance(term, DistillationTerm):
                 for attr in hp.hyperparameter_names(term):
                     values[f"{name}/{attr}"] = getattr(term, attr)
+            elif hasattr(term, "_temperature"):
+                values[f"{name}/temperature"] = term.temperature
         return values
+
+    def _sync_terms(self):
+        """Takes in the temperatures assigned to Keras terms (see
+        `_KerasTerm.sync`)."""
+        for term in self._terms:
+            if isinstance(term, _KerasTerm):
+                term.sync()
 
     def _aliases(self):
         """Names a preset or Hinton KD accepts besides `hyperparameters`."""
@@ -1016,6 +1146,18 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         return outputs[LOGITS], [outputs[n] for n in self.student_taps]
 
     @property
+    def _teacher_feature_extractor(self):
+        """The teacher's extractor when a term taps its layers, else `None`
+        (the name and meaning of Keras's distiller's attribute)."""
+        return self._teacher_extractor if self.teacher_taps else None
+
+    @property
+    def _student_feature_extractor(self):
+        """The student's extractor when a term taps its layers, else
+        `None` (as Keras's distiller's)."""
+        return self._student_extractor if self.student_taps else None
+
+    @property
     def teacher_taps(self):
         """Teacher layers tapped by the terms (besides the logits)."""
         return list(self._teacher_extractor.names)
@@ -1028,16 +1170,30 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
     def forward(self, x, training):
         """Both networks once: `(teacher outputs, student outputs)`, each a
         `{tap: tensor}` dict (key `None`: the logits)."""
+        if training:
+            x = self._checked_inputs(x)
+        return self._teacher_outputs(x), self._student_outputs(x, training)
+
+    def _teacher_outputs(self, x):
+        """The teacher's `{tap: tensor}` (cached with the data, or one
+        frozen forward pass), without gradient."""
         images, cached = split_cached_inputs(x)
-        if training and self._check_finite and not self._guard_in_xla():
-            images = self.checked_images(images)
-        if cached is None:
-            teacher = self._teacher_extractor(images, training=False)
-            teacher = {k: tf.stop_gradient(v) for k, v in teacher.items()}
-        else:
-            teacher = self._cached_outputs(cached)
-        student = self._student_extractor(images, training=training)
-        return teacher, student
+        if cached is not None:
+            return self._cached_outputs(cached)
+        outputs = self._teacher_extractor(images, training=False)
+        return {k: tf.stop_gradient(v) for k, v in outputs.items()}
+
+    def _student_outputs(self, x, training):
+        return self._student_extractor(split_cached_inputs(x)[0],
+                                       training=training)
+
+    def _checked_inputs(self, x):
+        """`x` with its images asserted finite (see `check_finite`)."""
+        if not self._check_finite or self._guard_in_xla():
+            return x
+        if isinstance(x, dict) and IMAGES_KEY in x:
+            return {**x, IMAGES_KEY: self.checked_images(x[IMAGES_KEY])}
+        return self.checked_images(x)
 
     def _cached_outputs(self, cached):
         logits, features = cached
@@ -1210,7 +1366,32 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         logits = tf.cast(logits, tf.float32)
         if y.dtype.is_floating:
             y = tf.cast(y, tf.float32)
-        return _per_example(self._student_loss_fn, y, logits)
+        try:
+            return _per_example(self._student_loss_fn, y, logits)
+        except (ValueError, tf.errors.InvalidArgumentError) as e:
+            # TensorFlow's own message names neither the loss nor why
+            # ("Dimensions must be equal, but are 8 and 10").
+            loss = self._student_loss_config
+            name = loss if isinstance(loss, str) else getattr(
+                loss, "name", type(loss).__name__)
+            sparse = self._sparse_labels(y, logits)
+            fix = (
+                "Class-id labels need a loss that takes class ids (leave "
+                "`loss=None`, cross entropy from logits, or pass "
+                "`keras.losses.SparseCategoricalCrossentropy("
+                "from_logits=True)`), or give this loss one-hot labels "
+                "(`keras.utils.to_categorical(y, num_classes)`)."
+                if sparse else
+                "Give the loss labels of the logits' shape, or choose a "
+                "loss that takes these labels."
+            )
+            raise ValueError(
+                f"The student loss {name!r} cannot compare the labels with "
+                f"the student's logits: labels of shape {tuple(y.shape)} "
+                f"(dtype {y.dtype.name}), logits of shape "
+                f"{tuple(logits.shape)}. {fix} Details: "
+                f"{str(e).splitlines()[0]}"
+            ) from e
 
     def compute_losses(self, x, y=None, sample_weight=None, training=False,
                        outputs=None):
@@ -1229,6 +1410,8 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
             metric sample weights)`.
         """
         teacher, student = outputs or self.forward(x, training)
+        teacher, student, y, sample_weight = _tokens(
+            teacher, student, y, sample_weight)
         logits = student[LOGITS]
         y, labelled = self._check_labels(y, logits)
         values = {
@@ -1267,6 +1450,7 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
             tf.cast(wi, tf.float32) * values[f"{n}_loss"]
             for n, wi in zip(self._term_names, w)
         ])
+        values["distillation_loss"] = distillation
         total = w_s * student_loss + (1.0 - w_s) * distillation
         if training:
             regularization = list(self.student.losses) + [
@@ -1522,56 +1706,148 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         raise _check_error(_IMAGES if kind == 1 else _GRADIENTS, values,
                            progress)
 
+    # ------------------------------------------------------------------
+    # The objective and the steps, on Keras's trainer.
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
+                     training=True):
+        """The distillation objective of one batch, as on any Keras model.
+
+        `w_s · L_student + (1 − w_s) · Σ_i w_i · L_i` (plus the student's
+        and the terms' regularisation losses in training); updates the
+        `student_loss`, `<term>_loss`, `distillation_loss` (`Σ_i w_i L_i`)
+        and `total_loss` metrics. `train_step` and `test_step` call it
+        with the outputs of their single forward pass of each network; a
+        direct call runs the networks it needs (the teacher always; the
+        student when `y_pred` is `None` or a term taps its layers). A
+        subclass may override it (Keras's convention); the steps call the
+        override.
+
+        Args:
+            x: The batch's inputs (or a cached-teacher dict).
+            y: Labels (class ids, `-1` for unlabelled, or one-hot).
+            y_pred: The student's logits on `x` (default: computed).
+            sample_weight: Optional per-example (or per-token) weights.
+            training: Whether this is a training step.
+
+        Returns:
+            The total loss, a float32 scalar.
+
+        Example:
+
+        >>> import tfkd
+        >>> from tfkd import testing
+        >>> d = tfkd.Distiller(testing.tiny_conv_model("t"),
+        ...                    testing.tiny_conv_model("s"))
+        >>> x, y = testing.random_images(4)
+        >>> float(d.compute_loss(x, y, d(x))) > 0
+        True
+        """
+        step = self._step_outputs
+        if step is not None and step[0] is y_pred:
+            outputs = step[1:]
+        else:
+            outputs = self._outputs_for(x, y_pred, training)
+        total, values, _, _, _ = self.compute_losses(
+            x, y, sample_weight, training, outputs=outputs)
+        object.__setattr__(self, "_step_values", values)
+        self._update_trackers(total, values, x)
+        return total
+
+    def _outputs_for(self, x, y_pred, training):
+        """`(teacher, student)` outputs for a direct `compute_loss` call:
+        `y_pred` as the student's logits, the student run only when it is
+        missing or a term taps the student's layers."""
+        teacher = self._teacher_outputs(x)
+        if y_pred is None or self._student_extractor.names:
+            student = self._student_outputs(x, training)
+        else:
+            student = {}
+        if y_pred is not None:
+            student[LOGITS] = y_pred
+        return teacher, student
+
+    def _run_step(self, x, y, sample_weight, training, teacher=None):
+        """The student's forward pass, then `compute_loss` on it (and on
+        `teacher`, the teacher's outputs, computed here when `None`):
+        `(loss, the student's logits)`."""
+        if teacher is None:
+            teacher = self._teacher_outputs(x)
+        student = self._student_outputs(x, training)
+        y_pred = student[LOGITS]
+        object.__setattr__(self, "_step_outputs", (y_pred, teacher, student))
+        try:
+            loss = _compat.compute_loss(self, x, y, y_pred, sample_weight,
+                                        training)
+        finally:
+            object.__setattr__(self, "_step_outputs", None)
+        self._loss_tracker.update_state(loss, sample_weight=_batch_size(x))
+        return loss, y_pred
+
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        object.__setattr__(self, "_step_values", {})
+        x = self._checked_inputs(x)
+        # The frozen teacher runs outside the tape: nothing to record.
+        teacher = self._teacher_outputs(x)
         with tf.GradientTape() as tape:
-            total, values, logits, y, weights = self.compute_losses(
-                x, y, sample_weight, training=True)
-            scaled = self._scaled(total)
+            loss, y_pred = self._run_step(x, y, sample_weight, True, teacher)
+            scaled = self._scaled(loss)
         # Read after the forward pass: a lazily built student has its
         # variables only now.
         variables = self.step_variables()
         gradients = tape.gradient(scaled, variables)
         self.apply_checked_gradients(gradients, variables,
                                      images=split_cached_inputs(x)[0],
-                                     losses={"loss": total, **values})
-        self._update_trackers(total, values, x)
-        return self.compute_metrics(x, y, logits, weights)
+                                     losses={"loss": loss,
+                                             **self._step_values})
+        return self.compute_metrics(x, y, y_pred, sample_weight)
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        total, values, logits, y, weights = self.compute_losses(
-            x, y, sample_weight, training=False)
-        self._update_trackers(total, values, x)
-        return self.compute_metrics(x, y, logits, weights)
+        _, y_pred = self._run_step(x, y, sample_weight, False)
+        return self.compute_metrics(x, y, y_pred, sample_weight)
 
     def _update_trackers(self, total, values, x, weights=None):
+        """Updates the loss metrics (not Keras's `loss`, which the steps
+        update) from `values`, `{metric name: scalar}`."""
         batch = _batch_size(x)
-        self._loss_tracker.update_state(total, sample_weight=batch)
         weights = weights or {}
         for tracker in self._trackers:
-            if tracker.name in values:
+            value = total if tracker.name == "total_loss" else values.get(
+                tracker.name)
+            if value is not None:
                 tracker.update_state(
-                    values[tracker.name],
-                    sample_weight=weights.get(tracker.name, batch))
+                    value, sample_weight=weights.get(tracker.name, batch))
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         # The compiled metrics see the student's logits only; the loss
         # trackers were updated by the step itself.
         metrics = _compat.compile_metrics(self)
-        if metrics is not None:
-            labelled = self._labelled_for_metrics(y)
+        if metrics is not None and y is not None:
+            y = tf.convert_to_tensor(y)
+            labelled = None
+            if self._sparse_labels(y, y_pred):
+                # Class ids, one per example (or token), -1 unlabelled.
+                y = tf.reshape(tf.cast(y, tf.int64), [-1])
+                y_pred = tf.reshape(y_pred, [-1, tf.shape(y_pred)[-1]])
+                labelled = y >= 0
+                y = tf.maximum(y, 0)
+            elif (self._student_loss_fn is None and y.dtype.is_floating
+                  and y.shape.rank == 2):
+                # One-hot rows; an all-zero row is unlabelled.
+                labelled = tf.reduce_any(tf.not_equal(y, 0), axis=-1)
             if labelled is not None:
                 # Keras's unweighted `metrics=` ignore sample weights: give
                 # them the labelled mask, or every unlabelled example would
                 # count (as class 0) in "accuracy".
                 labelled = tf.cast(labelled, tf.float32)
-                if y.shape.rank == 1:
-                    y = tf.maximum(y, 0)
+                weighted = labelled if sample_weight is None else \
+                    labelled * tf.reshape(
+                        tf.cast(sample_weight, tf.float32), [-1])
                 _compat.update_compile_metrics(
                     metrics, y, y_pred,
-                    unweighted=labelled, weighted=labelled
-                    if sample_weight is None else sample_weight)
+                    unweighted=labelled, weighted=weighted)
             else:
                 metrics.update_state(y, y_pred, sample_weight)
         results = self.get_metrics_result()
@@ -1582,16 +1858,42 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
             results = {k: tf.reshape(v, [1]) for k, v in results.items()}
         return results
 
+    def get_metrics_result(self):
+        """The metrics' values; a compiled metric that has seen no labelled
+        example (data without labels, all `-1`) is NaN, not Keras's 0."""
+        results = super().get_metrics_result()
+        metrics = _compat.compile_metrics(self)
+        if metrics is None or not metrics.built:
+            return results
+        stack = (list(metrics._flat_metrics)
+                 + list(metrics._flat_weighted_metrics))
+        while stack:
+            metric = stack.pop()
+            if metric is None:
+                continue
+            count = getattr(metric, "count", None)
+            if count is None:
+                # Keras groups an output's metrics in a `MetricsList`.
+                stack += list(getattr(metric, "metrics", []))
+                continue
+            if metric.name not in results:
+                continue
+            value = results[metric.name]
+            results[metric.name] = tf.where(
+                count > 0, value, tf.constant(float("nan"), value.dtype))
+        return results
+
     # ------------------------------------------------------------------
     # Compilation.
 
-    def compile(self, optimizer="rmsprop", loss=None, metrics=None,
+    def compile(self, optimizer="adam", loss=None, metrics=None,
                 **kwargs):
         """Configures training; `loss` is the student loss (Keras's
         convention).
 
         Args:
-            optimizer: Optimizer of the student and the terms' parts.
+            optimizer: Optimizer of the student and the terms' parts
+                (default `"adam"`, as `keras.distillation.Distiller`).
             loss: The student's loss against the labels: `None` (default)
                 for cross entropy from logits with integer or one-hot
                 labels (unlabelled: class id `-1` or an all-zero one-hot
@@ -1655,13 +1957,14 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         # custom one (e.g. a regression head's) takes any targets.
         num_classes = self._num_classes() if self._student_loss_fn is None \
             else None
-        _check_arrays(x, y, num_classes, "x", "y")
+        _check_arrays(x, y, num_classes, "x", "y", self._logits_rank())
         validation = kwargs.get("validation_data")
         if validation is not None:
             _check_not_empty(validation, "validation_data")
             if isinstance(validation, (tuple, list)) and len(validation) >= 2:
                 _check_arrays(validation[0], validation[1], num_classes,
-                              "validation_data[0]", "validation_data[1]")
+                              "validation_data[0]", "validation_data[1]",
+                              self._logits_rank())
         self._check_logits_once(x, kwargs.get("batch_size"))
         progress = _Progress()
         if len(args) < 4:  # `callbacks` not given positionally
@@ -1670,7 +1973,14 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
             kwargs["callbacks"] = [progress] + list(
                 kwargs.get("callbacks") or []) + self._schedule_callbacks(
             ) + [_ScaleCheck()]
+        _warn_unknown_monitors(kwargs.get("callbacks") or [],
+                               self._loss_metric_names())
+        if isinstance(x, tf.data.Dataset) and len(args) < 7:
+            # A dataset shuffles itself and Keras ignores `shuffle` for it,
+            # but warns on every `fit` that keeps its default `True`.
+            kwargs.setdefault("shuffle", False)
         self._prepare_guard()
+        self._sync_terms()
         with self._clear_errors(progress):
             return super().fit(x, y, *args, **kwargs)
 
@@ -1684,19 +1994,25 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
                 callbacks += list(own(self))
         return callbacks
 
+    def _loss_metric_names(self):
+        return ["loss"] + [t.name for t in self._trackers]
+
     def evaluate(self, *args, **kwargs):
+        self._sync_terms()
         with self._clear_errors():
             return super().evaluate(*args, **kwargs)
 
     def train_on_batch(self, *args, **kwargs):
         self._check_logits_once(args[0] if args else kwargs.get("x"), None)
         self._prepare_guard()
+        self._sync_terms()
         with self._clear_errors():
             logs = super().train_on_batch(*args, **kwargs)
             self._raise_recorded()
             return logs
 
     def test_on_batch(self, *args, **kwargs):
+        self._sync_terms()
         with self._clear_errors():
             return super().test_on_batch(*args, **kwargs)
 
@@ -1802,6 +2118,13 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
                 )
         return None
 
+    def _logits_rank(self):
+        """Rank of the student's logits (3 for a sequence model's)."""
+        try:
+            return len(self.student.outputs[0].shape)
+        except (AttributeError, TypeError, IndexError):
+            return 2
+
     def _num_classes(self):
         try:
             return int(self.student.outputs[0].shape[-1])
@@ -1906,7 +2229,26 @@ class _ScaleCheck(keras.callbacks.Callback):
             warnings.warn(message, stacklevel=2)
 
 
-def _check_arrays(x, y, num_classes, x_name, y_name):
+def _warn_unknown_monitors(callbacks, names):
+    """Warns about a callback (`EarlyStopping`, `ModelCheckpoint`, ...)
+    that monitors a loss this distiller does not report: it would never
+    fire (Keras only warns at the end of each epoch)."""
+    for callback in callbacks:
+        monitor = getattr(callback, "monitor", None)
+        if not isinstance(monitor, str) or not monitor.endswith("loss"):
+            continue
+        name = monitor[4:] if monitor.startswith("val_") else monitor
+        if name not in names:
+            warnings.warn(
+                f"`{type(callback).__name__}(monitor={monitor!r})` monitors "
+                f"a loss this distiller does not report, so it would never "
+                f"act. Its losses: {names} (with `val_` for validation). "
+                "Keras's distiller's `student_loss`, `distillation_loss` and "
+                "`total_loss` exist here too; each term reports "
+                "`<term>_loss`.", UserWarning, stacklevel=3)
+
+
+def _check_arrays(x, y, num_classes, x_name, y_name, logits_rank=2):
     """Eager checks of in-memory arrays, before any graph is traced.
 
     Non-finite images would otherwise train silently (fused conv + ReLU
@@ -1924,9 +2266,10 @@ def _check_arrays(x, y, num_classes, x_name, y_name):
             )
     if not isinstance(y, np.ndarray) or num_classes is None or not y.size:
         return
-    sparse = y.ndim == 1 or (y.ndim == 2 and y.shape[-1] == 1)
+    sparse = y.ndim == logits_rank - 1 or (
+        y.ndim == logits_rank and y.shape[-1] == 1)
     if not sparse:
-        if y.ndim == 2 and y.shape[-1] != num_classes:
+        if y.ndim == logits_rank and y.shape[-1] != num_classes:
             raise ValueError(
                 f"`{y_name}` holds one-hot labels with {y.shape[-1]} columns "
                 f"but the student outputs {num_classes} logits. Received: "

@@ -23,6 +23,10 @@ from tfkd.terms.kd import KDDistillation
 #: Accepted values of `target` (the paper's Table 5 ablation).
 from tfkd.terms.collaboration import TARGETS  # noqa: F401,E402
 from tfkd.terms.base import layer_name_arguments
+from tfkd.terms.base import default_of
+
+#: The KD term's default temperature (written once, in the term).
+KD_TEMPERATURE = default_of(KDDistillation, "temperature")
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
@@ -86,8 +90,9 @@ class CollaborationDistiller(Distiller):
     >>> distiller.compile(optimizer="adam", metrics=["accuracy"])
     >>> x, y = random_images(16)
     >>> history = distiller.fit(x, y, epochs=1, verbose=0)
-    >>> sorted(history.history)
-    ['accuracy', 'kd_loss', 'loss', 'stc_loss', 'student_loss']
+    >>> sorted(history.history)  # doctest: +NORMALIZE_WHITESPACE
+    ['accuracy', 'distillation_loss', 'kd_loss', 'loss', 'stc_loss',
+     'student_loss', 'total_loss']
 
     Reference:
         - [Knowledge Transfer via Student-Teacher Collaboration](
@@ -101,7 +106,7 @@ class CollaborationDistiller(Distiller):
 
     def __init__(self, teacher, student, *, teacher_layer_name=None,
                  student_layer_name=None, alpha=0.5, temperature=1.0,
-                 kd_weight=1.0, kd_temperature=4.0, target="teacher",
+                 kd_weight=1.0, kd_temperature=KD_TEMPERATURE, target="teacher",
                  adapter=False, collaboration_loss=None, student_loss=None,
                  **kwargs):
         teacher_layer, student_layer = layer_name_arguments(

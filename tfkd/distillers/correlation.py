@@ -7,6 +7,11 @@ from tfkd.distillers.feature import require_layers
 from tfkd.losses.correlation import DEFAULT_MAX_SPATIAL_POSITIONS
 from tfkd.terms.correlation import CorrelationDistillation
 from tfkd.terms.base import layer_name_arguments
+from tfkd.terms.base import default_of
+from tfkd.terms.kd import KDDistillation
+
+#: The KD term's default temperature (written once, in the term).
+KD_TEMPERATURE = default_of(KDDistillation, "temperature")
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
@@ -69,8 +74,9 @@ class CorrelationDistiller(FeatureDistiller):
     >>> distiller.compile(optimizer="adam", metrics=["accuracy"])
     >>> x, y = testing.random_images(32)
     >>> history = distiller.fit(x, y, epochs=1, verbose=0)
-    >>> sorted(history.history)
-    ['accuracy', 'kd_loss', 'knowledge_loss', 'loss', 'student_loss']
+    >>> sorted(history.history)  # doctest: +NORMALIZE_WHITESPACE
+    ['accuracy', 'distillation_loss', 'kd_loss', 'knowledge_loss', 'loss',
+     'student_loss', 'total_loss']
 
     Reference:
         Wang, Xu, Xu, Yu, Wang. "Student-Centric Network Learning for
@@ -79,7 +85,7 @@ class CorrelationDistiller(FeatureDistiller):
 
     def __init__(self, teacher, student, *, teacher_layer_name=None,
                  student_layer_name=None, mode="both", alpha=0.3, beta=0.1,
-                 temperature=4.0, adapter=False, stage="both",
+                 temperature=KD_TEMPERATURE, adapter=False, stage="both",
                  guided_channels=None, pool_to=None,
                  max_spatial_positions=DEFAULT_MAX_SPATIAL_POSITIONS,
                  **kwargs):

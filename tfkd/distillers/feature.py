@@ -25,6 +25,10 @@ from tfkd import hyperparameters as hp
 from tfkd.distillers.base import Distiller
 from tfkd.terms.base import DistillationTerm
 from tfkd.terms.kd import KDDistillation
+from tfkd.terms.base import default_of
+
+#: The KD term's default temperature (written once, in the term).
+KD_TEMPERATURE = default_of(KDDistillation, "temperature")
 
 #: Valid values of `stage`: single-stage, stage 1 (knowledge only, up to the
 #: guided layers), stage 2 (class loss only, whole student), and `"both"`
@@ -223,7 +227,7 @@ class FeatureDistiller(Distiller):
         hp.non_negative, doc="Weight of L_Class (correlation paper eq. 6).")
 
     def __init__(self, teacher, student, *, knowledge=None, alpha=1.0,
-                 beta=0.1, temperature=4.0, stage=None, **kwargs):
+                 beta=0.1, temperature=KD_TEMPERATURE, stage=None, **kwargs):
         if not isinstance(knowledge, DistillationTerm):
             raise TypeError(
                 "`knowledge` must be a tfkd knowledge term that taps "

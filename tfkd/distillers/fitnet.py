@@ -6,6 +6,11 @@ from tfkd.distillers.feature import FeatureDistiller
 from tfkd.distillers.feature import require_layers
 from tfkd.terms.hint import HintDistillation
 from tfkd.terms.base import layer_name_arguments
+from tfkd.terms.base import default_of
+from tfkd.terms.kd import KDDistillation
+
+#: The KD term's default temperature (written once, in the term).
+KD_TEMPERATURE = default_of(KDDistillation, "temperature")
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
@@ -67,7 +72,7 @@ class FitNetDistiller(FeatureDistiller):
     """
 
     def __init__(self, teacher, student, *, teacher_layer_name=None,
-                 student_layer_name=None, alpha=0.3, beta=0.1, temperature=4.0,
+                 student_layer_name=None, alpha=0.3, beta=0.1, temperature=KD_TEMPERATURE,
                  regressor=True, regressor_activation=None, stage="both",
                  guided_channels=None, **kwargs):
         teacher_layer, student_layer = layer_name_arguments(

@@ -60,3 +60,15 @@ def __getattr__(name):
         except AttributeError:
             pass
     raise AttributeError(f"module 'tfkd.losses' has no attribute {name!r}")
+
+
+def __dir__():
+    # `dir(tfkd.losses)` lists every term too: each has this one public
+    # spelling, `tfkd.losses.<Name>Distillation`.
+    return sorted(set(globals()) | set(_term_names()))
+
+
+def _term_names():
+    import tfkd.terms
+
+    return tfkd.terms.public_term_names()

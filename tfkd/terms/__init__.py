@@ -29,6 +29,17 @@ def import_all():
         importlib.import_module(f"{__name__}.{info.name}")
 
 
+def public_term_names():
+    """Names of every public term class (`...Distillation`), sorted: the
+    names `tfkd.losses` lists and serves."""
+    from tfkd.terms.base import term_classes
+
+    import_all()
+    return sorted({cls.__name__ for cls in term_classes()
+                   if not cls.__name__.startswith("_")
+                   and cls.__name__.endswith("Distillation")})
+
+
 def __getattr__(name):
     # A term module added to this package is reachable as `tfkd.terms.X`
     # (and `tfkd.losses.X`) without editing this file.

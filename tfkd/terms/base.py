@@ -164,6 +164,33 @@ def layer_name_arguments(owner, teacher_layer_name, student_layer_name,
     return values["teacher"], values["student"]
 
 
+def default_of(function, name):
+    """The default of argument `name` in `function`'s signature.
+
+    Defaults are written once, in the term; a preset that exposes the same
+    argument reads it from there (`temperature=default_of(KDDistillation,
+    "temperature")`), so the two cannot drift.
+
+    Args:
+        function: A callable, or a class (its `__init__`).
+        name: The argument's name.
+
+    Returns:
+        The default value.
+
+    Example:
+
+    >>> from tfkd.terms.kd import KDDistillation
+    >>> default_of(KDDistillation, "temperature")
+    4.0
+    """
+    import inspect
+
+    if isinstance(function, type):
+        function = function.__init__
+    return inspect.signature(function).parameters[name].default
+
+
 def check_bool(value, name):
     """Returns `value` if it is a bool, else raises a `TypeError`."""
     if not isinstance(value, bool):

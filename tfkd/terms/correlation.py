@@ -56,11 +56,11 @@ class CorrelationDistillation(DistillationTerm):
     `SelfTaughtConv2D` guided layer has only its guided channels compared
     (self-guided learning, §3.2).
 
-    The registry's `correlation` method trains the paper's two stages
-    (`stage=1`; `tfkd.distillers.registry.fit` runs both): single-stage
-    eq. 6 at `beta = 0.1` let this term swamp the labels and collapsed the
-    digits student (see `docs/methods/correlation.md`). Pass `stage=None`
-    for single-stage.
+    `CorrelationDistiller` (and so the `correlation` method) trains the
+    paper's two stages by default (`stage="both"`: each `fit` runs both):
+    single-stage eq. 6 at `beta = 0.1` let this term swamp the labels and
+    collapsed the digits student (see `docs/methods/correlation.md`).
+    Pass `stage=None` for single-stage.
 
     Args:
         mode: `"channel"`, `"spatial"` or `"both"` (the average of the two).
@@ -99,8 +99,8 @@ class CorrelationDistillation(DistillationTerm):
         paper="Wang et al., student-centric correlation, 2019",
         preset="tfkd.distillers.correlation:CorrelationDistiller",
         # The paper's two-stage training (Table 3: "two-stage training
-        # consistently performs better"): `registry.fit` and the tuner split
-        # the epochs between the stages. Single-stage eq. 6 at beta = 0.1
+        # consistently performs better"): the preset's `stage="both"`
+        # splits each `fit`'s epochs between the stages. Single-stage eq. 6 at beta = 0.1
         # lets the correlation term's gradient (~400x the weighted class
         # loss's in the shared conv layers, and not fading: its floor is
         # far from 0) swamp the labels and collapsed the digits student

@@ -239,7 +239,7 @@ class ContrastiveRepresentationDistillation(DistillationTerm):
     >>> history = distiller.fit({"images": x, "index": np.arange(32)}, y,
     ...                         batch_size=16, verbose=0)
     >>> sorted(history.history)
-    ['crd_loss', 'loss', 'student_loss']
+    ['crd_loss', 'distillation_loss', 'loss', 'student_loss', 'total_loss']
     >>> tuple(term.student_memory.shape), int(term.steps.numpy())
     ((32, 8), 2)
 

@@ -56,11 +56,11 @@ class HintDistillation(DistillationTerm):
         description="FitNets hints through a distiller-owned regressor",
         paper="Romero et al., ICLR 2015",
         preset="tfkd.distillers.fitnet:FitNetDistiller",
-        # FitNets trains in two stages (hint, then class): `registry.fit`
-        # and the tuner split the epochs between them. Single-stage (the
-        # correlation paper's "Activation" row) let the summed hint swamp
-        # the labels and collapsed the digits student (docs/methods/
-        # fitnets.md); it stays reachable with `stage=None`.
+        # FitNets trains in two stages (hint, then class): the preset's
+        # `stage="both"` splits each `fit`'s epochs between them.
+        # Single-stage (the correlation paper's "Activation" row) let the
+        # summed hint swamp the labels and collapsed the digits student
+        # (docs/methods/fitnets.md); it stays reachable with `stage=None`.
         search_space={
             "alpha": {"type": "float", "min_value": 0.3, "max_value": 1.0},
             "temperature": {"type": "float", "min_value": 1.0,

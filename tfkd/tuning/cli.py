@@ -73,7 +73,7 @@ def register(subparsers):
                         metavar="NAME=VALUE",
                         help="fix a hyperparameter, e.g. --fix alpha=0.3")
     parser.add_argument("--space", action="append", default=[],
-                        metavar="NAME=SPEC",
+                        metavar="NAME=RANGE",
                         help="override a range: NAME=LOW:HIGH[:log] or "
                              "NAME=A,B,C (choice), e.g. --space "
                              "temperature=1:8")
