@@ -276,6 +276,10 @@ def main(argv=None):
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the contents of a non-empty --out "
                              "(one a tfkd run made)")
+    parser.add_argument("--teacher-dir", default=None,
+                        help="folder of trained teachers to reuse "
+                             "(teacher_seed<N>.keras, as a run folder holds "
+                             "them; default: the run folder)")
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2))
     args = parser.parse_args(argv)
@@ -305,7 +309,8 @@ def main(argv=None):
         run_seed(seed, labels, methods, writer,
                  epochs=epochs, teacher_epochs=teacher_epochs,
                  batch_size=batch_size,
-                 teacher_path=f"{out}/teacher_seed{seed}.keras",
+                 teacher_path=f"{args.teacher_dir or out}/"
+                              f"teacher_seed{seed}.keras",
                  verbose=args.verbose, data=args.data)
         # The table after every seed: an interrupted run leaves the seeds
         # it finished.

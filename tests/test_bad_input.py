@@ -690,6 +690,20 @@ def test_missing_layer_in_a_large_nested_backbone_is_short_and_helpful():
         assert len(message) < 700, (len(message), message)
 
 
+def test_mse_on_class_ids_names_the_loss_and_both_shapes():
+    teacher, student = _pair()
+    distiller = tfkd.Distiller(teacher, student)
+    distiller.compile(optimizer="adam", loss="mse")
+    x, y = testing.random_images(16)
+    with pytest.raises(ValueError, match=(
+            r"student loss 'mse'.*labels of shape \(8,\).*logits of shape "
+            r"\(8, 10\).*SparseCategoricalCrossentropy.*to_categorical")):
+        distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    # One-hot labels are what the message says mse needs: they train.
+    distiller.fit(x, np.eye(10, dtype="float32")[y], batch_size=8, epochs=1,
+                  verbose=0)
+
+
 def test_enough_cases():
     assert len(CASES) >= 40
 

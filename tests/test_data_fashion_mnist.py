@@ -160,3 +160,25 @@ def test_bad_arguments(fashion_dir):
         load_fashion_mnist(data_dir=fashion_dir, batch_size=0)
     with pytest.raises(TypeError, match="data_dir=3"):
         load_fashion_mnist(data_dir=3)
+
+
+def test_labelled_repeated_keeps_each_labelled_example_once_a_pass(
+        fashion_dir):
+    from tfkd.experiment import labelled_repeated
+
+    few = load_fashion_mnist(data_dir=fashion_dir, batch_size=16, seed=0,
+                             labels_per_class=2)
+    kept = np.concatenate([y for _, y in few.train])
+    kept = np.sort(kept[kept >= 0])
+    for cache_seed in (None, 0):
+        stream = labelled_repeated(few.train, 20, cache_seed=cache_seed)
+        passes = [np.concatenate([y for _, y in stream.unbatch().batch(
+            20).take(1)]) for _ in range(2)]
+        for labels in passes:  # 20 labelled examples: one pass each.
+            np.testing.assert_array_equal(np.sort(labels), kept)
+        images, labels = (t.numpy() for t in next(iter(stream)))
+        assert images.shape == (20, 28, 28, 1)
+        # Images stay with their labels (pixels ~ 20 * label / 255).
+        np.testing.assert_array_equal(np.floor(
+            images.mean(axis=(1, 2, 3)) * 255 / 20 + 0.01).astype(int),
+            labels)

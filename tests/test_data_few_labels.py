@@ -188,3 +188,149 @@ def test_ktan_regressor_pretraining_skips_unlabelled(as_dataset):
     history = pretrain_regressor(teacher, "conv2", regressor, unlabelled,
                                  num_classes=10, epochs=1)
     assert history.history["loss"] == [0.0]
+
+
+def test_evaluate_without_labels_reports_nan_accuracy():
+    """Data whose labels are all -1 has no accuracy: NaN, not Keras's 0.0
+    (a metric that saw no weight); labelled data is unaffected."""
+    from tfkd import testing
+
+    teacher = testing.tiny_conv_model("teacher", seed=0)
+    student = testing.tiny_conv_model("student", width=4, seed=1)
+    distiller = tfkd.Distiller(teacher, student)
+    distiller.compile(optimizer="adam", metrics=["accuracy"])
+    x, y = testing.random_images(16)
+    unlabelled = distiller.evaluate(x, np.full(16, -1, "int32"), verbose=0,
+                                    return_dict=True)
+    assert np.isnan(unlabelled["accuracy"])
+    assert np.isfinite(unlabelled["kd_loss"])
+    labelled = distiller.evaluate(x, y, verbose=0, return_dict=True)
+    expected = np.mean(np.argmax(student.predict(x, verbose=0), -1) == y)
+    assert labelled["accuracy"] == pytest.approx(expected)
+
+
+_IDS = np.array([3, -1, 0, -1, 7, 2, -1, 9])
+
+
+def _as_form(form):
+    if form == "int":
+        return _IDS.astype("int32")
+    if form == "float":
+        return _IDS.astype("float32")
+    # One-hot: an all-zero row marks an unlabelled example.
+    return np.where((_IDS >= 0)[:, None],
+                    np.eye(10, dtype="float32")[np.maximum(_IDS, 0)], 0.0)
+
+
+def _student_loss(y, *, stream, loss=None):
+    x = testing.random_images(8)[0]
+    distiller = tfkd.Distiller(
+        testing.tiny_conv_model("teacher", width=8, seed=1),
+        testing.tiny_conv_model("student", width=4, seed=2))
+    distiller.compile(optimizer="sgd", loss=loss, metrics=["accuracy"])
+    if stream:
+        # A generator hides the shapes: the checks run in the step.
+        data = tf.data.Dataset.from_generator(
+            lambda: iter([(x, y)]), output_signature=(
+                tf.TensorSpec((None,) + x.shape[1:], tf.float32),
+                tf.TensorSpec((None,) * y.ndim, tf.as_dtype(y.dtype))))
+        logs = distiller.evaluate(data, return_dict=True, verbose=0)
+    else:
+        logs = distiller.evaluate(x, y, batch_size=8, return_dict=True,
+                                  verbose=0)
+    logits = distiller.student.predict(x, verbose=0)
+    return logs, logits
+
+
+@pytest.mark.parametrize("form, stream, loss", [
+    ("int", False, None), ("float", True, None), ("one_hot", False, None),
+    ("one_hot", True, None), ("int", True, "sparse_custom"),
+    ("float", False, "sparse_custom")])
+def test_unlabelled_examples_are_masked_in_every_label_form(form, stream,
+                                                            loss):
+    """`-1` class ids (int or float) and all-zero one-hot rows mark
+    unlabelled examples: the student loss and the accuracy average over the
+    labelled ones, with the default loss and with a custom sparse loss in
+    `compile(loss=...)`, from arrays and from streams."""
+    if loss == "sparse_custom":
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    logs, logits = _student_loss(_as_form(form), stream=stream, loss=loss)
+    kept = _IDS >= 0
+    expected = keras.losses.sparse_categorical_crossentropy(
+        _IDS[kept], logits[kept], from_logits=True)
+    assert logs["student_loss"] == pytest.approx(float(np.mean(expected)),
+                                                 rel=1e-5)
+    accuracy = np.mean(logits[kept].argmax(-1) == _IDS[kept])
+    assert logs["accuracy"] == pytest.approx(accuracy)
+
+
+@pytest.mark.parametrize("stream, loss", [
+    (False, None), (True, None), (True, "categorical_crossentropy")])
+def test_one_hot_rows_of_minus_one_are_refused(stream, loss):
+    y = _as_form("one_hot")
+    y[_IDS < 0] = -1.0
+    if loss is not None:
+        loss = keras.losses.CategoricalCrossentropy(from_logits=True)
+    with pytest.raises(ValueError, match=r"(negative values|smallest value "
+                                         r"-1).*-1. marks an unlabelled "
+                                         r"example only in class-id labels"
+                                         r".*all-zero row"):
+        _student_loss(y, stream=stream, loss=loss)
+
+
+def test_soft_labels_must_sum_to_one():
+    y = _as_form("one_hot") * 0.5
+    with pytest.raises(ValueError, match=r"summing to 1.*sum 0\.5"):
+        _student_loss(y, stream=True)
+
+
+def test_fit_on_a_dataset_does_not_warn_about_shuffle(recwarn):
+    """Keras warns that it ignores its default `shuffle=True` for a
+    `tf.data` pipeline; a distiller's `fit` on one (as the demo and the
+    recipes run) does not trigger it."""
+    from tfkd import testing
+
+    teacher = testing.tiny_conv_model("teacher", seed=0)
+    student = testing.tiny_conv_model("student", width=4, seed=1)
+    distiller = tfkd.Distiller(teacher, student)
+    distiller.compile(optimizer="adam")
+    x, y = testing.random_images(16)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    distiller.fit(data, epochs=1, verbose=0)
+    messages = [str(w.message) for w in recwarn]
+    assert not [m for m in messages if "shuffle" in m], messages
+
+
+def test_a_teacher_at_chance_is_warned_about_once():
+    """An untrained teacher (or one fed inputs it was not trained on, as a
+    `keras.applications` model fed [0, 1] pixels) is at chance on the first
+    batch: `fit` warns once, naming the [0, 255] pitfall; a teacher that
+    knows the labels does not warn."""
+    import warnings
+
+    from tfkd import testing
+
+    teacher = testing.tiny_conv_model("teacher", seed=0)
+    x, _ = testing.random_images(64)
+    known = np.argmax(teacher.predict(x, verbose=0), -1).astype("int32")
+    chance = (known + 1) % 10  # Every teacher prediction is wrong.
+    distiller = tfkd.Distiller(
+        teacher, testing.tiny_conv_model("student", width=4, seed=1))
+    distiller.compile(optimizer="adam")
+    with pytest.warns(UserWarning, match=r"teacher 'teacher' is at chance.*"
+                                         r"0% top-1 on its 64 labelled.*"
+                                         r"\[0, 255\]"):
+        distiller.fit(x, chance, batch_size=64, epochs=1, verbose=0)
+    with warnings.catch_warnings(record=True) as again:
+        warnings.simplefilter("always")
+        distiller.fit(x, chance, batch_size=64, epochs=1, verbose=0)
+    assert not [w for w in again if "at chance" in str(w.message)]
+
+    fresh = tfkd.Distiller(
+        teacher, testing.tiny_conv_model("student", width=4, seed=1))
+    fresh.compile(optimizer="adam")
+    data = tf.data.Dataset.from_tensor_slices((x, known)).batch(64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fresh.fit(data, epochs=1, verbose=0)
+    assert not [w for w in caught if "at chance" in str(w.message)]

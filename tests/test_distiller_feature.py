@@ -11,6 +11,7 @@ import tensorflow as tf
 
 import tfkd
 from tfkd import testing
+from tfkd.distillers import registry
 from tfkd.layers import FeatureAdapter
 from tfkd.layers import SelfTaughtConv2D
 from tfkd.losses import correlation_loss
@@ -584,3 +585,31 @@ def test_registry_correlation_default_lets_the_labels_train_the_student():
     report = single.scale_report({"student_loss": 2.3,
                                   "knowledge_loss": 68.0, "kd_loss": 0.0})
     assert "raise `beta`" in report and '`stage="both"`' in report
+
+
+@pytest.mark.parametrize("where", ["x", "validation_data"])
+@pytest.mark.parametrize("kind", ["generator", "tf_iterator"])
+def test_two_stage_refuses_one_shot_data_up_front(where, kind):
+    """A generator (or iterator) is used up by stage 1: refused before any
+    training, saying why, for `fit(stage="both")` as for
+    `fit_two_stage`."""
+    teacher, student = _pair((4, 4))
+    distiller = registry.build("correlation", teacher, student,
+                               feature_layers=("relu1", "relu1"),
+                               stage="both")
+    distiller.compile(optimizer="sgd")
+    x, y = testing.random_images(16)
+    if kind == "generator":
+        one_shot = ((x[i:i + 8], y[i:i + 8]) for i in (0, 8))
+    else:
+        one_shot = iter(tf.data.Dataset.from_tensor_slices((x, y)).batch(8))
+    before = [w.numpy().copy() for w in student.weights]
+    data = dict(x=one_shot) if where == "x" else dict(
+        x=x, y=y, validation_data=one_shot)
+    with pytest.raises(ValueError, match=rf"Two-stage training reads "
+                                         rf"`{where}` once per stage.*can "
+                                         r"be read only once.*stage 2 would "
+                                         r"get no data.*from_generator"):
+        distiller.fit(epochs=2, verbose=0, **data)
+    assert all(np.array_equal(a, w.numpy())
+               for a, w in zip(before, student.weights))

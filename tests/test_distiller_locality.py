@@ -22,7 +22,7 @@ def _np_log_softmax(z):
 
 
 def _np_lp(f_t, f_s, k, sigma=None, normalize=None):
-    """Literal NumPy eq. 5-6 with SPEC's σ rule, in float64 and loops;
+    """Literal NumPy eq. 5-6 with the σ rule of docs/methods/lp.md, in float64 and loops;
     `normalize="l2"` first scales each example's features to unit length."""
     f_t = f_t.reshape(len(f_t), -1).astype(np.float64)
     f_s = f_s.reshape(len(f_s), -1).astype(np.float64)
@@ -101,7 +101,7 @@ def test_config_keeps_hyperparameters():
 
 
 # --------------------------------------------------------------------------
-# The objective is eq. 8 as SPEC fixes it.
+# The objective is eq. 8 as docs/methods/lp.md reads it.
 
 
 @pytest.mark.parametrize("sigma, normalize", [(None, None), (2.0, None),

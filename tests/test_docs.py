@@ -97,9 +97,11 @@ def test_formulas_render_offline_and_signatures_wrap(site):
         for cdn in ("cdn.jsdelivr", "unpkg.com", "polyfill.io",
                     "cdnjs.cloudflare"):
             assert cdn not in text, (html, cdn)
-    for name in ("kd", "correlation", "fitnets", "attention", "stc", "ktan"):
-        assert 'class="arithmatex"' in (
-            site / "methods" / f"{name}.html").read_text(), name
+    for source in sorted(os.listdir(os.path.join(DOCS, "methods"))):
+        name = source[:-len(".md")]
+        if name != "index":
+            assert 'class="arithmatex"' in (
+                site / "methods" / f"{name}.html").read_text(), name
     # Long signatures are formatted one argument a line.
     reference = (site / "reference" /
                  "tfkd.distillers.locality.html").read_text()
@@ -171,3 +173,21 @@ def test_students_are_saved_atomically_everywhere():
                     offenders.append(f"{os.path.relpath(path, ROOT)}:"
                                      f"{number}: {line.strip()}")
     assert not offenders, offenders
+
+
+def test_method_pages_state_their_objective_as_math():
+    """Every method page's objective is a `$$` formula (typeset by
+    MathJax), never a plain-text code block."""
+    folder = os.path.join(DOCS, "methods")
+    for source in sorted(os.listdir(folder)):
+        if source == "index.md" or not source.endswith(".md"):
+            continue
+        with open(os.path.join(folder, source), encoding="utf-8") as f:
+            text = f.read()
+        objective = re.search(r"^## Objective\n(.*?)(?=^## )", text,
+                              flags=re.S | re.M)
+        assert objective, f"{source} has no '## Objective' section"
+        section = objective.group(1)
+        assert "$$" in section, f"{source}: the objective is not a formula"
+        assert "```" not in section, (
+            f"{source}: the objective has a code block; write it as $$ math")

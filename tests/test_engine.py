@@ -174,11 +174,17 @@ def test_mixed_terms_report_each_and_sum_with_weights():
     x, y = testing.random_images(16)
     r = distiller.evaluate(x, y, batch_size=16, return_dict=True, verbose=0)
     assert set(r) == {"loss", "student_loss", "kd_loss", "attention_loss",
-                      "correlation_loss", "kd_2_loss"}
-    expected = 0.25 * r["student_loss"] + 0.75 * (
+                      "correlation_loss", "kd_2_loss",
+                      "distillation_loss", "total_loss"}
+    distillation = (
         r["kd_loss"] + 100.0 * r["attention_loss"]
         + 2.0 * r["correlation_loss"] + 0.5 * r["kd_2_loss"])
+    # Keras's distiller's two metrics: the weighted sum of the terms and
+    # the total.
+    assert r["distillation_loss"] == pytest.approx(distillation, rel=1e-5)
+    expected = 0.25 * r["student_loss"] + 0.75 * distillation
     assert r["loss"] == pytest.approx(expected, rel=1e-5)
+    assert r["total_loss"] == pytest.approx(r["loss"], rel=1e-6)
     kd8 = tfkd.losses.kd_loss(teacher(x), student(x), 8.0)
     assert r["kd_2_loss"] == pytest.approx(float(tf.reduce_mean(kd8)),
                                            rel=1e-5)

@@ -279,3 +279,31 @@ def test_cli(student, digits, keras_logits, tmp_path, capsys, monkeypatch):
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "missing.keras" in err
+
+
+def test_export_keeps_the_converters_log_lines_off_the_terminal(
+        tmp_path, capfd):
+    """TensorFlow's converter and LiteRT print C++ log lines (SavedModel
+    reading, MLIR passes, the XNNPACK delegate) straight to file
+    descriptor 2; an export shows only tfkd's own output."""
+    from tfkd import testing
+
+    model = testing.tiny_conv_model("quiet", seed=0)
+    capfd.readouterr()
+    to_tflite(model, str(tmp_path / "quiet.tflite"),
+              verify_data=testing.random_images(8), num_samples=8,
+              latency_runs=2)
+    err = capfd.readouterr().err
+    for noise in ("SavedModel", "tf_tfl_flatbuffer_helpers", "XNNPACK",
+                  "mlir"):
+        assert noise not in err, err[:2000]
+
+
+def test_failed_conversion_still_shows_the_converters_lines(capfd):
+    from tfkd.export import tflite
+
+    with pytest.raises(RuntimeError, match="boom"):
+        with tflite._quiet_native_logs():
+            os.write(2, b"native detail\n")
+            raise RuntimeError("boom")
+    assert "native detail" in capfd.readouterr().err

@@ -32,6 +32,12 @@ def test_demo_runs_on_fashion_mnist(tiny_fashion, tmp_path, capsys):
     assert "test split: 50 Fashion-MNIST images" in printed
     assert "30 labelled images" in printed
     assert "--data fashion_mnist" in printed  # The export command to try.
+    # ... which runs.
+    student = tmp_path / "demo" / "student_kd_seed0.keras"
+    code = cli.main(["export", str(student),
+                     "--data", "fashion_mnist", "--num-samples", "8",
+                     "--out", str(tmp_path / "student.tflite")])
+    assert code == 0 and (tmp_path / "student.tflite").exists()
 
 
 def test_tune_runs_on_fashion_mnist(tiny_fashion, tmp_path, capsys):

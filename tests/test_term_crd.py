@@ -326,3 +326,63 @@ def test_saved_memory_bank_continues_identically(tmp_path):
     for a, b in zip(distiller.weights, restored.weights):
         np.testing.assert_allclose(np.array(b), np.array(a), rtol=1e-5,
                                    atol=1e-6, err_msg=a.path)
+
+
+@pytest.mark.parametrize("dataset_size, jit", [(32, False), (None, False),
+                                               (32, True)])
+def test_a_refused_step_leaves_the_banks_and_counters_alone(dataset_size,
+                                                            jit):
+    """The finite guard refuses a step with non-finite gradients: the
+    banks, normalizers, queue position and step counter keep their values,
+    like the weights, and training goes on once the cause is gone."""
+    from tfkd.callbacks import NonFiniteDataError
+
+    distiller, term = _bank_distiller(dataset_size)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=jit)
+    x, y = testing.random_images(8, seed=3)
+    data = x if dataset_size is None else {"images": x,
+                                           "index": np.arange(8)}
+    distiller.fit(data, y, batch_size=8, verbose=0, shuffle=False)
+    before = _state(term)
+    kernel = distiller.student.get_layer("conv2").kernel
+    good = kernel.numpy()
+    kernel.assign(np.full_like(good, np.nan))  # Finite images, NaN grads.
+    with pytest.raises(NonFiniteDataError, match="Non-finite gradients"):
+        distiller.fit(data, y, batch_size=8, verbose=0, shuffle=False)
+    after = _state(term)
+    for name, value in before.items():
+        np.testing.assert_array_equal(after[name], value, err_msg=name)
+    kernel.assign(good)
+    distiller.fit(data, y, batch_size=8, verbose=0, shuffle=False)
+    assert int(term.steps.numpy()) == before["steps"] + 1
+    assert np.isfinite(np.array(term.student_memory)).all()
+
+
+def test_cached_teacher_outputs_carry_the_example_index():
+    """`cache_teacher_outputs` over a `with_example_index` pipeline keeps
+    each index with its example (shuffled too) at the top of the batch
+    dict, where CRD reads it: training on the cache writes the same bank
+    rows as training on the pipeline itself."""
+    x, y = testing.random_images(16, seed=4)
+    indexed = with_example_index(tf.data.Dataset.from_tensor_slices((x, y)))
+    states = []
+    for cached in (False, True):
+        keras.utils.set_random_seed(0)
+        distiller, term = _bank_distiller(16)
+        data = indexed.batch(8)
+        if cached:
+            shuffled = tfkd.data.cache_teacher_outputs(distiller, data,
+                                                       shuffle=True, seed=1)
+            for inputs, labels in shuffled:
+                assert sorted(inputs) == ["images", "index", "teacher_features",
+                                          "teacher_logits"]
+                np.testing.assert_array_equal(
+                    inputs["images"].numpy(), x[inputs["index"].numpy()])
+            data = tfkd.data.cache_teacher_outputs(distiller, data,
+                                                   shuffle=False)
+        distiller.fit(data, epochs=1, verbose=0, shuffle=False)
+        states.append(_state(term))
+    for name, value in states[0].items():
+        np.testing.assert_allclose(states[1][name], value, rtol=1e-5,
+                                   atol=1e-6, err_msg=name)
+    assert states[1]["steps"] == 2

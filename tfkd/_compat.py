@@ -38,6 +38,15 @@ def update_compile_metrics(metrics, y_true, y_pred, *, unweighted,
             metric.update_state(y_true, y_pred, sample_weight=weighted)
 
 
+def compute_loss(model, x, y, y_pred, sample_weight, training):
+    """`model.compute_loss(...)` as Keras's own steps call it: an override
+    written before Keras 3.3, without the `training` argument, is called
+    without it."""
+    return model._compute_loss(x=x, y=y, y_pred=y_pred,
+                                sample_weight=sample_weight,
+                                training=training)
+
+
 def reset_initial_epoch(model):
     """Forgets the epoch a `BackupAndRestore` callback restored.
 

@@ -81,9 +81,11 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         self.message = None
 
     def _check(self, logs, where):
-        # The total `loss` goes bad with any of its terms: name a term first.
+        # The totals go bad with any of their terms: name a term first.
+        totals = {f"{prefix}{name}" for prefix in ("", "val_") for name in (
+            "loss", "total_loss", "distillation_loss")}
         items = sorted((logs or {}).items(),
-                       key=lambda item: item[0] in ("loss", "val_loss"))
+                       key=lambda item: item[0] in totals)
         for name, value in items:
             if not name.endswith("loss"):
                 continue

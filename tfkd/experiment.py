@@ -303,7 +303,7 @@ def labelled_repeated(train, batch_size, *, cache_seed=None):
     >>> import tfkd
     >>> few = tfkd.data.load_digits(image_size=8, labels_per_class=2)
     >>> x, y = next(iter(labelled_repeated(few.train, 8, cache_seed=0)))
-    >>> int((y >= 0).sum())
+    >>> int((y.numpy() >= 0).sum())
     8
     """
     from tfkd.data.few_labels import labelled_only

@@ -156,8 +156,8 @@ class AdversarialDistiller(Distiller):
     >>> int(distiller.step_counter.numpy())
     4
     >>> sorted(history.history)  # doctest: +NORMALIZE_WHITESPACE
-    ['adv_loss', 'd_accuracy', 'd_loss', 'kd_loss', 'loss', 'mse_loss',
-     'student_loss']
+    ['adv_loss', 'd_accuracy', 'd_loss', 'distillation_loss', 'kd_loss',
+     'loss', 'mse_loss', 'student_loss', 'total_loss']
 
     Reference:
         Liu, Liu, Ma, Jiang, Seok. "KTAN: Knowledge Transfer Adversarial
@@ -521,9 +521,11 @@ class AdversarialDistiller(Distiller):
         variables = self.step_variables()
         gradients = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
+        self.apply_term_state_updates()
         self.step_counter.assign_add(1)
         values.update({"d_loss": d_loss, "d_accuracy": d_accuracy})
         batch = tf.cast(tf.shape(outputs[1][LOGITS])[0], tf.float32)
+        self._loss_tracker.update_state(total, sample_weight=batch)
         self._update_trackers(total, values, x, weights={
             name: batch * phase for name in self._phase2_metrics})
         return self.compute_metrics(x, y, logits, weights)

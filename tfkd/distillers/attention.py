@@ -60,8 +60,9 @@ class AttentionDistiller(FeatureDistiller):
     >>> distiller.compile(optimizer="sgd")
     >>> x, y = testing.random_images(32)
     >>> history = distiller.fit(x, y, epochs=1, verbose=0)
-    >>> sorted(history.history)
-    ['kd_loss', 'knowledge_loss', 'loss', 'student_loss']
+    >>> sorted(history.history)  # doctest: +NORMALIZE_WHITESPACE
+    ['distillation_loss', 'kd_loss', 'knowledge_loss', 'loss', 'student_loss',
+     'total_loss']
 
     Reference:
         Zagoruyko & Komodakis. "Paying More Attention to Attention:

@@ -62,6 +62,7 @@ _LOSSES = "tfkd-non-finite-losses"
 _LABELS_FRACTIONAL = "tfkd-labels-fractional"
 _LABELS_RANGE = "tfkd-labels-range"
 _LABELS_WIDTH = "tfkd-labels-width"
+_LABELS_DENSE = "tfkd-labels-dense"
 
 _OFF = "`distiller.check_finite = False` turns this check off."
 
@@ -98,6 +99,12 @@ _MESSAGES = {
         f"with {num_classes} logits (or -1 for an unlabelled example). "
         f"Received labels in [{low}, {high}]. Check the data's number of "
         "classes against the models'."),
+    _LABELS_DENSE: lambda low, total: (
+        "One-hot / soft labels `y` must be rows of non-negative values "
+        "summing to 1, or all zeros for an unlabelled example. Received a "
+        f"row with smallest value {low} and sum {total}. `-1` marks an "
+        "unlabelled example only in class-id labels; in one-hot form give "
+        "it an all-zero row."),
     _LABELS_WIDTH: lambda width, num_classes: (
         f"One-hot labels `y` have {width} columns but the student outputs "
         f"{num_classes} logits. Use one column per class, or integer class "
@@ -160,6 +167,10 @@ class _Progress(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
         self.first_step = int(self.model.optimizer.iterations.numpy())
+
+    def on_train_batch_begin(self, batch, logs=None):
+        # A Keras term's temperature assigned by a callback counts.
+        self.model._sync_terms()
 
     def on_train_batch_end(self, batch, logs=None):
         self.model._raise_recorded(self)
@@ -326,6 +337,26 @@ class _KerasTerm:
             isinstance(fn, keras.losses.Loss)
             and getattr(fn, "reduction", None) not in (None, "none")
             for fn in keras.tree.flatten(getattr(loss, "loss", None)))
+        if isinstance(loss, keras.distillation.LogitsDistillation):
+            if any(_reads_probabilities(fn)
+                   for fn in keras.tree.flatten(loss.loss)):
+                warnings.warn(
+                    "Keras's `LogitsDistillation` applies a loss other than "
+                    "a `keras.losses.KLDivergence()` instance (e.g. its "
+                    "default `loss=\"kl_divergence\"`) to the raw scaled "
+                    "logits `t/T`, `s/T` as if they were probabilities: no "
+                    "softmax, and the loss can be negative. Received: "
+                    f"loss={loss.loss!r}. Pass `loss=keras.losses."
+                    "KLDivergence()` (Keras then takes the softmaxes and "
+                    "multiplies by T²) or use tfkd's `tfkd.losses."
+                    "KDDistillation(temperature=...)`.", UserWarning,
+                    stacklevel=5)
+            # The temperature is live, as tfkd's terms' are: the traced
+            # step reads this variable, synchronised with the Python
+            # attribute before each batch (`sync`).
+            self._temperature = tf.Variable(
+                float(loss.temperature), trainable=False, dtype=tf.float32)
+            self._assigned = loss.temperature
         teacher = getattr(loss, "teacher_layer_name", None)
         student = getattr(loss, "student_layer_name", None)
         # Keras's Distiller decides on `teacher_layer_name` alone.
@@ -334,6 +365,26 @@ class _KerasTerm:
         else:
             self.teacher_taps = (teacher,)
             self.student_taps = (student,)
+
+    @property
+    def temperature(self):
+        return self.loss.temperature
+
+    @temperature.setter
+    def temperature(self, value):
+        self.loss.temperature = value
+        self.sync()
+
+    def sync(self):
+        """Copies an assigned `temperature` into the step's variable."""
+        if not hasattr(self, "_temperature"):
+            return
+        value = self.loss.temperature
+        if value is self._assigned or (
+                not isinstance(value, tf.Tensor) and value == self._assigned):
+            return
+        self._temperature.assign(hp.positive(value, "temperature"))
+        self._assigned = value
 
     def bind(self, teacher, student, teacher_tensors, student_tensors):
         self.loss.validate_model_compatibility(teacher, student)
@@ -358,7 +409,16 @@ class _KerasTerm:
         # Losses in float32, as tfkd's terms compute (mixed precision).
         teacher_outputs, student_outputs = keras.tree.map_structure(
             _float32_if_floating, (teacher_outputs, student_outputs))
-        value = self.loss.compute_loss(teacher_outputs, student_outputs)
+        if hasattr(self, "_temperature"):
+            python_value = self.loss.temperature
+            self.loss.temperature = tf.convert_to_tensor(self._temperature)
+            try:
+                value = self.loss.compute_loss(teacher_outputs,
+                                               student_outputs)
+            finally:
+                self.loss.temperature = python_value
+        else:
+            value = self.loss.compute_loss(teacher_outputs, student_outputs)
         if self._prescaled:
             value = value * num_replicas()
         if getattr(value, "shape", ()) and len(value.shape) > 0:
@@ -376,6 +436,43 @@ class _KerasTerm:
     @property
     def losses(self):
         return []
+
+
+def _reads_probabilities(fn):
+    """Whether a `LogitsDistillation` loss treats the scaled logits as
+    probabilities (Keras softmaxes them only for a `KLDivergence`
+    instance)."""
+    if fn is None or isinstance(fn, keras.losses.KLDivergence):
+        return False
+    if isinstance(fn, keras.losses.Loss):
+        return fn.get_config().get("from_logits") is False
+    return getattr(fn, "__name__", None) in (
+        "kl_divergence", "categorical_crossentropy", "binary_crossentropy")
+
+
+def _tokens(teacher, student, y, sample_weight):
+    """Sequence logits `(batch, time, classes)` as `(batch · time,
+    classes)`: every token an example, its labels and weights flattened
+    alike, so terms and the student loss are reduced per token as Keras's
+    losses reduce them (`sum(loss · weight) / tokens`). Other logits pass
+    unchanged."""
+    logits = student[LOGITS]
+    rank = logits.shape.rank
+    if rank is None or rank <= 2:
+        return teacher, student, y, sample_weight
+
+    def flat(v):
+        width = v.shape[-1] if v.shape[-1] is not None else tf.shape(v)[-1]
+        return tf.reshape(v, [-1, width])
+
+    teacher = {**teacher, LOGITS: flat(teacher[LOGITS])}
+    student = {**student, LOGITS: flat(logits)}
+    if y is not None:
+        y = tf.convert_to_tensor(y)
+        y = tf.reshape(y, [-1]) if y.shape.rank == rank - 1 else flat(y)
+    if sample_weight is not None:
+        sample_weight = tf.reshape(sample_weight, [-1])
+    return teacher, student, y, sample_weight
 
 
 def _float32_if_floating(x):
@@ -449,6 +546,21 @@ def _per_example(loss, y, y_pred):
     return loss(y, y_pred)
 
 
+def _without_compile_config(model):
+    """`model` serialised without its own compile state.
+
+    A teacher (or student) compiled for its own training carries its
+    optimizer into the config; loaded inside a distiller it would be
+    compiled afresh, and Keras would then warn "Skipping variable loading
+    for optimizer ..." (the fresh optimizer has no slots). The distiller
+    trains with its own optimizer only, so the models load uncompiled.
+    """
+    config = keras.saving.serialize_keras_object(model)
+    if isinstance(config, dict) and config.get("compile_config"):
+        config = dict(config, compile_config=None)
+    return config
+
+
 @keras.saving.register_keras_serializable(package="tfkd")
 class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
     """Knowledge distillation in Keras's convention; Hinton KD by default.
@@ -493,10 +605,13 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
       a bad batch raises `tfkd.callbacks.NonFiniteDataError` (a
       non-finite loss with finite gradients:
       `tfkd.callbacks.NonFiniteLossError`) naming it.
-    - **Labels** are integer class ids or one-hot; `-1` marks an unlabelled
-      example: the student loss averages over the labelled examples of the
-      (global) batch (0 when there are none), knowledge terms use every
-      example.
+    - **Labels** are class ids (int, or whole floats) or one-hot / soft
+      rows. An unlabelled example is a class id `-1`, or an all-zero row
+      in one-hot form (a row of `-1` is refused): the student loss and the
+      compiled metrics average over the labelled examples of the (global)
+      batch (0 when there are none), knowledge terms use every example. A
+      custom sparse `compile(loss=...)` sees the same mask: it gets a valid
+      class id in place of each `-1`, with weight 0.
     - **Live hyperparameters.** `student_loss_weight`,
       `distillation_loss_weights` and the terms' temperatures are variables:
       assigning them (`distiller.student_loss_weight = 0.2`,
@@ -540,8 +655,9 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
     >>> distiller.compile(optimizer="adam", metrics=["accuracy"])
     >>> x, y = testing.random_images(32)
     >>> history = distiller.fit(x, y, epochs=1, verbose=0)
-    >>> sorted(history.history)
-    ['accuracy', 'attention_loss', 'kd_loss', 'loss', 'student_loss']
+    >>> sorted(history.history)  # doctest: +NORMALIZE_WHITESPACE
+    ['accuracy', 'attention_loss', 'distillation_loss', 'kd_loss', 'loss',
+     'student_loss', 'total_loss']
     >>> hinton = tfkd.Distiller(teacher, student, alpha=0.3, temperature=2.0)
     >>> hinton.alpha, hinton.temperature
     (0.3, 2.0)
@@ -565,7 +681,8 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
                  *, alpha=None, temperature=None, **kwargs):
         for role, model in (("teacher", teacher), ("student", student)):
             if not isinstance(model, keras.Model):
-                raise TypeError(
+                # A ValueError, as `keras.distillation.Distiller` raises.
+                raise ValueError(
                     f"`{role}` must be a `keras.Model`. Received: {role}="
                     f"{model!r} of type {type(model).__name__}. Wrap a layer "
                     f"or function in a functional `keras.Model` first."
@@ -652,6 +769,9 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         for i, term in enumerate(self._terms):
             if isinstance(term, DistillationTerm):
                 setattr(self, f"_term_{i}", term)
+                # Its state writes wait for the checked optimizer update
+                # (`apply_term_state_updates`).
+                object.__setattr__(term, "defer_state_updates", True)
         self._term_names = self._unique_names()
         self._student_loss_weight = student_loss_weight
         self._set_up_term_weights(distillation_loss_weights)
@@ -662,7 +782,14 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         self._check_finite = True
         object.__setattr__(self, "_non_finite_record", None)
         object.__setattr__(self, "_guard_loss_names", [])
-        self._trackers = [keras.metrics.Mean(name="student_loss")] + [
+        # The current step's forward outputs and loss values, for
+        # `compute_loss` and the guard's message (see `train_step`).
+        object.__setattr__(self, "_step_outputs", None)
+        object.__setattr__(self, "_step_values", {})
+        # Keras's distiller's three metrics first (the order `evaluate`
+        # returns them in), then tfkd's per-term ones.
+        self._trackers = [keras.metrics.Mean(name=n) for n in (
+            "student_loss", "distillation_loss", "total_loss")] + [
             keras.metrics.Mean(name=f"{n}_loss") for n in self._term_names
         ] + [keras.metrics.Mean(name=n) for n in self.extra_metric_names()]
         # Teacher and student arrive built; marking the distiller built lets
@@ -705,7 +832,7 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
                 name, k = f"{base}_{k}", k + 1
             used.add(name)
             names.append(name)
-        reserved = {"student", "total"}
+        reserved = {"student", "total", "distillation"}
         for name in names:
             if name in reserved:
                 raise ValueError(
@@ -747,11 +874,33 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
                            Extractor(self.teacher, teacher_taps, "teacher"))
         object.__setattr__(self, "_student_extractor",
                            Extractor(self.student, student_taps, "student"))
+        self._check_logit_widths()
         for term in self._terms:
             term.bind(
                 self.teacher, self.student,
                 self._teacher_extractor.symbolic(term.teacher_taps),
                 self._student_extractor.symbolic(term.student_taps),
+            )
+
+    def _check_logit_widths(self):
+        """Refuses teacher and student logits of different widths when a
+        term compares them class by class."""
+        t = self._teacher_extractor.tensors[LOGITS]
+        s = self._student_extractor.tensors[LOGITS]
+        if t is None or s is None or None in (t.shape[-1], s.shape[-1]) \
+                or t.shape[-1] == s.shape[-1]:
+            return
+        readers = [n for n, term in zip(self._term_names, self._terms)
+                   if LOGITS in term.teacher_taps
+                   and LOGITS in term.student_taps]
+        if readers:
+            raise ValueError(
+                f"The teacher outputs {t.shape[-1]} logits and the student "
+                f"{s.shape[-1]}, but the terms {readers} compare them class "
+                "by class. Received: teacher logits of shape "
+                f"{tuple(t.shape)}, student logits of shape {tuple(s.shape)}"
+                ". Give both models the same number of classes, or "
+                "distil features only."
             )
 
     # ------------------------------------------------------------------
@@ -926,7 +1075,16 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
             if isinstance(term, DistillationTerm):
                 for attr in hp.hyperparameter_names(term):
                     values[f"{name}/{attr}"] = getattr(term, attr)
+            elif hasattr(term, "_temperature"):
+                values[f"{name}/temperature"] = term.temperature
         return values
+
+    def _sync_terms(self):
+        """Takes in the temperatures assigned to Keras terms (see
+        `_KerasTerm.sync`)."""
+        for term in self._terms:
+            if isinstance(term, _KerasTerm):
+                term.sync()
 
     def _aliases(self):
         """Names a preset or Hinton KD accepts besides `hyperparameters`."""
@@ -1003,6 +1161,18 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         return outputs[LOGITS], [outputs[n] for n in self.student_taps]
 
     @property
+    def _teacher_feature_extractor(self):
+        """The teacher's extractor when a term taps its layers, else `None`
+        (the name and meaning of Keras's distiller's attribute)."""
+        return self._teacher_extractor if self.teacher_taps else None
+
+    @property
+    def _student_feature_extractor(self):
+        """The student's extractor when a term taps its layers, else
+        `None` (as Keras's distiller's)."""
+        return self._student_extractor if self.student_taps else None
+
+    @property
     def teacher_taps(self):
         """Teacher layers tapped by the terms (besides the logits)."""
         return list(self._teacher_extractor.names)
@@ -1015,16 +1185,30 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
     def forward(self, x, training):
         """Both networks once: `(teacher outputs, student outputs)`, each a
         `{tap: tensor}` dict (key `None`: the logits)."""
+        if training:
+            x = self._checked_inputs(x)
+        return self._teacher_outputs(x), self._student_outputs(x, training)
+
+    def _teacher_outputs(self, x):
+        """The teacher's `{tap: tensor}` (cached with the data, or one
+        frozen forward pass), without gradient."""
         images, cached = split_cached_inputs(x)
-        if training and self._check_finite and not self._guard_in_xla():
-            images = self.checked_images(images)
-        if cached is None:
-            teacher = self._teacher_extractor(images, training=False)
-            teacher = {k: tf.stop_gradient(v) for k, v in teacher.items()}
-        else:
-            teacher = self._cached_outputs(cached)
-        student = self._student_extractor(images, training=training)
-        return teacher, student
+        if cached is not None:
+            return self._cached_outputs(cached)
+        outputs = self._teacher_extractor(images, training=False)
+        return {k: tf.stop_gradient(v) for k, v in outputs.items()}
+
+    def _student_outputs(self, x, training):
+        return self._student_extractor(split_cached_inputs(x)[0],
+                                       training=training)
+
+    def _checked_inputs(self, x):
+        """`x` with its images asserted finite (see `check_finite`)."""
+        if not self._check_finite or self._guard_in_xla():
+            return x
+        if isinstance(x, dict) and IMAGES_KEY in x:
+            return {**x, IMAGES_KEY: self.checked_images(x[IMAGES_KEY])}
+        return self.checked_images(x)
 
     def _cached_outputs(self, cached):
         logits, features = cached
@@ -1051,6 +1235,8 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         """
         values = {}
         for name, term in zip(self._term_names, self._terms):
+            if isinstance(term, DistillationTerm):
+                term.take_state_updates()  # Drops any left from a trace.
             t = [teacher[n] for n in term.teacher_taps]
             s = [student[n] for n in term.student_taps]
             several = getattr(term, "_several", False)
@@ -1113,27 +1299,8 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
                 "example). Received: y=None."
             )
         y = tf.convert_to_tensor(y)
-        if self._student_loss_fn is not None and not self._sparse_labels(
-            y, logits
-        ):
-            return y, None
         if not self._sparse_labels(y, logits):
-            num_classes = logits.shape[-1]
-            if y.shape[-1] is not None and num_classes is not None:
-                if y.shape[-1] != num_classes:
-                    raise ValueError(_MESSAGES[_LABELS_WIDTH](
-                        y.shape[-1], num_classes)
-                        + f" Received labels of shape {tuple(y.shape)}.")
-                return y, None
-            # Widths unknown until the batch arrives (a stream without
-            # static shapes): checked in the step.
-            check = tf.debugging.Assert(
-                tf.equal(tf.shape(y)[-1], tf.shape(logits)[-1]),
-                [_LABELS_WIDTH, tf.shape(y)[-1], tf.shape(logits)[-1]])
-            with tf.control_dependencies([check]):
-                return tf.identity(y), None
-        if self._student_loss_fn is not None:
-            return y, None
+            return self._check_dense_labels(y, logits)
         checks = []
         if y.dtype.is_floating:
             fractional = tf.reshape(tf.not_equal(y, tf.round(y)), [-1])
@@ -1153,11 +1320,59 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
             labels = tf.reshape(tf.identity(labels), [-1])
         return labels, labels >= 0
 
-    def _may_be_unlabelled(self, y):
-        """Whether `y` are the class ids `_check_labels` returns, in which
-        `-1` marks an unlabelled example."""
-        return (self._student_loss_fn is None and y is not None
-                and y.dtype == tf.int64 and y.shape.rank == 1)
+    def _check_dense_labels(self, y, logits):
+        """One-hot / soft labels: `(labels, labelled mask)`.
+
+        With the default cross entropy, each row is a distribution (non-
+        negative, summing to 1) or all zeros, which marks an unlabelled
+        example (masked like a `-1` class id). A custom `compile(loss=)`
+        gets its rows as they are (an all-zero row may mean something to
+        it), but never negative ones: a `-1` row is refused in any case.
+        """
+        num_classes = logits.shape[-1]
+        checks = []
+        if y.shape[-1] is not None and num_classes is not None:
+            if y.shape[-1] != num_classes:
+                raise ValueError(_MESSAGES[_LABELS_WIDTH](
+                    y.shape[-1], num_classes)
+                    + f" Received labels of shape {tuple(y.shape)}.")
+        else:
+            # Widths unknown until the batch arrives (a stream without
+            # static shapes): checked in the step.
+            checks.append(tf.debugging.Assert(
+                tf.equal(tf.shape(y)[-1], tf.shape(logits)[-1]),
+                [_LABELS_WIDTH, tf.shape(y)[-1], tf.shape(logits)[-1]]))
+        values = tf.cast(y, tf.float32)
+        low = tf.reduce_min(values, axis=-1)
+        total = tf.reduce_sum(values, axis=-1)
+        default_loss = self._student_loss_fn is None
+        bad = low < 0
+        if default_loss:
+            bad = tf.logical_or(bad, tf.logical_and(
+                tf.not_equal(total, 0.0), tf.abs(total - 1.0) > 1e-3))
+        bad = tf.reshape(bad, [-1])
+        first = tf.argmax(tf.cast(bad, tf.int32))
+        checks.append(tf.debugging.Assert(
+            tf.logical_not(tf.reduce_any(bad)),
+            [_LABELS_DENSE, tf.reshape(low, [-1])[first],
+             tf.reshape(total, [-1])[first]]))
+        with tf.control_dependencies(checks):
+            y = tf.identity(y)
+        if not default_loss or y.shape.rank != 2:
+            return y, None
+        return y, tf.reduce_any(tf.not_equal(y, 0), axis=-1)
+
+    def _labelled_for_metrics(self, y):
+        """The labelled mask of the labels `_check_labels` returns (class
+        ids with `-1`, or one-hot rows with all-zero ones), or `None`."""
+        if y is None:
+            return None
+        if y.dtype == tf.int64 and y.shape.rank == 1:
+            return y >= 0
+        if (self._student_loss_fn is None and y.dtype.is_floating
+                and y.shape.rank == 2):
+            return tf.reduce_any(tf.not_equal(y, 0), axis=-1)
+        return None
 
     def student_loss_values(self, y, logits):
         """Unreduced student loss (`(batch,)` or more dims)."""
@@ -1166,7 +1381,32 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         logits = tf.cast(logits, tf.float32)
         if y.dtype.is_floating:
             y = tf.cast(y, tf.float32)
-        return _per_example(self._student_loss_fn, y, logits)
+        try:
+            return _per_example(self._student_loss_fn, y, logits)
+        except (ValueError, tf.errors.InvalidArgumentError) as e:
+            # TensorFlow's own message names neither the loss nor why
+            # ("Dimensions must be equal, but are 8 and 10").
+            loss = self._student_loss_config
+            name = loss if isinstance(loss, str) else getattr(
+                loss, "name", type(loss).__name__)
+            sparse = self._sparse_labels(y, logits)
+            fix = (
+                "Class-id labels need a loss that takes class ids (leave "
+                "`loss=None`, cross entropy from logits, or pass "
+                "`keras.losses.SparseCategoricalCrossentropy("
+                "from_logits=True)`), or give this loss one-hot labels "
+                "(`keras.utils.to_categorical(y, num_classes)`)."
+                if sparse else
+                "Give the loss labels of the logits' shape, or choose a "
+                "loss that takes these labels."
+            )
+            raise ValueError(
+                f"The student loss {name!r} cannot compare the labels with "
+                f"the student's logits: labels of shape {tuple(y.shape)} "
+                f"(dtype {y.dtype.name}), logits of shape "
+                f"{tuple(logits.shape)}. {fix} Details: "
+                f"{str(e).splitlines()[0]}"
+            ) from e
 
     def compute_losses(self, x, y=None, sample_weight=None, training=False,
                        outputs=None):
@@ -1185,6 +1425,8 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
             metric sample weights)`.
         """
         teacher, student = outputs or self.forward(x, training)
+        teacher, student, y, sample_weight = _tokens(
+            teacher, student, y, sample_weight)
         logits = student[LOGITS]
         y, labelled = self._check_labels(y, logits)
         values = {
@@ -1223,6 +1465,7 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
             tf.cast(wi, tf.float32) * values[f"{n}_loss"]
             for n, wi in zip(self._term_names, w)
         ])
+        values["distillation_loss"] = distillation
         total = w_s * student_loss + (1.0 - w_s) * distillation
         if training:
             regularization = list(self.student.losses) + [
@@ -1318,6 +1561,16 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         with tf.control_dependencies([check]):
             return tf.nest.map_structure(tf.identity, images)
 
+    def apply_term_state_updates(self):
+        """Writes the state the terms computed in this step's forward pass
+        (CRD's memory banks and counters, ...): called right after the
+        optimizer update, so a step the finite guard refuses changes
+        neither weights nor term state."""
+        for term in self._terms:
+            if isinstance(term, DistillationTerm):
+                for update in term.take_state_updates():
+                    update()
+
     def apply_checked_gradients(self, gradients, variables, images=None,
                                 losses=None, optimizer=None):
         """Applies `gradients` once they, the step's `losses` and (under
@@ -1341,6 +1594,7 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         optimizer = optimizer or self.optimizer
         if not self._check_finite:
             optimizer.apply_gradients(zip(gradients, variables))
+            self.apply_term_state_updates()
             return
         # A loss-scale optimizer skips (and recovers from) overflowing
         # float16 gradients itself.
@@ -1369,6 +1623,7 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
                      _non_finite_names(losses)]))
         if not checks:
             optimizer.apply_gradients(zip(gradients, variables))
+            self.apply_term_state_updates()
             return
         # Everything the optimizer does waits for the checks, its step
         # counter included: a failed step leaves no trace.
@@ -1376,6 +1631,7 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
             gradients = [None if g is None else tf.identity(g)
                          for g in gradients]
             optimizer.apply_gradients(zip(gradients, variables))
+            self.apply_term_state_updates()
 
     def _apply_or_skip(self, optimizer, gradients, variables, images,
                        grads_finite, losses=None, losses_finite=None):
@@ -1399,6 +1655,7 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
 
         def apply():
             optimizer.apply_gradients(zip(gradients, variables))
+            self.apply_term_state_updates()
             return tf.constant(True)
 
         def skip():
@@ -1464,53 +1721,148 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         raise _check_error(_IMAGES if kind == 1 else _GRADIENTS, values,
                            progress)
 
+    # ------------------------------------------------------------------
+    # The objective and the steps, on Keras's trainer.
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
+                     training=True):
+        """The distillation objective of one batch, as on any Keras model.
+
+        `w_s · L_student + (1 − w_s) · Σ_i w_i · L_i` (plus the student's
+        and the terms' regularisation losses in training); updates the
+        `student_loss`, `<term>_loss`, `distillation_loss` (`Σ_i w_i L_i`)
+        and `total_loss` metrics. `train_step` and `test_step` call it
+        with the outputs of their single forward pass of each network; a
+        direct call runs the networks it needs (the teacher always; the
+        student when `y_pred` is `None` or a term taps its layers). A
+        subclass may override it (Keras's convention); the steps call the
+        override.
+
+        Args:
+            x: The batch's inputs (or a cached-teacher dict).
+            y: Labels (class ids, `-1` for unlabelled, or one-hot).
+            y_pred: The student's logits on `x` (default: computed).
+            sample_weight: Optional per-example (or per-token) weights.
+            training: Whether this is a training step.
+
+        Returns:
+            The total loss, a float32 scalar.
+
+        Example:
+
+        >>> import tfkd
+        >>> from tfkd import testing
+        >>> d = tfkd.Distiller(testing.tiny_conv_model("t"),
+        ...                    testing.tiny_conv_model("s"))
+        >>> x, y = testing.random_images(4)
+        >>> float(d.compute_loss(x, y, d(x))) > 0
+        True
+        """
+        step = self._step_outputs
+        if step is not None and step[0] is y_pred:
+            outputs = step[1:]
+        else:
+            outputs = self._outputs_for(x, y_pred, training)
+        total, values, _, _, _ = self.compute_losses(
+            x, y, sample_weight, training, outputs=outputs)
+        object.__setattr__(self, "_step_values", values)
+        self._update_trackers(total, values, x)
+        return total
+
+    def _outputs_for(self, x, y_pred, training):
+        """`(teacher, student)` outputs for a direct `compute_loss` call:
+        `y_pred` as the student's logits, the student run only when it is
+        missing or a term taps the student's layers."""
+        teacher = self._teacher_outputs(x)
+        if y_pred is None or self._student_extractor.names:
+            student = self._student_outputs(x, training)
+        else:
+            student = {}
+        if y_pred is not None:
+            student[LOGITS] = y_pred
+        return teacher, student
+
+    def _run_step(self, x, y, sample_weight, training, teacher=None):
+        """The student's forward pass, then `compute_loss` on it (and on
+        `teacher`, the teacher's outputs, computed here when `None`):
+        `(loss, the student's logits)`."""
+        if teacher is None:
+            teacher = self._teacher_outputs(x)
+        student = self._student_outputs(x, training)
+        y_pred = student[LOGITS]
+        object.__setattr__(self, "_step_outputs", (y_pred, teacher, student))
+        try:
+            loss = _compat.compute_loss(self, x, y, y_pred, sample_weight,
+                                        training)
+        finally:
+            object.__setattr__(self, "_step_outputs", None)
+        self._loss_tracker.update_state(loss, sample_weight=_batch_size(x))
+        return loss, y_pred
+
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        object.__setattr__(self, "_step_values", {})
+        x = self._checked_inputs(x)
+        # The frozen teacher runs outside the tape: nothing to record.
+        teacher = self._teacher_outputs(x)
         with tf.GradientTape() as tape:
-            total, values, logits, y, weights = self.compute_losses(
-                x, y, sample_weight, training=True)
-            scaled = self._scaled(total)
+            loss, y_pred = self._run_step(x, y, sample_weight, True, teacher)
+            scaled = self._scaled(loss)
         # Read after the forward pass: a lazily built student has its
         # variables only now.
         variables = self.step_variables()
         gradients = tape.gradient(scaled, variables)
         self.apply_checked_gradients(gradients, variables,
                                      images=split_cached_inputs(x)[0],
-                                     losses={"loss": total, **values})
-        self._update_trackers(total, values, x)
-        return self.compute_metrics(x, y, logits, weights)
+                                     losses={"loss": loss,
+                                             **self._step_values})
+        return self.compute_metrics(x, y, y_pred, sample_weight)
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        total, values, logits, y, weights = self.compute_losses(
-            x, y, sample_weight, training=False)
-        self._update_trackers(total, values, x)
-        return self.compute_metrics(x, y, logits, weights)
+        _, y_pred = self._run_step(x, y, sample_weight, False)
+        return self.compute_metrics(x, y, y_pred, sample_weight)
 
     def _update_trackers(self, total, values, x, weights=None):
+        """Updates the loss metrics (not Keras's `loss`, which the steps
+        update) from `values`, `{metric name: scalar}`."""
         batch = _batch_size(x)
-        self._loss_tracker.update_state(total, sample_weight=batch)
         weights = weights or {}
         for tracker in self._trackers:
-            if tracker.name in values:
+            value = total if tracker.name == "total_loss" else values.get(
+                tracker.name)
+            if value is not None:
                 tracker.update_state(
-                    values[tracker.name],
-                    sample_weight=weights.get(tracker.name, batch))
+                    value, sample_weight=weights.get(tracker.name, batch))
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         # The compiled metrics see the student's logits only; the loss
         # trackers were updated by the step itself.
         metrics = _compat.compile_metrics(self)
-        if metrics is not None:
-            if self._may_be_unlabelled(y):
+        if metrics is not None and y is not None:
+            y = tf.convert_to_tensor(y)
+            labelled = None
+            if self._sparse_labels(y, y_pred):
+                # Class ids, one per example (or token), -1 unlabelled.
+                y = tf.reshape(tf.cast(y, tf.int64), [-1])
+                y_pred = tf.reshape(y_pred, [-1, tf.shape(y_pred)[-1]])
+                labelled = y >= 0
+                y = tf.maximum(y, 0)
+            elif (self._student_loss_fn is None and y.dtype.is_floating
+                  and y.shape.rank == 2):
+                # One-hot rows; an all-zero row is unlabelled.
+                labelled = tf.reduce_any(tf.not_equal(y, 0), axis=-1)
+            if labelled is not None:
                 # Keras's unweighted `metrics=` ignore sample weights: give
                 # them the labelled mask, or every unlabelled example would
                 # count (as class 0) in "accuracy".
-                labelled = tf.cast(y >= 0, tf.float32)
+                labelled = tf.cast(labelled, tf.float32)
+                weighted = labelled if sample_weight is None else \
+                    labelled * tf.reshape(
+                        tf.cast(sample_weight, tf.float32), [-1])
                 _compat.update_compile_metrics(
-                    metrics, tf.maximum(y, 0), y_pred,
-                    unweighted=labelled, weighted=labelled
-                    if sample_weight is None else sample_weight)
+                    metrics, y, y_pred,
+                    unweighted=labelled, weighted=weighted)
             else:
                 metrics.update_state(y, y_pred, sample_weight)
         results = self.get_metrics_result()
@@ -1521,19 +1873,49 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
             results = {k: tf.reshape(v, [1]) for k, v in results.items()}
         return results
 
+    def get_metrics_result(self):
+        """The metrics' values; a compiled metric that has seen no labelled
+        example (data without labels, all `-1`) is NaN, not Keras's 0."""
+        results = super().get_metrics_result()
+        metrics = _compat.compile_metrics(self)
+        if metrics is None or not metrics.built:
+            return results
+        stack = (list(metrics._flat_metrics)
+                 + list(metrics._flat_weighted_metrics))
+        while stack:
+            metric = stack.pop()
+            if metric is None:
+                continue
+            count = getattr(metric, "count", None)
+            if count is None:
+                # Keras groups an output's metrics in a `MetricsList`.
+                stack += list(getattr(metric, "metrics", []))
+                continue
+            if metric.name not in results:
+                continue
+            value = results[metric.name]
+            results[metric.name] = tf.where(
+                count > 0, value, tf.constant(float("nan"), value.dtype))
+        return results
+
     # ------------------------------------------------------------------
     # Compilation.
 
-    def compile(self, optimizer="rmsprop", loss=None, metrics=None,
+    def compile(self, optimizer="adam", loss=None, metrics=None,
                 **kwargs):
         """Configures training; `loss` is the student loss (Keras's
         convention).
 
         Args:
-            optimizer: Optimizer of the student and the terms' parts.
+            optimizer: Optimizer of the student and the terms' parts
+                (default `"adam"`, as `keras.distillation.Distiller`).
             loss: The student's loss against the labels: `None` (default)
                 for cross entropy from logits with integer or one-hot
-                labels (`-1`: unlabelled), or any Keras loss on logits
+                labels (unlabelled: class id `-1` or an all-zero one-hot
+                row), or any Keras loss on logits. A loss on class ids
+                never sees a `-1`: unlabelled examples reach it as class 0
+                with weight 0, so they count in neither its value nor its
+                gradient
                 (name, `keras.losses.Loss`, or callable). Losses that take
                 probabilities (`from_logits=False`) are refused.
             metrics: Metrics on the student's logits.
@@ -1590,13 +1972,16 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         # custom one (e.g. a regression head's) takes any targets.
         num_classes = self._num_classes() if self._student_loss_fn is None \
             else None
-        _check_arrays(x, y, num_classes, "x", "y")
+        _check_arrays(x, y, num_classes, "x", "y", self._logits_rank())
         validation = kwargs.get("validation_data")
         if validation is not None:
             _check_not_empty(validation, "validation_data")
             if isinstance(validation, (tuple, list)) and len(validation) >= 2:
                 _check_arrays(validation[0], validation[1], num_classes,
-                              "validation_data[0]", "validation_data[1]")
+                              "validation_data[0]", "validation_data[1]",
+                              self._logits_rank())
+        self._check_logits_once(x, kwargs.get("batch_size"))
+        self._check_teacher_once(x, y, kwargs.get("batch_size"))
         progress = _Progress()
         if len(args) < 4:  # `callbacks` not given positionally
             # Progress first: under XLA it raises a skipped bad step before
@@ -1604,7 +1989,14 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
             kwargs["callbacks"] = [progress] + list(
                 kwargs.get("callbacks") or []) + self._schedule_callbacks(
             ) + [_ScaleCheck()]
+        _warn_unknown_monitors(kwargs.get("callbacks") or [],
+                               self._loss_metric_names())
+        if isinstance(x, tf.data.Dataset) and len(args) < 7:
+            # A dataset shuffles itself and Keras ignores `shuffle` for it,
+            # but warns on every `fit` that keeps its default `True`.
+            kwargs.setdefault("shuffle", False)
         self._prepare_guard()
+        self._sync_terms()
         with self._clear_errors(progress):
             return super().fit(x, y, *args, **kwargs)
 
@@ -1618,20 +2010,121 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
                 callbacks += list(own(self))
         return callbacks
 
+    def _loss_metric_names(self):
+        return ["loss"] + [t.name for t in self._trackers]
+
     def evaluate(self, *args, **kwargs):
+        self._sync_terms()
         with self._clear_errors():
             return super().evaluate(*args, **kwargs)
 
     def train_on_batch(self, *args, **kwargs):
+        self._check_logits_once(args[0] if args else kwargs.get("x"), None)
         self._prepare_guard()
+        self._sync_terms()
         with self._clear_errors():
             logs = super().train_on_batch(*args, **kwargs)
             self._raise_recorded()
             return logs
 
     def test_on_batch(self, *args, **kwargs):
+        self._sync_terms()
         with self._clear_errors():
             return super().test_on_batch(*args, **kwargs)
+
+    def _check_teacher_once(self, x, y, batch_size):
+        """Warns (once per distiller) when the teacher is at chance on the
+        labelled examples of the first batch: an untrained teacher, or
+        inputs it was not trained on (`keras.applications` models expect
+        pixels in [0, 255]; tfkd's loaders give [0, 1]). Its student would
+        learn nothing from it. One teacher forward pass on one batch."""
+        if getattr(self, "_teacher_checked", False):
+            return
+        self._teacher_checked = True
+        batch = _first_labelled_batch(x, y, batch_size)
+        num_classes = self._num_classes()
+        if batch is None or not num_classes or num_classes < 2:
+            return
+        images, labels = batch
+        images, cached = split_cached_inputs(images)
+        if cached is not None:
+            return
+        labels = np.asarray(labels)
+        if labels.ndim == 2 and labels.shape[-1] == num_classes:
+            labels = labels.argmax(-1)  # One-hot.
+        labels = labels.reshape(-1)
+        with self.distribute_strategy.scope():
+            logits = self._teacher_extractor(images, training=False)[LOGITS]
+        predicted = np.asarray(keras.ops.convert_to_numpy(logits))
+        if predicted.ndim != 2 or len(predicted) != len(labels):
+            return
+        labelled = labels >= 0
+        count = int(labelled.sum())
+        if count < 2 * num_classes:
+            return  # Too few labels to tell chance from bad luck.
+        accuracy = float((predicted.argmax(-1) == labels)[labelled].mean())
+        chance = 1.0 / num_classes
+        if accuracy < min(2 * chance, (chance + 1) / 2):
+            warnings.warn(
+                f"The teacher {self.teacher.name!r} is at chance on the "
+                f"first batch: {accuracy:.0%} top-1 on its {count} labelled "
+                f"images ({num_classes} classes: chance {chance:.0%}). Its "
+                "student would learn nothing from it. Train the teacher "
+                "first, and feed it the inputs it was trained on: "
+                "`keras.applications` models expect pixels in [0, 255] "
+                "(they rescale inside), while tfkd's data loaders give "
+                "[0, 1] (put `keras.layers.Rescaling(255.0)` in front of "
+                "such a teacher, and train it that way).",
+                UserWarning, stacklevel=3)
+
+    def _check_logits_once(self, x, batch_size):
+        """Refuses networks whose outputs are probabilities, by their values
+        on the first batch (once per distiller).
+
+        A final `Softmax` layer is found in the graph and read around (see
+        `tfkd.distillers.taps`); a softmax the graph does not show (a
+        `keras.ops.softmax` call, a `Lambda`, a nested classifier's softmax
+        behind a `Flatten`) is caught here: every row non-negative and
+        summing to 1 is a distribution, not logits. Arrays and `tf.data`
+        pipelines are checked; a Python generator is not (reading its first
+        batch would consume it).
+        """
+        if getattr(self, "_logits_checked", False):
+            return
+        images = _first_images(x, batch_size)
+        if images is None:
+            return
+        images, cached = split_cached_inputs(images)
+        # In the strategy's scope: a lazily built student makes its
+        # variables here.
+        with self.distribute_strategy.scope():
+            found = [("student", self.student, self._student_extractor(
+                images, training=False)[LOGITS])]
+            if cached is None:
+                found.insert(0, ("teacher", self.teacher,
+                                 self._teacher_extractor(
+                                     images, training=False)[LOGITS]))
+        for role, model, logits in found:
+            values = np.asarray(keras.ops.convert_to_numpy(logits),
+                                dtype=np.float64)
+            if values.ndim < 2 or values.shape[-1] < 2 or not values.size:
+                continue
+            rows = values.reshape(-1, values.shape[-1])
+            if (rows >= -1e-6).all() and np.allclose(rows.sum(-1), 1.0,
+                                                     atol=1e-3):
+                raise ValueError(
+                    f"The {role} {model.name!r} outputs probabilities, not "
+                    "logits: on the first batch every row of its output is "
+                    "non-negative and sums to 1 (a softmax tfkd cannot see "
+                    "as a layer: a `keras.ops.softmax(...)` call, a "
+                    "`Lambda` softmax, or a softmax followed by a layer "
+                    "such as `Flatten`). tfkd distils logits: build the "
+                    "model without its final softmax (e.g. "
+                    "`classifier_activation=None` for `keras.applications` "
+                    "models, or `activation=None` on the last layer) and "
+                    "apply softmax only when predicting."
+                )
+        object.__setattr__(self, "_logits_checked", True)
 
     @contextlib.contextmanager
     def _clear_errors(self, progress=None):
@@ -1686,6 +2179,13 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
                 )
         return None
 
+    def _logits_rank(self):
+        """Rank of the student's logits (3 for a sequence model's)."""
+        try:
+            return len(self.student.outputs[0].shape)
+        except (AttributeError, TypeError, IndexError):
+            return 2
+
     def _num_classes(self):
         try:
             return int(self.student.outputs[0].shape[-1])
@@ -1736,8 +2236,8 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         presets add their own arguments to it."""
         config = keras.Model.get_config(self)
         config.update({
-            "teacher": keras.saving.serialize_keras_object(self.teacher),
-            "student": keras.saving.serialize_keras_object(self.student),
+            "teacher": _without_compile_config(self.teacher),
+            "student": _without_compile_config(self.student),
         })
         return config
 
@@ -1790,7 +2290,26 @@ class _ScaleCheck(keras.callbacks.Callback):
             warnings.warn(message, stacklevel=2)
 
 
-def _check_arrays(x, y, num_classes, x_name, y_name):
+def _warn_unknown_monitors(callbacks, names):
+    """Warns about a callback (`EarlyStopping`, `ModelCheckpoint`, ...)
+    that monitors a loss this distiller does not report: it would never
+    fire (Keras only warns at the end of each epoch)."""
+    for callback in callbacks:
+        monitor = getattr(callback, "monitor", None)
+        if not isinstance(monitor, str) or not monitor.endswith("loss"):
+            continue
+        name = monitor[4:] if monitor.startswith("val_") else monitor
+        if name not in names:
+            warnings.warn(
+                f"`{type(callback).__name__}(monitor={monitor!r})` monitors "
+                f"a loss this distiller does not report, so it would never "
+                f"act. Its losses: {names} (with `val_` for validation). "
+                "Keras's distiller's `student_loss`, `distillation_loss` and "
+                "`total_loss` exist here too; each term reports "
+                "`<term>_loss`.", UserWarning, stacklevel=3)
+
+
+def _check_arrays(x, y, num_classes, x_name, y_name, logits_rank=2):
     """Eager checks of in-memory arrays, before any graph is traced.
 
     Non-finite images would otherwise train silently (fused conv + ReLU
@@ -1808,14 +2327,23 @@ def _check_arrays(x, y, num_classes, x_name, y_name):
             )
     if not isinstance(y, np.ndarray) or num_classes is None or not y.size:
         return
-    sparse = y.ndim == 1 or (y.ndim == 2 and y.shape[-1] == 1)
+    sparse = y.ndim == logits_rank - 1 or (
+        y.ndim == logits_rank and y.shape[-1] == 1)
     if not sparse:
-        if y.ndim == 2 and y.shape[-1] != num_classes:
+        if y.ndim == logits_rank and y.shape[-1] != num_classes:
             raise ValueError(
                 f"`{y_name}` holds one-hot labels with {y.shape[-1]} columns "
                 f"but the student outputs {num_classes} logits. Received: "
                 f"{y_name}.shape={y.shape}. Use one column per class, or "
                 "integer class ids."
+            )
+        if np.issubdtype(y.dtype, np.number) and (y < 0).any():
+            row = int(np.argwhere((y < 0).reshape(len(y), -1).any(1))[0][0])
+            raise ValueError(
+                f"`{y_name}` holds one-hot / soft labels with negative "
+                f"values (first in row {row}: {y[row].tolist()!r}). `-1` "
+                "marks an unlabelled example only in class-id labels; in "
+                "one-hot form give it an all-zero row."
             )
         return
     if np.issubdtype(y.dtype, np.floating):
@@ -1839,6 +2367,45 @@ def _check_arrays(x, y, num_classes, x_name, y_name):
             f"example). Received labels in [{low}, {high}]. Check the "
             "data's number of classes against the models'."
         )
+
+
+def _first_labelled_batch(x, y, batch_size):
+    """`(inputs, labels)` of the first batch of `fit`'s data, when they can
+    be read without consuming anything (arrays, a `tf.data` pipeline of
+    `(inputs, labels)`); else `None`."""
+    if isinstance(x, tf.data.Dataset):
+        for element in x.take(1):
+            if isinstance(element, tuple) and len(element) >= 2:
+                return element[0], element[1]
+        return None
+    if y is None:
+        return None
+    images = _first_images(x, batch_size)
+    if images is None or not isinstance(y, (np.ndarray, tf.Tensor)):
+        return None
+    return images, y[:batch_size or 32]
+
+
+def _first_images(x, batch_size):
+    """The inputs of the first batch of `fit`'s `x`, when they can be read
+    without consuming anything (arrays, dicts of arrays, a `tf.data`
+    pipeline); else `None`."""
+    if isinstance(x, tf.data.Dataset):
+        for element in x.take(1):
+            return element[0] if isinstance(element, tuple) else element
+        return None
+    batch = batch_size or 32
+
+    def head(value):
+        return value[:batch] if isinstance(value, (np.ndarray, tf.Tensor)) \
+            else None
+
+    if isinstance(x, dict):
+        first = {k: head(v) for k, v in x.items()}
+        return None if any(v is None for v in first.values()) else first
+    if isinstance(x, (np.ndarray, tf.Tensor)):
+        return head(x) if len(x) else None
+    return None
 
 
 def _check_not_empty(data, name):

@@ -14,8 +14,11 @@ stage). The method presets (`CorrelationDistiller`, `FitNetDistiller`,
 
 import contextlib
 import shutil
+import types
 
 import keras
+import numpy as np
+import tensorflow as tf
 
 from tfkd import _compat
 from tfkd import hyperparameters as hp
@@ -51,6 +54,27 @@ def check_stage(stage, *, allow_both=True):
         f"whole student with the class loss){both}. Received: "
         f"stage={stage!r}."
     )
+
+
+def _check_reiterable(data, name):
+    """Refuses data that can be read only once (a Python generator or
+    iterator, a `tf.data` iterator): stage 1 would use it up and leave
+    stage 2 nothing."""
+    if data is None or isinstance(data, (tf.data.Dataset, np.ndarray,
+                                         tuple, list, dict)):
+        return
+    one_shot = isinstance(data, (types.GeneratorType, tf.data.Iterator)) or (
+        hasattr(data, "__next__") and iter(data) is data)
+    if one_shot:
+        raise ValueError(
+            f"Two-stage training reads `{name}` once per stage, but "
+            f"{name}={type(data).__name__} can be read only once: stage 1 "
+            "would use it up and stage 2 would get no data. Pass data that "
+            "can be iterated again: arrays, a `tf.data.Dataset` (e.g. "
+            "`tf.data.Dataset.from_generator(make_generator, "
+            "output_signature=...)`, which calls `make_generator` anew each "
+            "pass) or a `keras.utils.PyDataset`."
+        )
 
 
 def _check_epochs(value, name):
@@ -482,6 +506,9 @@ class FeatureDistiller(Distiller):
                 )
         stage1_epochs = _check_epochs(stage1_epochs, "stage1_epochs")
         stage2_epochs = _check_epochs(stage2_epochs, "stage2_epochs")
+        _check_reiterable(x, "x")
+        _check_reiterable(fit_kwargs.get("validation_data"),
+                          "validation_data")
         if not (stage2_optimizer in ("fresh", "shared") or isinstance(
             stage2_optimizer, keras.optimizers.Optimizer
         )):

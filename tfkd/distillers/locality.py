@@ -14,8 +14,8 @@ from tfkd.terms.base import layer_name_arguments
 class LocalityPreservingDistiller(Distiller):
     """Locality-preserving distillation: keep the teacher's neighbourhoods.
 
-    The LP paper's eq. 8 (its `H(y, P_T)` typo read as `H(y, P_S)`, as
-    tfkd's SPEC fixes):
+    The LP paper's eq. 8 (its `H(y, P_T)` typo read as `H(y, P_S)`, see
+    `docs/methods/lp.md`):
     `L = CE(y, s) + lam · H(softmax(t/τ), softmax(s/τ)) + gamma · L_LP`,
     with `L_LP = 1/(2m) Σ_i Σ_{j∈N(i)} a_ij ‖f_S^i − f_S^j‖²`
     (`tfkd.losses.LocalityPreservingDistillation`: examples among each
@@ -75,8 +75,9 @@ class LocalityPreservingDistiller(Distiller):
     >>> distiller.compile(optimizer="adam", metrics=["accuracy"])
     >>> x, y = testing.random_images(32)
     >>> history = distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
-    >>> sorted(history.history)
-    ['accuracy', 'loss', 'lp_loss', 'soft_loss', 'student_loss']
+    >>> sorted(history.history)  # doctest: +NORMALIZE_WHITESPACE
+    ['accuracy', 'distillation_loss', 'loss', 'lp_loss', 'soft_loss',
+     'student_loss', 'total_loss']
 
     Reference:
         Chen, Wang, Xu, Xu, Tao. "Learning Student Networks via Feature

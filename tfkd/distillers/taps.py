@@ -361,6 +361,12 @@ class Extractor:
                 "`classifier_activation=None`) to silence this warning.",
                 UserWarning, stacklevel=4)
 
+    @property
+    def outputs(self):
+        """The symbolic outputs, listed as Keras's feature-extractor model
+        lists them: the logits, then each tapped layer's output once."""
+        return [self.tensors[LOGITS]] + [self.tensors[n] for n in self.names]
+
     # ------------------------------------------------------------------
     # Planning, once.
 

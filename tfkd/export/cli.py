@@ -12,7 +12,7 @@ and saved as JSON beside the `.tflite` (`student.json` for
 import os
 
 _QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
-_DATASETS = ("digits", "cifar10", "cifar100", "mnist")
+_DATASETS = ("digits", "fashion_mnist", "cifar10", "cifar100", "mnist")
 
 
 def register(subparsers):
@@ -38,7 +38,8 @@ def register(subparsers):
                         help="data for calibration and verification "
                              "(default: digits, embedded)")
     parser.add_argument("--data-dir", default=None,
-                        help="tensorflow-datasets directory (non-digits)")
+                        help="tensorflow-datasets directory (cifar, mnist) "
+                             "or folder of the Fashion-MNIST IDX files")
     parser.add_argument("--out", default=None,
                         help="output .tflite (default: STUDENT with .tflite)")
     parser.add_argument("--teacher", default=None, metavar="TEACHER.keras",
@@ -77,6 +78,12 @@ def _load_data(name, image_size, channels, data_dir):
         splits = tfkd.data.digits_arrays(
             image_size=image_size, channels=channels, seed=0
         )
+        return splits.train[0], splits.test
+    if name == "fashion_mnist":
+        # The IDX files, from --data-dir or where tfkd looks for them.
+        splits = tfkd.data.fashion_mnist_arrays(
+            image_size=image_size, channels=channels, seed=0,
+            data_dir=data_dir)
         return splits.train[0], splits.test
     load_dataset = getattr(tfkd.data, "load_dataset", None)
     if load_dataset is None:

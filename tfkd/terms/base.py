@@ -25,6 +25,7 @@ scalar) and weighs the results.
 
 import dataclasses
 import re
+import threading
 
 import keras
 import tensorflow as tf
@@ -288,6 +289,43 @@ class DistillationTerm(keras.layers.Layer,
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         _TERM_CLASSES.append(cls)
+
+    def update_state_later(self, update):
+        """Writes state (a memory bank, a counter) once the step is kept.
+
+        A term that updates its own variables in the forward pass hands the
+        writes to this method as a zero-argument callable. Alone, the term
+        runs it at once. In a distiller (which sets `defer_state_updates`)
+        it waits: the distiller runs it only after the step's checked
+        optimizer update, so a step refused by the finite guard leaves the
+        term's state as it was, like the weights.
+
+        Args:
+            update: A callable performing the writes, built from tensors of
+                the current forward pass.
+        """
+        if not getattr(self, "defer_state_updates", False):
+            update()
+            return
+        self._pending_state().append(update)
+
+    def _pending_state(self):
+        # One list per thread: `tf.distribute` replicas trace the step in
+        # threads of their own.
+        local = self.__dict__.get("_state_local")
+        if local is None:
+            local = threading.local()
+            object.__setattr__(self, "_state_local", local)
+        if not hasattr(local, "updates"):
+            local.updates = []
+        return local.updates
+
+    def take_state_updates(self):
+        """The writes `update_state_later` deferred, handed over once."""
+        pending = self._pending_state()
+        taken = list(pending)
+        pending.clear()
+        return taken
 
     def __init__(self, teacher_layer_name=None, student_layer_name=None, *,
                  adapter=False, guided_channels=None, **kwargs):

@@ -239,7 +239,7 @@ class ContrastiveRepresentationDistillation(DistillationTerm):
     >>> history = distiller.fit({"images": x, "index": np.arange(32)}, y,
     ...                         batch_size=16, verbose=0)
     >>> sorted(history.history)
-    ['crd_loss', 'loss', 'student_loss']
+    ['crd_loss', 'distillation_loss', 'loss', 'student_loss', 'total_loss']
     >>> tuple(term.student_memory.shape), int(term.steps.numpy())
     ((32, 8), 2)
 
@@ -442,7 +442,8 @@ class ContrastiveRepresentationDistillation(DistillationTerm):
         log_z = tf.where(stored > 0.0,
                          tf.math.log(tf.maximum(stored, 1e-30)), estimate)
         if training:
-            variable.assign(tf.exp(log_z))
+            value = tf.exp(log_z)
+            self.update_state_later(lambda: variable.assign(value))
         return log_z
 
     @property
@@ -496,17 +497,20 @@ class ContrastiveRepresentationDistillation(DistillationTerm):
         return value
 
     def _update(self, index, e_t, e_s):
-        """Writes the global batch's embeddings into the banks."""
+        """Writes the global batch's embeddings into the banks (computed
+        now, written by `update_state_later`: only if the step is kept)."""
         e_t = tf.stop_gradient(_gather_replicas(e_t))
         e_s = tf.stop_gradient(_gather_replicas(e_s))
         if self.dataset_size is not None:
             rows = _gather_replicas(index)
+            writes = []
             for memory, e in ((self.teacher_memory, e_t),
                               (self.student_memory, e_s)):
                 old = tf.gather(tf.convert_to_tensor(memory), rows)
                 new = contrastive_memory_update(old, e,
                                                 momentum=self.momentum)
-                memory.value.scatter_update(tf.IndexedSlices(new, rows))
+                writes.append((memory, tf.IndexedSlices(new, rows)))
+            position = None
         else:
             size = tf.cast(self.memory_size, tf.int64)
             count = tf.cast(tf.shape(e_t)[0], tf.int64)
@@ -515,12 +519,19 @@ class ContrastiveRepresentationDistillation(DistillationTerm):
             position = tf.convert_to_tensor(self.queue_position)
             rows = (position + start + tf.range(count - start,
                                                 dtype=tf.int64)) % size
-            for memory, e in ((self.teacher_memory, e_t),
-                              (self.student_memory, e_s)):
-                memory.value.scatter_update(
-                    tf.IndexedSlices(e[start:], rows))
-            self.queue_position.assign((position + count) % size)
-        self.steps.assign_add(1)
+            writes = [(memory, tf.IndexedSlices(e[start:], rows))
+                      for memory, e in ((self.teacher_memory, e_t),
+                                        (self.student_memory, e_s))]
+            position = (position + count) % size
+
+        def write():
+            for memory, rows_update in writes:
+                memory.value.scatter_update(rows_update)
+            if position is not None:
+                self.queue_position.assign(position)
+            self.steps.assign_add(1)
+
+        self.update_state_later(write)
 
     def get_config(self):
         config = super().get_config()
