@@ -5,7 +5,7 @@ labels + unlabelled transfer data; several folders when seeds ran in
 separate processes) and of `recipes/methods.py --data fashion_mnist` (all
 labels), and writes one table -- every method at 10 and 100 labels a class
 and with all labels, mean ± std over the seeds that finished, the gain over
-the student alone and the mean wall time of a run -- and its figure:
+the student alone (on the seeds both ran) and the mean wall time of a run -- and its figure:
 
     python recipes/fashion_mnist_page.py --transfer RUN_DIR [RUN_DIR ...] \\
         --methods-dir RUN_DIR --table out.md --figure out.png
@@ -25,6 +25,22 @@ TITLE = "Fashion-MNIST"
 ALL = "all labels"
 
 
+def unique_runs(runs):
+    """The runs with one record per (data set, method, seed): the first.
+
+    Folders of runs made in parallel can hold the same run twice (the
+    student alone of a seed, re-run beside a subset of methods); counted
+    twice it would pass for another seed.
+    """
+    seen, kept = set(), []
+    for run in runs:
+        key = (run.dataset, run.method, run.seed)
+        if key not in seen:
+            seen.add(key)
+            kept.append(run)
+    return kept
+
+
 def settings_table(transfer_dirs, methods_dir):
     """`({setting: {method: row}}, teacher row)` from the recipes' records.
 
@@ -34,8 +50,15 @@ def settings_table(transfer_dirs, methods_dir):
     runs = []
     for folder in transfer_dirs:
         runs += load_runs(folder)
+    runs = unique_runs(runs)
     rows = summarize(runs)
     table, teacher = {}, None
+    accuracy = {}  # (setting, method) -> {seed: test accuracy %}
+    for run in runs:
+        if run.dataset != f"{TITLE}, all labels":
+            setting = run.dataset.split(", ", 1)[1]
+            accuracy.setdefault((setting, run.method), {})[run.seed] = (
+                100 * run.test_accuracy_last)
     for row in rows:
         dataset = row["dataset"]
         if dataset == f"{TITLE}, all labels":
@@ -44,11 +67,23 @@ def settings_table(transfer_dirs, methods_dir):
         setting = dataset.split(", ", 1)[1]
         table.setdefault(setting, {})[row["method"]] = row
     if methods_dir:
-        for row in summarize(load_runs(methods_dir)):
+        methods_runs = unique_runs(load_runs(methods_dir))
+        for run in methods_runs:
+            accuracy.setdefault((ALL, run.method), {})[run.seed] = (
+                100 * run.test_accuracy_last)
+        for row in summarize(methods_runs):
             if row["method"] == "teacher":
                 teacher = teacher or row
                 continue
             table.setdefault(ALL, {})[row["method"]] = row
+    # The gain over the student alone, on the seeds both ran.
+    for setting, values in table.items():
+        base = accuracy.get((setting, "student"), {})
+        for method, row in values.items():
+            mine = accuracy.get((setting, method), {})
+            common = sorted(set(mine) & set(base))
+            row["gain"] = (statistics.fmean(mine[s] - base[s] for s in common)
+                           if common and method != "student" else None)
     order = sorted((s for s in table if s != ALL),
                    key=lambda s: int(s.split()[0]))
     if ALL in table:
@@ -97,16 +132,14 @@ def markdown(table, teacher):
         cells = ["student alone" if method == "student" else f"`{method}`"]
         gains, walls = [], []
         for s in settings:
-            row, base = table[s].get(method), table[s].get("student")
+            row = table[s].get(method)
             cells.append(_cell(row, seeds))
             if row and row.get("wall_time_mean") is not None:
                 walls.append(row["wall_time_mean"])
-            if (row is None or base is None or method == "student"
-                    or row["last_mean"] is None
-                    or base["last_mean"] is None):
+            if row is None or row.get("gain") is None:
                 gains.append("")
             else:
-                gains.append(f"{row['last_mean'] - base['last_mean']:+.1f}")
+                gains.append(f"{row['gain']:+.1f}")
         wall = f"{statistics.fmean(walls):.0f}" if walls else ""
         lines.append("| " + " | ".join(cells + gains + [wall]) + " |")
     if teacher is not None:

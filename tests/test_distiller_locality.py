@@ -385,14 +385,15 @@ def test_default_lp_does_not_collapse_a_student_on_a_wide_map():
     ({"normalize": "l1"}, ValueError, r"`normalize` must be 'l2'.*"
                                       r"normalize='l1'"),
     ({"normalize": True}, ValueError, "normalize=True"),
-    ({"teacher_layer": None}, ValueError, "teacher_layer_name=None"),
-    ({"student_layer": []}, ValueError, r"student_layer_name=\[\]"),
-    ({"teacher_layer": ["conv1", "conv2"]}, ValueError, "same length"),
-    ({"student_layer": "nope"}, ValueError, "'nope' is not a layer"),
+    ({"teacher_layer_name": None}, ValueError, "teacher_layer_name=None"),
+    ({"student_layer_name": []}, ValueError, r"student_layer_name=\[\]"),
+    ({"teacher_layer_name": ["conv1", "conv2"]}, ValueError, "same length"),
+    ({"student_layer_name": "nope"}, ValueError, "'nope' is not a layer"),
 ])
 def test_bad_arguments(kwargs, error, match):
     teacher, student = _pair()
-    args = {"teacher_layer": "conv2", "student_layer": "conv2", **kwargs}
+    args = {"teacher_layer_name": "conv2", "student_layer_name": "conv2",
+              **kwargs}
     with pytest.raises(error, match=match):
         tfkd.LocalityPreservingDistiller(teacher, student, **args)
 

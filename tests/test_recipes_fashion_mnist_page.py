@@ -1,0 +1,86 @@
+"""`recipes/fashion_mnist_page.py`: the combined Fashion-MNIST table from
+the transfer and methods records, partial seeds marked."""
+
+import importlib.util
+import os
+
+from tfkd.reporting import ResultsWriter
+from tfkd.reporting import RunResult
+
+_RECIPE = os.path.join(os.path.dirname(__file__), os.pardir, "recipes",
+                       "fashion_mnist_page.py")
+
+
+def _load_recipe():
+    spec = importlib.util.spec_from_file_location("fashion_page", _RECIPE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _add(writer, dataset, method, seed, accuracy):
+    writer.add(RunResult(method=method, dataset=dataset, seed=seed,
+                         test_accuracy_last=accuracy, wall_time=10.0))
+
+
+def test_table_combines_settings_gains_and_partial_seeds(tmp_path):
+    transfer = ResultsWriter(str(tmp_path / "transfer"))
+    for seed, (teacher, alone, lp) in enumerate(
+            [(0.85, 0.60, 0.70), (0.87, 0.62, 0.66)]):
+        _add(transfer, "Fashion-MNIST, all labels", "teacher", seed, teacher)
+        _add(transfer, "Fashion-MNIST, 10 labels/class", "student", seed,
+             alone)
+        _add(transfer, "Fashion-MNIST, 10 labels/class", "lp", seed, lp)
+    _add(transfer, "Fashion-MNIST, 10 labels/class", "kd", 0, 0.50)
+    # A run recorded twice (re-run in another folder) counts once.
+    again = ResultsWriter(str(tmp_path / "again"))
+    _add(again, "Fashion-MNIST, 10 labels/class", "lp", 1, 0.66)
+    methods = ResultsWriter(str(tmp_path / "methods"))
+    _add(methods, "Fashion-MNIST", "teacher", 0, 0.85)
+    _add(methods, "Fashion-MNIST", "student", 0, 0.70)
+    _add(methods, "Fashion-MNIST", "lp", 0, 0.72)
+    out = tmp_path / "table.md"
+    recipe = _load_recipe()
+    recipe.main(["--transfer", str(tmp_path / "transfer"),
+                 str(tmp_path / "again"), "--methods-dir",
+                 str(tmp_path / "methods"), "--table", str(out),
+                 "--figure", str(tmp_path / "table.png")])
+    lines = out.read_text().splitlines()
+    assert lines[0] == ("| method | 10 labels/class (%) | all labels (%) | "
+                        "gain, 10 labels/class | gain, all labels | "
+                        "s / run |")
+    rows = {line.split(" | ")[0]: line for line in lines[2:]}
+    # LP: mean of 68 and 66 over 2 seeds; gain over the student alone (61).
+    assert rows["| `lp`"] == ("| `lp` | 68.0 ± 2.8 | 72.0 (n = 1) | +7.0 | "
+                              "+2.0 | 10 |")
+    # KD ran seed 0 only: its gain is against the student on seed 0.
+    assert rows["| `kd`"].startswith("| `kd` | 50.0 (n = 1) | — | -10.0 |")
+    assert lines[-1].startswith("| teacher (all training labels) | "
+                                "86.0 ± 1.4 |")
+    assert (tmp_path / "table.png").stat().st_size > 5_000
+
+
+def _table_rows(text, start):
+    """`{first cell: cells}` of the first Markdown table after `start`."""
+    rows = {}
+    lines = text[text.index(start):].splitlines()
+    i = next(n for n, line in enumerate(lines) if line.startswith("| "))
+    for line in lines[i + 2:]:
+        if not line.startswith("| "):
+            break
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        rows[cells[0]] = cells
+    return rows
+
+
+def test_readme_fashion_mnist_rows_match_the_results_page():
+    root = os.path.join(os.path.dirname(__file__), os.pardir)
+    with open(os.path.join(root, "README.md"), encoding="utf-8") as f:
+        readme = _table_rows(f.read(), "## Fashion-MNIST")
+    with open(os.path.join(root, "docs", "results_fashion_mnist.md"),
+              encoding="utf-8") as f:
+        page = _table_rows(f.read(), "| method | 10 labels/class")
+    assert readme and set(readme) <= set(page)
+    for method, cells in readme.items():
+        # Same accuracies (the page adds the gains and times after them).
+        assert page[method][:len(cells)] == cells, method
