@@ -307,3 +307,66 @@ def test_failed_conversion_still_shows_the_converters_lines(capfd):
             os.write(2, b"native detail\n")
             raise RuntimeError("boom")
     assert "native detail" in capfd.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tiny_student_export(tmp_path_factory):
+    """The tiny student of `_distiller_cases` exported on its own."""
+    from _distiller_cases import tiny_pair
+
+    _, student = tiny_pair()
+    path = tmp_path_factory.mktemp("tiny") / "student.tflite"
+    return to_tflite(student, str(path), verify=False, latency_runs=0)
+
+
+def _registry_cases():
+    from _distiller_cases import all_cases
+    from tfkd.distillers import registry
+
+    names = registry.method_names()
+    return [pytest.param(c, id=c.name) for c in all_cases()
+            if c.name in names]
+
+
+class _Tracked(Exception):
+    """Stops `to_tflite` once it has chosen the model to convert."""
+
+
+@pytest.mark.parametrize("case", _registry_cases())
+def test_real_distiller_exports_its_student_only(case, tiny_student_export,
+                                                 tmp_path, monkeypatch):
+    # A real distiller of each method, its adapters, regressors or
+    # discriminator built: what is exported is the student alone. KTAN
+    # (discriminator, regressor, two optimizers) is converted in full; for
+    # the others the model handed to the converter is checked, which costs
+    # no conversion.
+    from _distiller_cases import tiny_pair
+
+    teacher, student = tiny_pair()
+    distiller = case.build(teacher, student)
+    x = np.zeros((2, 8, 8, 1), "float32")
+    distiller.compute_losses(x, np.zeros(2, "int64"))  # builds its parts
+    path = str(tmp_path / "d.tflite")
+    if case.name == "ktan":
+        report = to_tflite(distiller, path, verify=False, latency_runs=0)
+        assert report.num_params == student.count_params()
+        assert report.num_tensors == tiny_student_export.num_tensors
+        assert report.size_bytes == tiny_student_export.size_bytes
+        return
+    from tfkd.export import tflite
+
+    tracked = []
+
+    def convert(model, *args, **kwargs):
+        tracked.append(model)
+        raise _Tracked
+
+    monkeypatch.setattr(tflite, "_convert", convert)
+    with pytest.raises(_Tracked):
+        to_tflite(distiller, path, verify=False, latency_runs=0)
+    (model,) = tracked
+    assert model is student
+    others = {id(w) for w in distiller.weights} - {
+        id(w) for w in student.weights}
+    assert others  # The teacher's at least.
+    assert not others & {id(w) for w in model.weights}
