@@ -77,7 +77,8 @@ def vgg_part():
 
     teacher, student = _common.vgg_pair()
     x, _ = _common.batch(ARGS.batch)
-    distiller = tfkd.FitNetDistiller(teacher, student, teacher_layer_name=TAP,
+    distiller = tfkd.FitNetDistiller(teacher, student, stage=None,
+                                     teacher_layer_name=TAP,
                                      student_layer_name=TAP)
     _, (t,) = distiller.teacher_forward(x)
     _, (s,) = distiller.student_forward(x, training=True)

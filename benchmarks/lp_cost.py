@@ -81,7 +81,8 @@ def build(method, teacher, initial_weights):
     if method == "kd":
         return tfkd.Distiller(teacher, student, alpha=0.5, temperature=4.0)
     if method == "fitnet":
-        return tfkd.FitNetDistiller(teacher, student, teacher_layer_name=TAP,
+        return tfkd.FitNetDistiller(teacher, student, stage=None,
+                                    teacher_layer_name=TAP,
                                     student_layer_name=TAP, alpha=0.5)
     if method == "fitnet-fc":
         return tfkd.FeatureDistiller(

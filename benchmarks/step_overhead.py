@@ -95,14 +95,15 @@ def build_steps(teacher, student, methods):
     }
     if ARGS.check_finite:
         steps["guard alone"] = guard_alone(student, x)
-    taps = {"teacher_layer": TAP, "student_layer": TAP}
+    taps = {"teacher_layer_name": TAP, "student_layer_name": TAP}
     factories = {
         "kd": lambda: tfkd.Distiller(teacher, student, alpha=0.5),
         "correlation": lambda: tfkd.CorrelationDistiller(
-            teacher, student, mode="both", alpha=0.3, **taps),
+            teacher, student, stage=None, mode="both", alpha=0.3, **taps),
         "correlation-direct": lambda: tfkd.CorrelationDistiller(
-            teacher, student, mode="both", alpha=0.3, **taps),
-        "fitnet": lambda: tfkd.FitNetDistiller(teacher, student, alpha=0.5,
+            teacher, student, stage=None, mode="both", alpha=0.3, **taps),
+        "fitnet": lambda: tfkd.FitNetDistiller(teacher, student, stage=None,
+                                               alpha=0.5,
                                                **taps),
         "attention": lambda: tfkd.AttentionDistiller(teacher, student,
                                                      **taps),
@@ -190,15 +191,16 @@ def profile(teacher, student):
     import tfkd
 
     x, _ = _common.batch(ARGS.batch)
-    taps = {"teacher_layer": TAP, "student_layer": TAP}
+    taps = {"teacher_layer_name": TAP, "student_layer_name": TAP}
     distillers = {
         "correlation": tfkd.CorrelationDistiller(
-            teacher, student, mode="both", alpha=0.3, **taps),
+            teacher, student, stage=None, mode="both", alpha=0.3, **taps),
         "correlation-channel": tfkd.CorrelationDistiller(
-            teacher, student, mode="channel", alpha=0.3, **taps),
+            teacher, student, stage=None, mode="channel", alpha=0.3, **taps),
         "correlation-spatial": tfkd.CorrelationDistiller(
-            teacher, student, mode="spatial", alpha=0.3, **taps),
-        "fitnet": tfkd.FitNetDistiller(teacher, student, alpha=0.5, **taps),
+            teacher, student, stage=None, mode="spatial", alpha=0.3, **taps),
+        "fitnet": tfkd.FitNetDistiller(teacher, student, stage=None, alpha=0.5,
+                                       **taps),
         "lp": tfkd.LocalityPreservingDistiller(teacher, student, **taps),
         "kd": tfkd.Distiller(teacher, student, alpha=0.5),
     }

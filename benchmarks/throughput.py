@@ -57,13 +57,15 @@ def build(method, teacher, student):
     if method == "kd":
         distiller = tfkd.Distiller(teacher, student, alpha=0.5)
     elif method == "correlation":
-        distiller = tfkd.CorrelationDistiller(teacher, student, mode="both",
+        distiller = tfkd.CorrelationDistiller(teacher, student, stage=None,
+                                              mode="both",
                                               alpha=0.3, **taps)
     elif method == "correlation-spatial":
         distiller = tfkd.CorrelationDistiller(
-            teacher, student, mode="spatial", alpha=0.3, **taps)
+            teacher, student, stage=None, mode="spatial", alpha=0.3, **taps)
     elif method == "fitnet":
-        distiller = tfkd.FitNetDistiller(teacher, student, alpha=0.5, **taps)
+        distiller = tfkd.FitNetDistiller(teacher, student, stage=None,
+                                         alpha=0.5, **taps)
     elif method == "attention":
         distiller = tfkd.AttentionDistiller(teacher, student, **taps)
     elif method == "lp":

@@ -103,7 +103,7 @@ def tfkd_distiller(teacher, student, features, taps, learning_rate=0.01):
 
     if features:
         distiller = tfkd.FitNetDistiller(
-            teacher, student, teacher_layer_name=taps[0],
+            teacher, student, stage=None, teacher_layer_name=taps[0],
             student_layer_name=taps[1],
             regressor=False, alpha=1.0, beta=STUDENT_WEIGHT)
     else:

@@ -39,7 +39,7 @@ def build(method, policy):
             distiller = tfkd.Distiller(teacher, student, alpha=0.5)
         else:
             distiller = tfkd.FitNetDistiller(
-                teacher, student, teacher_layer_name=TAP,
+                teacher, student, stage=None, teacher_layer_name=TAP,
                 student_layer_name=TAP,
                 alpha=0.5)
         distiller.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))

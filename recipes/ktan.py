@@ -60,8 +60,8 @@ from tfkd.reporting import ResultsWriter
 from tfkd.reporting import markdown_table
 
 METHODS = ("student", "kd", "fitnet", "dln", "ktan", "kd+ktan")
-#: KTAN Table I, accuracy % (SPEC's reference results; FitNet from the
-#: paper's Table I, which SPEC does not list).
+#: KTAN Table I, accuracy % (the paper's results, FitNet included; see
+#: docs/methods/ktan.md).
 PAPER = {
     "cifar10": {"student": 93.6, "kd": 94.7, "fitnet": 94.4, "dln": 94.4,
                 "ktan": 94.7, "kd+ktan": 95.0, "teacher": 95.1},

@@ -108,8 +108,10 @@ def run_fig2_seed(args, seed, out):
         batch_size=args.batch_size, seed=seed, data_dir=args.data_dir,
         train_examples=args.train_examples)
     steps = steps_per_epoch(data.train)
+    # The pipelines shuffle themselves (`shuffle=False` only keeps Keras
+    # from warning that it ignores its default `shuffle=True`).
     fit = dict(validation_data=data.validation, verbose=args.verbose,
-               callbacks=guard)
+               callbacks=guard, shuffle=False)
     build = dict(num_classes=data.num_classes, input_shape=data.input_shape,
                  width=args.width)
     accuracy, seconds, models = {}, {}, {}

@@ -88,8 +88,10 @@ def run_seed(seed, methods, args, writer):
     keras.utils.set_random_seed(seed)
     data = load_data(args.data, batch_size=args.batch_size, seed=seed)
     guard = [StopOnNonFiniteLoss()]
+    # The pipelines shuffle themselves (`shuffle=False` only keeps Keras
+    # from warning that it ignores its default `shuffle=True`).
     fit = dict(validation_data=data.validation, verbose=args.verbose,
-               callbacks=guard)
+               callbacks=guard, shuffle=False)
 
     def record(label, method, history, model, seconds, settings):
         record_run(writer, history, label=label, method=method,

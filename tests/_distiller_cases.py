@@ -29,6 +29,11 @@ TAPS = ("conv2", "conv2")
 #: pair (the defaults are the papers', for real models).
 _FAST = {
     "lp": {"k": 3, "gamma": 0.1},
+    # One `fit` of one epoch: the hint stage alone (their default,
+    # `stage="both"`, needs an epoch per stage; tests/test_method_paths.py
+    # runs it).
+    "fitnet": {"stage": 1},
+    "correlation": {"stage": 1},
     "ktan": {"pretrain_steps": 1, "discriminator_width": 4,
              "kd_weight": 0.5},
     "dln": {"pretrain_steps": 1, "discriminator_width": 4},
@@ -107,13 +112,13 @@ def all_cases():
         # The registry's correlation is two-stage (stage 1 here); this is
         # the paper's single-stage eq. 6 with its "+KD" class loss.
         Case("correlation_single_stage", "correlation",
-             {"teacher_layer": "conv1", "student_layer": "conv1",
+             {"teacher_layer_name": "conv1", "student_layer_name": "conv1",
               "mode": "channel", "stage": None, "alpha": 0.3}),
         Case("attention_two_pairs", "attention",
-             {"teacher_layer": ["conv1", "conv2"],
-              "student_layer": ["conv1", "conv2"], "alpha": 0.5}),
-        Case("stc_kd", "stc", {"teacher_layer": "conv1",
-                               "student_layer": "conv1", "alpha": 0.3,
+             {"teacher_layer_name": ["conv1", "conv2"],
+              "student_layer_name": ["conv1", "conv2"], "alpha": 0.5}),
+        Case("stc_kd", "stc", {"teacher_layer_name": "conv1",
+                               "student_layer_name": "conv1", "alpha": 0.3,
                                "kd_weight": 0.5}),
         Case("mixed_terms", make=lambda t, s, **kw: tfkd.Distiller(
             t, s, _mixed_terms(),

@@ -6,8 +6,9 @@ Run as a script in a fresh process:
     python tests/_resume_worker.py resume CASE=DIR=OUT.npz [...]
 
 `CASE` is `kd` (Hinton KD), `two_stage` (a correlation distiller trained
-with `fit_two_stage`) or `ktan` (the adversarial distiller: two optimizers,
-a phase switch at step 6).
+with `fit_two_stage`), `ktan` (the adversarial distiller: two optimizers,
+a phase switch at step 6), `crd` (its memory bank) or `lp` (a batch-level
+term), the last two as `tfkd.distillers.registry` builds them.
 
 - `run`: train `CASE` with `tfkd.callbacks.BackupAndRestore(DIR)` (a
   backup at the end of each epoch); at the kill point write the `--ready`
@@ -89,6 +90,16 @@ def build(case):
         distiller.compile(
             optimizer=keras.optimizers.Adam(1e-2),
             discriminator_optimizer=keras.optimizers.Adam(1e-2))
+    elif case in ("crd", "lp"):
+        # CRD: its memory bank of embeddings (and the sampling of its
+        # negatives) must resume too; LP: a batch-level term.
+        from tfkd.distillers import registry
+
+        kwargs = {"k": 3, "gamma": 0.1} if case == "lp" else {}
+        distiller = registry.build(case, teacher, student,
+                                   feature_layers=("conv2", "conv2"),
+                                   **kwargs)
+        distiller.compile(optimizer=keras.optimizers.Adam(1e-2))
     else:
         raise ValueError(f"Unknown case. Received: case={case!r}.")
     return distiller, x, y

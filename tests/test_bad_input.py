@@ -385,9 +385,9 @@ CASES = [
          ValueError, r"layers \['conv1'\] of the student 'sub'.*"
                      r"subclassed model.*functional API"),
     case("distiller_taps_without_terms",
-         lambda: tfkd.Distiller(*_pair(), teacher_layer_name="conv1"),
+         lambda: tfkd.Distiller(*_pair(), teacher_layer="conv1"),
          TypeError,
-         r"taps layers through its terms.*teacher_layer_name='conv1'"),
+         r"taps layers through its terms.*teacher_layer='conv1'"),
     case("distiller_layer_type",
          lambda: tfkd.Distiller(*_pair(), [tfkd.losses.HintDistillation(
              3, "conv1")]),
@@ -421,7 +421,7 @@ CASES = [
     case("adversarial_two_layers",
          lambda: _adversarial(teacher_layer_name=["conv1", "conv2"]),
          ValueError,
-         r"`teacher_layer`.*teacher_layer_name=\['conv1', 'conv2'\]"),
+         r"`teacher_layer_name`.*teacher_layer_name=\['conv1', 'conv2'\]"),
     case("adversarial_discriminator_width",
          lambda: _adversarial(discriminator_width=0),
          ValueError, r"`discriminator_width`.*discriminator_width=0"),

@@ -116,8 +116,33 @@ def test_float16_inputs_match_float32(loss_name):
 # float32 step does, for every distiller.
 
 
+def _term_gradients(distiller, x, y, jit_compile):
+    """`{metric name: flat gradient}` of each loss term separately w.r.t.
+    the step's variables, on one batch (compiled with XLA if asked)."""
+    # Builds lazily created parts (adapters) before any tracing.
+    distiller.compute_losses(x, y, training=False)
+    variables = distiller.step_variables()
+
+    def gradients():
+        with tf.GradientTape(persistent=True) as tape:
+            _, values, *_ = distiller.compute_losses(x, y, training=True)
+        flat = {}
+        for name, value in values.items():
+            grads = tape.gradient(value, variables)
+            flat[name] = tf.concat([
+                tf.zeros([tf.size(v)]) if g is None else tf.reshape(
+                    tf.cast(tf.convert_to_tensor(g), tf.float32), [-1])
+                for g, v in zip(grads, variables)], axis=0)
+        return flat
+
+    if jit_compile:
+        gradients = tf.function(gradients, jit_compile=True)
+    return {k: np.array(v) for k, v in gradients().items()}
+
+
 def _one_step_update(case, policy=None, **compile_kwargs):
-    """The student's weight change after one SGD step (fixed init/data)."""
+    """The student's weight change after one SGD step (fixed init/data),
+    and each loss term's gradient before it."""
     if policy:
         keras.mixed_precision.set_dtype_policy(policy)
     try:
@@ -131,6 +156,9 @@ def _one_step_update(case, policy=None, **compile_kwargs):
                 optimizer, initial_scale=2.0 ** 7)
         case.compile(distiller, optimizer=optimizer, **compile_kwargs)
         x, y = testing.random_images(BATCH, seed=11)
+        keras.utils.set_random_seed(8)  # terms drawing samples draw alike
+        terms = _term_gradients(distiller, x, y,
+                                compile_kwargs.get("jit_compile", False))
         before = [np.array(w, "float32") for w in student.weights]
         teacher_before = [np.array(w) for w in teacher.weights]
         history = distiller.fit(x, y, batch_size=BATCH, epochs=1, verbose=0,
@@ -142,21 +170,37 @@ def _one_step_update(case, policy=None, **compile_kwargs):
             np.testing.assert_array_equal(np.array(w), b)
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
-    return np.concatenate([(a - b).ravel() for a, b in zip(after, before)])
+    return np.concatenate([(a - b).ravel() for a, b in zip(after, before)
+                           ]), terms
+
+
+def _assert_terms_close(terms, reference, tolerance, what):
+    """Each term's gradient within `tolerance` of the reference's, relative
+    to that term's own gradient (a term with a small share of the whole
+    update is checked as strictly as the largest)."""
+    assert sorted(terms) == sorted(reference), what
+    for name, want in reference.items():
+        size = np.linalg.norm(want)
+        error = np.linalg.norm(terms[name] - want)
+        assert error <= tolerance * size + 1e-12, (
+            what, name, error / max(size, 1e-30))
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_compiled_and_mixed_steps_match_the_eager_float32_step(case):
-    reference = _one_step_update(case, run_eagerly=True)
+    reference, reference_terms = _one_step_update(case, run_eagerly=True)
     scale = np.linalg.norm(reference)
     assert scale > 0, "the eager step did not move the student"
+    assert any(np.linalg.norm(g) > 0 for g in reference_terms.values())
     # XLA: the same arithmetic, reordered (float32 round-off).
-    xla = _one_step_update(case, jit_compile=True)
+    xla, xla_terms = _one_step_update(case, jit_compile=True)
     assert np.linalg.norm(xla - reference) <= 1e-4 * scale
+    _assert_terms_close(xla_terms, reference_terms, 1e-4, "xla")
     # Mixed precision: activations in 16 bits, weights and losses float32;
     # the update keeps its direction and size to a few parts in a hundred.
     for policy, tolerance in (("mixed_float16", 2e-2),
                               ("mixed_bfloat16", 8e-2)):
-        update = _one_step_update(case, policy)
+        update, terms = _one_step_update(case, policy)
         assert np.linalg.norm(update - reference) <= tolerance * scale, (
             policy, np.linalg.norm(update - reference) / scale)
+        _assert_terms_close(terms, reference_terms, tolerance, policy)

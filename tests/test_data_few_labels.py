@@ -282,3 +282,55 @@ def test_soft_labels_must_sum_to_one():
     y = _as_form("one_hot") * 0.5
     with pytest.raises(ValueError, match=r"summing to 1.*sum 0\.5"):
         _student_loss(y, stream=True)
+
+
+def test_fit_on_a_dataset_does_not_warn_about_shuffle(recwarn):
+    """Keras warns that it ignores its default `shuffle=True` for a
+    `tf.data` pipeline; a distiller's `fit` on one (as the demo and the
+    recipes run) does not trigger it."""
+    from tfkd import testing
+
+    teacher = testing.tiny_conv_model("teacher", seed=0)
+    student = testing.tiny_conv_model("student", width=4, seed=1)
+    distiller = tfkd.Distiller(teacher, student)
+    distiller.compile(optimizer="adam")
+    x, y = testing.random_images(16)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    distiller.fit(data, epochs=1, verbose=0)
+    messages = [str(w.message) for w in recwarn]
+    assert not [m for m in messages if "shuffle" in m], messages
+
+
+def test_a_teacher_at_chance_is_warned_about_once():
+    """An untrained teacher (or one fed inputs it was not trained on, as a
+    `keras.applications` model fed [0, 1] pixels) is at chance on the first
+    batch: `fit` warns once, naming the [0, 255] pitfall; a teacher that
+    knows the labels does not warn."""
+    import warnings
+
+    from tfkd import testing
+
+    teacher = testing.tiny_conv_model("teacher", seed=0)
+    x, _ = testing.random_images(64)
+    known = np.argmax(teacher.predict(x, verbose=0), -1).astype("int32")
+    chance = (known + 1) % 10  # Every teacher prediction is wrong.
+    distiller = tfkd.Distiller(
+        teacher, testing.tiny_conv_model("student", width=4, seed=1))
+    distiller.compile(optimizer="adam")
+    with pytest.warns(UserWarning, match=r"teacher 'teacher' is at chance.*"
+                                         r"0% top-1 on its 64 labelled.*"
+                                         r"\[0, 255\]"):
+        distiller.fit(x, chance, batch_size=64, epochs=1, verbose=0)
+    with warnings.catch_warnings(record=True) as again:
+        warnings.simplefilter("always")
+        distiller.fit(x, chance, batch_size=64, epochs=1, verbose=0)
+    assert not [w for w in again if "at chance" in str(w.message)]
+
+    fresh = tfkd.Distiller(
+        teacher, testing.tiny_conv_model("student", width=4, seed=1))
+    fresh.compile(optimizer="adam")
+    data = tf.data.Dataset.from_tensor_slices((x, known)).batch(64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fresh.fit(data, epochs=1, verbose=0)
+    assert not [w for w in caught if "at chance" in str(w.message)]

@@ -118,7 +118,7 @@ def test_loss_terms_match_formulas(target):
 
 
 def test_stc_loss_trains_the_front_only_through_the_frozen_back():
-    distiller = _adapter_pair(alpha=1.0)
+    distiller = _adapter_pair(alpha=1.0, kd_weight=0.0)
     student = distiller.student
     front, back = split_model(student, "block1_out")
     front_ids = {id(v) for v in front.trainable_weights}
@@ -277,22 +277,23 @@ def _build(teacher_layer_name="stage2_block1_out",
            **kwargs):
     kwargs.setdefault("adapter", True)
     return CollaborationDistiller(_teacher(), _tiny_resnet(width=8),
-                                  teacher_layer_name=teacher_layer,
-                                  student_layer_name=student_layer, **kwargs)
+                                  teacher_layer_name=teacher_layer_name,
+                                  student_layer_name=student_layer_name,
+                                  **kwargs)
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
-    ({"teacher_layer": "nope"}, ValueError,
+    ({"teacher_layer_name": "nope"}, ValueError,
      r"'nope'.*Existing layer.*'stage1_block1_out'"),
-    ({"student_layer": "nope"}, ValueError,
+    ({"student_layer_name": "nope"}, ValueError,
      r"'nope'.*Existing layer.*'block1_out'"),
-    ({"teacher_layer": "stage1_block1_relu1"}, ValueError,
+    ({"teacher_layer_name": "stage1_block1_relu1"}, ValueError,
      r"teacher_layer.*2 tensors cross the cut.*'stage1_block1_out'"),
-    ({"student_layer": "b1_relu1"}, ValueError,
+    ({"student_layer_name": "b1_relu1"}, ValueError,
      r"student_layer.*2 tensors cross the cut"),
-    ({"teacher_layer": ["stage1_block1_out", "stage2_block1_out"]},
+    ({"teacher_layer_name": ["stage1_block1_out", "stage2_block1_out"]},
      ValueError, r"exactly one layer"),
-    ({"teacher_layer": None}, ValueError, r"exactly one layer"),
+    ({"teacher_layer_name": None}, ValueError, r"exactly one layer"),
     ({"target": "hard"}, ValueError, r"target='hard'"),
     ({"kd_weight": -1.0}, ValueError, r"kd_weight=-1.0"),
     ({"alpha": 1.5}, ValueError, r"alpha=1.5"),

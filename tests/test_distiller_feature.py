@@ -63,7 +63,7 @@ EXPECTED = ["knowledge_loss", "student_loss", "kd_loss"]
 # The uniform battery.
 
 @pytest.mark.parametrize("kwargs, check_saving", [
-    (dict(mode="both", adapter=True), True),
+    (dict(mode="both", adapter=True, stage=None, alpha=1.0), True),
     (dict(mode="channel", alpha=0.3, adapter=True, stage=1,
           teacher_layer_name=["relu1", "relu2"], student_layer_name=["relu1",
                                                                      "relu2"]),
@@ -71,7 +71,8 @@ EXPECTED = ["knowledge_loss", "student_loss", "kd_loss"]
     (dict(mode="spatial", alpha=0.3, stage=2), False),
 ], ids=["both-single", "channel-stage1-kd-2pairs", "spatial-stage2-kd"])
 def test_correlation_battery(kwargs, check_saving):
-    kwargs = {"teacher_layer": "relu2", "student_layer": "relu2", **kwargs}
+    kwargs = {"teacher_layer_name": "relu2", "student_layer_name": "relu2",
+              **kwargs}
     teacher, student = _pair()
     x, y = testing.random_images(32)
     distiller = tfkd.CorrelationDistiller(teacher, student, **kwargs)
@@ -107,7 +108,7 @@ def test_loss_is_weighted_sum_per_stage():
     distiller = tfkd.CorrelationDistiller(
         teacher, student, teacher_layer_name="relu2",
         student_layer_name="relu2",
-        alpha=0.3, beta=0.1, adapter=True,
+        alpha=0.3, beta=0.1, adapter=True, stage=None,
     )
     distiller.compile(optimizer="sgd")
 
@@ -176,7 +177,7 @@ def test_two_stage_freezes_then_trains_later_layers():
     distiller = tfkd.CorrelationDistiller(
         teacher, student, teacher_layer_name="relu1",
         student_layer_name="relu1",
-        mode="channel", alpha=0.3, adapter=True,
+        mode="channel", alpha=0.3, adapter=True, stage=None,
     )
     distiller.compile(optimizer=keras.optimizers.Adam(0.01))
     x, y = testing.random_images(32)
@@ -515,7 +516,7 @@ def test_correlation_mixed_precision_step():
     distiller = tfkd.CorrelationDistiller(
         teacher, student, teacher_layer_name="relu2",
         student_layer_name="relu2",
-        alpha=0.3, adapter=True,
+        alpha=0.3, adapter=True, stage=None,
     )
     assert distiller.adapters[0].dtype_policy.name == "mixed_float16"
     distiller.compile(optimizer="adam")
@@ -565,10 +566,12 @@ def test_registry_correlation_default_lets_the_labels_train_the_student():
                       metrics=["accuracy"])
     history = distiller.fit(data.train, epochs=4, verbose=0)
     assert distiller.stage == 2
-    # Stage 2 (epochs 3-4) is the cross entropy alone, and it falls.
+    # Stage 2 (epochs 3-4) is L_Class (0.3 CE + 0.7 KD, the paper's "+KD"),
+    # and the cross entropy falls.
     loss = history.history["loss"]
-    assert loss[3] == pytest.approx(history.history["student_loss"][3],
-                                    rel=1e-6)
+    assert loss[3] == pytest.approx(
+        0.3 * history.history["student_loss"][3]
+        + 0.7 * history.history["kd_loss"][3], rel=1e-5)
     assert history.history["student_loss"][3] < 0.8 * (
         history.history["student_loss"][0])
     accuracy = distiller.evaluate(data.test, return_dict=True,

@@ -30,7 +30,8 @@ def _pair(teacher_widths=(8, 8), student_widths=(4, 4), **student_kwargs):
     (dict(stage=1), False),
 ], ids=["single-kd-2pairs", "hint-stage"])
 def test_fitnet_battery(kwargs, check_saving):
-    kwargs = {"teacher_layer": "relu2", "student_layer": "relu2", **kwargs}
+    kwargs = {"teacher_layer_name": "relu2", "student_layer_name": "relu2",
+              **kwargs}
     teacher, student = _pair()
     x, y = testing.random_images(32)
     distiller = tfkd.FitNetDistiller(teacher, student, **kwargs)
@@ -136,7 +137,8 @@ def test_fitnet_bad_layers():
     (dict(stage=2, alpha=0.3), False),
 ], ids=["single-2pairs", "stage2-kd"])
 def test_attention_battery(kwargs, check_saving):
-    kwargs = {"teacher_layer": "relu2", "student_layer": "relu2", **kwargs}
+    kwargs = {"teacher_layer_name": "relu2", "student_layer_name": "relu2",
+              **kwargs}
     teacher, student = _pair()
     x, y = testing.random_images(32)
     distiller = tfkd.AttentionDistiller(teacher, student, **kwargs)

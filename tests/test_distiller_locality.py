@@ -22,7 +22,7 @@ def _np_log_softmax(z):
 
 
 def _np_lp(f_t, f_s, k, sigma=None, normalize=None):
-    """Literal NumPy eq. 5-6 with SPEC's σ rule, in float64 and loops;
+    """Literal NumPy eq. 5-6 with the σ rule of docs/methods/lp.md, in float64 and loops;
     `normalize="l2"` first scales each example's features to unit length."""
     f_t = f_t.reshape(len(f_t), -1).astype(np.float64)
     f_s = f_s.reshape(len(f_s), -1).astype(np.float64)
@@ -101,7 +101,7 @@ def test_config_keeps_hyperparameters():
 
 
 # --------------------------------------------------------------------------
-# The objective is eq. 8 as SPEC fixes it.
+# The objective is eq. 8 as docs/methods/lp.md reads it.
 
 
 @pytest.mark.parametrize("sigma, normalize", [(None, None), (2.0, None),
@@ -385,14 +385,15 @@ def test_default_lp_does_not_collapse_a_student_on_a_wide_map():
     ({"normalize": "l1"}, ValueError, r"`normalize` must be 'l2'.*"
                                       r"normalize='l1'"),
     ({"normalize": True}, ValueError, "normalize=True"),
-    ({"teacher_layer": None}, ValueError, "teacher_layer_name=None"),
-    ({"student_layer": []}, ValueError, r"student_layer_name=\[\]"),
-    ({"teacher_layer": ["conv1", "conv2"]}, ValueError, "same length"),
-    ({"student_layer": "nope"}, ValueError, "'nope' is not a layer"),
+    ({"teacher_layer_name": None}, ValueError, "teacher_layer_name=None"),
+    ({"student_layer_name": []}, ValueError, r"student_layer_name=\[\]"),
+    ({"teacher_layer_name": ["conv1", "conv2"]}, ValueError, "same length"),
+    ({"student_layer_name": "nope"}, ValueError, "'nope' is not a layer"),
 ])
 def test_bad_arguments(kwargs, error, match):
     teacher, student = _pair()
-    args = {"teacher_layer": "conv2", "student_layer": "conv2", **kwargs}
+    args = {"teacher_layer_name": "conv2", "student_layer_name": "conv2",
+              **kwargs}
     with pytest.raises(error, match=match):
         tfkd.LocalityPreservingDistiller(teacher, student, **args)
 

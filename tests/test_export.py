@@ -279,3 +279,94 @@ def test_cli(student, digits, keras_logits, tmp_path, capsys, monkeypatch):
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "missing.keras" in err
+
+
+def test_export_keeps_the_converters_log_lines_off_the_terminal(
+        tmp_path, capfd):
+    """TensorFlow's converter and LiteRT print C++ log lines (SavedModel
+    reading, MLIR passes, the XNNPACK delegate) straight to file
+    descriptor 2; an export shows only tfkd's own output."""
+    from tfkd import testing
+
+    model = testing.tiny_conv_model("quiet", seed=0)
+    capfd.readouterr()
+    to_tflite(model, str(tmp_path / "quiet.tflite"),
+              verify_data=testing.random_images(8), num_samples=8,
+              latency_runs=2)
+    err = capfd.readouterr().err
+    for noise in ("SavedModel", "tf_tfl_flatbuffer_helpers", "XNNPACK",
+                  "mlir"):
+        assert noise not in err, err[:2000]
+
+
+def test_failed_conversion_still_shows_the_converters_lines(capfd):
+    from tfkd.export import tflite
+
+    with pytest.raises(RuntimeError, match="boom"):
+        with tflite._quiet_native_logs():
+            os.write(2, b"native detail\n")
+            raise RuntimeError("boom")
+    assert "native detail" in capfd.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tiny_student_export(tmp_path_factory):
+    """The tiny student of `_distiller_cases` exported on its own."""
+    from _distiller_cases import tiny_pair
+
+    _, student = tiny_pair()
+    path = tmp_path_factory.mktemp("tiny") / "student.tflite"
+    return to_tflite(student, str(path), verify=False, latency_runs=0)
+
+
+def _registry_cases():
+    from _distiller_cases import all_cases
+    from tfkd.distillers import registry
+
+    names = registry.method_names()
+    return [pytest.param(c, id=c.name) for c in all_cases()
+            if c.name in names]
+
+
+class _Tracked(Exception):
+    """Stops `to_tflite` once it has chosen the model to convert."""
+
+
+@pytest.mark.parametrize("case", _registry_cases())
+def test_real_distiller_exports_its_student_only(case, tiny_student_export,
+                                                 tmp_path, monkeypatch):
+    # A real distiller of each method, its adapters, regressors or
+    # discriminator built: what is exported is the student alone. KTAN
+    # (discriminator, regressor, two optimizers) is converted in full; for
+    # the others the model handed to the converter is checked, which costs
+    # no conversion.
+    from _distiller_cases import tiny_pair
+
+    teacher, student = tiny_pair()
+    distiller = case.build(teacher, student)
+    x = np.zeros((2, 8, 8, 1), "float32")
+    distiller.compute_losses(x, np.zeros(2, "int64"))  # builds its parts
+    path = str(tmp_path / "d.tflite")
+    if case.name == "ktan":
+        report = to_tflite(distiller, path, verify=False, latency_runs=0)
+        assert report.num_params == student.count_params()
+        assert report.num_tensors == tiny_student_export.num_tensors
+        assert report.size_bytes == tiny_student_export.size_bytes
+        return
+    from tfkd.export import tflite
+
+    tracked = []
+
+    def convert(model, *args, **kwargs):
+        tracked.append(model)
+        raise _Tracked
+
+    monkeypatch.setattr(tflite, "_convert", convert)
+    with pytest.raises(_Tracked):
+        to_tflite(distiller, path, verify=False, latency_runs=0)
+    (model,) = tracked
+    assert model is student
+    others = {id(w) for w in distiller.weights} - {
+        id(w) for w in student.weights}
+    assert others  # The teacher's at least.
+    assert not others & {id(w) for w in model.weights}

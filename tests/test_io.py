@@ -4,14 +4,12 @@ failed write says so and leaves no temporary file; new files get the
 umask's mode; temporary files of killed writers are cleaned up."""
 
 import os
-import random
 import re
 import resource
 import signal
 import subprocess
 import sys
 import threading
-import time
 
 import keras
 import numpy as np
@@ -38,7 +36,7 @@ class _Writers:
 
     def __init__(self, directory, *args):
         self.pids, self.generations = {}, {}
-        self.started, self.reaped = {}, {}
+        self.started, self.reaped, self.ready = {}, {}, {}
         self._lock = threading.Lock()
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
         # Beside the directory, not in it (its listing is checked); a file,
@@ -66,6 +64,8 @@ class _Writers:
                 self._event(self.started, index).set()
             elif kind == "dead":
                 self._event(self.reaped, index).set()
+            elif kind == "ready":
+                self._event(self.ready, index).set()
 
     def _fail(self, what, timeout):
         self.process.kill()
@@ -74,9 +74,9 @@ class _Writers:
             err = f.read()
         pytest.fail(f"{what} within {timeout} s:\n{err[-3000:]}")
 
-    def wait_for_first_write(self, index, timeout):
-        if not self._event(self.started, index).wait(timeout):
-            self._fail(f"writer {index} completed no write", timeout)
+    def wait_for_kill_point(self, index, timeout):
+        if not self._event(self.ready, index).wait(timeout):
+            self._fail(f"writer {index} reached no kill point", timeout)
 
     def kill(self, index):
         """SIGKILLs writer `index`; returns the last generation it printed."""
@@ -96,71 +96,76 @@ class _Writers:
         self.process.wait()
 
 
-def _check_clean_after_kills(directories, left_temp):
-    # Most kills land mid-write (writing is nearly all the loop's time), so
-    # at least one must have left a temporary file: the test saw real
-    # interrupted writes, and cleaning them is checked.
-    assert any(left_temp), (
-        "no kill interrupted a write; the test checked nothing")
-    for directory in directories:
-        tfkd_io.remove_stale_temp_files(directory)
-        assert _temp_files(directory) == []
+#: Fixed kill points of a write (see _atomic_save_worker.py) and the
+#: generation the target must hold after a kill there (generation 1 was
+#: written completely, generation 2 is interrupted), and whether the
+#: killed write leaves a temporary file behind.
+KILL_POINTS = {
+    "write": (1, True),       # half-written temporary file
+    "fsynced": (1, True),     # complete temporary file, not renamed
+    "replaced": (2, False),   # renamed, folder not yet fsync'ed
+}
+
+
+def _check_clean(directory, left_temp):
+    assert bool(_temp_files(directory)) == left_temp, _temp_files(directory)
+    tfkd_io.remove_stale_temp_files(directory)
+    assert _temp_files(directory) == []
 
 
 def test_kill_during_keras_save_leaves_a_complete_model(tmp_path):
-    """Writers save a 13 MB model in a loop (every weight equal to the
-    generation number) and are SIGKILLed at random moments, three times: the
-    file left is a complete model of the last or the next generation."""
-    kills = 3
-    rng = random.Random()
-    seed = rng.randrange(10**6)
-    rng.seed(seed)
+    """Writers save a 13 MB model (every weight equal to the generation
+    number) and are SIGKILLed at fixed points of their second save: the
+    file left is a complete model of the first or second generation."""
+    points = list(KILL_POINTS)
     writers = _Writers(tmp_path / "models", "keras", str(tmp_path / "models"),
-                       str(kills))
-    left_temp = []
+                       str(len(points)), "--kill-at=" + ",".join(points))
     try:
-        for index in range(kills):
-            writers.wait_for_first_write(index, timeout=120)
-            time.sleep(rng.uniform(0.0, 0.5))
-            last = writers.kill(index)
+        for index, point in enumerate(points):
+            writers.wait_for_kill_point(index, timeout=120)
+            assert writers.kill(index) == 1
+            expected, left_temp = KILL_POINTS[point]
             directory = tmp_path / "models" / str(index)
-            left_temp.append(bool(_temp_files(directory)))
             model = tfkd.load(directory / "model.keras", compile=False)
             values = {float(v) for w in model.get_weights()
                       for v in np.unique(w)}
-            assert len(values) == 1 and values <= {last, last + 1}, (
-                f"seed {seed}: weights {sorted(values)[:5]} after "
-                f"generation {last}")
+            assert values == {expected}, (point, sorted(values)[:5])
+            _check_clean(directory, left_temp)
     finally:
         writers.close()
-    _check_clean_after_kills(
-        [tmp_path / "models" / str(i) for i in range(kills)], left_temp)
 
 
-def test_kill_during_atomic_write_leaves_a_complete_file(tmp_path):
-    """Five processes writing 4 MB files in a loop, each SIGKILLed at a
-    random moment: the file is always complete (old or new content)."""
-    rng = random.Random()
-    seed = rng.randrange(10**6)
-    rng.seed(seed)
-    left_temp = []
-    directories = [tmp_path / f"kill{i}" for i in range(5)]
-    for directory in directories:
-        directory.mkdir()
-        writer = _Writers(directory, "bytes", str(directory))
-        try:
-            writer.wait_for_first_write(0, timeout=60)
-            time.sleep(rng.uniform(0.0, 0.3))
-            last = writer.kill(0)
-        finally:
-            writer.close()
-        left_temp.append(bool(_temp_files(directory)))
-        data = (directory / "data.bin").read_bytes()
-        generation = int.from_bytes(data[:8], "little")
-        assert generation in (last, last + 1), (seed, generation, last)
-        assert len(data) == 8 + BYTES, (seed, len(data))
-        assert set(data[8:]) == {generation % 256}, seed
-    _check_clean_after_kills(directories, left_temp)
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_kill_during_atomic_write_leaves_a_complete_file(tmp_path, point):
+    """A process writing 4 MB files, SIGKILLed at a fixed point of its
+    second write: the file is complete, old or new content as the point
+    implies."""
+    writer = _Writers(tmp_path, "bytes", str(tmp_path), f"--kill-at={point}")
+    try:
+        writer.wait_for_kill_point(0, timeout=60)
+        assert writer.kill(0) == 1
+    finally:
+        writer.close()
+    expected, left_temp = KILL_POINTS[point]
+    data = (tmp_path / "data.bin").read_bytes()
+    assert int.from_bytes(data[:8], "little") == expected
+    assert len(data) == 8 + BYTES
+    assert set(data[8:]) == {expected % 256}
+    _check_clean(tmp_path, left_temp)
+
+
+def test_kill_points_catch_a_direct_writer(tmp_path):
+    """The same kill (half-way through the second write) against a writer
+    that writes in place: the file is truncated, which the checks above
+    catch."""
+    writer = _Writers(tmp_path, "bytes", str(tmp_path), "--kill-at=write",
+                      "--direct")
+    try:
+        writer.wait_for_kill_point(0, timeout=60)
+        writer.kill(0)
+    finally:
+        writer.close()
+    assert len((tmp_path / "data.bin").read_bytes()) < 8 + BYTES
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Tests of `tfkd.losses.attention` against a NumPy reference of SPEC."""
+"""Tests of `tfkd.losses.attention` against a NumPy reference of the
+formula in docs/methods/attention.md."""
 
 from itertools import product
 
@@ -57,7 +58,7 @@ def value_and_student_grad(fn, t, s, runner="eager", **kwargs):
     return loss.numpy(), grad.numpy()
 
 
-# ---------------------------------------------- NumPy reference (from SPEC)
+# ------------------ NumPy reference (docs/methods/attention.md's formula)
 def np_attention(features, p):
     """Q = Σ_c |F_c|^p, flattened row-major, divided by its L2 norm."""
     out = []

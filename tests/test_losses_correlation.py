@@ -1,4 +1,5 @@
-"""Tests of `tfkd.losses.correlation` against a NumPy reference of SPEC."""
+"""Tests of `tfkd.losses.correlation` against a NumPy reference of the
+formula in docs/methods/correlation.md."""
 
 import re
 from itertools import product
@@ -58,7 +59,7 @@ def value_and_student_grad(fn, t, s, runner="eager", **kwargs):
     return loss.numpy(), grad.numpy()
 
 
-# ---------------------------------------------- NumPy reference (from SPEC)
+# ---------------- NumPy reference (docs/methods/correlation.md's formula)
 def np_matrix(f):
     """One example `(H, W, N)` -> `F` of shape `(M, N)`, rows row-major."""
     h, w, n = f.shape
@@ -306,7 +307,7 @@ def test_golden_values():
 # compare it with the direct formula on shapes that select either form.
 
 def np_direct(t, s, mode):
-    """SPEC's formula in float64, vectorised (Grams by matrix product)."""
+    """docs/methods/correlation.md's formula in float64, vectorised (Grams by matrix product)."""
     t, s = np.asarray(t, np.float64), np.asarray(s, np.float64)
 
     def grams(f, gram):

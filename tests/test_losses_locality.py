@@ -13,7 +13,7 @@ from tfkd.losses.locality import locality_preserving_loss
 RUNNERS = ["eager", "jit"]
 
 
-# ---------------------------------------------- NumPy reference (from SPEC)
+# ------------------------- NumPy reference (docs/methods/lp.md's formula)
 def np_lp_weights(t, k, sigma=None):
     """The `m × m` matrix of `a_ij` (0 outside the kNN of `i`)."""
     ft = np.asarray(t, np.float64).reshape(len(t), -1)

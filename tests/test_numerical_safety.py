@@ -19,6 +19,7 @@ from tfkd import testing
 from tfkd.callbacks import NonFiniteDataError
 from tfkd.callbacks import NonFiniteLossError
 from tfkd.callbacks import StopOnNonFiniteLoss
+from tfkd.distillers import registry
 
 from _distiller_cases import distiller_params
 from _distiller_cases import tiny_pair
@@ -269,3 +270,40 @@ def test_callback_names_a_term_before_the_total(logs, term):
     callback = StopOnNonFiniteLoss()
     with pytest.raises(NonFiniteLossError, match=f"`{term}` became"):
         callback.on_train_batch_end(3, logs)
+
+
+def _term_state(distiller):
+    return [np.array(v) for term in distiller.terms.values()
+            if isinstance(term, tfkd.terms.DistillationTerm)
+            for v in term.weights]
+
+
+@pytest.mark.parametrize("case", [
+    # One case per registered method (every term kind), and CRD's bank.
+    p for p in distiller_params() if p.id in registry.method_names()] + [
+    pytest.param("crd_bank", id="crd_bank")])
+def test_a_training_forward_pass_writes_no_term_state(case):
+    """Every term's state (memory banks, normalizers, counters) is written
+    by the step after its checked optimizer update, never by the forward
+    pass: a step the finite guard refuses leaves it as it was."""
+    teacher, student = tiny_pair()
+    x, y = testing.random_images(8, seed=5)
+    if case == "crd_bank":
+        from tfkd.terms.crd import ContrastiveRepresentationDistillation
+
+        term = ContrastiveRepresentationDistillation(
+            "pool", "pool", dataset_size=8, num_negatives=4,
+            embedding_dim=4)
+        distiller = tfkd.Distiller(teacher, student, [term])
+        distiller.compile(optimizer="sgd")
+        x = {"images": x, "index": np.arange(8)}
+    else:
+        distiller = case.compile(case.build(teacher, student))
+    before = _term_state(distiller)
+    distiller.compute_terms(x, y, training=True)
+    for a, b in zip(before, _term_state(distiller)):
+        np.testing.assert_array_equal(a, b)
+    # The writes wait for the step, which performs them.
+    distiller.apply_term_state_updates()
+    if case == "crd_bank":
+        assert int(term.steps.numpy()) == 1

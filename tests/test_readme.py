@@ -58,3 +58,21 @@ def test_readme_python_blocks_run_as_written(small_digits, tmp_path,
     student = tfkd.saving.load(str(tmp_path / "student.keras"))
     assert student.count_params() == tfkd.models.digits_student(
     ).count_params()
+
+
+def test_readme_snippet_is_seeded_and_quotes_its_table():
+    """The snippet is seeded, and every `NAME, mean ± std %` it quotes
+    (or `NAME (mean ± std %`) is the README table's 6-labels value for that
+    method; no method is said to "win" (the top rows are within noise)."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    snippet = _python_blocks()[0]
+    assert "keras.utils.set_random_seed(" in snippet
+    table = dict(re.findall(
+        r"^\| `(\w+)` \| (\d+\.\d ± \d+\.\d) \|", text, flags=re.M))
+    quoted = re.findall(r"\b([A-Z]{2,4})\b[^0-9#\n]{0,12}(\d+\.\d ± \d+\.\d) %",
+                        snippet.replace("\n# ", " "))
+    assert quoted, snippet
+    for method, value in quoted:
+        assert table[method.lower()] == value, (method, value, table)
+    assert "wins" not in text

@@ -98,7 +98,7 @@ def test_rows_and_paper_numbers(recipe):
     assert (row.teacher_variant, row.alpha, row.two_stage) == (
         "original", 0.3, False)
     paper = recipe.paper_accuracy()
-    # SPEC's reference results.
+    # The paper's results, as docs/methods/correlation.md lists them.
     for (dataset, key), value in {
         ("cifar10", "teacher"): 92.02, ("cifar10", "student"): 89.18,
         ("cifar10", "kd"): 89.73, ("cifar10", "both/two+kd"): 91.67,

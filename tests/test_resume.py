@@ -15,7 +15,8 @@ Kill points:
 - between two training steps, in the middle of an epoch: Hinton KD; a
   two-stage correlation distiller killed in stage 1 and in stage 2 (the
   stage is not saved: it follows from the restored epoch); KTAN killed in
-  its adversarial phase, with both optimizers restored;
+  its adversarial phase, with both optimizers restored; CRD (its memory
+  bank and the sampling of its negatives) and LP;
 - inside a backup write (KD): just before it, half-way through the weights
   file, between the weights file and the metadata file, and while the
   metadata is being written. Keras's own `BackupAndRestore` writes both
@@ -40,7 +41,7 @@ import numpy as np
 import pytest
 
 WORKER = os.path.join(os.path.dirname(__file__), "_resume_worker.py")
-KILL_TIMEOUT = 120  # seconds for a run to reach its kill point
+KILL_TIMEOUT = 300  # seconds for a run to reach its kill point (under load)
 MAX_RUNNING = 3  # runs at a time
 RESUME_TIMEOUT = 240  # seconds for all resumes and references
 
@@ -53,6 +54,8 @@ CASES = {
     "two_stage_killed_in_stage1": ("two_stage", "step:1:1", 1, {12}),
     "two_stage_killed_in_stage2": ("two_stage", "step:3:1", 3, {4}),
     "ktan_killed_in_adversarial_phase": ("ktan", "step:2:1", 2, {4}),
+    "crd_memory_bank": ("crd", "step:1:1", 1, {8}),
+    "lp": ("lp", "step:1:1", 1, {8}),
     # Killed while writing the backup of epoch 2 (the backup of epoch 1 is
     # on disk): the resumed run must restore one of the two, whole.
     "kd_killed_before_backup_write": ("kd", "backup:2:start", 1, {8}),

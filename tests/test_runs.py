@@ -114,3 +114,25 @@ def test_a_file_in_the_way_of_the_run_folder_is_named(tmp_path,
                                          r"the way.*choose another --out"):
         runs.prepare_run_dir("tfkd_runs/demo-1", kind="demo")
     assert (tmp_path / runs.DEFAULT_ROOT).read_text() == "not a folder"
+
+
+def test_demo_export_measures_the_accuracy_tables_images(tmp_path, capsys):
+    """The demo's export verifies on the whole test split (the images of
+    its accuracy table), so the Keras accuracy it prints is the table's
+    number for that student, not a second one on a 256-image subset."""
+    import json
+
+    import tfkd
+    from tfkd import demo
+    from tfkd.experiment import test_accuracy
+
+    data = tfkd.data.load_digits(image_size=16, seed=0)
+    student = tfkd.models.digits_student(data.num_classes, data.input_shape)
+    teacher = tfkd.models.digits_teacher(data.num_classes, data.input_shape)
+    demo._export(student, teacher, data, str(tmp_path))
+    report = json.loads((tmp_path / "student.json").read_text())
+    assert report["num_verified"] == 360
+    assert report["keras_accuracy"] == pytest.approx(
+        test_accuracy(student, data.test))
+    assert "the 360 held-out test images of the table above" in \
+        capsys.readouterr().out

@@ -230,3 +230,32 @@ def test_load_bad_paths(tmp_path):
     with pytest.raises(ValueError, match=r"must be a `\.keras` file.*"
                                          r"weights\.txt"):
         tfkd.load(path)
+
+
+def test_a_compiled_teachers_optimizer_does_not_warn_on_load(tmp_path):
+    """A teacher compiled and trained on its own carries its optimizer; the
+    distiller's file loads it uncompiled (the distiller trains with its own
+    optimizer only), without Keras's "Skipping variable loading for
+    optimizer" warning, and the distiller's own optimizer is restored."""
+    import warnings
+
+    teacher = testing.tiny_conv_model("teacher", seed=0)
+    student = testing.tiny_conv_model("student", width=4, seed=1)
+    x, y = testing.random_images(16)
+    teacher.compile(optimizer="adam", loss=keras.losses.
+                    SparseCategoricalCrossentropy(from_logits=True))
+    teacher.fit(x, y, epochs=1, verbose=0)
+    distiller = tfkd.Distiller(teacher, student)
+    distiller.compile(optimizer="adam")
+    distiller.fit(x, y, epochs=1, verbose=0)
+    path = tfkd.saving.save(distiller, str(tmp_path / "distiller.keras"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        restored = tfkd.load(path)
+    messages = [str(w.message) for w in caught]
+    assert not [m for m in messages if "Skipping variable loading" in m], \
+        messages
+    assert int(restored.optimizer.iterations) == int(
+        distiller.optimizer.iterations) > 0
+    np.testing.assert_allclose(restored.predict(x, verbose=0),
+                               distiller.predict(x, verbose=0), atol=1e-6)

@@ -356,3 +356,33 @@ def test_a_refused_step_leaves_the_banks_and_counters_alone(dataset_size,
     distiller.fit(data, y, batch_size=8, verbose=0, shuffle=False)
     assert int(term.steps.numpy()) == before["steps"] + 1
     assert np.isfinite(np.array(term.student_memory)).all()
+
+
+def test_cached_teacher_outputs_carry_the_example_index():
+    """`cache_teacher_outputs` over a `with_example_index` pipeline keeps
+    each index with its example (shuffled too) at the top of the batch
+    dict, where CRD reads it: training on the cache writes the same bank
+    rows as training on the pipeline itself."""
+    x, y = testing.random_images(16, seed=4)
+    indexed = with_example_index(tf.data.Dataset.from_tensor_slices((x, y)))
+    states = []
+    for cached in (False, True):
+        keras.utils.set_random_seed(0)
+        distiller, term = _bank_distiller(16)
+        data = indexed.batch(8)
+        if cached:
+            shuffled = tfkd.data.cache_teacher_outputs(distiller, data,
+                                                       shuffle=True, seed=1)
+            for inputs, labels in shuffled:
+                assert sorted(inputs) == ["images", "index", "teacher_features",
+                                          "teacher_logits"]
+                np.testing.assert_array_equal(
+                    inputs["images"].numpy(), x[inputs["index"].numpy()])
+            data = tfkd.data.cache_teacher_outputs(distiller, data,
+                                                   shuffle=False)
+        distiller.fit(data, epochs=1, verbose=0, shuffle=False)
+        states.append(_state(term))
+    for name, value in states[0].items():
+        np.testing.assert_allclose(states[1][name], value, rtol=1e-5,
+                                   atol=1e-6, err_msg=name)
+    assert states[1]["steps"] == 2

@@ -22,6 +22,7 @@ from tfkd import testing
 from tfkd.tuning import build_tuner
 from tfkd.tuning import DistillerHyperModel
 from tfkd.tuning import digits_hypermodel
+from tfkd.tuning import cli as tune_cli
 from tfkd.tuning import signature as signature_lib
 
 
@@ -142,9 +143,26 @@ def tune_out(tmp_path):
     out.mkdir()
     teacher = tfkd.models.digits_teacher(10, (8, 8, 1))
     tfkd.saving.save(teacher, out / "teacher.keras")
+    settings = tune_cli.teacher_settings(data="digits", seed=0, image_size=8,
+                                         batch_size=64, teacher_epochs=20)
+    with open(out / "teacher.json", "w") as f:
+        json.dump(settings, f)
     hypermodel = digits_hypermodel(teacher, method=["kd"],
                                    input_shape=(8, 8, 1), fixed={},
                                    search_space={}, seed=0)
+    build_tuner(hypermodel, "random", max_trials=1, directory=str(out),
+                project_name="search", seed=0,
+                data_signature=tune_cli.data_signature(settings))
+    return out
+
+
+def _users_tuner_project(tmp_path):
+    """A Keras Tuner project made with `build_tuner` (no tfkd tune run)."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    hypermodel = digits_hypermodel(tfkd.models.digits_teacher(10, (8, 8, 1)),
+                                   method=["kd"], input_shape=(8, 8, 1),
+                                   fixed={}, search_space={}, seed=0)
     build_tuner(hypermodel, "random", max_trials=1, directory=str(out),
                 project_name="search", seed=0)
     return out
@@ -196,10 +214,11 @@ def test_cli_resumes_the_same_search(tune_out, capsys):
 
 @pytest.mark.parametrize("with_own_files", [True, False])
 def test_cli_overwrite_never_empties_a_users_tuner_project(
-        tune_out, capsys, with_own_files):
+        tmp_path, capsys, with_own_files):
     """A Keras Tuner project the user made with `build_tuner` (alone, or
     beside their own files) is not a `tfkd tune` run: --overwrite refuses,
     naming what is in the way, and deletes nothing."""
+    tune_out = _users_tuner_project(tmp_path)
     if with_own_files:
         (tune_out / "notes.txt").write_text("precious")
     before = sorted(os.listdir(tune_out))
@@ -212,3 +231,43 @@ def test_cli_overwrite_never_empties_a_users_tuner_project(
     assert os.listdir(tune_out / "search")
     if with_own_files:
         assert (tune_out / "notes.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize("change, difference", [
+    (["--seed", "1"], r"data seed: 0 -> 1"),
+    (["--image-size", "6"], r"data image_size: 8 -> 6"),
+    (["--batch-size", "32"], r"data batch_size: 64 -> 32"),
+    (["--teacher-epochs", "3"],
+     r"data teacher: 'trained: 20 epochs' -> 'trained: 3 epochs'"),
+])
+def test_cli_resume_refuses_other_data_settings(tune_out, capsys, change,
+                                                difference):
+    """Trials scored on another split (seed), size or teacher are not
+    ranked with new ones: --resume refuses before training anything, and
+    the search and its teacher stay as they were."""
+    stamp = os.path.getmtime(tune_out / "teacher.keras")
+    args = [a for a in CLI_ARGS]
+    if "--image-size" in change:
+        args[args.index("--image-size"):args.index("--image-size") + 2] = []
+    code, err = _run_cli(["tune", "--out", str(tune_out), "--resume"]
+                         + args + change, capsys)
+    assert code == 2, err
+    assert re.search(r"holds a RandomSearch search .*this search differs "
+                     r"\(.*" + difference, err), err
+    assert "Resume with the settings it was run with" in err, err
+    assert os.path.getmtime(tune_out / "teacher.keras") == stamp
+    assert not (tune_out / "trials.json").exists()
+
+
+def test_cli_resume_refuses_a_teacher_trained_otherwise(tune_out, capsys):
+    """A teacher recorded with other settings is not reused by --resume."""
+    with open(tune_out / "teacher.json") as f:
+        settings = json.load(f)
+    with open(tune_out / "teacher.json", "w") as f:
+        json.dump(dict(settings, teacher_epochs=5), f)
+    code, err = _run_cli(["tune", "--out", str(tune_out), "--resume"]
+                         + CLI_ARGS, capsys)
+    assert code == 2, err
+    assert re.search(r"--resume: .*teacher.keras was trained with other "
+                     r"settings .*'teacher_epochs': 5.*scored against it",
+                     err), err

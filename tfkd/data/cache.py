@@ -16,13 +16,21 @@ _LOGITS = "teacher_logits"
 _FEATURES = "teacher_features"
 
 
+def _images_of(x):
+    """The images of a batch's inputs: `x`, or `x["images"]` for a dict
+    carrying per-example data too."""
+    return x[_IMAGES] if isinstance(x, dict) else x
+
+
 def cache_teacher_outputs(distiller, dataset, *, batch_size=None,
                           shuffle=True, seed=0, cache_path="",
                           precompute=True):
     """Streams a data set together with the teacher's outputs, computed once.
 
     The returned pipeline yields `({"images", "teacher_logits",
-    "teacher_features"}, labels)` batches; every tfkd distiller recognises
+    "teacher_features"}, labels)` batches (plus any per-example entries
+    the input's dicts carry beside `"images"`, such as CRD's `"index"`
+    from `tfkd.terms.crd.with_example_index`); every tfkd distiller recognises
     such batches and skips its teacher forward pass. `predict` on such a
     batch runs the student on the images.
 
@@ -34,7 +42,9 @@ def cache_teacher_outputs(distiller, dataset, *, batch_size=None,
         distiller: The tfkd distiller that will train on the data (its
             teacher and tapped layers define what is cached).
         dataset: A batched `tf.data.Dataset` of `(images, labels)` or
-            `(images, labels, sample_weights)`, without random augmentation.
+            `(images, labels, sample_weights)`, without random augmentation;
+            `images` may be a dict holding them under `"images"` with
+            per-example data beside them.
         batch_size: Batch size of the output (default: the input's).
         shuffle: Reshuffle the cached examples every epoch.
         seed: Shuffle seed.
@@ -85,11 +95,18 @@ def cache_teacher_outputs(distiller, dataset, *, batch_size=None,
             "`dataset` must yield `(images, labels)` or `(images, labels, "
             f"sample_weights)` batches. Received element_spec={spec}."
         )
+    if isinstance(spec[0], dict) and _IMAGES not in spec[0]:
+        raise ValueError(
+            "`dataset` yields dict inputs without an 'images' entry "
+            f"(keys {sorted(spec[0])}). tfkd's dict batches hold the images "
+            "under 'images' and per-example data (e.g. CRD's 'index', "
+            "`tfkd.terms.crd.with_example_index`) beside them."
+        )
     if batch_size is None:
-        batch_size = spec[0].shape[0]
+        batch_size = _images_of(spec[0]).shape[0]
     if batch_size is None:
         for first in dataset.take(1):
-            batch_size = int(tf.shape(first[0])[0])
+            batch_size = int(tf.shape(_images_of(first[0]))[0])
     if batch_size is None:
         raise ValueError("Cannot infer `batch_size` from an empty dataset; "
                          "pass batch_size=.")
@@ -99,9 +116,12 @@ def cache_teacher_outputs(distiller, dataset, *, batch_size=None,
         logits, features = distiller.teacher_forward(images)
         return logits, tuple(features)
 
-    def attach(images, labels, *weights):
-        logits, features = teacher_outputs(images)
-        inputs = {_IMAGES: images, _LOGITS: logits, _FEATURES: features}
+    def attach(x, labels, *weights):
+        logits, features = teacher_outputs(_images_of(x))
+        # Per-example data beside the images (CRD's example index) stays
+        # at the top of the dict, where the terms read it.
+        inputs = dict(x) if isinstance(x, dict) else {_IMAGES: x}
+        inputs.update({_LOGITS: logits, _FEATURES: features})
         return (inputs, labels) + tuple(weights)
 
     cached = dataset.map(attach).unbatch().cache(cache_path)

@@ -147,7 +147,7 @@ class AdversarialDistiller(Distiller):
     >>> student = testing.tiny_conv_model("student", width=4)
     >>> distiller = AdversarialDistiller(
     ...     teacher, student, teacher_layer_name="conv2",
-    ... student_layer_name="conv2",
+    ...     student_layer_name="conv2",
     ...     pretrain_steps=2, discriminator_width=8)
     >>> x, y = testing.random_images(64)
     >>> _ = distiller.pretrain_regressor((x, y), num_classes=10)

@@ -546,6 +546,21 @@ def _per_example(loss, y, y_pred):
     return loss(y, y_pred)
 
 
+def _without_compile_config(model):
+    """`model` serialised without its own compile state.
+
+    A teacher (or student) compiled for its own training carries its
+    optimizer into the config; loaded inside a distiller it would be
+    compiled afresh, and Keras would then warn "Skipping variable loading
+    for optimizer ..." (the fresh optimizer has no slots). The distiller
+    trains with its own optimizer only, so the models load uncompiled.
+    """
+    config = keras.saving.serialize_keras_object(model)
+    if isinstance(config, dict) and config.get("compile_config"):
+        config = dict(config, compile_config=None)
+    return config
+
+
 @keras.saving.register_keras_serializable(package="tfkd")
 class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
     """Knowledge distillation in Keras's convention; Hinton KD by default.
@@ -1966,6 +1981,7 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
                               "validation_data[0]", "validation_data[1]",
                               self._logits_rank())
         self._check_logits_once(x, kwargs.get("batch_size"))
+        self._check_teacher_once(x, y, kwargs.get("batch_size"))
         progress = _Progress()
         if len(args) < 4:  # `callbacks` not given positionally
             # Progress first: under XLA it raises a skipped bad step before
@@ -1975,6 +1991,10 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
             ) + [_ScaleCheck()]
         _warn_unknown_monitors(kwargs.get("callbacks") or [],
                                self._loss_metric_names())
+        if isinstance(x, tf.data.Dataset) and len(args) < 7:
+            # A dataset shuffles itself and Keras ignores `shuffle` for it,
+            # but warns on every `fit` that keeps its default `True`.
+            kwargs.setdefault("shuffle", False)
         self._prepare_guard()
         self._sync_terms()
         with self._clear_errors(progress):
@@ -2011,6 +2031,51 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         self._sync_terms()
         with self._clear_errors():
             return super().test_on_batch(*args, **kwargs)
+
+    def _check_teacher_once(self, x, y, batch_size):
+        """Warns (once per distiller) when the teacher is at chance on the
+        labelled examples of the first batch: an untrained teacher, or
+        inputs it was not trained on (`keras.applications` models expect
+        pixels in [0, 255]; tfkd's loaders give [0, 1]). Its student would
+        learn nothing from it. One teacher forward pass on one batch."""
+        if getattr(self, "_teacher_checked", False):
+            return
+        self._teacher_checked = True
+        batch = _first_labelled_batch(x, y, batch_size)
+        num_classes = self._num_classes()
+        if batch is None or not num_classes or num_classes < 2:
+            return
+        images, labels = batch
+        images, cached = split_cached_inputs(images)
+        if cached is not None:
+            return
+        labels = np.asarray(labels)
+        if labels.ndim == 2 and labels.shape[-1] == num_classes:
+            labels = labels.argmax(-1)  # One-hot.
+        labels = labels.reshape(-1)
+        with self.distribute_strategy.scope():
+            logits = self._teacher_extractor(images, training=False)[LOGITS]
+        predicted = np.asarray(keras.ops.convert_to_numpy(logits))
+        if predicted.ndim != 2 or len(predicted) != len(labels):
+            return
+        labelled = labels >= 0
+        count = int(labelled.sum())
+        if count < 2 * num_classes:
+            return  # Too few labels to tell chance from bad luck.
+        accuracy = float((predicted.argmax(-1) == labels)[labelled].mean())
+        chance = 1.0 / num_classes
+        if accuracy < min(2 * chance, (chance + 1) / 2):
+            warnings.warn(
+                f"The teacher {self.teacher.name!r} is at chance on the "
+                f"first batch: {accuracy:.0%} top-1 on its {count} labelled "
+                f"images ({num_classes} classes: chance {chance:.0%}). Its "
+                "student would learn nothing from it. Train the teacher "
+                "first, and feed it the inputs it was trained on: "
+                "`keras.applications` models expect pixels in [0, 255] "
+                "(they rescale inside), while tfkd's data loaders give "
+                "[0, 1] (put `keras.layers.Rescaling(255.0)` in front of "
+                "such a teacher, and train it that way).",
+                UserWarning, stacklevel=3)
 
     def _check_logits_once(self, x, batch_size):
         """Refuses networks whose outputs are probabilities, by their values
@@ -2171,8 +2236,8 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         presets add their own arguments to it."""
         config = keras.Model.get_config(self)
         config.update({
-            "teacher": keras.saving.serialize_keras_object(self.teacher),
-            "student": keras.saving.serialize_keras_object(self.student),
+            "teacher": _without_compile_config(self.teacher),
+            "student": _without_compile_config(self.student),
         })
         return config
 
@@ -2302,6 +2367,23 @@ def _check_arrays(x, y, num_classes, x_name, y_name, logits_rank=2):
             f"example). Received labels in [{low}, {high}]. Check the "
             "data's number of classes against the models'."
         )
+
+
+def _first_labelled_batch(x, y, batch_size):
+    """`(inputs, labels)` of the first batch of `fit`'s data, when they can
+    be read without consuming anything (arrays, a `tf.data` pipeline of
+    `(inputs, labels)`); else `None`."""
+    if isinstance(x, tf.data.Dataset):
+        for element in x.take(1):
+            if isinstance(element, tuple) and len(element) >= 2:
+                return element[0], element[1]
+        return None
+    if y is None:
+        return None
+    images = _first_images(x, batch_size)
+    if images is None or not isinstance(y, (np.ndarray, tf.Tensor)):
+        return None
+    return images, y[:batch_size or 32]
 
 
 def _first_images(x, batch_size):

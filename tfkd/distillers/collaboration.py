@@ -68,7 +68,9 @@ class CollaborationDistiller(Distiller):
         alpha: Weight of `L_STC` in `[0, 1]`; `1 − alpha` weighs the class
             loss (paper: 0.3 on CIFAR-10, 0.5 on CIFAR-100 and ImageNet).
         temperature: Temperature `T > 0` of `L_STC` (target `"teacher"`).
-        kd_weight: Weight `>= 0` of the extra KD term ("+KD" rows).
+        kd_weight: Weight `>= 0` of the extra KD term ("+KD" rows);
+            default 1.0 with the default student loss (the class cross
+            entropy), 0 with a custom `student_loss`.
         kd_temperature: Temperature `> 0` of the KD term and of the
             `"soft"` target.
         target: `"teacher"`, `"soft"` or `"labels"`.
@@ -85,7 +87,7 @@ class CollaborationDistiller(Distiller):
     >>> student = tiny_conv_model("student", width=4)
     >>> distiller = CollaborationDistiller(
     ...     teacher, student, teacher_layer_name="conv1",
-    ... student_layer_name="conv1",
+    ...     student_layer_name="conv1",
     ...     alpha=0.3, adapter=True)
     >>> distiller.compile(optimizer="adam", metrics=["accuracy"])
     >>> x, y = random_images(16)
@@ -104,15 +106,24 @@ class CollaborationDistiller(Distiller):
     _kd_weight = hp.Hyperparameter(hp.non_negative, name="kd_weight",
                                    doc="Weight of the extra KD term.")
 
+    #: `kd_weight=None` resolves to this with the class cross entropy.
+    preset_defaults = {**Distiller.preset_defaults, "kd_weight": 1.0}
+
     def __init__(self, teacher, student, *, teacher_layer_name=None,
                  student_layer_name=None, alpha=0.5, temperature=1.0,
-                 kd_weight=1.0, kd_temperature=KD_TEMPERATURE, target="teacher",
+                 kd_weight=None, kd_temperature=KD_TEMPERATURE,
+                 target="teacher",
                  adapter=False, collaboration_loss=None, student_loss=None,
                  **kwargs):
         teacher_layer, student_layer = layer_name_arguments(
             type(self).__name__, teacher_layer_name, student_layer_name,
             kwargs)
         alpha = hp.unit_interval(alpha, "alpha")
+        if kd_weight is None:
+            # KD by default for class logits (the teacher's soft targets
+            # are what few labels need); never on a custom head's outputs.
+            kd_weight = self.preset_defaults["kd_weight"] \
+                if student_loss is None else 0.0
         kd_weight = hp.non_negative(kd_weight, "kd_weight")
         hp.positive(kd_temperature, "kd_temperature")
         student_loss = get_loss(student_loss, "student_loss")

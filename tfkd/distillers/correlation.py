@@ -69,14 +69,16 @@ class CorrelationDistiller(FeatureDistiller):
     >>> student = testing.tiny_conv_model("student", width=4)
     >>> distiller = CorrelationDistiller(
     ...     teacher, student, teacher_layer_name="conv2",
-    ... student_layer_name="conv2",
+    ...     student_layer_name="conv2",
     ...     mode="both", alpha=0.3, adapter=True)
     >>> distiller.compile(optimizer="adam", metrics=["accuracy"])
     >>> x, y = testing.random_images(32)
-    >>> history = distiller.fit(x, y, epochs=1, verbose=0)
+    >>> history = distiller.fit(x, y, epochs=2, verbose=0)  # both stages
     >>> sorted(history.history)  # doctest: +NORMALIZE_WHITESPACE
     ['accuracy', 'distillation_loss', 'kd_loss', 'knowledge_loss', 'loss',
      'student_loss', 'total_loss']
+    >>> history.epoch
+    [0, 1]
 
     Reference:
         Wang, Xu, Xu, Yu, Wang. "Student-Centric Network Learning for

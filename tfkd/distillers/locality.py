@@ -14,8 +14,8 @@ from tfkd.terms.base import layer_name_arguments
 class LocalityPreservingDistiller(Distiller):
     """Locality-preserving distillation: keep the teacher's neighbourhoods.
 
-    The LP paper's eq. 8 (its `H(y, P_T)` typo read as `H(y, P_S)`, as
-    tfkd's SPEC fixes):
+    The LP paper's eq. 8 (its `H(y, P_T)` typo read as `H(y, P_S)`, see
+    `docs/methods/lp.md`):
     `L = CE(y, s) + lam · H(softmax(t/τ), softmax(s/τ)) + gamma · L_LP`,
     with `L_LP = 1/(2m) Σ_i Σ_{j∈N(i)} a_ij ‖f_S^i − f_S^j‖²`
     (`tfkd.losses.LocalityPreservingDistillation`: examples among each
@@ -71,7 +71,7 @@ class LocalityPreservingDistiller(Distiller):
     >>> student = testing.tiny_conv_model("student", width=4)
     >>> distiller = LocalityPreservingDistiller(
     ...     teacher, student, teacher_layer_name="conv2",
-    ... student_layer_name="conv2")
+    ...     student_layer_name="conv2")
     >>> distiller.compile(optimizer="adam", metrics=["accuracy"])
     >>> x, y = testing.random_images(32)
     >>> history = distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)

@@ -17,11 +17,13 @@ runtime on phones lacks). Here only built-in ops are allowed, so an
 unsupported layer fails at export time rather than on the device.
 """
 
+import contextlib
 import dataclasses
 import functools
 import json
 import logging
 import os
+import sys
 import tempfile
 import time
 import warnings
@@ -203,8 +205,51 @@ def _class_ids(labels):
 # Conversion.
 
 
+@contextlib.contextmanager
+def _quiet_native_logs():
+    """Keeps TensorFlow's and LiteRT's C++ log lines off the terminal.
+
+    The converter prints a dozen lines per export from C++ ("Reading
+    SavedModel from ...", "fully_quantize: 0, inference_type: 6, ...") and
+    the interpreter "Created TensorFlow Lite XNNPACK delegate"; they tell a
+    user nothing. They go to file descriptor 2 directly, so the descriptor
+    is pointed at a temporary file meanwhile. If the block fails, the lines
+    are written out after all, so no error detail is lost.
+    """
+    # The native code writes to descriptor 2 whatever `sys.stderr` is.
+    fd = 2
+    try:
+        os.fstat(fd)
+    except OSError:
+        yield  # No descriptor 2: nothing to hide.
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    failed = True
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), fd)
+        try:
+            yield
+            failed = False
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, fd)
+            os.close(saved)
+            if failed:
+                log.seek(0)
+                sys.stderr.write(log.read().decode("utf-8", "replace"))
+                sys.stderr.flush()
+
+
 def _convert(model, input_shape, dtype, quantization, calibration, int8_io):
     """Returns the `.tflite` flatbuffer bytes of `model`'s inference call."""
+    with _quiet_native_logs():
+        return _convert_quietly(model, input_shape, dtype, quantization,
+                                calibration, int8_io)
+
+
+def _convert_quietly(model, input_shape, dtype, quantization, calibration,
+                     int8_io):
     with tempfile.TemporaryDirectory(prefix="tfkd_export_") as saved_model:
         archive = keras.export.ExportArchive()
         archive.track(model)
@@ -271,10 +316,12 @@ def _interpreter(path, num_threads):
             f"`tfkd.export.to_tflite` first. Received: path={path!r}."
         )
     try:
-        interpreter = Interpreter(model_path=path, num_threads=num_threads)
-        # Allocating reads every tensor's buffer: damage beyond the
-        # flatbuffer header shows here rather than mid-measurement.
-        interpreter.allocate_tensors()
+        with _quiet_native_logs():
+            interpreter = Interpreter(model_path=path,
+                                      num_threads=num_threads)
+            # Allocating reads every tensor's buffer: damage beyond the
+            # flatbuffer header shows here rather than mid-measurement.
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         raise _damaged_tflite(path, e) from e
     return interpreter
@@ -328,6 +375,12 @@ def _dequantize(q, detail):
 
 def _run(interpreter, x):
     """Runs the interpreter on a batch, in chunks; returns float outputs."""
+    # Re-allocating after a resize may print LiteRT's delegate line again.
+    with _quiet_native_logs():
+        return _run_quietly(interpreter, x)
+
+
+def _run_quietly(interpreter, x):
     (inp,) = interpreter.get_input_details()
     out = interpreter.get_output_details()
     if len(out) != 1:
@@ -461,14 +514,16 @@ def measure_latency(path, num_threads=1, runs=50, warmup=5, image=None):
     interpreter = _interpreter(os.fspath(path), num_threads)
     (inp,) = interpreter.get_input_details()
     shape = [1, *inp["shape_signature"][1:]]
-    if inp["shape_signature"][0] == -1:
-        interpreter.resize_tensor_input(inp["index"], shape)
-    interpreter.allocate_tensors()
-    if image is None:
-        image = np.zeros(shape, "float32")
-    interpreter.set_tensor(inp["index"], _quantize(np.asarray(image), inp))
-    for _ in range(warmup):
-        interpreter.invoke()
+    with _quiet_native_logs():  # Outside the timed runs.
+        if inp["shape_signature"][0] == -1:
+            interpreter.resize_tensor_input(inp["index"], shape)
+        interpreter.allocate_tensors()
+        if image is None:
+            image = np.zeros(shape, "float32")
+        interpreter.set_tensor(inp["index"],
+                               _quantize(np.asarray(image), inp))
+        for _ in range(warmup):
+            interpreter.invoke()
     times = []
     for _ in range(runs):
         start = time.perf_counter()

@@ -16,8 +16,8 @@ larger than the feature map needs. Write either Gram as `X = A Aᵀ` with
 
 sums of `Q × Q` products with no mean-over-variance cancellation. With
 `w = var / d²` and `d` the divisor of `standardize`,
-`‖norm(X_S) − norm(X_T)‖² = P² (w_S + w_T − 2 cov / (d_S d_T))`, SPEC's
-formula up to float rounding. This "kernel" form costs `O(P Q²)` instead of
+`‖norm(X_S) − norm(X_T)‖² = P² (w_S + w_T − 2 cov / (d_S d_T))`, the
+formula of `docs/methods/correlation.md` up to float rounding. This "kernel" form costs `O(P Q²)` instead of
 `O(P² Q)` and needs `Q × Q` memory, so it is used when `Q` (positions for
 the channel Gram, channels for the spatial one) is the smaller side.
 """
@@ -325,7 +325,7 @@ def _safe_sqrt(x):
 
 
 def _kernel_distance(teacher, student, gram):
-    """SPEC's Gram distance through `Q × Q` products (see module docstring).
+    """The Gram distance through `Q × Q` products (see module docstring).
 
     float32 first; if any example of the batch has standardised Grams so
     close that float32 rounding would show (`q < (w_T + w_S) / 64`), the
@@ -353,7 +353,7 @@ def _kernel_distance(teacher, student, gram):
 
 
 def _direct_distance(teacher, student, gram, max_spatial_positions):
-    """SPEC's formula as written: both `P × P` Grams, standardised."""
+    """The formula as written (docs/methods/correlation.md): both `P × P` Grams, standardised."""
     if gram == "channel":
         gram_t, gram_s = channel_gram(teacher), channel_gram(student)
     else:
@@ -400,7 +400,7 @@ def correlation_loss(teacher_features, student_features, mode="both",
     (`‖norm(X_S) − norm(X_T)‖²` below `1/64` of `‖norm(X_S)‖² +
     ‖norm(X_T)‖²`, where float32 rounding of its terms would show),
     recomputes the batch in float64. Both forms agree
-    with SPEC's formula up to float rounding, values and gradients.
+    with the formula as written up to float rounding, values and gradients.
 
     Args:
         teacher_features: Tensor of shape `(batch, H_T, W_T, N_T)`.

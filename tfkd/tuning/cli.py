@@ -11,8 +11,10 @@ and trial records only; the teacher is saved once, beside it
 Each run writes into a new folder (`tfkd_runs/tune-N`) unless `--out` names
 one. An `--out` that already holds files is never silently replaced: pass
 `--resume` to continue its search (refused if it searched other methods or
-another space) or `--overwrite` to start afresh; both reuse its trained
-teacher when it was trained with the same data, seed and epochs. `tfkd
+another space, or scored its trials on other data: data set, seed and so
+split, image or batch size, teacher) or `--overwrite` to start afresh; both
+reuse its trained teacher only when it was trained with the same data,
+seed, sizes and epochs. `tfkd
 report DIR` turns the folder into a best-first table and one curve plot per
 trial.
 """
@@ -71,7 +73,7 @@ def register(subparsers):
                         metavar="NAME=VALUE",
                         help="fix a hyperparameter, e.g. --fix alpha=0.3")
     parser.add_argument("--space", action="append", default=[],
-                        metavar="NAME=SPEC",
+                        metavar="NAME=RANGE",
                         help="override a range: NAME=LOW:HIGH[:log] or "
                              "NAME=A,B,C (choice), e.g. --space "
                              "temperature=1:8")
@@ -261,6 +263,32 @@ def _is_unmarked_tune_run(out, project_dir):
             and runs.tfkd_outputs(out, "tune", entries) == entries)
 
 
+def teacher_settings(*, data, seed, image_size, batch_size, teacher_epochs):
+    """The settings a `tfkd tune` teacher is trained with (`teacher.json`):
+    it is reused only by a run with the same."""
+    return {"data": data, "seed": seed, "image_size": image_size,
+            "batch_size": batch_size, "teacher_epochs": teacher_epochs}
+
+
+def data_signature(settings, teacher=None):
+    """What `tfkd tune`'s trials are scored on, recorded with the search:
+    the data set, its split (the seed draws it), image and batch size, and
+    the teacher (a `--teacher` file, or the one trained with `settings`).
+
+    Example:
+
+    >>> data_signature(teacher_settings(data="digits", seed=0,
+    ...     image_size=None, batch_size=64, teacher_epochs=20))["teacher"]
+    'trained: 20 epochs'
+    """
+    scored_on = {k: settings[k] for k in ("data", "seed", "image_size",
+                                          "batch_size")}
+    scored_on["teacher"] = (
+        os.path.abspath(teacher) if teacher is not None
+        else f"trained: {settings['teacher_epochs']} epochs")
+    return scored_on
+
+
 def _read_teacher_settings(out):
     try:
         with open(os.path.join(out, TEACHER_SETTINGS), encoding="utf-8") as f:
@@ -303,8 +331,10 @@ def run_tune(methods=("kd",), trials=10, epochs=DEFAULT_EPOCHS,
             teacher trains on every label. Digits only.
         seed: Seed of the data split, the teacher and the oracle.
         resume: Continue the search in `out` (refused if it searched other
-            methods or another space); its `teacher.keras` is reused when
-            `teacher` is None.
+            methods or another space, or scored its trials on other data:
+            data set, seed (the split), image or batch size, teacher); its
+            `teacher.keras` is reused when `teacher` is None and it was
+            trained with the same settings.
         overwrite: Delete the search in `out` and start afresh (a
             `teacher.keras` trained there with the same data, seed, batch
             size and epochs is reused). Without `resume` or `overwrite`, an
@@ -388,8 +418,20 @@ def run_tune(methods=("kd",), trials=10, epochs=DEFAULT_EPOCHS,
         runs.prepare_run_dir(out, kind="tune", overwrite=overwrite,
                              keep=(TEACHER_FILE, TEACHER_SETTINGS))
     where = runs.display_path(out)
-    settings = {"data": data, "seed": seed, "image_size": image_size,
-                "batch_size": batch_size, "teacher_epochs": teacher_epochs}
+    settings = teacher_settings(data=data, seed=seed, image_size=image_size,
+                                batch_size=batch_size,
+                                teacher_epochs=teacher_epochs)
+    scored_on = data_signature(settings, teacher)
+    if resume:
+        # Before any training: trials scored on another split, seed or
+        # teacher cannot be ranked with new ones.
+        old = signature_lib.read_signature(project_dir)
+        if old is not None and (old.get("data") or {}) != scored_on:
+            signature_lib.check_signature(
+                project_dir, dict(old, data=scored_on),
+                fix="Resume with the settings it was run with, pass "
+                    "--overwrite to delete it and start afresh, or choose "
+                    "another --out.")
     teacher_model = None
     reused = None
     if teacher is not None:
@@ -397,13 +439,20 @@ def run_tune(methods=("kd",), trials=10, epochs=DEFAULT_EPOCHS,
         reused = teacher
     elif os.path.exists(teacher_path):
         saved = _read_teacher_settings(out)
-        if resume or saved == settings:
-            # Resumed trials were scored against this teacher; an
-            # overwritten search with the same settings would train the
-            # same one again.
+        if saved == settings:
+            # Trained here with these settings: resumed trials were scored
+            # against it, an overwritten search would train it again.
             teacher_model = _load_teacher(teacher_path,
                                           option="--out's teacher")
             reused = teacher_path
+        elif resume:
+            raise ValueError(
+                f"--resume: {runs.display_path(teacher_path)} was trained "
+                f"with other settings ({saved}) than this run's "
+                f"({settings}), and the search's trials were scored "
+                "against it. Resume with its settings, pass --overwrite to "
+                "start afresh, or choose another --out."
+            )
         else:
             print(f"[tune] {runs.display_path(teacher_path)} was trained "
                   f"with other settings ({saved}); training a new teacher "
@@ -452,7 +501,7 @@ def run_tune(methods=("kd",), trials=10, epochs=DEFAULT_EPOCHS,
     )
     if resume:
         signature = dict(hypermodel.search_signature(),
-                         tuner=search.tuner_kind(tuner))
+                         tuner=search.tuner_kind(tuner), data=scored_on)
         signature_lib.check_signature(
             project_dir, signature,
             fix="Pass --overwrite to delete it and start afresh, or "
@@ -460,7 +509,7 @@ def run_tune(methods=("kd",), trials=10, epochs=DEFAULT_EPOCHS,
     tuner_obj = search.build_tuner(
         hypermodel, tuner, objective=objective, max_trials=trials,
         max_epochs=epochs, directory=out, project_name="search",
-        overwrite=overwrite, seed=seed,
+        overwrite=overwrite, seed=seed, data_signature=scored_on,
     )
     label = ("hyperband brackets" if tuner == "hyperband"
              else f"{trials} trials")

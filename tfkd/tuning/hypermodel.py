@@ -413,10 +413,12 @@ class DistillerHyperModel(kt.HyperModel):
                     f"choose among in `method=` instead. Received: "
                     f"{where}={{'method': ...}}."
                 )
-            if name in ("teacher_layer", "student_layer"):
+            if name in ("teacher_layer", "student_layer",
+                        "teacher_layer_name", "student_layer_name"):
                 raise ValueError(
                     f"`{where}` cannot set {name!r}; pass "
-                    "`feature_layers=(teacher_layer, student_layer)`."
+                    "`feature_layers=(teacher_layer_name, "
+                    "student_layer_name)`."
                 )
             if name == "width_multiplier" and name not in common:
                 raise ValueError(

@@ -127,11 +127,14 @@ class StudentTunerMixin:
     a project directory is resumed only by the search it holds; every
     epoch of every trial is recorded (`EpochRecorder`)."""
 
-    def __init__(self, hypermodel=None, *args, **kwargs):
+    def __init__(self, hypermodel=None, *args, data_signature=None,
+                 **kwargs):
         signature = None
         if hasattr(hypermodel, "search_signature"):
             signature = dict(hypermodel.search_signature(),
                              tuner=signature_lib.tuner_kind(type(self)))
+            if data_signature is not None:
+                signature["data"] = data_signature
             # Keras Tuner's defaults for the project directory.
             project_dir = os.path.join(
                 str(kwargs.get("directory") or "."),
@@ -215,7 +218,11 @@ def build_tuner(hypermodel, tuner="random", *, objective="val_accuracy",
             space, fixed values, tuner kind) is resumed, and one of another
             search is refused with a `ValueError` naming what it holds.
         seed: Seed of the oracle.
-        **kwargs: Other arguments of the Keras Tuner tuner.
+        **kwargs: Other arguments of the Keras Tuner tuner, and
+            `data_signature`: optional JSON-able dict describing the data
+            the trials are scored on (data set, split seed, image size,
+            teacher, ...); recorded with the search, a directory is resumed
+            only with the same (`tfkd tune` passes it).
 
     Returns:
         The tuner.

@@ -6,8 +6,9 @@ trial -- the old oracle has used up its trials -- and returns the old
 search's models, without a word. tfkd's tuners (`tfkd.tuning.build_tuner`,
 `tfkd.tuning.RandomSearch`, ...) therefore record the search in
 `tfkd_search.json` in the project directory -- the methods, the search
-space, the fixed values (`DistillerHyperModel.search_signature()`) and the
-tuner kind -- and refuse, before Keras Tuner reloads anything, to resume a
+space, the fixed values (`DistillerHyperModel.search_signature()`), the
+tuner kind and, when given, the data the trials are scored on (data set,
+split seed, image size, teacher: `tfkd tune` records them) -- and refuse, before Keras Tuner reloads anything, to resume a
 directory that holds another search. The file is written atomically
 (`tfkd.io`).
 """
@@ -85,6 +86,13 @@ def _differences(old, new):
     for key in ("tuner", "methods"):
         if old.get(key) != new.get(key):
             phrases.append(f"{key} {old.get(key)!r} -> {new.get(key)!r}")
+    # The data the trials were scored on: trials on another split or seed
+    # cannot be ranked with these.
+    a, b = old.get("data") or {}, new.get("data") or {}
+    for name in sorted(set(a) | set(b)):
+        if a.get(name) != b.get(name):
+            phrases.append(f"data {name}: {a.get(name)!r} -> "
+                           f"{b.get(name)!r}")
     for key in ("search_space", "fixed"):
         a, b = old.get(key) or {}, new.get(key) or {}
         for group in sorted(set(a) | set(b)):
