@@ -2065,10 +2065,10 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         (see `_check_logits`), eagerly, before `fit` traces its step."""
         if self.__dict__.get("_logits_pending") is not None:
             return
-        with self.distribute_strategy.scope():
-            flag = tf.Variable(
-                True, trainable=False, dtype=tf.bool,
-                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+        # Outside the strategy's scope: a plain variable, which replicas
+        # may assign inside a `cond` (a mirrored one needs a merge_call).
+        with tf.init_scope():
+            flag = tf.Variable(True, trainable=False, dtype=tf.bool)
         object.__setattr__(self, "_logits_pending", flag)
 
     def _check_logits(self, teacher_logits, student_logits):
