@@ -63,6 +63,7 @@ _LABELS_FRACTIONAL = "tfkd-labels-fractional"
 _LABELS_RANGE = "tfkd-labels-range"
 _LABELS_WIDTH = "tfkd-labels-width"
 _LABELS_DENSE = "tfkd-labels-dense"
+_PROBABILITIES = "tfkd-probabilities"
 
 _OFF = "`distiller.check_finite = False` turns this check off."
 
@@ -105,6 +106,15 @@ _MESSAGES = {
         f"row with smallest value {low} and sum {total}. `-1` marks an "
         "unlabelled example only in class-id labels; in one-hot form give "
         "it an all-zero row."),
+    _PROBABILITIES: lambda role, name: (
+        f"The {role} {name!r} outputs probabilities, not logits: on the "
+        "first batch every row of its output is non-negative and sums to 1 "
+        "(a softmax tfkd cannot see as a layer: a `keras.ops.softmax(...)` "
+        "call, a `Lambda` softmax, or a softmax followed by a layer such as "
+        "`Flatten`). tfkd distils logits: build the model without its "
+        "final softmax (e.g. `classifier_activation=None` for "
+        "`keras.applications` models, or `activation=None` on the last "
+        "layer) and apply softmax only when predicting."),
     _LABELS_WIDTH: lambda width, num_classes: (
         f"One-hot labels `y` have {width} columns but the student outputs "
         f"{num_classes} logits. Use one column per class, or integer class "
@@ -1187,7 +1197,24 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         `{tap: tensor}` dict (key `None`: the logits)."""
         if training:
             x = self._checked_inputs(x)
-        return self._teacher_outputs(x), self._student_outputs(x, training)
+        teacher = self._teacher_outputs(x)
+        student = self._student_outputs(x, training)
+        if training:
+            student = self._logits_checked(x, teacher, student)
+        return teacher, student
+
+    def _logits_checked(self, x, teacher, student):
+        """`student`'s outputs, once the first batch's logits are checked
+        (see `_check_logits`); the step's losses wait for the check."""
+        if self._guard_in_xla():
+            return student
+        cached = split_cached_inputs(x)[1] is not None
+        checks = self._check_logits(None if cached else teacher[LOGITS],
+                                    student[LOGITS])
+        if not checks:
+            return student
+        with tf.control_dependencies(checks):
+            return {k: tf.identity(v) for k, v in student.items()}
 
     def _teacher_outputs(self, x):
         """The teacher's `{tap: tensor}` (cached with the data, or one
@@ -1789,6 +1816,8 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         if teacher is None:
             teacher = self._teacher_outputs(x)
         student = self._student_outputs(x, training)
+        if training:
+            student = self._logits_checked(x, teacher, student)
         y_pred = student[LOGITS]
         object.__setattr__(self, "_step_outputs", (y_pred, teacher, student))
         try:
@@ -1980,8 +2009,8 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
                 _check_arrays(validation[0], validation[1], num_classes,
                               "validation_data[0]", "validation_data[1]",
                               self._logits_rank())
-        self._check_logits_once(x, kwargs.get("batch_size"))
         self._check_teacher_once(x, y, kwargs.get("batch_size"))
+        self._prepare_logits_check()
         progress = _Progress()
         if len(args) < 4:  # `callbacks` not given positionally
             # Progress first: under XLA it raises a skipped bad step before
@@ -2019,7 +2048,7 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
             return super().evaluate(*args, **kwargs)
 
     def train_on_batch(self, *args, **kwargs):
-        self._check_logits_once(args[0] if args else kwargs.get("x"), None)
+        self._prepare_logits_check()
         self._prepare_guard()
         self._sync_terms()
         with self._clear_errors():
@@ -2077,54 +2106,55 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
                 "such a teacher, and train it that way).",
                 UserWarning, stacklevel=3)
 
-    def _check_logits_once(self, x, batch_size):
+    def _prepare_logits_check(self):
+        """Creates, once, the flag of the first-batch probability check
+        (see `_check_logits`), eagerly, before `fit` traces its step."""
+        if self.__dict__.get("_logits_pending") is not None:
+            return
+        # Outside the strategy's scope: a plain variable, which replicas
+        # may assign inside a `cond` (a mirrored one needs a merge_call).
+        with tf.init_scope():
+            flag = tf.Variable(True, trainable=False, dtype=tf.bool)
+        object.__setattr__(self, "_logits_pending", flag)
+
+    def _check_logits(self, teacher_logits, student_logits):
         """Refuses networks whose outputs are probabilities, by their values
-        on the first batch (once per distiller).
+        on the first training batch (once per distiller).
 
         A final `Softmax` layer is found in the graph and read around (see
         `tfkd.distillers.taps`); a softmax the graph does not show (a
         `keras.ops.softmax` call, a `Lambda`, a nested classifier's softmax
         behind a `Flatten`) is caught here: every row non-negative and
-        summing to 1 is a distribution, not logits. Arrays and `tf.data`
-        pipelines are checked; a Python generator is not (reading its first
-        batch would consume it).
+        summing to 1 is a distribution, not logits. Later steps only read
+        the flag. (XLA drops assertions: not checked under
+        `jit_compile=True`.)
         """
-        if getattr(self, "_logits_checked", False):
-            return
-        images = _first_images(x, batch_size)
-        if images is None:
-            return
-        images, cached = split_cached_inputs(images)
-        # In the strategy's scope: a lazily built student makes its
-        # variables here.
-        with self.distribute_strategy.scope():
-            found = [("student", self.student, self._student_extractor(
-                images, training=False)[LOGITS])]
-            if cached is None:
-                found.insert(0, ("teacher", self.teacher,
-                                 self._teacher_extractor(
-                                     images, training=False)[LOGITS]))
-        for role, model, logits in found:
-            values = np.asarray(keras.ops.convert_to_numpy(logits),
-                                dtype=np.float64)
-            if values.ndim < 2 or values.shape[-1] < 2 or not values.size:
-                continue
-            rows = values.reshape(-1, values.shape[-1])
-            if (rows >= -1e-6).all() and np.allclose(rows.sum(-1), 1.0,
-                                                     atol=1e-3):
-                raise ValueError(
-                    f"The {role} {model.name!r} outputs probabilities, not "
-                    "logits: on the first batch every row of its output is "
-                    "non-negative and sums to 1 (a softmax tfkd cannot see "
-                    "as a layer: a `keras.ops.softmax(...)` call, a "
-                    "`Lambda` softmax, or a softmax followed by a layer "
-                    "such as `Flatten`). tfkd distils logits: build the "
-                    "model without its final softmax (e.g. "
-                    "`classifier_activation=None` for `keras.applications` "
-                    "models, or `activation=None` on the last layer) and "
-                    "apply softmax only when predicting."
-                )
-        object.__setattr__(self, "_logits_checked", True)
+        flag = self.__dict__.get("_logits_pending")
+        if flag is None:
+            return []
+        found = [("student", self.student.name, student_logits)]
+        if teacher_logits is not None:
+            found.insert(0, ("teacher", self.teacher.name, teacher_logits))
+
+        def check():
+            asserts = []
+            for role, name, logits in found:
+                if logits.shape[-1] is not None and logits.shape[-1] < 2:
+                    continue
+                rows = tf.reshape(tf.cast(logits, tf.float32),
+                                  [-1, tf.shape(logits)[-1]])
+                probabilities = tf.logical_and(
+                    tf.reduce_all(rows >= -1e-6),
+                    tf.reduce_all(tf.abs(tf.reduce_sum(rows, -1) - 1.0)
+                                  <= 1e-3))
+                asserts.append(tf.debugging.Assert(
+                    tf.logical_not(probabilities),
+                    [_PROBABILITIES, role, name]))
+            with tf.control_dependencies(asserts):
+                flag.assign(False)
+            return tf.constant(True)
+
+        return [tf.cond(flag, check, lambda: tf.constant(True))]
 
     @contextlib.contextmanager
     def _clear_errors(self, progress=None):
