@@ -184,7 +184,8 @@ def test_exploding_knowledge_term_stops_training_naming_it(jit_compile):
     _, student = tiny_pair()
     distiller = tfkd.FitNetDistiller(teacher, student,
                                      teacher_layer_name="conv1",
-                                     student_layer_name="conv1", alpha=0.5)
+                                     student_layer_name="conv1", alpha=0.5,
+                                     stage=None)
     distiller.compile(optimizer=keras.optimizers.SGD(0.01),
                       jit_compile=jit_compile)
     x, y = testing.random_images(16)
@@ -246,7 +247,7 @@ def test_stop_without_raising_records_the_term():
     _, student = tiny_pair()
     distiller = tfkd.FitNetDistiller(teacher, student,
                                      teacher_layer_name="conv1",
-                                     student_layer_name="conv1")
+                                     student_layer_name="conv1", stage=None)
     distiller.compile(optimizer=keras.optimizers.SGD(0.01))
     distiller.check_finite = False
     x, y = testing.random_images(32)
