@@ -313,10 +313,10 @@ CASES = [
     # ------------------------------------------------------------ distillers
     case("distiller_teacher_path",
          lambda: tfkd.Distiller("teacher.keras", _student()),
-         TypeError, r"`teacher`.*teacher='teacher\.keras'"),
+         ValueError, r"`teacher`.*teacher='teacher\.keras'"),
     case("distiller_student_none",
          lambda: tfkd.Distiller(_teacher(), None),
-         TypeError, r"`student`.*student=None"),
+         ValueError, r"`student`.*student=None"),
     case("distiller_alpha", lambda: tfkd.Distiller(*_pair(), alpha=2),
          ValueError, r"`alpha`.*alpha=2"),
     case("distiller_temperature",
@@ -328,8 +328,9 @@ CASES = [
     case("distiller_mismatched_logits",
          lambda: tfkd.Distiller(_teacher(), testing.tiny_conv_model(
              "student5", width=4, num_classes=5)),
-         ValueError, r"logits.*teacher output shape \(10,\).*student output "
-                     r"shape \(5,\)"),
+         ValueError, r"teacher outputs 10 logits and the student 5.*teacher "
+                     r"logits of shape \(None, 10\).*student logits of shape "
+                     r"\(None, 5\).*same number of classes"),
     case("distiller_mismatched_inputs",
          lambda: tfkd.Distiller(_teacher(), testing.tiny_conv_model(
              "student16", width=4, input_shape=(16, 16, 1))),
@@ -462,7 +463,7 @@ CASES = [
     case("fit_wrong_image_shape",
          lambda: _fit_kd(np.zeros((8, 9, 9, 1), "float32"), _images()[1]),
          ValueError, r"'images'.*expected shape=\(None, 8, 8, 1\).*"
-                     r"found shape=\(None, 9, 9"),
+                     r"found shape=\((None|8), 9, 9"),
     case("fit_nan_loss_stops",
          lambda: _fit_kd(*_images(), callbacks=[StopOnNonFiniteLoss()],
                          sample_weight=np.full(8, np.nan, "float32"),
