@@ -2080,17 +2080,20 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
             return
         labels = np.asarray(labels)
         if labels.ndim == 2 and labels.shape[-1] == num_classes:
-            labels = labels.argmax(-1)  # One-hot.
+            # One-hot; an all-zero row is unlabelled.
+            labels = np.where(labels.any(-1), labels.argmax(-1), -1)
         labels = labels.reshape(-1)
+        labelled = labels >= 0
+        count = int(labelled.sum())
+        if count < 2 * num_classes:
+            # Too few labels to tell chance from bad luck: not worth the
+            # teacher's forward pass.
+            return
         with self.distribute_strategy.scope():
             logits = self._teacher_extractor(images, training=False)[LOGITS]
         predicted = np.asarray(keras.ops.convert_to_numpy(logits))
         if predicted.ndim != 2 or len(predicted) != len(labels):
             return
-        labelled = labels >= 0
-        count = int(labelled.sum())
-        if count < 2 * num_classes:
-            return  # Too few labels to tell chance from bad luck.
         accuracy = float((predicted.argmax(-1) == labels)[labelled].mean())
         chance = 1.0 / num_classes
         if accuracy < min(2 * chance, (chance + 1) / 2):
