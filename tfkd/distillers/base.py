@@ -703,7 +703,8 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
                 "teacher is frozen, so the student could not learn. Pass a "
                 "separate student model."
             )
-        for key in ("teacher_layer", "student_layer"):
+        for key in ("teacher_layer_name", "student_layer_name", "teacher_layer",
+                    "student_layer"):
             if key in kwargs:
                 raise TypeError(
                     f"`tfkd.Distiller` taps layers through its terms, not "
