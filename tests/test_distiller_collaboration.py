@@ -222,9 +222,13 @@ def test_regression_head_with_huber(tmp_path):
     distiller.compile(optimizer=keras.optimizers.Adam(1e-2))
     history = distiller.fit(x, y, batch_size=16, epochs=3, verbose=0,
                             validation_data=(x, y))
+    # A custom head's loss: no KD term by default.
     assert set(history.history) == {"loss", "stc_loss", "student_loss",
+                                    "distillation_loss", "total_loss",
                                     "val_loss", "val_stc_loss",
-                                    "val_student_loss"}
+                                    "val_student_loss",
+                                    "val_distillation_loss",
+                                    "val_total_loss"}
     assert history.history["student_loss"][-1] < history.history[
         "student_loss"][0]
     r = distiller.evaluate(x, y, batch_size=32, return_dict=True, verbose=0)

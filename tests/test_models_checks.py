@@ -404,7 +404,8 @@ def test_unbuilt_subclassed_student_fits_evaluates_predicts_and_saves(
     history = distiller.fit(x, y, batch_size=16, epochs=2, verbose=0)
     assert history.history["loss"][1] < history.history["loss"][0]
     results = distiller.evaluate(x, y, return_dict=True, verbose=0)
-    assert set(results) == {"loss", "student_loss", "kd_loss"}
+    assert set(results) == {"loss", "student_loss", "kd_loss",
+                            "distillation_loss", "total_loss"}
     predicted = distiller.predict(x, verbose=0)
     np.testing.assert_allclose(predicted, student.predict(x, verbose=0),
                                atol=1e-6)

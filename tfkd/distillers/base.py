@@ -1327,6 +1327,12 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
                 "example). Received: y=None."
             )
         y = tf.convert_to_tensor(y)
+        if (self._student_loss_fn is not None and y.dtype.is_floating
+                and logits.shape.rank is not None
+                and logits.shape[-1] == 1):
+            # A single-output head with its own loss (regression, binary
+            # logit): its targets are values, neither class ids nor rows.
+            return y, None
         if not self._sparse_labels(y, logits):
             return self._check_dense_labels(y, logits)
         checks = []
