@@ -198,9 +198,14 @@ def test_compiled_and_mixed_steps_match_the_eager_float32_step(case):
     _assert_terms_close(xla_terms, reference_terms, 1e-4, "xla")
     # Mixed precision: activations in 16 bits, weights and losses float32;
     # the update keeps its direction and size to a few parts in a hundred.
-    for policy, tolerance in (("mixed_float16", 2e-2),
-                              ("mixed_bfloat16", 8e-2)):
+    # Each term's own gradient: float16's 2e-2, scaled for bfloat16 by its
+    # unit round-off, 8x float16's (2^-8 vs 2^-11): a small term (STC's
+    # back-of-the-teacher path, a Gram matrix) keeps no more digits than
+    # its 16-bit activations.
+    for policy, tolerance, term_tolerance in (
+            ("mixed_float16", 2e-2, 2e-2),
+            ("mixed_bfloat16", 8e-2, 8 * 2e-2)):
         update, terms = _one_step_update(case, policy)
         assert np.linalg.norm(update - reference) <= tolerance * scale, (
             policy, np.linalg.norm(update - reference) / scale)
-        _assert_terms_close(terms, reference_terms, tolerance, policy)
+        _assert_terms_close(terms, reference_terms, term_tolerance, policy)
