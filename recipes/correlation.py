@@ -316,9 +316,12 @@ def build_distiller(row, teacher, student, layer):
     if row.approach == "kd":
         return tfkd.Distiller(teacher, student, alpha=KD_ALPHA,
                               temperature=TEMPERATURE)
+    # stage=None: `Runner._fit` drives the stages itself (one `fit` for a
+    # single-stage row, `fit_two_stage` for a two-stage one), not the
+    # `stage="both"` default of FitNet / correlation.
     common = dict(teacher_layer_name=layer, student_layer_name=layer,
                   alpha=row.alpha,
-                  temperature=TEMPERATURE)
+                  temperature=TEMPERATURE, stage=None)
     if row.approach == "activation":
         return tfkd.FitNetDistiller(teacher, student, beta=BETA, **common)
     if row.approach == "attention":

@@ -409,7 +409,12 @@ def test_layer_names_are_required_keywords():
 def test_mismatched_logits_are_refused():
     teacher = testing.tiny_conv_model("teacher", num_classes=10)
     student = testing.tiny_conv_model("student", num_classes=5)
-    with pytest.raises(ValueError, match="logits must have the same shape"):
+    with pytest.raises(
+            ValueError,
+            match=r"The teacher outputs 10 logits and the student 5, but the "
+                  r"terms \['soft'\] compare them class by class\. Received: "
+                  r"teacher logits of shape \(None, 10\), student logits of "
+                  r"shape \(None, 5\)"):
         tfkd.LocalityPreservingDistiller(
             teacher, student, teacher_layer_name="conv2",
             student_layer_name="conv2")

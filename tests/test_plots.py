@@ -50,7 +50,8 @@ def test_plot_history_accepts_a_keras_history_and_single_epoch(tmp_path):
     fig = plots.plot_history(history, tmp_path / "one.png")
     titles = [ax.get_title() for ax in fig.axes]
     assert titles[0] == "loss"
-    assert sorted(titles) == ["kd_loss", "loss", "student_loss"]
+    assert sorted(titles) == ["distillation_loss", "kd_loss", "loss",
+                              "student_loss", "total_loss"]
     assert plots.loss_terms(history) == titles
 
 

@@ -53,7 +53,12 @@ def test_hyperparameters_are_live():
 def test_logits_must_match():
     teacher = testing.tiny_conv_model("teacher", num_classes=10)
     student = testing.tiny_conv_model("student", num_classes=5)
-    with pytest.raises(ValueError, match="same shape"):
+    with pytest.raises(
+            ValueError,
+            match=r"The teacher outputs 10 logits and the student 5, but the "
+                  r"terms \['dist'\] compare them class by class\. Received: "
+                  r"teacher logits of shape \(None, 10\), student logits of "
+                  r"shape \(None, 5\)"):
         tfkd.Distiller(teacher, student, [DISTDistillation()])
 
 

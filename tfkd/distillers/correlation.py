@@ -26,10 +26,11 @@ class CorrelationDistiller(FeatureDistiller):
     single- or two-stage (see `FeatureDistiller`). With several tapped
     pairs `L_Know` is their sum. The paper's "+KD" settings are
     `alpha=0.3`. In the engine's convention the total is `L / (1 + beta)`
-    (see `FeatureDistiller`). `stage` defaults to single-stage here; the
-    registry's `correlation` method builds `stage=1` (two stages, as the
-    paper prefers: single-stage at `beta = 0.1` swamped the labels on the
-    digits, see `docs/methods/correlation.md`).
+    (see `FeatureDistiller`). `stage` defaults to `"both"`: `fit(epochs=n)`
+    trains the two stages, splitting the `n >= 2` epochs (as the paper
+    prefers: single-stage at `beta = 0.1` swamped the labels on the
+    digits, see `docs/methods/correlation.md`); `stage=None` is
+    single-stage training.
 
     `mode="channel"` needs equal channel counts, `"spatial"` equal
     `(H, W)`, `"both"` both; on a mismatch `adapter=True` inserts a
@@ -53,7 +54,8 @@ class CorrelationDistiller(FeatureDistiller):
         temperature: KD temperature, `> 0`.
         adapter: Insert trainable student-side adapters on a shape
             mismatch.
-        stage: `None` (single-stage), `1` or `2`.
+        stage: `"both"` (default: `fit` trains both stages), `None`
+            (single-stage), `1` or `2`.
         guided_channels: `None`, an int, or one int/`None` per pair (see
             `tfkd.terms.DistillationTerm`).
         pool_to: Optional int or `(h, w)`: average-pool both feature maps to

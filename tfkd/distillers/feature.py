@@ -212,7 +212,8 @@ class FeatureDistiller(Distiller):
     >>> stage1, stage2 = distiller.fit_two_stage(
     ...     x, y, stage1_epochs=1, stage2_epochs=1, verbose=0)
     >>> sorted(stage1.history)
-    ['kd_loss', 'knowledge_loss', 'loss', 'student_loss']
+    ['distillation_loss', 'kd_loss', 'knowledge_loss', 'loss', 'student_loss',
+     'total_loss']
 
     Reference:
         Wang, Xu, Xu, Yu, Wang. "Student-Centric Network Learning for

@@ -29,7 +29,9 @@ class FitNetDistiller(FeatureDistiller):
     Training follows FitNets and the correlation paper's framework (see
     `FeatureDistiller`): `stage=1` is the hint stage, `stage=2` the KD stage
     (`L_Class = alpha · CE + (1 − alpha) · KD`; FitNets' own KD stage is
-    `alpha < 1`); run both with `fit_two_stage`. Single-stage training
+    `alpha < 1`). The default `stage="both"` runs both in one
+    `fit(epochs=n)`, splitting the `n >= 2` epochs (or use
+    `fit_two_stage`); `stage=None` is single-stage training, which
     minimises `L_hint + beta · L_Class` (divided by `1 + beta` in the
     engine's convention), the "Activation" baseline of the correlation
     paper's Table 3. The hint loss is a sum over all elements of the map,
@@ -46,7 +48,8 @@ class FitNetDistiller(FeatureDistiller):
         regressor: If `True` (default), put each guided feature through a
             trainable convolutional regressor.
         regressor_activation: Activation of the regressor (default linear).
-        stage: `None` (single-stage), `1` (hint stage) or `2` (KD stage).
+        stage: `"both"` (default: `fit` trains both stages), `None`
+            (single-stage), `1` (hint stage) or `2` (KD stage).
         guided_channels: `None`, an int, or one int/`None` per pair.
         **kwargs: Passed to `keras.Model`.
 

@@ -57,7 +57,7 @@ class CorrelationCongruenceDistillation(DistillationTerm):
     >>> distiller.compile(optimizer="adam")
     >>> x, y = testing.random_images(16)
     >>> sorted(distiller.fit(x, y, verbose=0).history)
-    ['cc_loss', 'loss', 'student_loss']
+    ['cc_loss', 'distillation_loss', 'loss', 'student_loss', 'total_loss']
 
     Reference:
         Peng, Jin, Liu, Li, Wu, Liu, Zhou, Zhang, "Correlation Congruence

@@ -52,7 +52,7 @@ class DISTDistillation(_LogitTerm):
     >>> distiller.compile(optimizer="adam")
     >>> x, y = testing.random_images(16)
     >>> sorted(distiller.fit(x, y, verbose=0).history)
-    ['dist_loss', 'loss', 'student_loss']
+    ['dist_loss', 'distillation_loss', 'loss', 'student_loss', 'total_loss']
 
     Reference:
         Huang, You, Wang, Qian, Xu, "Knowledge Distillation from A Stronger

@@ -80,7 +80,7 @@ class KDDistillation(_LogitTerm):
     >>> distiller.compile(optimizer="adam")
     >>> x, y = testing.random_images(16)
     >>> sorted(distiller.fit(x, y, verbose=0).history)
-    ['kd_loss', 'loss', 'student_loss']
+    ['distillation_loss', 'kd_loss', 'loss', 'student_loss', 'total_loss']
 
     A student whose logits are the teacher's, scaled, has no standardised
     KD loss:

@@ -54,7 +54,7 @@ class NeuronSelectivityDistillation(DistillationTerm):
     >>> distiller.compile(optimizer="adam")
     >>> x, y = testing.random_images(16)
     >>> sorted(distiller.fit(x, y, verbose=0).history)
-    ['loss', 'nst_loss', 'student_loss']
+    ['distillation_loss', 'loss', 'nst_loss', 'student_loss', 'total_loss']
 
     Reference:
         Huang & Wang, "Like What You Like: Knowledge Distill via Neuron

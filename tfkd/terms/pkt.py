@@ -50,7 +50,7 @@ class ProbabilisticTransferDistillation(DistillationTerm):
     >>> distiller.compile(optimizer="adam")
     >>> x, y = testing.random_images(16)
     >>> sorted(distiller.fit(x, y, verbose=0).history)
-    ['loss', 'pkt_loss', 'student_loss']
+    ['distillation_loss', 'loss', 'pkt_loss', 'student_loss', 'total_loss']
 
     Reference:
         Passalis & Tefas, "Learning Deep Representations with

@@ -54,7 +54,7 @@ class RelationalDistillation(DistillationTerm):
     >>> distiller.compile(optimizer="adam")
     >>> x, y = testing.random_images(16)
     >>> sorted(distiller.fit(x, y, verbose=0).history)
-    ['loss', 'rkd_loss', 'student_loss']
+    ['distillation_loss', 'loss', 'rkd_loss', 'student_loss', 'total_loss']
 
     Reference:
         Park, Kim, Lu, Cho, "Relational Knowledge Distillation", CVPR

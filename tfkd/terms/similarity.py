@@ -42,7 +42,7 @@ class SimilarityPreservingDistillation(DistillationTerm):
     >>> distiller.compile(optimizer="adam")
     >>> x, y = testing.random_images(16)
     >>> sorted(distiller.fit(x, y, verbose=0).history)
-    ['loss', 'sp_loss', 'student_loss']
+    ['distillation_loss', 'loss', 'sp_loss', 'student_loss', 'total_loss']
 
     Reference:
         Tung & Mori, "Similarity-Preserving Knowledge Distillation",

@@ -72,7 +72,7 @@ class VariationalInformationDistillation(DistillationTerm):
     >>> distiller.compile(optimizer="adam")
     >>> x, y = testing.random_images(16)
     >>> sorted(distiller.fit(x, y, verbose=0).history)
-    ['loss', 'student_loss', 'vid_loss']
+    ['distillation_loss', 'loss', 'student_loss', 'total_loss', 'vid_loss']
 
     Reference:
         Ahn, Hu, Damianou, Lawrence, Dai, "Variational Information
