@@ -1972,11 +1972,17 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         self._student_loss_fn = _resolve_student_loss(
             self._default_student_loss() if loss is None else loss)
         self._student_loss_config = loss
-        super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
-        # Built now over exactly the variables `fit` updates, so a saved
-        # optimizer state loads back in the same order.
-        if self.student.built:
-            self.optimizer.build(self.optimizer_variables())
+        # In the model's strategy (the one it was built under), even when
+        # called outside its scope (e.g. stage 2's re-compile in
+        # `fit_two_stage`): Keras's `loss` tracker, the compiled metrics and
+        # the optimizer's variables made outside it are not aggregated over
+        # replicas/workers (each worker would report its own `loss`).
+        with self.distribute_strategy.scope():
+            super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
+            # Built now over exactly the variables `fit` updates, so a saved
+            # optimizer state loads back in the same order.
+            if self.student.built:
+                self.optimizer.build(self.optimizer_variables())
 
     def optimizer_variables(self):
         """Variables the optimizer is built on (every variable any step may
