@@ -42,10 +42,10 @@ from tfkd import hyperparameters as hp
 from tfkd.callbacks import NonFiniteDataError
 from tfkd.callbacks import NonFiniteLossError
 from tfkd.distillers.taps import Extractor
-from tfkd.losses import kd as kd_losses
+from tfkd.methods import kd as kd_losses
 from tfkd.terms.base import LOGITS
 from tfkd.terms.base import DistillationTerm
-from tfkd.terms.kd import KDDistillation
+from tfkd.methods.kd import KDDistillation
 
 #: Keys of the input dict of a batch that carries cached teacher outputs
 #: (see `tfkd.data.cache_teacher_outputs`).
