@@ -21,7 +21,7 @@ from tfkd.terms.base import DistillationTerm
 from tfkd.terms.base import Method
 
 #: Key of the example index in a batch's input dict (the images are under
-#: `"images"`, see `tfkd.distillers.base.split_cached_inputs`).
+#: `"images"`, see `tfkd.checks.split_cached_inputs`).
 INDEX_KEY = "index"
 
 # Added to the NCE denominators, as in the authors' code (and
