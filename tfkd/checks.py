@@ -17,9 +17,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfkd import _compat
+from tfkd.callbacks import _GuardProgress
+from tfkd.callbacks import _ScaleCheck
 from tfkd.callbacks import NonFiniteDataError
 from tfkd.callbacks import NonFiniteLossError
+from tfkd.hyperparameters import unit_interval
 from tfkd.terms.base import LOGITS
+from tfkd.terms.keras_losses import _KerasTerm
+from tfkd.terms.keras_losses import _term_name
 
 #: Keys of the input dict of a batch that carries cached teacher outputs
 #: (see `tfkd.data.cache_teacher_outputs`).
@@ -301,6 +307,112 @@ def _check_not_empty(data, name):
                 f"shape {tuple(shape)}). Pass at least one example."
             )
 
+def checked_arguments(teacher, student, distillation_losses,
+                      distillation_loss_weights, student_loss_weight, alpha,
+                      temperature, kwargs, defaults):
+    """Checks `tfkd.Distiller`'s arguments: `(hinton, terms, w_s)`, where
+    `hinton` says no terms were given (Hinton KD with `alpha` and
+    `temperature`, their `defaults` when `None`)."""
+    from tfkd.terms.kd import KDDistillation
+
+    for role, model in (("teacher", teacher), ("student", student)):
+        if not isinstance(model, keras.Model):
+            # A ValueError, as `keras.distillation.Distiller` raises.
+            raise ValueError(
+                f"`{role}` must be a `keras.Model`. Received: {role}="
+                f"{model!r} of type {type(model).__name__}. Wrap a layer "
+                f"or function in a functional `keras.Model` first."
+            )
+    if teacher is student:
+        raise ValueError(
+            "`teacher` and `student` are the same model object; the "
+            "teacher is frozen, so the student could not learn. Pass a "
+            "separate student model."
+        )
+    for key in ("teacher_layer_name", "student_layer_name", "teacher_layer",
+                "student_layer"):
+        if key in kwargs:
+            raise TypeError(
+                f"`tfkd.Distiller` taps layers through its terms, not "
+                f"`{key}`. Received: {key}={kwargs[key]!r}. Pass a "
+                "feature term, e.g. `distillation_losses=["
+                "tfkd.losses.KDDistillation(), tfkd.losses."
+                "HintDistillation(teacher_layer_name=..., "
+                "student_layer_name=...)]`, or use a preset such as "
+                "`tfkd.FitNetDistiller`."
+            )
+    hinton = distillation_losses is None
+    if hinton:
+        if distillation_loss_weights is not None:
+            raise ValueError(
+                "`distillation_loss_weights` weighs `distillation_losses`"
+                ", but none were given. Received: distillation_loss_"
+                f"weights={distillation_loss_weights!r}. Pass the terms "
+                "too, or leave both out for Hinton KD."
+            )
+        if alpha is not None and student_loss_weight is not None:
+            raise ValueError(
+                "`alpha` is Hinton KD's name for `student_loss_weight`; "
+                f"pass one of them. Received: alpha={alpha!r}, "
+                f"student_loss_weight={student_loss_weight!r}."
+            )
+        if alpha is None:
+            alpha = defaults["alpha"] \
+                if student_loss_weight is None else student_loss_weight
+        if temperature is None:
+            temperature = defaults["temperature"]
+        student_loss_weight = unit_interval(alpha, "alpha")
+        terms = [KDDistillation(temperature=temperature)]
+    else:
+        for name, value in (("alpha", alpha),
+                            ("temperature", temperature)):
+            if value is not None:
+                raise TypeError(
+                    f"`{name}` configures Hinton KD, used when no "
+                    "`distillation_losses` are given. With terms, pass "
+                    "`student_loss_weight=` and set temperatures on the "
+                    f"terms (e.g. `KDDistillation(temperature=...)`). "
+                    f"Received: {name}={value!r}."
+                )
+        terms = distillation_losses
+        if not isinstance(terms, (list, tuple)):
+            terms = [terms]
+        terms = list(terms)
+        if not terms:
+            raise ValueError(
+                "`distillation_losses` is empty. Pass at least one term, "
+                "or None for Hinton KD."
+            )
+        if student_loss_weight is None:
+            student_loss_weight = 0.5
+    return hinton, terms, student_loss_weight
+
+
+def _tokens(teacher, student, y, sample_weight):
+    """Sequence logits `(batch, time, classes)` as `(batch · time,
+    classes)`: every token an example, its labels and weights flattened
+    alike, so terms and the student loss are reduced per token as Keras's
+    losses reduce them (`sum(loss · weight) / tokens`). Other logits pass
+    unchanged."""
+    logits = student[LOGITS]
+    rank = logits.shape.rank
+    if rank is None or rank <= 2:
+        return teacher, student, y, sample_weight
+
+    def flat(v):
+        width = v.shape[-1] if v.shape[-1] is not None else tf.shape(v)[-1]
+        return tf.reshape(v, [-1, width])
+
+    teacher = {**teacher, LOGITS: flat(teacher[LOGITS])}
+    student = {**student, LOGITS: flat(logits)}
+    if y is not None:
+        y = tf.convert_to_tensor(y)
+        y = tf.reshape(y, [-1]) if y.shape.rank == rank - 1 else flat(y)
+    if sample_weight is not None:
+        sample_weight = tf.reshape(sample_weight, [-1])
+    return teacher, student, y, sample_weight
+
+
 class LabelChecks:
     """The distiller's checks of labels and logits (a mixin of
     `tfkd.Distiller`: reads its `teacher`, `student`, `_student_loss_fn`
@@ -558,3 +670,183 @@ class LabelChecks:
             return int(self.student.outputs[0].shape[-1])
         except (AttributeError, TypeError, ValueError, IndexError):
             return None
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        # The compiled metrics see the student's logits only; the loss
+        # trackers were updated by the step itself.
+        metrics = _compat.compile_metrics(self)
+        if metrics is not None and y is not None:
+            y = tf.convert_to_tensor(y)
+            labelled = None
+            if self._sparse_labels(y, y_pred):
+                # Class ids, one per example (or token), -1 unlabelled.
+                y = tf.reshape(tf.cast(y, tf.int64), [-1])
+                y_pred = tf.reshape(y_pred, [-1, tf.shape(y_pred)[-1]])
+                labelled = y >= 0
+                y = tf.maximum(y, 0)
+            elif (self._student_loss_fn is None and y.dtype.is_floating
+                  and y.shape.rank == 2):
+                # One-hot rows; an all-zero row is unlabelled.
+                labelled = tf.reduce_any(tf.not_equal(y, 0), axis=-1)
+            if labelled is not None:
+                # Keras's unweighted `metrics=` ignore sample weights: give
+                # them the labelled mask, or every unlabelled example would
+                # count (as class 0) in "accuracy".
+                labelled = tf.cast(labelled, tf.float32)
+                weighted = labelled if sample_weight is None else \
+                    labelled * tf.reshape(
+                        tf.cast(sample_weight, tf.float32), [-1])
+                _compat.update_compile_metrics(
+                    metrics, y, y_pred,
+                    unweighted=labelled, weighted=weighted)
+            else:
+                metrics.update_state(y, y_pred, sample_weight)
+        results = self.get_metrics_result()
+        if _compat.in_multi_worker_mode(tf.distribute.get_strategy()):
+            # Keras reduces step outputs across workers with
+            # `strategy.reduce("MEAN", v, axis=0)`, which rejects scalars
+            # (keras-team/keras#20585); the results are global already.
+            results = {k: tf.reshape(v, [1]) for k, v in results.items()}
+        return results
+
+    def get_metrics_result(self):
+        """The metrics' values; a compiled metric that has seen no labelled
+        example (data without labels, all `-1`) is NaN, not Keras's 0."""
+        results = super().get_metrics_result()
+        metrics = _compat.compile_metrics(self)
+        if metrics is None or not metrics.built:
+            return results
+        stack = (list(metrics._flat_metrics)
+                 + list(metrics._flat_weighted_metrics))
+        while stack:
+            metric = stack.pop()
+            if metric is None:
+                continue
+            count = getattr(metric, "count", None)
+            if count is None:
+                # Keras groups an output's metrics in a `MetricsList`.
+                stack += list(getattr(metric, "metrics", []))
+                continue
+            if metric.name not in results:
+                continue
+            value = results[metric.name]
+            results[metric.name] = tf.where(
+                count > 0, value, tf.constant(float("nan"), value.dtype))
+        return results
+
+    def _check_inputs(self):
+        """Checks that teacher and student take the same inputs."""
+        if not (_compat.is_functional(self.teacher)
+                and _compat.is_functional(self.student)):
+            return
+        t_in = [tuple(t.shape[1:]) for t in self.teacher.inputs]
+        s_in = [tuple(t.shape[1:]) for t in self.student.inputs]
+        if len(t_in) != len(s_in) or any(
+            len(a) != len(b)
+            or any(i is not None and j is not None and i != j
+                   for i, j in zip(a, b))
+            for a, b in zip(t_in, s_in)
+        ):
+            raise ValueError(
+                "`teacher` and `student` must take the same inputs. Received "
+                f"teacher input shapes {t_in} and student input shapes "
+                f"{s_in}. Resize the data for one of them inside the model "
+                f"(e.g. a `keras.layers.Resizing` layer) so both accept it."
+            )
+
+    def _unique_names(self):
+        bases = [_term_name(t.loss if isinstance(t, _KerasTerm) else t)
+                 for t in self._terms]
+        # A repeated name gets the first free suffix, never one another
+        # term already carries (`kd`, `kd`, `kd_2` -> `kd`, `kd_3`, `kd_2`):
+        # the names key the terms' weights, metrics and losses.
+        names, used, taken = [], set(), set(bases)
+        for base in bases:
+            name, k = base, 2
+            while name in used or (name != base and name in taken):
+                name, k = f"{base}_{k}", k + 1
+            used.add(name)
+            names.append(name)
+        reserved = {"student", "total", "distillation"}
+        for name in names:
+            if name in reserved:
+                raise ValueError(
+                    f"A term is named {name!r}, which the distiller reports "
+                    "itself. Give the term another `name=`."
+                )
+        return names
+
+    def _check_logit_widths(self):
+        """Refuses teacher and student logits of different widths when a
+        term compares them class by class."""
+        t = self._teacher_extractor.tensors[LOGITS]
+        s = self._student_extractor.tensors[LOGITS]
+        if t is None or s is None or None in (t.shape[-1], s.shape[-1]) \
+                or t.shape[-1] == s.shape[-1]:
+            return
+        readers = [n for n, term in zip(self._term_names, self._terms)
+                   if LOGITS in term.teacher_taps
+                   and LOGITS in term.student_taps]
+        if readers:
+            raise ValueError(
+                f"The teacher outputs {t.shape[-1]} logits and the student "
+                f"{s.shape[-1]}, but the terms {readers} compare them class "
+                "by class. Received: teacher logits of shape "
+                f"{tuple(t.shape)}, student logits of shape {tuple(s.shape)}"
+                ". Give both models the same number of classes, or "
+                "distil features only."
+            )
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        self._check_fit_data(x, y, kwargs.get("validation_data"))
+        self._check_teacher_once(x, y, kwargs.get("batch_size"))
+        self._prepare_logits_check()
+        progress = _GuardProgress()
+        if len(args) < 4:  # `callbacks` not given positionally
+            # Progress first: under XLA it raises a skipped bad step before
+            # any other callback sees the batch.
+            kwargs["callbacks"] = [progress] + list(
+                kwargs.get("callbacks") or []) + self._schedule_callbacks(
+            ) + [_ScaleCheck()]
+        _warn_unknown_monitors(kwargs.get("callbacks") or [],
+                               self._loss_metric_names())
+        if isinstance(x, tf.data.Dataset) and len(args) < 7:
+            # A dataset shuffles itself and Keras ignores `shuffle` for it,
+            # but warns on every `fit` that keeps its default `True`.
+            kwargs.setdefault("shuffle", False)
+        self._prepare_guard()
+        self._sync_terms()
+        with self._clear_errors(progress):
+            return super().fit(x, y, *args, **kwargs)
+
+    def _schedule_callbacks(self):
+        """The callbacks of the terms' own schedules (e.g. DKD's warm-up:
+        `tfkd.terms.DistillationTerm.training_callbacks`)."""
+        callbacks = []
+        for term in self._terms:
+            own = getattr(term, "training_callbacks", None)
+            if own is not None:
+                callbacks += list(own(self))
+        return callbacks
+
+    def _loss_metric_names(self):
+        return ["loss"] + [t.name for t in self._trackers]
+
+    def evaluate(self, *args, **kwargs):
+        self._sync_terms()
+        with self._clear_errors():
+            return super().evaluate(*args, **kwargs)
+
+    def train_on_batch(self, *args, **kwargs):
+        self._prepare_logits_check()
+        self._prepare_guard()
+        self._sync_terms()
+        with self._clear_errors():
+            logs = super().train_on_batch(*args, **kwargs)
+            self._raise_recorded()
+            return logs
+
+    def test_on_batch(self, *args, **kwargs):
+        self._sync_terms()
+        with self._clear_errors():
+            return super().test_on_batch(*args, **kwargs)
