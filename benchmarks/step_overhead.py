@@ -54,7 +54,7 @@ def direct_correlation_form():
     """While active, `correlation_loss` takes the direct form (both Grams
     built, as tfkd did before the kernel form) whatever the shapes; a step
     traced inside keeps it. Yields the list of form decisions made."""
-    from tfkd.losses import correlation
+    from tfkd.methods import correlation
 
     original, decisions = correlation._gram_form, []
 

@@ -14,7 +14,7 @@ from tfkd.layers import TeacherToStudent
 from tfkd.layers import pretrain_regressor
 from tfkd.layers import regressor_kernel_size
 from tfkd.layers import upsampling_factor
-from tfkd.losses import ktan as ktan_losses
+from tfkd.methods import ktan as ktan_losses
 from tfkd.models import build_discriminator
 
 KTAN_METRICS = ["student_loss", "mse_loss", "adv_loss", "kd_loss", "d_loss",

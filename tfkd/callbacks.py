@@ -42,7 +42,7 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
 
     Unlike `keras.callbacks.TerminateOnNaN`, which only looks at the total
     `loss`, this checks every reported term (`student_loss`, `kd_loss`,
-    `knowledge_loss`, ...) and names the first one that went bad (a term
+    `hint_loss`, ...) and names the first one that went bad (a term
     rather than the total `loss` it spoils), so you know which part of the
     objective to fix (a learning rate too high for a
     knowledge loss, a temperature too extreme, NaN in the data, ...).

@@ -313,7 +313,7 @@ def checked_arguments(teacher, student, distillation_losses,
     """Checks `tfkd.Distiller`'s arguments: `(hinton, terms, w_s)`, where
     `hinton` says no terms were given (Hinton KD with `alpha` and
     `temperature`, their `defaults` when `None`)."""
-    from tfkd.terms.kd import KDDistillation
+    from tfkd.methods.kd import KDDistillation
 
     for role, model in (("teacher", teacher), ("student", student)):
         if not isinstance(model, keras.Model):

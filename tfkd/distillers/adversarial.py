@@ -28,11 +28,11 @@ from tfkd.distillers.base import Distiller
 from tfkd.checks import split_cached_inputs
 from tfkd.distillers.base import reduce_term
 from tfkd.layers.teacher_to_student import pretrain_regressor
-from tfkd.terms.adversarial import AdversarialDistillation
-from tfkd.terms.adversarial import RegressedFeatureDistillation
-from tfkd.terms.adversarial import _single_layer_name
+from tfkd.methods.ktan import AdversarialDistillation
+from tfkd.methods.ktan import RegressedFeatureDistillation
+from tfkd.methods.ktan import _single_layer_name
 from tfkd.terms.base import LOGITS
-from tfkd.terms.kd import KDDistillation
+from tfkd.methods.kd import KDDistillation
 from tfkd.terms.base import layer_name_arguments
 from tfkd.terms.base import default_of
 

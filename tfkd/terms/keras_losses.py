@@ -249,7 +249,7 @@ def student_loss_values(loss_fn, config, y, logits, sparse_labels):
     `loss_fn` (`None`: cross entropy from logits); a loss that cannot
     compare the labels with the logits is named (its `compile` `config`)
     with the fix (`sparse_labels(y, logits)`: labels are class ids)."""
-    from tfkd.losses.kd import cross_entropy
+    from tfkd.methods.kd import cross_entropy
 
     if loss_fn is None:
         return cross_entropy(y, logits)
