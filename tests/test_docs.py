@@ -68,7 +68,7 @@ def test_site_builds_strict_with_every_page(site):
     # One API page per public module, rendered from its docstrings.
     modules = _hooks()._public_modules(os.path.join(ROOT, "tfkd"))
     names = {name for name, _, _ in modules}
-    assert {"tfkd.plots", "tfkd.report_cli", "tfkd.losses.kd",
+    assert {"tfkd.plots", "tfkd.cli.report", "tfkd.losses.kd",
             "tfkd.distillers.base", "tfkd.export.tflite"} <= names
     for name in names:
         assert (site / "reference" / f"{name}.html").exists(), name

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from tfkd import cli
-from tfkd import report_cli
+from tfkd.cli import report as report_cli
 from tfkd.reporting import ResultsWriter
 from tfkd.reporting import RunResult
 from tfkd.reporting import markdown_table

@@ -168,7 +168,7 @@ def parse_space(items):
 
 
 def _run_from_args(args):
-    from tfkd.demo import parse_labels_per_class
+    from tfkd.cli.demo import parse_labels_per_class
 
     run_tune(methods=args.methods or ["kd"], trials=args.trials,
              epochs=args.epochs, data=args.data, tuner=args.tuner,
