@@ -1832,7 +1832,8 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
                                         training)
         finally:
             object.__setattr__(self, "_step_outputs", None)
-        self._loss_tracker.update_state(loss, sample_weight=_batch_size(x))
+        _compat.loss_tracker(self).update_state(loss,
+                                                sample_weight=_batch_size(x))
         return loss, y_pred
 
     def train_step(self, data):
@@ -1916,8 +1917,7 @@ class Distiller(_compat.MultiWorkerBuildMixin, keras.Model):
         metrics = _compat.compile_metrics(self)
         if metrics is None or not metrics.built:
             return results
-        stack = (list(metrics._flat_metrics)
-                 + list(metrics._flat_weighted_metrics))
+        stack = _compat.compiled_metric_list(metrics)
         while stack:
             metric = stack.pop()
             if metric is None:
