@@ -151,7 +151,7 @@ def test_import_tfkd_loads_each_dependency_on_first_use():
         stages["import keras"] = loaded()
         import tfkd
         stages["import tfkd"] = loaded()
-        tfkd.plots, tfkd.reporting, tfkd.io, tfkd.tuning.spaces
+        tfkd.app.plots, tfkd.app.reporting, tfkd.io, tfkd.tuning.spaces
         tfkd.Distiller, tfkd.models.digits_student, tfkd.data.load_digits
         tfkd.data.digits_arrays(image_size=8)
         stages["distillers, models, digits"] = loaded()
@@ -199,7 +199,7 @@ def test_report_runs_without_tensorflow(tmp_path):
     result = _python(as_command=True, code=textwrap.dedent(f"""
         import sys
         from tfkd import cli
-        from tfkd.reporting import ResultsWriter, RunResult
+        from tfkd.app.reporting import ResultsWriter, RunResult
 
         ResultsWriter({str(tmp_path)!r}).add(RunResult(
             method="kd", dataset="digits", seed=0, student_params=6000,
@@ -233,8 +233,9 @@ def test_lazy_names_resolve_and_are_listed(package):
 def test_submodules_are_attributes_and_from_imports_work():
     import tfkd
 
-    assert "plots" in dir(tfkd) and "io" in dir(tfkd)
-    assert tfkd.plots.plot_history.__module__ == "tfkd.plots"
+    assert "app" in dir(tfkd) and "io" in dir(tfkd)
+    assert "plots" in dir(tfkd.app) and "plots" not in dir(tfkd)
+    assert tfkd.app.plots.plot_history.__module__ == "tfkd.app.plots"
     from tfkd import Distiller
     from tfkd.tuning import TUNERS
 

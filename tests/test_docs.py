@@ -68,14 +68,14 @@ def test_site_builds_strict_with_every_page(site):
     # One API page per public module, rendered from its docstrings.
     modules = _hooks()._public_modules(os.path.join(ROOT, "tfkd"))
     names = {name for name, _, _ in modules}
-    assert {"tfkd.plots", "tfkd.cli.report", "tfkd.losses.kd",
+    assert {"tfkd.app.plots", "tfkd.cli.report", "tfkd.losses.kd",
             "tfkd.distillers.base", "tfkd.export.tflite"} <= names
     for name in names:
         assert (site / "reference" / f"{name}.html").exists(), name
     base = (site / "reference" / "tfkd.distillers.base.html").read_text()
     assert "Distiller" in base and "temperature" in base
     # Doctest examples are rendered as code, not as Markdown text.
-    plots = (site / "reference" / "tfkd.plots.html").read_text()
+    plots = (site / "reference" / "tfkd.app.plots.html").read_text()
     assert '<span class="gp">&gt;&gt;&gt; </span>' in plots
 
 

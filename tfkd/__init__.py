@@ -26,13 +26,12 @@ if TYPE_CHECKING:
     from tfkd import callbacks  # noqa: F401
     from tfkd import data  # noqa: F401
     from tfkd import distillers  # noqa: F401
-    from tfkd import experiment  # noqa: F401
+    from tfkd import app  # noqa: F401
     from tfkd import export  # noqa: F401
     from tfkd import hyperparameters  # noqa: F401
     from tfkd import layers  # noqa: F401
     from tfkd import losses  # noqa: F401
     from tfkd import models  # noqa: F401
-    from tfkd import reporting  # noqa: F401
     from tfkd import saving  # noqa: F401
     from tfkd import terms  # noqa: F401
     from tfkd import tuning  # noqa: F401

@@ -1,6 +1,6 @@
-"""`tfkd demo`: the demo's command line (the demo itself: `tfkd.demo`)."""
+"""`tfkd demo`: the demo's command line (the demo itself: `tfkd.app.demo`)."""
 
-from tfkd import demo
+from tfkd.app import demo
 
 
 def register(subparsers):

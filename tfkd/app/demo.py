@@ -62,7 +62,7 @@ def run_demo(method=DEFAULT_METHOD,
         verbose: Keras progress output (0, 1 = bars, 2 = one line/epoch).
         data: `"digits"` (embedded) or `"fashion_mnist"` (its IDX files,
             `tfkd.data.load_fashion_mnist`; loaded as
-            `tfkd.experiment.DATA_SETTINGS` says). `epochs` or
+            `tfkd.app.experiment.DATA_SETTINGS` says). `epochs` or
             `teacher_epochs` `None`: the data set's defaults there.
 
     Returns:
@@ -73,14 +73,14 @@ def run_demo(method=DEFAULT_METHOD,
 
     import tfkd
     from tfkd import io as tfkd_io
-    from tfkd import runs as runs_lib
+    from tfkd.app import runs as runs_lib
     from tfkd.callbacks import StopOnNonFiniteLoss
     from tfkd.distillers import registry
-    from tfkd.experiment import compile_classifier
-    from tfkd.experiment import data_setting
-    from tfkd.experiment import labelled_repeated
-    from tfkd.experiment import load_data
-    from tfkd.experiment import test_accuracy
+    from tfkd.app.experiment import compile_classifier
+    from tfkd.app.experiment import data_setting
+    from tfkd.app.experiment import labelled_repeated
+    from tfkd.app.experiment import load_data
+    from tfkd.app.experiment import test_accuracy
 
     data_name = data
     setting = data_setting(data_name)
@@ -323,7 +323,7 @@ def format_table(summary, method, seeds, labelled=None, test_size=None,
 
 
 def _export(student, teacher, data, out):
-    from tfkd import runs as runs_lib
+    from tfkd.app import runs as runs_lib
 
     try:
         from tfkd import export
