@@ -3,7 +3,8 @@
 Trains, for each seed: the teacher, the student from scratch, and the
 student distilled with KD, FitNet, DLN (KTAN without the adversary), KTAN
 and KD+KTAN. Every run goes to a `tfkd.app.reporting.ResultsWriter`; the
-summary prints test accuracy (mean ± std over seeds) beside the paper's Table I.
+summary prints test accuracy (mean ± std over seeds) beside the paper's
+Table I.
 
     # The same code on the embedded digits, a few minutes:
     python recipes/ktan.py --quick --seeds 0 1 2

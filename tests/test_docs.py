@@ -158,7 +158,7 @@ def test_students_are_saved_atomically_everywhere():
     `tfkd.saving.save` (all or nothing), never Keras's in-place
     `model.save` (see test_io's full-disk test for what that risks)."""
     files = [os.path.join(ROOT, "README.md"),
-             os.path.join(ROOT, "tfkd", "demo.py")]
+             os.path.join(ROOT, "tfkd", "app", "demo.py")]
     for folder in (DOCS, os.path.join(ROOT, "recipes")):
         for base, _, names in os.walk(folder):
             files += [os.path.join(base, n) for n in names

@@ -20,7 +20,8 @@ def register(subparsers):
                         help="training labels the students keep per class; "
                              "the other training images are unlabelled "
                              "transfer data for distillation ('all': every "
-                             f"label; default: {demo.DEFAULT_LABELS_PER_CLASS})")
+                             "label; default: "
+                             f"{demo.DEFAULT_LABELS_PER_CLASS})")
     parser.add_argument("--data", default="digits",
                         choices=("digits", "fashion_mnist"),
                         help="data set (default: digits, embedded; "

@@ -388,7 +388,8 @@ def collect_runs(run_dir):
             f"No {reporting.RUNS_CSV}, {DEMO_RESULTS} or {TUNE_RESULTS} in "
             f"RUN_DIR {run_dir!r}. Pass a directory written by "
             "`tfkd.app.reporting.ResultsWriter` (runs.csv + one JSON per "
-            "run), by `tfkd demo` (results.json) or by `tfkd tune` (trials.json)."
+            "run), by `tfkd demo` (results.json) or by `tfkd tune` "
+            "(trials.json)."
         )
     runs = reporting.load_runs(run_dir) if has_runs else []
     if has_demo:
