@@ -1,4 +1,5 @@
-"""Callbacks that guard distillation runs and log what they reach."""
+"""Callbacks that guard distillation runs and log what they reach, and
+`merge_histories`, which joins the histories of consecutive `fit`s."""
 
 import inspect
 import math
@@ -148,7 +149,7 @@ class EvaluateAccuracy(keras.callbacks.Callback):
 
     Adds `logs[name]` at the end of each epoch, so that `History` records
     it: with the default name `"test_accuracy"`,
-    `tfkd.reporting.RunResult.from_history` reads it as the per-epoch test
+    `tfkd.app.reporting.RunResult.from_history` reads it as the per-epoch test
     accuracy, giving the "best epoch" figure on data sets whose validation
     split is not the test split (the papers' CIFAR protocol validates on the
     test split, and needs no such callback). The model evaluated is
@@ -460,3 +461,20 @@ class _ScaleCheck(keras.callbacks.Callback):
         message = self.model.scale_report(logs or {})
         if message:
             warnings.warn(message, stacklevel=2)
+
+
+def merge_histories(*histories):
+    """One `{metric: [per-epoch values]}` from consecutive `fit` histories
+    (e.g. the two stages of `fit_two_stage`).
+
+    Example:
+
+    >>> merge_histories({"loss": [3.0]}, {"loss": [2.0, 1.0]})
+    {'loss': [3.0, 2.0, 1.0]}
+    """
+    merged = {}
+    for history in histories:
+        values = getattr(history, "history", history)
+        for key, series in values.items():
+            merged.setdefault(key, []).extend(series)
+    return merged

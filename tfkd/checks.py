@@ -716,8 +716,7 @@ class LabelChecks:
         metrics = _compat.compile_metrics(self)
         if metrics is None or not metrics.built:
             return results
-        stack = (list(metrics._flat_metrics)
-                 + list(metrics._flat_weighted_metrics))
+        stack = _compat.compiled_metric_list(metrics)
         while stack:
             metric = stack.pop()
             if metric is None:

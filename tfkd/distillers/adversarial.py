@@ -542,7 +542,7 @@ class AdversarialDistiller(Distiller):
             losses={"loss": total, **values})
         values.update({"d_loss": d_loss, "d_accuracy": d_accuracy})
         batch = tf.cast(tf.shape(outputs[1][LOGITS])[0], tf.float32)
-        self._loss_tracker.update_state(total, sample_weight=batch)
+        _compat.loss_tracker(self).update_state(total, sample_weight=batch)
         self._update_trackers(total, values, x, weights={
             name: batch * phase for name in self._phase2_metrics})
         return self.compute_metrics(x, y, logits, weights)

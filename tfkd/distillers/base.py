@@ -484,7 +484,8 @@ class Distiller(TappedForward, LabelChecks, hp.DistillerHyperparameters,
                                         training)
         finally:
             object.__setattr__(self, "_step_outputs", None)
-        self._loss_tracker.update_state(loss, sample_weight=_batch_size(x))
+        _compat.loss_tracker(self).update_state(loss,
+                                                sample_weight=_batch_size(x))
         return loss, y_pred
 
     def train_step(self, data):
