@@ -1,6 +1,6 @@
 """Benchmark: an epoch of each method vs the student alone on Fashion-MNIST.
 
-The recipes' Fashion-MNIST setting (`tfkd.experiment.DATA_SETTINGS`: 14×14
+The recipes' Fashion-MNIST setting (`tfkd.app.experiment.DATA_SETTINGS`: 14×14
 images, a stratified pool of `--examples` training images, batch 128) and
 pair (`tfkd.models.digits_teacher` → `digits_student`). One process; for each
 method the rounds interleave (see `benchmarks/_common.py`) one epoch
@@ -39,8 +39,8 @@ import _common
 def main():
     import tfkd
     from tfkd.distillers import registry
-    from tfkd.experiment import compile_classifier
-    from tfkd.experiment import load_data
+    from tfkd.app.experiment import compile_classifier
+    from tfkd.app.experiment import load_data
 
     print(_common.environment(), flush=True)
     data = load_data("fashion_mnist", batch_size=ARGS.batch, seed=0,

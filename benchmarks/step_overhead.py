@@ -133,7 +133,7 @@ def build_steps(teacher, student, methods):
 def guard_alone(student, x):
     """The finite guard's own work, without a step: the image check and
     the gradient check on gradients shaped like the student's."""
-    from tfkd.distillers import base
+    from tfkd import optimizers as base
 
     gradients = [tf.random.normal(v.shape)
                  for v in student.trainable_variables]

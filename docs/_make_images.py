@@ -42,7 +42,7 @@ def examples():
     import keras
 
     import tfkd
-    from tfkd import plots
+    from tfkd.app import plots
 
     keras.utils.set_random_seed(0)
     data = tfkd.data.load_digits(image_size=16, batch_size=64, seed=0)

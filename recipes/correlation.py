@@ -7,11 +7,11 @@ Single+KD, Two and Two+KD), plus KD, the teacher and the student from
 scratch; and the rows of Table 4 (Channel and Activation knowledge, each
 Original, Augmented and Augmented+Self-Guided, Single and Single+KD, plus
 the student-augmented from scratch). Every run goes to a
-`tfkd.reporting.ResultsWriter` (`runs.csv`, one JSON per run,
+`tfkd.app.reporting.ResultsWriter` (`runs.csv`, one JSON per run,
 `summary.csv`, `summary.md`); the recipe prints test accuracy (mean ± std
 over seeds, last epoch and best epoch) in the layout of the paper's tables
 beside the paper's numbers, writes those tables to `tables.md` and draws
-accuracy against parameters (`tfkd.plots.plot_accuracy_vs_params`).
+accuracy against parameters (`tfkd.app.plots.plot_accuracy_vs_params`).
 
     # Table 3 on CIFAR-10 and CIFAR-100, Table 4 on CIFAR-100, 3 seeds:
     python recipes/correlation.py --table 3 4 --seeds 0 1 2 --data-dir ~/tfds
@@ -96,17 +96,17 @@ import time
 import keras
 
 import tfkd
-from tfkd import plots
+from tfkd.app import plots
 from tfkd.callbacks import EvaluateAccuracy
 from tfkd.callbacks import StopOnNonFiniteLoss
-from tfkd.experiment import Recorder
-from tfkd.experiment import compile_classifier
-from tfkd.experiment import merge_histories
-from tfkd.experiment import steps_per_epoch
-from tfkd.experiment import train_or_load_teacher
+from tfkd.app.experiment import Recorder
+from tfkd.app.experiment import compile_classifier
+from tfkd.callbacks import merge_histories
+from tfkd.app.experiment import steps_per_epoch
+from tfkd.app.experiment import train_or_load_teacher
 from tfkd.layers import find_guided_channels
-from tfkd.reporting import ResultsWriter
-from tfkd.reporting import markdown_table
+from tfkd.app.reporting import ResultsWriter
+from tfkd.app.reporting import markdown_table
 
 APPROACHES = ("channel", "spatial", "both", "activation", "attention")
 SETTINGS = ("single", "single+kd", "two", "two+kd")
@@ -551,7 +551,7 @@ def table4(rows, reference, which="last"):
 
 
 def plot_points(rows, results):
-    """Points for `tfkd.plots.plot_accuracy_vs_params`: teachers, scratch
+    """Points for `tfkd.app.plots.plot_accuracy_vs_params`: teachers, scratch
     students, KD and the best setting of each approach/variant."""
     params = {r.method: r.student_params for r in results}
     best = {}

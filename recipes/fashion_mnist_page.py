@@ -18,8 +18,8 @@ import statistics
 import sys
 
 import tfkd
-from tfkd.reporting import load_runs
-from tfkd.reporting import summarize
+from tfkd.app.reporting import load_runs
+from tfkd.app.reporting import summarize
 
 TITLE = "Fashion-MNIST"
 ALL = "all labels"
@@ -163,7 +163,7 @@ def main(argv=None):
     text = markdown(table, teacher)
     tfkd.io.write_text(args.table, text)
     if args.figure:
-        fig = tfkd.plots.plot_method_comparison(
+        fig = tfkd.app.plots.plot_method_comparison(
             {s: {m: (r["last_mean"], r["last_std"]) for m, r in t.items()
                  if r["last_mean"] is not None} for s, t in table.items()},
             args.figure,

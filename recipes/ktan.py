@@ -2,8 +2,9 @@
 
 Trains, for each seed: the teacher, the student from scratch, and the
 student distilled with KD, FitNet, DLN (KTAN without the adversary), KTAN
-and KD+KTAN. Every run goes to a `tfkd.reporting.ResultsWriter`; the summary
-prints test accuracy (mean ± std over seeds) beside the paper's Table I.
+and KD+KTAN. Every run goes to a `tfkd.app.reporting.ResultsWriter`; the
+summary prints test accuracy (mean ± std over seeds) beside the paper's
+Table I.
 
     # The same code on the embedded digits, a few minutes:
     python recipes/ktan.py --quick --seeds 0 1 2
@@ -53,11 +54,11 @@ import keras
 
 import tfkd
 from tfkd.callbacks import StopOnNonFiniteLoss
-from tfkd.experiment import compile_classifier
-from tfkd.experiment import Recorder
-from tfkd.experiment import train_or_load_teacher
-from tfkd.reporting import ResultsWriter
-from tfkd.reporting import markdown_table
+from tfkd.app.experiment import compile_classifier
+from tfkd.app.experiment import Recorder
+from tfkd.app.experiment import train_or_load_teacher
+from tfkd.app.reporting import ResultsWriter
+from tfkd.app.reporting import markdown_table
 
 METHODS = ("student", "kd", "fitnet", "dln", "ktan", "kd+ktan")
 #: KTAN Table I, accuracy % (the paper's results, FitNet included; see

@@ -2,7 +2,7 @@
 
 Trains, for each data set and seed: the teacher, then from the same initial
 student weights the student with each method of the chosen tables, records
-every run with `tfkd.reporting.ResultsWriter` and prints test accuracy
+every run with `tfkd.app.reporting.ResultsWriter` and prints test accuracy
 (mean ± std over seeds) beside the paper's numbers.
 
     # Table I: Students 1-4 <- the maxout teacher on CIFAR-10 (FitNet, LP):
@@ -73,12 +73,12 @@ import keras
 import tfkd
 from tfkd.callbacks import StopOnNonFiniteLoss
 from tfkd.data import DatasetNotFoundError
-from tfkd.experiment import compile_classifier
-from tfkd.experiment import Recorder
-from tfkd.experiment import steps_per_epoch
-from tfkd.experiment import train_or_load_teacher
-from tfkd.reporting import ResultsWriter
-from tfkd.reporting import markdown_table
+from tfkd.app.experiment import compile_classifier
+from tfkd.app.experiment import Recorder
+from tfkd.app.experiment import steps_per_epoch
+from tfkd.app.experiment import train_or_load_teacher
+from tfkd.app.reporting import ResultsWriter
+from tfkd.app.reporting import markdown_table
 
 #: Methods of each table (besides "teacher"), its data sets and students.
 TABLES = {

@@ -20,7 +20,7 @@ Fig. 2 (`--part fig2`): a LeNet++-style teacher with a 3-unit feature layer
 teacher's `pool2` to the student's through a 1×1 regressor, then eq. 2) and
 LP (eq. 8 tapping the feature layers, `k = 5, γ = 1, λ = 2, τ = 0.5`), all
 with Adam 1e-3 and a cosine decay; the test images' features (the input of
-the classifier) plotted coloured by class with `tfkd.plots.plot_embedding`.
+the classifier) plotted coloured by class with `tfkd.app.plots.plot_embedding`.
 
     python recipes/lp_mnist.py --seeds 0 1 2
     python recipes/lp_mnist.py --part fig2 --epochs 5 --teacher-epochs 5
@@ -42,10 +42,10 @@ import numpy as np
 import tfkd
 from tfkd import io as tfkd_io
 from tfkd.callbacks import StopOnNonFiniteLoss
-from tfkd.experiment import compile_classifier
-from tfkd.experiment import steps_per_epoch
-from tfkd.experiment import test_accuracy
-from tfkd.reporting import ResultsWriter
+from tfkd.app.experiment import compile_classifier
+from tfkd.app.experiment import steps_per_epoch
+from tfkd.app.experiment import test_accuracy
+from tfkd.app.reporting import ResultsWriter
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lp as lp_recipe  # noqa: E402
@@ -155,7 +155,7 @@ def run_fig2_seed(args, seed, out):
     features = {}
     for name, model in models.items():
         accuracy[name] = 100 * test_accuracy(model, data.test)
-        features[name] = tfkd.plots.layer_features(
+        features[name] = tfkd.app.plots.layer_features(
             model, tfkd.models.LENETPP_EMBEDDING, data.test)
     return accuracy, seconds, features, labels
 
@@ -172,7 +172,7 @@ def run_fig2(args, out):
             names = {"teacher": "teacher (3-d)",
                      "student": "student alone (2-d)",
                      "fitnet": "FitNets (2-d)", "lp": "LP (2-d)"}
-            fig = tfkd.plots.plot_embedding(
+            fig = tfkd.app.plots.plot_embedding(
                 {names[k]: v for k, v in features.items()}, labels,
                 os.path.join(out, "fig2.png"), max_points=2000, seed=seed,
                 title="Fashion-MNIST test features (input of the "

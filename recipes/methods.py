@@ -13,12 +13,12 @@ seeds. One command:
 
     python recipes/methods.py --seeds 0 1 2
 
-writes every run under `--out` (`tfkd.reporting.ResultsWriter`: one JSON
+writes every run under `--out` (`tfkd.app.reporting.ResultsWriter`: one JSON
 per run, `runs.csv`, `summary.md`) and the page `--doc`
 (`docs/results_methods_digits.md`: the table, the command and its wall
 time). `--methods` runs a subset (the smoke test's). `--data fashion_mnist`
 runs the same on Fashion-MNIST (`tfkd.data.load_fashion_mnist`, the settings of
-`tfkd.experiment.DATA_SETTINGS`: 14×14 images, a 6,000-image training
+`tfkd.app.experiment.DATA_SETTINGS`: 14×14 images, a 6,000-image training
 pool, batch 128, 5 student and 10 teacher epochs; page
 `docs/results_methods_fashion_mnist.md`):
 
@@ -38,12 +38,12 @@ import tfkd
 from tfkd import io as tfkd_io
 from tfkd.callbacks import StopOnNonFiniteLoss
 from tfkd.distillers import registry
-from tfkd.experiment import compile_classifier
-from tfkd.experiment import data_setting
-from tfkd.experiment import load_data
-from tfkd.experiment import record_run
-from tfkd.experiment import steps_per_epoch
-from tfkd.reporting import ResultsWriter
+from tfkd.app.experiment import compile_classifier
+from tfkd.app.experiment import data_setting
+from tfkd.app.experiment import load_data
+from tfkd.app.experiment import record_run
+from tfkd.app.experiment import steps_per_epoch
+from tfkd.app.reporting import ResultsWriter
 
 # Settings: the demo's budget.
 IMAGE_SIZE = 16
@@ -220,7 +220,7 @@ def main(argv=None):
                         help="data set (default: digits, embedded)")
     parser.add_argument("--epochs", type=int, default=None,
                         help=f"student epochs (default: {EPOCHS} on digits; "
-                             "tfkd.experiment.DATA_SETTINGS)")
+                             "tfkd.app.experiment.DATA_SETTINGS)")
     parser.add_argument("--teacher-epochs", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--out", default=None,

@@ -5,7 +5,7 @@ the student from scratch, and the student distilled with KD, AT, AT+KD (AT
 through `tfkd.AttentionDistiller`; FT is not in tfkd, so its columns stay
 paper-only), STC and STC+KD; Table 5 trains STC towards each target (teacher
 output, soft target, ground truth). Every run goes to a
-`tfkd.reporting.ResultsWriter`; the summary prints top-1 accuracy (mean ±
+`tfkd.app.reporting.ResultsWriter`; the summary prints top-1 accuracy (mean ±
 std over seeds) beside the paper's numbers (100 − the paper's error).
 
     # CIFAR-10 (Table 1) and the target ablation (Table 5), 3 seeds:
@@ -44,11 +44,11 @@ import keras
 
 import tfkd
 from tfkd.callbacks import StopOnNonFiniteLoss
-from tfkd.experiment import compile_classifier
-from tfkd.experiment import Recorder
-from tfkd.experiment import train_or_load_teacher
-from tfkd.reporting import ResultsWriter
-from tfkd.reporting import markdown_table
+from tfkd.app.experiment import compile_classifier
+from tfkd.app.experiment import Recorder
+from tfkd.app.experiment import train_or_load_teacher
+from tfkd.app.reporting import ResultsWriter
+from tfkd.app.reporting import markdown_table
 
 #: Distillation methods of each table (plus "teacher" and "student").
 TABLE_METHODS = {

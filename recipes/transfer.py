@@ -14,7 +14,7 @@ from the same initial student weights, for each seed:
 
 `--data fashion_mnist` runs the same protocol on Fashion-MNIST
 (`tfkd.data.load_fashion_mnist`, settings in
-`tfkd.experiment.DATA_SETTINGS`: 14×14 images, a 6,000-image training
+`tfkd.app.experiment.DATA_SETTINGS`: 14×14 images, a 6,000-image training
 pool, 10 and 100 labels a class, batch 128, 5 student and 10 teacher
 epochs; the 10,000 test images).
 
@@ -37,8 +37,8 @@ the 1,167 training images, 19 steps). Accuracy is measured once, after the
 last epoch, on the held-out test split (360 images with their labels); the
 validation split (270 images, labelled) is only logged, never used to pick
 anything. Results go to a new folder (`tfkd_runs/transfer-N`, or `--out`),
-as `tfkd.reporting` records (`tfkd report DIR` reads them), plus
-`transfer.md` (the table) and `transfer.png` (`tfkd.plots`).
+as `tfkd.app.reporting` records (`tfkd report DIR` reads them), plus
+`transfer.md` (the table) and `transfer.png` (`tfkd.app.plots`).
 """
 
 import argparse
@@ -49,21 +49,21 @@ import time
 import keras
 
 import tfkd
-from tfkd import runs
+from tfkd.app import runs
 from tfkd.callbacks import StopOnNonFiniteLoss
 from tfkd.distillers import registry
-from tfkd.experiment import Recorder
-from tfkd.experiment import compile_classifier
-from tfkd.experiment import data_setting
-from tfkd.experiment import labelled_repeated
-from tfkd.experiment import load_data
-from tfkd.experiment import merge_histories
-from tfkd.experiment import steps_per_epoch
-from tfkd.experiment import train_or_load_teacher
-from tfkd.reporting import ResultsWriter
+from tfkd.app.experiment import Recorder
+from tfkd.app.experiment import compile_classifier
+from tfkd.app.experiment import data_setting
+from tfkd.app.experiment import labelled_repeated
+from tfkd.app.experiment import load_data
+from tfkd.callbacks import merge_histories
+from tfkd.app.experiment import steps_per_epoch
+from tfkd.app.experiment import train_or_load_teacher
+from tfkd.app.reporting import ResultsWriter
 
 #: The students' labels a class, epochs and batch size: per data set in
-#: `tfkd.experiment.DATA_SETTINGS` (digits: 6 and 20 labels a class of
+#: `tfkd.app.experiment.DATA_SETTINGS` (digits: 6 and 20 labels a class of
 #: 109-120 training images a class).
 LEARNING_RATE = 3e-3
 BASELINE = "student"
@@ -92,7 +92,8 @@ def adam(total_steps):
 def run_seed(seed, labels, methods, writer, *, epochs, teacher_epochs,
              batch_size, teacher_path, verbose=0, data="digits"):
     """Trains, for one seed, the teacher and every student of each budget,
-    and records each run with `writer` (a `tfkd.reporting.ResultsWriter`)."""
+    and records each run with `writer` (a
+    `tfkd.app.reporting.ResultsWriter`)."""
     guard = [StopOnNonFiniteLoss()]
     keras.utils.set_random_seed(seed)
     full = load_data(data, batch_size=batch_size, seed=seed)
@@ -168,7 +169,7 @@ def run_seed(seed, labels, methods, writer, *, epochs, teacher_epochs,
 
 def comparison(rows, labels, data="digits"):
     """`{setting: {method: (mean, std)}}` from summary rows, for the table
-    and `tfkd.plots.plot_method_comparison`."""
+    and `tfkd.app.plots.plot_method_comparison`."""
     table = {}
     for n in labels:
         name = dataset_name(n, data)
@@ -267,7 +268,7 @@ def main(argv=None):
                              "registry)")
     parser.add_argument("--epochs", type=int, default=None,
                         help="student epochs (default: the data set's, "
-                             "tfkd.experiment.DATA_SETTINGS)")
+                             "tfkd.app.experiment.DATA_SETTINGS)")
     parser.add_argument("--teacher-epochs", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--out", default=None,
@@ -325,7 +326,7 @@ def main(argv=None):
             f"min{partial}.\n"))
         written = [f"{where}/transfer.md", f"{where}/summary.md"]
         if not args.no_plot:
-            fig = tfkd.plots.plot_method_comparison(
+            fig = tfkd.app.plots.plot_method_comparison(
                 comparison(rows, labels, args.data), f"{out}/transfer.png",
                 title=f"{setting['title']}: few labels + unlabelled "
                       "transfer data")

@@ -1,39 +1,51 @@
-"""Training script for `test_resume.py`: one distiller run, killable.
+"""Training script for `test_resume.py`: distiller runs, killed and resumed.
 
 Run as a script in a fresh process:
 
-    python tests/_resume_worker.py run CASE=DIR --kill-at POINT --ready FILE
-    python tests/_resume_worker.py resume CASE=DIR=OUT.npz [...]
+    python tests/_resume_worker.py DIR NAME=CASE=POINT [...] [--jobs N]
 
 `CASE` is `kd` (Hinton KD), `two_stage` (a correlation distiller trained
 with `fit_two_stage`), `ktan` (the adversarial distiller: two optimizers,
 a phase switch at step 6), `crd` (its memory bank) or `lp` (a batch-level
 term), the last two as `tfkd.distillers.registry` builds them.
 
-- `run`: train `CASE` with `tfkd.callbacks.BackupAndRestore(DIR)` (a
-  backup at the end of each epoch); at the kill point write the `--ready`
-  file and block, waiting to be killed with SIGKILL. Kill points:
+The script imports TensorFlow once, without starting its runtime, and
+forks every process below from that state (TensorFlow is not fork-safe
+once its runtime runs; before, only OpenBLAS's idle threads exist, and
+OpenBLAS re-creates them in the child). Each fork is a new process that
+starts TensorFlow's runtime of its own, as a fresh interpreter would, but
+does not pay the import (several seconds of CPU each):
 
-  - `step:E:B`: after batch `B` of epoch `E`, between two training steps;
-  - `backup:K:start`: the `K`-th backup (written at the end of epoch
-    `K - 1`) is about to be written; nothing of it is on disk yet;
-  - `backup:K:weights`: half of the `K`-th backup's weights are written
-    into `latest.weights.h5` (the file is open, the rest not written);
-  - `backup:K:weights_written`: the weights file is complete and closed,
-    the metadata (`training_metadata.json`) not yet rewritten;
-  - `backup:K:metadata`: the metadata file is opened for writing (so
-    truncated) and its content not yet written.
+1. For each `NAME` (`N` at a time), a process trains `CASE` with
+   `tfkd.callbacks.BackupAndRestore(DIR/NAME)` (a backup at the end of each
+   epoch) and, at the kill point `POINT`, sends itself SIGKILL: it dies
+   there, with no clean-up, as a crashed or killed process does. Kill
+   points:
 
-  The hooks wrap the distiller's `save_weights`, `h5py.Group.__setitem__`
-  and the `json.dumps` that `BackupAndRestore` calls; they do not change
-  what is written, only stop the process at a point of the write.
-- `resume`: for each case, train again with the same backup directory
-  (Keras restores the last backup and goes on) and save the final state to
-  `OUT`, with the number of steps this process ran (or the error if the
-  backup could not be restored); then train an uninterrupted reference run
-  from scratch in the same process and save its final state beside it
-  (`ref_*` entries). Several cases share one process to pay TensorFlow's
-  start-up once.
+   - `step:E:B`: after batch `B` of epoch `E`, between two training steps;
+   - `backup:K:start`: the `K`-th backup (written at the end of epoch
+     `K - 1`) is about to be written; nothing of it is on disk yet;
+   - `backup:K:weights`: half of the `K`-th backup's weights are written
+     into `latest.weights.h5` (the file is open, the rest not written);
+   - `backup:K:weights_written`: the weights file is complete and closed,
+     the metadata (`training_metadata.json`) not yet rewritten;
+   - `backup:K:metadata`: the metadata file is opened for writing (so
+     truncated) and its content not yet written.
+
+   The hooks wrap the distiller's `save_weights`, `h5py.Group.__setitem__`
+   and the `json.dumps` that `BackupAndRestore` calls; they do not change
+   what is written, only stop the process at a point of the write.
+2. Once every run is dead, for each `CASE` a new process trains each of
+   its `NAME`s again with the same backup directory (Keras restores the
+   last backup and goes on) and saves the final state to `DIR/NAME.npz`,
+   with the number of steps it ran (or the error if the backup could not
+   be restored); then it trains an uninterrupted reference run from
+   scratch and saves its final state beside it (`ref_*` entries).
+
+`DIR/report.json` says, for each `NAME`, how its run ended (`killed`: by
+SIGKILL at its kill point) and the backup metadata it left on disk; each
+process writes its errors to `DIR/NAME.log` (runs) or `DIR/CASE.log`
+(resumes).
 
 Ops are deterministic (`keras.utils.set_random_seed` and
 `tf.config.experimental.enable_op_determinism()`); the data are fixed and
@@ -43,8 +55,9 @@ not shuffled, so an epoch's batches do not depend on the history.
 import argparse
 import json
 import os
+import signal
 import sys
-import time
+import traceback
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -136,20 +149,18 @@ class CountSteps(keras.callbacks.Callback):
         self.steps += 1
 
 
-def block(ready):
-    """Signals the test through the `ready` file, then waits to be killed."""
-    with open(ready, "w") as f:
-        f.write(str(os.getpid()))
-    time.sleep(600)  # Killed by the test long before this ends.
-    raise SystemExit("not killed within 600 s")
+def die():
+    """Ends this process here with SIGKILL: no handler, no clean-up."""
+    sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
-class BlockAfter(keras.callbacks.Callback):
-    """After batch `batch` of epoch `epoch`: signal, then wait to be killed."""
+class DieAfter(keras.callbacks.Callback):
+    """Kills the process after batch `batch` of epoch `epoch`."""
 
-    def __init__(self, epoch, batch, ready):
+    def __init__(self, epoch, batch):
         super().__init__()
-        self.kill_epoch, self.kill_batch, self.ready = epoch, batch, ready
+        self.kill_epoch, self.kill_batch = epoch, batch
         self.epoch = None
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -157,11 +168,11 @@ class BlockAfter(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if (self.epoch, batch) == (self.kill_epoch, self.kill_batch):
-            block(self.ready)
+            die()
 
 
-def block_in_backup(distiller, number, point, ready):
-    """Blocks in the `number`-th backup write of this process at `point`."""
+def die_in_backup(distiller, number, point):
+    """Kills the process in the `number`-th backup write of this process at `point`."""
     import h5py
     from keras.src.callbacks import backup_and_restore
 
@@ -175,7 +186,7 @@ def block_in_backup(distiller, number, point, ready):
         backups["datasets"] = 0
         current = backups["count"] == number
         if current and point == "start":
-            block(ready)
+            die()
         backups["writing"] = True
         try:
             save_weights(*args, **kwargs)
@@ -183,7 +194,7 @@ def block_in_backup(distiller, number, point, ready):
             backups["writing"] = False
         backups["per_backup"] = backups["datasets"]
         if current and point == "weights_written":
-            block(ready)
+            die()
 
     set_item = h5py.Group.__setitem__
 
@@ -193,7 +204,7 @@ def block_in_backup(distiller, number, point, ready):
             backups["datasets"] += 1
             if (backups["count"] == number and point == "weights"
                     and backups["datasets"] == backups["per_backup"] // 2):
-                block(ready)
+                die()
 
     class HookedJson:
         loads = staticmethod(json.loads)
@@ -203,7 +214,7 @@ def block_in_backup(distiller, number, point, ready):
             # Keras calls it inside `with open(metadata_path, "w")` (the file
             # exists and is empty); tfkd before writing its temporary file.
             if backups["count"] == number and point == "metadata":
-                block(ready)
+                die()
             return json.dumps(obj, *args, **kwargs)
 
     if point not in ("start", "weights", "weights_written", "metadata"):
@@ -217,16 +228,16 @@ def block_in_backup(distiller, number, point, ready):
     tfkd_io.json = HookedJson  # tfkd's backup writes its metadata here
 
 
-def run_until_killed(case, backup, kill_at, ready):
+def run_until_killed(case, backup, kill_at):
     import tfkd
 
     distiller, x, y = build(case)
     callbacks = [tfkd.callbacks.BackupAndRestore(backup)]
     kind, *where = kill_at.split(":")
     if kind == "step":
-        callbacks.append(BlockAfter(int(where[0]), int(where[1]), ready))
+        callbacks.append(DieAfter(int(where[0]), int(where[1])))
     elif kind == "backup":
-        block_in_backup(distiller, int(where[0]), where[1], ready)
+        die_in_backup(distiller, int(where[0]), where[1])
     else:
         raise ValueError(f"Unknown kill point. Received: {kill_at!r}.")
     train(case, distiller, x, y, callbacks)
@@ -261,24 +272,87 @@ def resume(case, backup, out):
     np.savez(out, **arrays)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=("run", "resume"))
-    parser.add_argument("cases", nargs="+",
-                        help="CASE=BACKUP_DIR (resume: CASE=BACKUP_DIR=OUT)")
-    parser.add_argument("--kill-at",
-                        help="step:E:B or backup:K:POINT (see above)")
-    parser.add_argument("--ready")
-    args = parser.parse_args(argv)
+def fork(log, target, *args):
+    """Runs `target(*args)` in a forked child writing its errors to `log`;
+    returns the child's pid. The child's exit code is `target`'s result
+    (1 on an exception)."""
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        with open(log, "wb") as f:
+            os.dup2(f.fileno(), 2)
+        # The child starts TensorFlow's runtime: make its ops deterministic
+        # first (the parent never runs an op, see the module docstring).
+        tf.config.experimental.enable_op_determinism()
+        code = target(*args)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stderr.flush()
+        os._exit(code)  # No parent's clean-up in the child.
 
-    tf.config.experimental.enable_op_determinism()
-    if args.mode == "run":
-        (case, backup), = [c.split("=") for c in args.cases]
-        return run_until_killed(case, backup, args.kill_at, args.ready)
-    for item in args.cases:
-        case, backup, out = item.split("=")
+
+def run_all(directory, names, jobs):
+    """The two steps of the module docstring; writes `report.json`."""
+    from tensorflow.python.eager import context
+
+    # Forking is only safe while the runtime has not started.
+    assert context.context()._context_handle is None
+    report, pending, running = {}, list(names), {}
+    while pending or running:
+        while pending and len(running) < jobs:
+            name, case, kill_at = pending.pop(0)
+            pid = fork(os.path.join(directory, f"{name}.log"),
+                       run_until_killed, case,
+                       os.path.join(directory, name), kill_at)
+            running[pid] = name
+        pid, status = os.wait()
+        name = running.pop(pid)
+        killed = (os.WIFSIGNALED(status)
+                  and os.WTERMSIG(status) == signal.SIGKILL)
+        report[name] = {"run": "killed" if killed else f"status {status}"}
+        metadata = os.path.join(directory, name, "tfkd_backup.json")
+        if os.path.exists(metadata):
+            with open(metadata) as f:
+                report[name]["backup"] = f.read()
+    cases = {}
+    for name, case, _ in names:
+        cases.setdefault(case, []).append(name)
+    pending, running = list(cases.items()), {}
+    while pending or running:
+        while pending and len(running) < jobs:
+            case, group = pending.pop(0)
+            pid = fork(os.path.join(directory, f"{case}.log"), resume_all,
+                       case, [(os.path.join(directory, name),
+                               os.path.join(directory, f"{name}.npz"))
+                              for name in group])
+            running[pid] = case
+        pid, status = os.wait()
+        case = running.pop(pid)
+        for name in cases[case]:
+            report[name]["resume"] = status
+    with open(os.path.join(directory, "report.json"), "w") as f:
+        json.dump(report, f)
+    return 0
+
+
+def resume_all(case, items):
+    for backup, out in items:
         resume(case, backup, out)
     return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("directory")
+    parser.add_argument("runs", nargs="+", help="NAME=CASE=POINT")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="processes at a time")
+    args = parser.parse_args(argv)
+    names = [tuple(run.split("=")) for run in args.runs]
+    return run_all(args.directory, names, args.jobs)
 
 
 if __name__ == "__main__":

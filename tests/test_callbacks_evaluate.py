@@ -7,7 +7,7 @@ import pytest
 import tfkd
 from tfkd import testing
 from tfkd.callbacks import EvaluateAccuracy
-from tfkd.reporting import RunResult
+from tfkd.app.reporting import RunResult
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,12 @@ Each subprocess here starts in about a second, except the one that runs
 `tfkd methods` (a TensorFlow import).
 """
 
+import configparser
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import pytest
@@ -27,23 +29,33 @@ HEAVY = ("tensorflow", "keras", "keras_tuner", "matplotlib",
 LAZY_PACKAGES = ("tfkd", "tfkd.data", "tfkd.export", "tfkd.tuning")
 
 
-def _python(code, env=None, args=()):
-    """Runs `code` (or the `tfkd` command's module `tfkd_cli` with `args`)
-    with this tree first on the path."""
+def _python(code, env=None, args=(), as_command=False, python_args=(),
+            module="tfkd"):
+    """Runs `code` (or `python -m module` with `args`) with this tree first on
+    the path; `as_command`: `code` is the program file `tfkd`, as the
+    console script is (so tfkd defers its Keras classes as in the
+    command)."""
     env = dict(os.environ if env is None else env)
     env["PYTHONPATH"] = os.pathsep.join(
         [ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
-    command = [sys.executable] + (["-c", code] if code else
-                                  ["-m", "tfkd_cli", *args])
-    return subprocess.run(command, capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=600)
+    with tempfile.TemporaryDirectory() as folder:
+        if code is None:
+            program = ["-m", module, *args]
+        elif as_command:
+            program = [os.path.join(folder, "tfkd"), *args]
+            with open(program[0], "w") as f:
+                f.write(code)
+        else:
+            program = ["-c", code]
+        return subprocess.run(
+            [sys.executable, *python_args, *program], capture_output=True,
+            text=True, env=env, cwd=ROOT, timeout=600)
 
 
 def test_help_imports_nothing_heavy():
     # Every command the parser knows, so a new one is checked too.
-    result = _python(textwrap.dedent(f"""
+    result = _python(as_command=True, code=textwrap.dedent(f"""
         import contextlib, io, json, sys
-        import tfkd_cli  # what the `tfkd` command runs
         from tfkd import cli
 
         commands = [a for a in cli.build_parser()._actions
@@ -73,12 +85,58 @@ def test_help_imports_nothing_heavy():
     assert "{random,bayesian,hyperband}" in helps["tune --help"]
 
 
+@pytest.mark.parametrize("module", ["tfkd", "tfkd.cli"])
 @pytest.mark.parametrize("args", [["--help"], ["demo", "--help"]])
-def test_console_module_help_is_silent(args):
-    result = _python(None, args=args)
+def test_console_module_help_is_silent(module, args):
+    result = _python(None, args=args, module=module)
     assert result.returncode == 0
     assert result.stderr == ""
     assert result.stdout.startswith("usage: tfkd")
+
+
+def test_installed_console_script_help_imports_no_tensorflow():
+    # The script pip writes for setup.cfg's entry point, run as installed.
+    config = configparser.ConfigParser()
+    config.read(os.path.join(ROOT, "setup.cfg"))
+    entry = config["options.entry_points"]["console_scripts"].strip()
+    name, target = (part.strip() for part in entry.split("="))
+    module, function = target.split(":")
+    assert (name, module) == ("tfkd", "tfkd.cli")
+    script = textwrap.dedent(f"""
+        import re
+        import sys
+        from {module} import {function}
+        if __name__ == '__main__':
+            sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])
+            sys.exit({function}())
+    """)
+    result = _python(script, args=["--help"], as_command=True,
+                     python_args=["-X", "importtime"])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: tfkd")
+    imported = {line.split("|")[-1].strip().split(".")[0]
+                for line in result.stderr.splitlines()}
+    assert "tfkd" in imported and not imported & set(HEAVY)
+
+
+@pytest.mark.parametrize("argv, orig_argv, expected", [
+    (["/venv/bin/tfkd", "--help"], ["/venv/bin/python", "/venv/bin/tfkd",
+                                    "--help"], True),
+    (["C:/venv/Scripts/tfkd-script.py"], ["python"], True),
+    (["-m", "demo"], ["python", "-m", "tfkd", "demo"], True),
+    (["-m"], ["python", "-X", "dev", "-mtfkd.cli"], True),
+    (["-m", "-x"], ["python", "-m", "pytest", "-x"], False),
+    (["-m", "tfkd"], ["python", "-m", "pytest", "tfkd"], False),
+    (["/work/tfkd_train.py"], ["python", "/work/tfkd_train.py"], False),
+    (["-c"], ["python", "-c", "import tfkd"], False),
+    ([], [], False),
+])
+def test_running_the_command(monkeypatch, argv, orig_argv, expected):
+    import tfkd
+
+    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.setattr(sys, "orig_argv", orig_argv)
+    assert tfkd._running_the_command() is expected
 
 
 def test_import_tfkd_loads_each_dependency_on_first_use():
@@ -93,7 +151,7 @@ def test_import_tfkd_loads_each_dependency_on_first_use():
         stages["import keras"] = loaded()
         import tfkd
         stages["import tfkd"] = loaded()
-        tfkd.plots, tfkd.reporting, tfkd.io, tfkd.tuning.spaces
+        tfkd.app.plots, tfkd.app.reporting, tfkd.io, tfkd.tuning.spaces
         tfkd.Distiller, tfkd.models.digits_student, tfkd.data.load_digits
         tfkd.data.digits_arrays(image_size=8)
         stages["distillers, models, digits"] = loaded()
@@ -138,11 +196,10 @@ def test_plain_keras_loads_a_distiller_after_import_tfkd(tmp_path):
 
 
 def test_report_runs_without_tensorflow(tmp_path):
-    result = _python(textwrap.dedent(f"""
+    result = _python(as_command=True, code=textwrap.dedent(f"""
         import sys
-        import tfkd_cli  # what the `tfkd` command runs
         from tfkd import cli
-        from tfkd.reporting import ResultsWriter, RunResult
+        from tfkd.app.reporting import ResultsWriter, RunResult
 
         ResultsWriter({str(tmp_path)!r}).add(RunResult(
             method="kd", dataset="digits", seed=0, student_params=6000,
@@ -176,8 +233,9 @@ def test_lazy_names_resolve_and_are_listed(package):
 def test_submodules_are_attributes_and_from_imports_work():
     import tfkd
 
-    assert "plots" in dir(tfkd) and "io" in dir(tfkd)
-    assert tfkd.plots.plot_history.__module__ == "tfkd.plots"
+    assert "app" in dir(tfkd) and "io" in dir(tfkd)
+    assert "plots" in dir(tfkd.app) and "plots" not in dir(tfkd)
+    assert tfkd.app.plots.plot_history.__module__ == "tfkd.app.plots"
     from tfkd import Distiller
     from tfkd.tuning import TUNERS
 

@@ -165,3 +165,91 @@ def test_isolate_collective_keys():
     second = tf.distribute.MirroredStrategy(["/cpu:0"])
     assert first._collective_key_base != second._collective_key_base
     assert tf.distribute.MirroredStrategy._collective_key_base == 0
+
+
+def test_compiled_metric_list():
+    clone = testing.tiny_conv_model("w", width=2, seed=1)
+    clone.compile(optimizer="sgd", loss="mse", metrics=["mae"],
+                  weighted_metrics=["mse"])
+    clone.evaluate(np.zeros((2, 8, 8, 1)), np.zeros((2, 10)), verbose=0)
+    flat = []
+    for metric in _compat.compiled_metric_list(_compat.compile_metrics(clone)):
+        # An output's metrics may come grouped (a `MetricsList`).
+        flat += list(getattr(metric, "metrics", [metric]))
+    assert [type(m).__name__ for m in flat if m is not None] == [
+        "MeanAbsoluteError", "MeanSquaredError"]
+
+
+def test_loss_tracker_is_the_loss_result():
+    clone = testing.tiny_conv_model("l", width=2, seed=1)
+    clone.compile(optimizer="sgd", loss="mse")
+    history = clone.fit(np.ones((4, 8, 8, 1)), np.zeros((4, 10)), epochs=1,
+                        batch_size=4, verbose=0)
+    tracker = _compat.loss_tracker(clone)
+    assert isinstance(tracker, keras.metrics.Mean)
+    assert tracker in clone.metrics
+    assert float(tracker.result()) == pytest.approx(history.history["loss"][0])
+    tracker.reset_state()
+    tracker.update_state(3.0)
+    assert float(clone.get_metrics_result()["loss"]) == pytest.approx(3.0)
+
+
+def test_graph_inputs_and_outputs_keep_their_structure():
+    inputs = {"a": keras.Input((3,), name="a"), "b": keras.Input((2,),
+                                                              name="b")}
+    merged = keras.layers.Concatenate()([inputs["a"], inputs["b"]])
+    outputs = [keras.layers.Dense(1, name="y")(merged),
+               keras.layers.Dense(2, name="z")(merged)]
+    graph = _compat.functional_graph(keras.Model(inputs, outputs))
+    assert _compat.graph_inputs(graph) == inputs
+    assert isinstance(_compat.graph_outputs(graph), list)
+    assert [t.shape for t in _compat.graph_outputs(graph)] == [
+        (None, 1), (None, 2)]
+
+
+def test_dataset_graph_def_lists_the_pipeline_ops():
+    dataset = tf.data.Dataset.range(8).shuffle(8, seed=1).batch(2)
+    graph_def = _compat.dataset_graph_def(dataset)
+    assert isinstance(graph_def, tf.compat.v1.GraphDef)
+    ops = {node.op for node in graph_def.node}
+    assert {"RangeDataset", "BatchDatasetV2"} <= ops
+    assert any(op.startswith("ShuffleDataset") for op in ops)
+
+
+def test_tuner_hooks_are_what_keras_tuner_calls():
+    import inspect
+
+    import keras_tuner as kt
+
+    # `run_trial` calls both hooks once per execution, with these arguments.
+    source = inspect.getsource(kt.Tuner.run_trial)
+    assert "self._configure_tensorboard_dir(callbacks, trial, execution)" in \
+        source
+    assert "self._build_and_fit_model(trial, *args, **copied_kwargs)" in source
+    assert "copied_kwargs[\"callbacks\"] = callbacks" in source
+    parameters = inspect.signature(kt.Tuner._configure_tensorboard_dir)
+    assert list(parameters.parameters) == ["self", "callbacks", "trial",
+                                           "execution"]
+
+    class Recorder(keras.callbacks.Callback):
+        epochs = 0
+
+        def on_epoch_end(self, epoch, logs=None):
+            Recorder.epochs += 1
+
+    class Tuner(_compat.TunerHooks, kt.RandomSearch):
+        def execution_callbacks(self, trial):
+            return [Recorder()]
+
+    def build(hp):
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        model.compile(optimizer="sgd", loss="mse")
+        return model
+
+    import tempfile
+    with tempfile.TemporaryDirectory() as folder:
+        tuner = Tuner(build, objective="loss", max_trials=1,
+                      directory=folder, project_name="p")
+        tuner.search(np.zeros((4, 2)), np.zeros((4, 1)), epochs=2,
+                     verbose=0)
+    assert Recorder.epochs == 2

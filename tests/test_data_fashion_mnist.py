@@ -164,7 +164,7 @@ def test_bad_arguments(fashion_dir):
 
 def test_labelled_repeated_keeps_each_labelled_example_once_a_pass(
         fashion_dir):
-    from tfkd.experiment import labelled_repeated
+    from tfkd.app.experiment import labelled_repeated
 
     few = load_fashion_mnist(data_dir=fashion_dir, batch_size=16, seed=0,
                              labels_per_class=2)

@@ -1,7 +1,7 @@
 """Same seed, same numbers (on one machine): the demo's core run twice.
 
 `docs/reproducibility.md` documents the two switches used here:
-`keras.utils.set_random_seed` (which `tfkd.demo.run_demo` calls per seed)
+`keras.utils.set_random_seed` (which `tfkd.app.demo.run_demo` calls per seed)
 and `tf.config.experimental.enable_op_determinism()`. Each run is its own
 process, as two invocations of `tfkd demo` are; the two must agree bit for
 bit: every per-epoch metric and test accuracy of the teacher, the student
@@ -21,7 +21,7 @@ import sys
 import numpy as np
 import tensorflow as tf
 tf.config.experimental.enable_op_determinism()
-from tfkd import demo
+from tfkd.app import demo
 from tfkd import saving
 out = sys.argv[1]
 demo.run_demo(out=out, method="lp", epochs=2, teacher_epochs=2,

@@ -68,14 +68,14 @@ def test_site_builds_strict_with_every_page(site):
     # One API page per public module, rendered from its docstrings.
     modules = _hooks()._public_modules(os.path.join(ROOT, "tfkd"))
     names = {name for name, _, _ in modules}
-    assert {"tfkd.plots", "tfkd.report_cli", "tfkd.methods.kd",
+    assert {"tfkd.app.plots", "tfkd.cli.report", "tfkd.methods.kd",
             "tfkd.distillers.base", "tfkd.export.tflite"} <= names
     for name in names:
         assert (site / "reference" / f"{name}.html").exists(), name
     base = (site / "reference" / "tfkd.distillers.base.html").read_text()
     assert "Distiller" in base and "temperature" in base
     # Doctest examples are rendered as code, not as Markdown text.
-    plots = (site / "reference" / "tfkd.plots.html").read_text()
+    plots = (site / "reference" / "tfkd.app.plots.html").read_text()
     assert '<span class="gp">&gt;&gt;&gt; </span>' in plots
 
 
@@ -158,7 +158,7 @@ def test_students_are_saved_atomically_everywhere():
     `tfkd.saving.save` (all or nothing), never Keras's in-place
     `model.save` (see test_io's full-disk test for what that risks)."""
     files = [os.path.join(ROOT, "README.md"),
-             os.path.join(ROOT, "tfkd", "demo.py")]
+             os.path.join(ROOT, "tfkd", "app", "demo.py")]
     for folder in (DOCS, os.path.join(ROOT, "recipes")):
         for base, _, names in os.walk(folder):
             files += [os.path.join(base, n) for n in names

@@ -1,12 +1,12 @@
-"""Tests of the recipe building blocks in `tfkd.experiment`."""
+"""Tests of the recipe building blocks in `tfkd.app.experiment`."""
 
 import numpy as np
 import tensorflow as tf
 
-from tfkd import experiment
+from tfkd.app import experiment
 from tfkd import testing
-from tfkd.reporting import ResultsWriter
-from tfkd.reporting import load_runs
+from tfkd.app.reporting import ResultsWriter
+from tfkd.app.reporting import load_runs
 
 
 def test_test_accuracy_matches_argmax():

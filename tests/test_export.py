@@ -252,7 +252,7 @@ def test_cli(student, digits, keras_logits, tmp_path, capsys, monkeypatch):
     from tfkd import cli
 
     # Only this sub-command: the test must not depend on the others.
-    monkeypatch.setattr(cli, "_COMMAND_MODULES", ("tfkd.export.cli",))
+    monkeypatch.setattr(cli, "_COMMAND_MODULES", ("tfkd.cli.export",))
     main = cli.main
 
     saved = str(tmp_path / "student.keras")

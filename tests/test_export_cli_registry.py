@@ -2,8 +2,9 @@
 
 Each method's distiller is built on one shared tiny teacher/student pair,
 saved with `tfkd.saving.save`, and exported by the `tfkd` command in a fresh
-process (as a user runs it: `tfkd_cli` defers tfkd's Keras classes, so the
-command itself must register the terms a file names). One process exports
+process (as a user runs it: a program named `tfkd` defers tfkd's Keras
+classes, so the command itself must register the terms a file names). One
+process exports
 them all, so the test costs a TensorFlow start-up plus about a second a
 method.
 """
@@ -44,16 +45,19 @@ def test_cli_exports_every_methods_saved_distiller(tmp_path):
         [ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     code = textwrap.dedent(f"""
         import json, sys
-        import tfkd_cli  # what the `tfkd` command runs
+        from tfkd.cli import main  # as the `tfkd` console script does
 
         codes = {{}}
         for name, path in {paths!r}.items():
-            codes[name] = tfkd_cli.main(
+            codes[name] = main(
                 ["export", path, "--out", path[:-6] + ".tflite",
                  "--num-samples", "16"])
         print("CODES", json.dumps(codes))
     """)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True,
+    # Named `tfkd`, as the console script: tfkd defers its Keras classes.
+    script = tmp_path / "tfkd"
+    script.write_text(code)
+    result = subprocess.run([sys.executable, str(script)], capture_output=True,
                             text=True, env=env, cwd=ROOT, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     line = [l for l in result.stdout.splitlines() if l.startswith("CODES")]

@@ -4,7 +4,7 @@ tiny IDX files the tests write (never the installed data set)."""
 import pytest
 
 from tfkd import cli
-from tfkd import experiment
+from tfkd.app import experiment
 from tfkd.data import fashion_mnist
 from tfkd.testing import write_fashion_mnist
 

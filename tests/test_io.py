@@ -279,7 +279,7 @@ def umask():
 
 
 def test_new_files_follow_the_umask(tmp_path, umask):
-    from tfkd import plots
+    from tfkd.app import plots
 
     model = testing.tiny_conv_model("student", width=2)
     for mask, expected in ((0o022, 0o644), (0o027, 0o640)):

@@ -354,7 +354,6 @@ def test_a_new_method_is_one_module_and_nothing_else(tmp_path):
     src = tmp_path / "src"
     shutil.copytree(os.path.join(ROOT, "tfkd"), src / "tfkd",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(os.path.join(ROOT, "tfkd_cli.py"), src)
     before = sorted(p.relative_to(src) for p in src.rglob("*")
                     if p.is_file())
     # The worked example of docs/tutorials/own-term.md, under a new name.
@@ -387,7 +386,7 @@ def test_a_new_method_is_one_module_and_nothing_else(tmp_path):
     assert result.returncode == 0 and "ok" in result.stdout, (
         result.stdout[-2000:] + result.stderr[-3000:])
     listing = subprocess.run(
-        [sys.executable, "-m", "tfkd_cli", "methods"], cwd=str(tmp_path),
+        [sys.executable, "-m", "tfkd", "methods"], cwd=str(tmp_path),
         env=env, capture_output=True, text=True, timeout=300)
     assert listing.returncode == 0, listing.stderr[-3000:]
     assert any(line.split()[:1] == ["toy"]

@@ -1,6 +1,8 @@
 """The digits pair and its augmented / self-taught variants (Table 4 at
 digits scale)."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -75,6 +77,27 @@ def test_bad_variant_arguments():
         digits_student(augmented=True, self_taught="yes")
     with pytest.raises(TypeError, match="augmented=None"):
         digits_teacher(augmented=None)
+
+
+def test_student_widths_are_public():
+    # The tuner's students of any size come from this public argument.
+    student = digits_student(widths=(16, 32))
+    assert student.name == "digits_student"
+    assert _convs(student) == {"block1_conv1": 16, "block2_conv1": 32}
+    assert ([layer.name for layer in student.layers]
+            == [layer.name for layer in digits_student().layers])
+    assert _convs(digits_student(widths=[4, 8], augmented=True)) == {
+        "block1_conv1": 4, "block2_conv1": 16}
+    from tfkd.tuning.hypermodel import scaled_digits_student
+
+    assert _convs(scaled_digits_student(2.0)) == _convs(student)
+
+
+@pytest.mark.parametrize("widths", [(), (8, 0), (8, 2.0), (True, 8), 16])
+def test_bad_widths(widths):
+    with pytest.raises(ValueError, match=r"`widths` must be .*Received: "
+                                         rf"widths={re.escape(repr(widths))}"):
+        digits_student(widths=widths)
 
 
 @pytest.mark.parametrize("method", ["channel", "activation"])

@@ -1,11 +1,12 @@
-"""tfkd.plots: every figure is written as a readable PNG; numbers are right."""
+"""`tfkd.app.plots`: every figure is written as a readable PNG; numbers
+are right."""
 
 import matplotlib.image
 import numpy as np
 import pytest
 
 import tfkd
-from tfkd import plots
+from tfkd.app import plots
 from tfkd import testing
 
 

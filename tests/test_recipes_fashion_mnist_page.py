@@ -4,8 +4,8 @@ the transfer and methods records, partial seeds marked."""
 import importlib.util
 import os
 
-from tfkd.reporting import ResultsWriter
-from tfkd.reporting import RunResult
+from tfkd.app.reporting import ResultsWriter
+from tfkd.app.reporting import RunResult
 
 _RECIPE = os.path.join(os.path.dirname(__file__), os.pardir, "recipes",
                        "fashion_mnist_page.py")

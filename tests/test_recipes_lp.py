@@ -31,7 +31,7 @@ def test_quick_path_runs(tmp_path):
     check_outputs(str(tmp_path), rows, [
         "digits_teacher/teacher", "digits_student/kd", "digits_student/lp"],
         teacher="digits_teacher/teacher")
-    records = tfkd.reporting.load_runs(tmp_path)
+    records = tfkd.app.reporting.load_runs(tmp_path)
     lp = [r for r in records if r.method == "digits_student/lp"][0]
     assert lp.hyperparameters["taps"] == ["gap", "gap"]
     assert lp.hyperparameters["gamma"] == 1.0

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from tfkd import report_cli
+from tfkd.cli import report as report_cli
 
 _RECIPE = os.path.join(os.path.dirname(__file__), os.pardir, "recipes",
                        "transfer.py")

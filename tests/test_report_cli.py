@@ -7,11 +7,11 @@ import os
 import pytest
 
 from tfkd import cli
-from tfkd import report_cli
-from tfkd.reporting import ResultsWriter
-from tfkd.reporting import RunResult
-from tfkd.reporting import markdown_table
-from tfkd.reporting import summarize
+from tfkd.cli import report as report_cli
+from tfkd.app.reporting import ResultsWriter
+from tfkd.app.reporting import RunResult
+from tfkd.app.reporting import markdown_table
+from tfkd.app.reporting import summarize
 
 
 def _history(final):

@@ -1,4 +1,4 @@
-"""Tests for `tfkd.reporting`: run records, runs.csv, summaries."""
+"""Tests for `tfkd.app.reporting`: run records, runs.csv, summaries."""
 
 import csv
 import json
@@ -9,12 +9,12 @@ import keras
 import numpy as np
 import pytest
 
-from tfkd.reporting import RUNS_COLUMNS
-from tfkd.reporting import ResultsWriter
-from tfkd.reporting import RunResult
-from tfkd.reporting import load_runs
-from tfkd.reporting import markdown_table
-from tfkd.reporting import summarize
+from tfkd.app.reporting import RUNS_COLUMNS
+from tfkd.app.reporting import ResultsWriter
+from tfkd.app.reporting import RunResult
+from tfkd.app.reporting import load_runs
+from tfkd.app.reporting import markdown_table
+from tfkd.app.reporting import summarize
 
 PAPER = {("cifar10", "kd"): 89.73, ("cifar10", "teacher"): 92.02}
 

@@ -1,10 +1,11 @@
-"""`tfkd.runs`: every run gets its own folder; nothing is silently replaced."""
+"""`tfkd.app.runs`: every run gets its own folder; nothing is silently
+replaced."""
 
 import os
 
 import pytest
 
-from tfkd import runs
+from tfkd.app import runs
 
 
 def test_new_folders_are_numbered_and_marked(tmp_path, monkeypatch):
@@ -123,8 +124,8 @@ def test_demo_export_measures_the_accuracy_tables_images(tmp_path, capsys):
     import json
 
     import tfkd
-    from tfkd import demo
-    from tfkd.experiment import test_accuracy
+    from tfkd.app import demo
+    from tfkd.app.experiment import test_accuracy
 
     data = tfkd.data.load_digits(image_size=16, seed=0)
     student = tfkd.models.digits_student(data.num_classes, data.input_shape)

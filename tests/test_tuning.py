@@ -467,7 +467,7 @@ def test_cli_checks_everything_before_training(argv, pattern, tmp_path,
                                                capsys, monkeypatch):
     """A bad setting fails in seconds, before the teacher trains (and
     before the run folder is created)."""
-    from tfkd.tuning import cli as tune_cli
+    from tfkd.cli import tune as tune_cli
 
     def no_training(*args, **kwargs):
         raise AssertionError("the teacher trained before the check")
@@ -494,7 +494,7 @@ def test_cli_tune_help_documents_every_option(capsys):
 def test_cli_labels_per_class_reaches_the_search(tmp_path, monkeypatch):
     """`--labels-per-class 6`: the teacher learns from every label, the
     trials' students from 6 a class plus the unlabelled rest (-1)."""
-    from tfkd.tuning import cli as tune_cli
+    from tfkd.cli import tune as tune_cli
     from tfkd.tuning import search
 
     seen = {}

@@ -22,7 +22,7 @@ from tfkd import testing
 from tfkd.tuning import build_tuner
 from tfkd.tuning import DistillerHyperModel
 from tfkd.tuning import digits_hypermodel
-from tfkd.tuning import cli as tune_cli
+from tfkd.cli import tune as tune_cli
 from tfkd.tuning import signature as signature_lib
 
 

@@ -38,6 +38,23 @@ def update_compile_metrics(metrics, y_true, y_pred, *, unweighted,
             metric.update_state(y_true, y_pred, sample_weight=weighted)
 
 
+def compiled_metric_list(metrics):
+    """The metrics of Keras's compiled-metrics container `metrics`, flat:
+    the unweighted (`compile(metrics=...)`) then the weighted
+    (`compile(weighted_metrics=...)`) ones; an output's metrics may be
+    grouped in a `MetricsList`, and an entry may be `None`."""
+    return list(metrics._flat_metrics) + list(metrics._flat_weighted_metrics)
+
+
+def loss_tracker(model):
+    """The `Mean` metric behind a compiled model's `loss` result.
+
+    Keras's own `compute_loss` updates it; a model that computes its loss
+    elsewhere (a custom step) updates it with the step's loss.
+    """
+    return model._loss_tracker
+
+
 def compute_loss(model, x, y, y_pred, sample_weight, training):
     """`model.compute_loss(...)` as Keras's own steps call it: an override
     written before Keras 3.3, without the `training` argument, is called
@@ -61,6 +78,19 @@ def set_initial_epoch(model, epoch):
     """Makes the next `fit` of `model` start at `epoch` (what Keras's
     `BackupAndRestore` does when it restores a backup)."""
     model._initial_epoch = epoch
+
+
+def graph_inputs(graph):
+    """The inputs of a functional graph, in the structure it was built
+    with (a tensor, a list or a dict), as `keras.Model(inputs, ...)` takes
+    them."""
+    return graph._inputs_struct
+
+
+def graph_outputs(graph):
+    """The outputs of a functional graph, in the structure it was built
+    with."""
+    return graph._outputs_struct
 
 
 def flatten_layers(layer):
@@ -152,6 +182,56 @@ def input_signature(model):
     from keras.src.export.export_utils import get_input_signature
 
     return get_input_signature(model)
+
+
+# ----------------------------------------------------------------------
+# tf.data.
+
+
+def dataset_graph_def(dataset):
+    """The `tf.compat.v1.GraphDef` of a `tf.data.Dataset`'s pipeline.
+
+    tf.data's own serialisation (the one tf.data service sends); no public
+    API lists a pipeline's ops.
+    """
+    graph_def = tf.compat.v1.GraphDef()
+    graph_def.ParseFromString(dataset._as_serialized_graph().numpy())
+    return graph_def
+
+
+# ----------------------------------------------------------------------
+# Keras Tuner (imported by the tuners that mix this in, not here).
+
+
+class TunerHooks:
+    """Keras Tuner's private per-execution hooks, behind public names.
+
+    Mix it in before a `keras_tuner.Tuner` subclass. Keras Tuner's
+    `run_trial` calls, for every execution of a trial,
+    `_configure_tensorboard_dir(callbacks, trial, execution)` and then
+    `_build_and_fit_model(trial, *args, **kwargs)` with that execution's
+    `fit` arguments. Here:
+
+    - `execution_callbacks(trial)` (override it) returns callbacks added to
+      each execution's `fit`;
+    - the TensorBoard hook runs only when a `TensorBoard` callback is
+      there: Keras Tuner's imports TensorBoard's hparams plugin on every
+      execution otherwise.
+    """
+
+    def execution_callbacks(self, trial):
+        """Callbacks added to each execution of `trial`; none here."""
+        return []
+
+    def _build_and_fit_model(self, trial, *args, **kwargs):
+        kwargs["callbacks"] = (list(kwargs.get("callbacks") or [])
+                               + list(self.execution_callbacks(trial)))
+        return super()._build_and_fit_model(trial, *args, **kwargs)
+
+    def _configure_tensorboard_dir(self, callbacks, trial, execution=0):
+        if not any(type(c).__name__ == "TensorBoard" for c in callbacks):
+            return
+        super()._configure_tensorboard_dir(callbacks, trial, execution)
 
 
 # ----------------------------------------------------------------------

@@ -10,7 +10,7 @@ checkers and griffe (the docs) read them as usual, and ends with
 The package's `__getattr__` imports a name's module the first time the name
 is used (and caches the value in the package), so `import tfkd` costs
 nothing until, say, `tfkd.tuning.DistillerHyperModel` needs Keras Tuner.
-Any submodule is also reachable as an attribute (`tfkd.plots`), as the
+Any submodule is also reachable as an attribute (`tfkd.io`), as the
 eager imports used to make most of them.
 """
 

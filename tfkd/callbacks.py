@@ -1,7 +1,9 @@
-"""Callbacks that guard distillation runs and log what they reach."""
+"""Callbacks that guard distillation runs and log what they reach, and
+`merge_histories`, which joins the histories of consecutive `fit`s."""
 
 import inspect
 import math
+import warnings
 
 import keras
 import numpy as np
@@ -147,7 +149,7 @@ class EvaluateAccuracy(keras.callbacks.Callback):
 
     Adds `logs[name]` at the end of each epoch, so that `History` records
     it: with the default name `"test_accuracy"`,
-    `tfkd.reporting.RunResult.from_history` reads it as the per-epoch test
+    `tfkd.app.reporting.RunResult.from_history` reads it as the per-epoch test
     accuracy, giving the "best epoch" figure on data sets whose validation
     split is not the test split (the papers' CIFAR protocol validates on the
     test split, and needs no such callback). The model evaluated is
@@ -420,3 +422,59 @@ def linear_warmup(target, epochs, start=0.0):
         return start + (target - start) * fraction
 
     return schedule
+
+
+class _GuardProgress(keras.callbacks.Callback):
+    """Where `fit` is, for the finite guard's messages; raises the named
+    error of a step the guard skipped (under XLA) after each batch (see
+    `tfkd.optimizers.FiniteGuard`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = None
+        self.first_step = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        self.first_step = int(self.model.optimizer.iterations.numpy())
+
+    def on_train_batch_begin(self, batch, logs=None):
+        # A Keras term's temperature assigned by a callback counts.
+        self.model._sync_terms()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.model._raise_recorded(self)
+
+
+class _ScaleCheck(keras.callbacks.Callback):
+    """Warns once, after the first training batch, when a knowledge term
+    dwarfs the student loss (see `Distiller.scale_report`)."""
+
+    def __init__(self):
+        super().__init__()
+        self._done = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._done:
+            return
+        self._done = True
+        message = self.model.scale_report(logs or {})
+        if message:
+            warnings.warn(message, stacklevel=2)
+
+
+def merge_histories(*histories):
+    """One `{metric: [per-epoch values]}` from consecutive `fit` histories
+    (e.g. the two stages of `fit_two_stage`).
+
+    Example:
+
+    >>> merge_histories({"loss": [3.0]}, {"loss": [2.0, 1.0]})
+    {'loss': [3.0, 2.0, 1.0]}
+    """
+    merged = {}
+    for history in histories:
+        values = getattr(history, "history", history)
+        for key, series in values.items():
+            merged.setdefault(key, []).extend(series)
+    return merged

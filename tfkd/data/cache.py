@@ -10,7 +10,7 @@ import tensorflow as tf
 from tfkd.data.tfds_data import is_deterministic
 from tfkd.data.tfds_data import require_finite
 
-# Kept in sync with tfkd.distillers.base (the distillers read these keys).
+# Kept in sync with tfkd.checks (the distillers read these keys).
 _IMAGES = "images"
 _LOGITS = "teacher_logits"
 _FEATURES = "teacher_features"

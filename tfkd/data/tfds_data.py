@@ -15,6 +15,7 @@ import os
 
 import tensorflow as tf
 
+from tfkd import _compat
 from tfkd.data.digits import DataSplits
 from tfkd.data.digits import load_digits
 
@@ -449,10 +450,7 @@ def is_deterministic(dataset, *, allow_shuffle=True):
             "`dataset` must be a `tf.data.Dataset` or a `DataSplits`. "
             f"Received: dataset={dataset!r} of type {type(dataset).__name__}."
         )
-    graph_def = tf.compat.v1.GraphDef()
-    # `_as_serialized_graph` is tf.data's own serialisation (used by
-    # tf.data service); no public API lists a pipeline's ops.
-    graph_def.ParseFromString(dataset._as_serialized_graph().numpy())
+    graph_def = _compat.dataset_graph_def(dataset)
     op_types = {node.op for node in graph_def.node}
     for function in graph_def.library.function:
         op_types.update(node.op for node in function.node_def)

@@ -443,7 +443,7 @@ class FeatureDistiller(Distiller):
         stage1, stage2 = split_epochs(kwargs.pop("epochs", 1))
         first, second = self.fit_two_stage(
             x, y, stage1_epochs=stage1, stage2_epochs=stage2, **kwargs)
-        from tfkd.experiment import merge_histories
+        from tfkd.callbacks import merge_histories
 
         # One history for the whole run, as a single-stage `fit` returns.
         second.history = merge_histories(first, second)

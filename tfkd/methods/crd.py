@@ -293,7 +293,7 @@ def contrastive_representation_loss(teacher_embeddings, student_embeddings,
 
 
 #: Key of the example index in a batch's input dict (the images are under
-#: `"images"`, see `tfkd.distillers.base.split_cached_inputs`).
+#: `"images"`, see `tfkd.checks.split_cached_inputs`).
 INDEX_KEY = "index"
 
 # Added to the NCE denominators, as in the authors' code (and

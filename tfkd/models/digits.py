@@ -134,8 +134,20 @@ def digits_teacher(num_classes=10, input_shape=(16, 16, 1), augmented=False):
                   augmented=augmented)
 
 
+def _check_widths(widths):
+    values = tuple(widths) if isinstance(widths, (tuple, list)) else None
+    if not values or any(isinstance(w, bool) or not isinstance(w, int)
+                         or w < 1 for w in values):
+        raise ValueError(
+            "`widths` must be a non-empty tuple of ints >= 1 (the filters of "
+            "each block's conv), e.g. (8, 16). Received: "
+            f"widths={widths!r}."
+        )
+    return values
+
+
 def digits_student(num_classes=10, input_shape=(16, 16, 1), augmented=False,
-                   self_taught=False):
+                   self_taught=False, widths=(8, 16)):
     """The digits student: two blocks of one 3×3 conv (8, 16 filters).
 
     Layer names: `block{b}_conv1`, `block{b}_bn1`, `block{b}_relu` (tapped
@@ -161,6 +173,9 @@ def digits_student(num_classes=10, input_shape=(16, 16, 1), augmented=False,
         augmented: If `True`, build the student-augmented network.
         self_taught: If `True` (requires `augmented=True`), split its guided
             layer into guided and self-taught halves.
+        widths: The filters of each block's conv, one int per block (the
+            tuner scales them to search student sizes). With fewer than two
+            blocks there is no `block2_relu` to tap.
 
     Returns:
         A functional `keras.Model` outputting logits, named
@@ -177,7 +192,10 @@ def digits_student(num_classes=10, input_shape=(16, 16, 1), augmented=False,
     16
     >>> model.get_layer("block2_relu").output.shape
     (None, 8, 8, 32)
+    >>> digits_student(widths=(16, 32)).get_layer("block2_relu").output.shape
+    (None, 8, 8, 32)
     """
+    widths = _check_widths(widths)
     augmented = _check_bool("augmented", augmented)
     self_taught = _check_bool("self_taught", self_taught)
     if self_taught and not augmented:
@@ -193,5 +211,5 @@ def digits_student(num_classes=10, input_shape=(16, 16, 1), augmented=False,
         name = "digits_student_augmented"
     else:
         name = "digits_student"
-    return _build(name, (8, 16), 1, num_classes, input_shape, dropout=0.0,
+    return _build(name, widths, 1, num_classes, input_shape, dropout=0.0,
                   augmented=augmented, self_taught=self_taught)

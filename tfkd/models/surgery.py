@@ -100,7 +100,7 @@ def split_model(model, layer_name):
                                            cut_tensor, crossing))
 
     front = keras.Model(
-        graph._inputs_struct, cut_tensor, name=f"{model.name}_front"
+        _compat.graph_inputs(graph), cut_tensor, name=f"{model.name}_front"
     )
     back = _build_back(model, graph, topo, front_nodes, cut_tensor,
                        layer_name)
@@ -402,6 +402,6 @@ def _build_back(model, graph, topo, front_nodes, cut_tensor, layer_name):
         for old, new in zip(node.outputs, keras.tree.flatten(outputs)):
             tensor_map[id(old)] = new
     outputs = keras.tree.map_structure(
-        lambda t: tensor_map[id(t)], graph._outputs_struct
+        lambda t: tensor_map[id(t)], _compat.graph_outputs(graph)
     )
     return keras.Model(new_input, outputs, name=f"{model.name}_back")

@@ -59,7 +59,7 @@ def scaled_digits_student(width_multiplier=1.0, num_classes=10,
     >>> model.get_layer("block2_relu").output.shape
     (None, 8, 8, 32)
     """
-    from tfkd.models import digits
+    from tfkd.models import digits_student
 
     if isinstance(width_multiplier, bool) or not isinstance(
         width_multiplier, (int, float)
@@ -69,8 +69,7 @@ def scaled_digits_student(width_multiplier=1.0, num_classes=10,
             f"width_multiplier={width_multiplier!r}."
         )
     widths = tuple(max(1, round(w * width_multiplier)) for w in (8, 16))
-    return digits._build("digits_student", widths, 1, num_classes,
-                         input_shape, dropout=0.0)
+    return digits_student(num_classes, input_shape, widths=widths)
 
 
 def _builder_kind(builder):

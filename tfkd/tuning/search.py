@@ -27,6 +27,7 @@ import os
 import keras
 import keras_tuner as kt
 
+from tfkd import _compat
 from tfkd import io as tfkd_io
 
 from tfkd.tuning import signature as signature_lib
@@ -122,7 +123,7 @@ def read_epochs(path):
     return history
 
 
-class StudentTunerMixin:
+class StudentTunerMixin(_compat.TunerHooks):
     """Tuner mixin: best models are students; TensorBoard only if used;
     a project directory is resumed only by the search it holds; every
     epoch of every trial is recorded (`EpochRecorder`)."""
@@ -146,22 +147,14 @@ class StudentTunerMixin:
         if signature is not None:
             signature_lib.write_signature(self.project_dir, signature)
 
-    def _build_and_fit_model(self, trial, *args, **kwargs):
-        # One recorder per execution (Keras Tuner calls this once per
-        # execution, with that execution's callbacks).
+    def execution_callbacks(self, trial):
+        # One recorder per execution.
         directory = self.get_trial_dir(trial.trial_id)  # Created if new.
-        recorder = EpochRecorder(os.path.join(directory, EPOCHS_FILE))
-        kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + [recorder]
-        return super()._build_and_fit_model(trial, *args, **kwargs)
+        return [EpochRecorder(os.path.join(directory, EPOCHS_FILE))]
 
     def load_model(self, trial):
         model = super().load_model(trial)
         return getattr(model, "student", model)
-
-    def _configure_tensorboard_dir(self, callbacks, trial, execution=0):
-        if not any(type(c).__name__ == "TensorBoard" for c in callbacks):
-            return
-        super()._configure_tensorboard_dir(callbacks, trial, execution)
 
 
 class RandomSearch(StudentTunerMixin, kt.RandomSearch):

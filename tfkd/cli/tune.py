@@ -168,7 +168,7 @@ def parse_space(items):
 
 
 def _run_from_args(args):
-    from tfkd.demo import parse_labels_per_class
+    from tfkd.cli.demo import parse_labels_per_class
 
     run_tune(methods=args.methods or ["kd"], trials=args.trials,
              epochs=args.epochs, data=args.data, tuner=args.tuner,
@@ -253,7 +253,7 @@ def _is_unmarked_tune_run(out, project_dir):
     tune` wrote: a tfkd search plus `tfkd tune`'s own records, and nothing
     else. A Keras Tuner project made with `build_tuner`, or one beside the
     user's files, is not: `--overwrite` must not empty it."""
-    from tfkd import runs
+    from tfkd.app import runs
     from tfkd.tuning import signature as signature_lib
 
     if runs.is_run_dir(out) or not signature_lib.holds_search(project_dir):
@@ -353,7 +353,7 @@ def run_tune(methods=("kd",), trials=10, epochs=DEFAULT_EPOCHS,
 
     import tfkd
     from tfkd import io as tfkd_io
-    from tfkd import runs
+    from tfkd.app import runs
     from tfkd.distillers import registry
     from tfkd.tuning import hypermodel as hypermodel_lib
     from tfkd.tuning import search
@@ -459,7 +459,7 @@ def run_tune(methods=("kd",), trials=10, epochs=DEFAULT_EPOCHS,
                   f"({settings}).")
     start = time.time()
     keras.utils.set_random_seed(seed)
-    from tfkd.experiment import DATA_SETTINGS
+    from tfkd.app.experiment import DATA_SETTINGS
 
     # The recipes' loading of the data set (Fashion-MNIST: 14×14, a
     # 6,000-image pool), then this run's arguments.

@@ -8,7 +8,7 @@ recording a run — live here, once.
 import keras
 import numpy as np
 
-from tfkd.reporting import RunResult
+from tfkd.app.reporting import RunResult
 
 
 def compile_classifier(model, optimizer):
@@ -97,7 +97,7 @@ def record_run(writer, history, *, label, method, dataset, seed, model,
     """Measures test accuracy, records a run with `writer`, prints a line.
 
     Args:
-        writer: A `tfkd.reporting.ResultsWriter`.
+        writer: A `tfkd.app.reporting.ResultsWriter`.
         history: The run's `keras.callbacks.History` (or its dict).
         label: The printed name of the run's model (e.g. the student).
         method: The method name stored with the run.
@@ -113,7 +113,7 @@ def record_run(writer, history, *, label, method, dataset, seed, model,
         student_name: Stored student name (default: `model.name`).
 
     Returns:
-        The recorded `tfkd.reporting.RunResult`.
+        The recorded `tfkd.app.reporting.RunResult`.
     """
     result = RunResult.from_history(
         history, method=method, dataset=dataset, seed=seed,
@@ -129,23 +129,6 @@ def record_run(writer, history, *, label, method, dataset, seed, model,
           f"{result.test_accuracy_last * 100:6.2f} % ({seconds:.0f} s)",
           flush=True)
     return result
-
-
-def merge_histories(*histories):
-    """One `{metric: [per-epoch values]}` from consecutive `fit` histories
-    (e.g. the two stages of `fit_two_stage`).
-
-    Example:
-
-    >>> merge_histories({"loss": [3.0]}, {"loss": [2.0, 1.0]})
-    {'loss': [3.0, 2.0, 1.0]}
-    """
-    merged = {}
-    for history in histories:
-        values = getattr(history, "history", history)
-        for key, series in values.items():
-            merged.setdefault(key, []).extend(series)
-    return merged
 
 
 def train_or_load_teacher(build, data, *, epochs, optimizer, path=None,
@@ -187,14 +170,14 @@ class Recorder:
     """`record_run` bound to one recipe's writer, data set and split.
 
     Args:
-        writer: A `tfkd.reporting.ResultsWriter`.
+        writer: A `tfkd.app.reporting.ResultsWriter`.
         dataset: The data set's name.
         validation_is_test: Whether the validation split is the test split.
 
     Example:
 
     >>> import tempfile
-    >>> from tfkd.reporting import ResultsWriter
+    >>> from tfkd.app.reporting import ResultsWriter
     >>> recorder = Recorder(ResultsWriter(tempfile.mkdtemp()), "digits",
     ...                     validation_is_test=False)
     >>> recorder.dataset

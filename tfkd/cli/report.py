@@ -2,7 +2,7 @@
 
     tfkd report RUN_DIR [--out DIR] [--split test|val] [--compare last|best]
 
-Reads a run directory written by `tfkd.reporting.ResultsWriter` (`runs.csv`
+Reads a run directory written by `tfkd.app.reporting.ResultsWriter` (`runs.csv`
 plus one JSON record per run; the recipes), by `tfkd demo`
 (`results.json`) or by `tfkd tune` (`trials.json`), and writes into
 `RUN_DIR` (or `--out`):
@@ -11,7 +11,7 @@ plus one JSON record per run; the recipes), by `tfkd demo`
   beside the papers' numbers when an earlier `summary.csv` in `RUN_DIR`
   recorded them (as `ResultsWriter.write_summary(paper=...)` does);
 - `plots/curves_<run_id>.png`: training curves per loss term of every run
-  that recorded its history (`tfkd.plots.plot_history`);
+  that recorded its history (`tfkd.app.plots.plot_history`);
 - `plots/accuracy_vs_params.png` (one per dataset,
   `accuracy_vs_params_<dataset>.png`, when there are several): teacher,
   scratch student and distilled students (`plot_accuracy_vs_params`), and
@@ -35,7 +35,7 @@ import os
 import re
 
 from tfkd import io as tfkd_io
-from tfkd import reporting
+from tfkd.app import reporting
 
 DEMO_RESULTS = "results.json"
 TUNE_RESULTS = "trials.json"
@@ -55,7 +55,7 @@ def register(subparsers):
         help="summary table and plots of a run directory",
         description=(
             "Summarise the runs in RUN_DIR (written by "
-            "tfkd.reporting.ResultsWriter or by `tfkd demo --out`): "
+            "tfkd.app.reporting.ResultsWriter or by `tfkd demo --out`): "
             "summary.md / summary.csv, training curves per loss term and "
             "accuracy vs parameters."
         ),
@@ -109,7 +109,7 @@ def load_demo_results(path):
         path: The `results.json` file, or the directory holding it.
 
     Returns:
-        A list of `tfkd.reporting.RunResult`.
+        A list of `tfkd.app.reporting.RunResult`.
 
     Example:
 
@@ -322,7 +322,7 @@ def _write_tune_report(run_dir, out, digits, plots):
         reporting._csv_text(rows, columns), newline="")
     images = {}
     if plots:
-        from tfkd import plots as plots_lib
+        from tfkd.app import plots as plots_lib
 
         folder = os.path.join(out, PLOTS_DIR)
         os.makedirs(folder, exist_ok=True)
@@ -387,8 +387,9 @@ def collect_runs(run_dir):
         raise FileNotFoundError(
             f"No {reporting.RUNS_CSV}, {DEMO_RESULTS} or {TUNE_RESULTS} in "
             f"RUN_DIR {run_dir!r}. Pass a directory written by "
-            "`tfkd.reporting.ResultsWriter` (runs.csv + one JSON per run), "
-            "by `tfkd demo` (results.json) or by `tfkd tune` (trials.json)."
+            "`tfkd.app.reporting.ResultsWriter` (runs.csv + one JSON per "
+            "run), by `tfkd demo` (results.json) or by `tfkd tune` "
+            "(trials.json)."
         )
     runs = reporting.load_runs(run_dir) if has_runs else []
     if has_demo:
@@ -468,7 +469,7 @@ def _accuracy(result, split, which):
 
 
 def accuracy_points(results, *, split="test", which="last"):
-    """Points for `tfkd.plots.plot_accuracy_vs_params`, per data set.
+    """Points for `tfkd.app.plots.plot_accuracy_vs_params`, per data set.
 
     Runs are grouped by (dataset, method); each group gives one point with
     the mean accuracy over seeds (percent), its sample standard deviation,
@@ -543,7 +544,7 @@ def write_report(run_dir, out=None, *, split="test", compare="last",
     Example:
 
     >>> import tempfile
-    >>> from tfkd.reporting import ResultsWriter, RunResult
+    >>> from tfkd.app.reporting import ResultsWriter, RunResult
     >>> folder = tempfile.mkdtemp()
     >>> writer = ResultsWriter(folder)
     >>> _ = writer.add(RunResult(method="kd", dataset="digits", seed=0,
@@ -585,7 +586,7 @@ def write_report(run_dir, out=None, *, split="test", compare="last",
 
 
 def _write_plots(results, folder, split, which):
-    from tfkd import plots
+    from tfkd.app import plots
 
     os.makedirs(folder, exist_ok=True)
     images = {}

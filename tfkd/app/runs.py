@@ -37,7 +37,7 @@ RUN_OUTPUTS = {
              "student.json") + _REPORT_OUTPUTS,
     "tune": ("search", "teacher.keras", "teacher.json", "trials.json",
              "best_student.keras") + _REPORT_OUTPUTS,
-    # A `tfkd.reporting.ResultsWriter` folder: its records are the JSON
+    # A `tfkd.app.reporting.ResultsWriter` folder: its records are the JSON
     # files its `runs.csv` names (`_recorded_files`).
     "transfer": ("runs.csv", "transfer.md", "transfer.png",
                  "teacher_seed*.keras") + _REPORT_OUTPUTS,

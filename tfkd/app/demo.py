@@ -1,4 +1,4 @@
-"""`tfkd demo`: where distillation pays, on the embedded digits.
+"""The demo: where distillation pays, on the embedded digits.
 
 Trains a teacher on every training label of scikit-learn's bundled digits
 (real, offline data), then the same small student twice from the same
@@ -12,7 +12,8 @@ size/latency report. `--labels-per-class all` runs the full-label
 comparison instead (every student sees every label).
 
 Each run writes into a new folder (`tfkd_runs/demo-N`, or `--out`; a
-non-empty `--out` is refused unless `--overwrite`).
+non-empty `--out` is refused unless `--overwrite`). The `tfkd demo`
+command (`tfkd.cli.demo`) runs `run_demo`.
 """
 
 import os
@@ -25,89 +26,6 @@ import time
 #: docs/results_transfer_digits.md).
 DEFAULT_METHOD = "lp"
 DEFAULT_LABELS_PER_CLASS = 6
-
-
-def register(subparsers):
-    parser = subparsers.add_parser(
-        "demo",
-        help="distil a digits teacher into a small student and compare",
-        description=__doc__.splitlines()[0],
-    )
-    # Not `choices=`: the names come from the terms, which import
-    # TensorFlow; `run_demo` checks the name before training.
-    parser.add_argument("--method", default=DEFAULT_METHOD,
-                        help=f"distillation method (default: "
-                             f"{DEFAULT_METHOD}; `tfkd methods` lists them)")
-    parser.add_argument("--labels-per-class", default=str(
-                            DEFAULT_LABELS_PER_CLASS), metavar="N|all",
-                        help="training labels the students keep per class; "
-                             "the other training images are unlabelled "
-                             "transfer data for distillation ('all': every "
-                             f"label; default: {DEFAULT_LABELS_PER_CLASS})")
-    parser.add_argument("--data", default="digits",
-                        choices=("digits", "fashion_mnist"),
-                        help="data set (default: digits, embedded; "
-                             "fashion_mnist reads its IDX files, see "
-                             "tfkd.data.load_fashion_mnist)")
-    parser.add_argument("--epochs", type=int, default=None,
-                        help="epochs for each student (default: 30 on "
-                             "digits, 5 on fashion_mnist)")
-    parser.add_argument("--teacher-epochs", type=int, default=None,
-                        help="epochs for the teacher (default: 20 on "
-                             "digits, 10 on fashion_mnist)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
-                        help="one or more seeds; >1 prints mean ± std")
-    parser.add_argument("--out", default=None,
-                        help="output folder (default: a new "
-                             "tfkd_runs/demo-N)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace the contents of a non-empty --out "
-                             "(one a tfkd run made)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--no-export", action="store_true",
-                        help="skip the TFLite export at the end")
-    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
-                        help="Keras progress output (default: 1, bars)")
-    parser.set_defaults(func=_run_from_args)
-
-
-def demo_methods():
-    """Names accepted by `tfkd demo --method`."""
-    from tfkd.distillers import registry
-
-    return registry.method_names()
-
-
-def parse_labels_per_class(text):
-    """`"all"` -> `None`; `"6"` -> `6` (a positive int), else a clear error.
-
-    Example:
-
-    >>> parse_labels_per_class("all"), parse_labels_per_class("20")
-    (None, 20)
-    """
-    if isinstance(text, str) and text.strip().lower() == "all":
-        return None
-    try:
-        value = int(text)
-    except (TypeError, ValueError):
-        value = None
-    if value is None or value < 1:
-        raise ValueError(
-            "`--labels-per-class` takes a positive int (labels kept per "
-            f"class) or 'all'. Received: --labels-per-class {text!r}."
-        )
-    return value
-
-
-def _run_from_args(args):
-    run_demo(method=args.method,
-             labels_per_class=parse_labels_per_class(args.labels_per_class),
-             epochs=args.epochs, teacher_epochs=args.teacher_epochs,
-             seeds=args.seeds, out=args.out, overwrite=args.overwrite,
-             batch_size=args.batch_size, export=not args.no_export,
-             verbose=args.verbose, data=args.data)
-    return 0
 
 
 def _positive_int(value, name):
@@ -144,7 +62,7 @@ def run_demo(method=DEFAULT_METHOD,
         verbose: Keras progress output (0, 1 = bars, 2 = one line/epoch).
         data: `"digits"` (embedded) or `"fashion_mnist"` (its IDX files,
             `tfkd.data.load_fashion_mnist`; loaded as
-            `tfkd.experiment.DATA_SETTINGS` says). `epochs` or
+            `tfkd.app.experiment.DATA_SETTINGS` says). `epochs` or
             `teacher_epochs` `None`: the data set's defaults there.
 
     Returns:
@@ -155,14 +73,14 @@ def run_demo(method=DEFAULT_METHOD,
 
     import tfkd
     from tfkd import io as tfkd_io
-    from tfkd import runs as runs_lib
+    from tfkd.app import runs as runs_lib
     from tfkd.callbacks import StopOnNonFiniteLoss
     from tfkd.distillers import registry
-    from tfkd.experiment import compile_classifier
-    from tfkd.experiment import data_setting
-    from tfkd.experiment import labelled_repeated
-    from tfkd.experiment import load_data
-    from tfkd.experiment import test_accuracy
+    from tfkd.app.experiment import compile_classifier
+    from tfkd.app.experiment import data_setting
+    from tfkd.app.experiment import labelled_repeated
+    from tfkd.app.experiment import load_data
+    from tfkd.app.experiment import test_accuracy
 
     data_name = data
     setting = data_setting(data_name)
@@ -405,7 +323,7 @@ def format_table(summary, method, seeds, labelled=None, test_size=None,
 
 
 def _export(student, teacher, data, out):
-    from tfkd import runs as runs_lib
+    from tfkd.app import runs as runs_lib
 
     try:
         from tfkd import export

@@ -1,6 +1,9 @@
 """The `tfkd` command line: `tfkd demo`, `tfkd export`, `tfkd tune`, ...
 
-Each sub-command lives in its own module that provides
+Run as the `tfkd` console script, `python -m tfkd` or `python -m tfkd.cli`
+(`tfkd/__init__.py` then defers tfkd's Keras classes, see
+`tfkd._running_the_command`). Each sub-command lives in its own module of
+this package (`tfkd.cli.demo`, `tfkd.cli.export`, ...) that provides
 `register(subparsers)`; it adds its parser and sets `func` to a callable
 taking the parsed `argparse.Namespace` and returning an exit code.
 `register` imports plain Python only, so `tfkd --help` and
@@ -24,11 +27,11 @@ from tfkd import _tf_startup
 
 # Modules that contribute sub-commands, in the order `--help` lists them.
 _COMMAND_MODULES = (
-    "tfkd.demo",
-    "tfkd.export.cli",
-    "tfkd.tuning.cli",
-    "tfkd.report_cli",
-    "tfkd.methods_cli",
+    "tfkd.cli.demo",
+    "tfkd.cli.export",
+    "tfkd.cli.tune",
+    "tfkd.cli.report",
+    "tfkd.cli.methods",
 )
 
 
@@ -73,7 +76,3 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"tfkd {args.command}: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
