@@ -9,10 +9,10 @@ from tfkd import testing
 from tfkd.methods.attention import attention_transfer_loss
 from tfkd.methods.correlation import correlation_loss
 from tfkd.methods.fitnet import hint_loss
-from tfkd.losses.distillation import AttentionDistillation
-from tfkd.losses.distillation import CorrelationDistillation
-from tfkd.losses.distillation import HintDistillation
-from tfkd.losses.distillation import LocalityPreservingDistillation
+from tfkd.losses import AttentionDistillation
+from tfkd.losses import CorrelationDistillation
+from tfkd.losses import HintDistillation
+from tfkd.losses import LocalityPreservingDistillation
 from tfkd.methods.lp import locality_preserving_loss
 
 INPUT_SHAPE = (8, 8, 3)

@@ -22,7 +22,7 @@ def _png(path):
 def _history(epochs=4):
     ramp = np.linspace(1.0, 0.2, epochs).tolist()
     return {"loss": ramp, "student_loss": ramp, "kd_loss": [2 * v for v in ramp],
-            "knowledge_loss": [100 * v for v in ramp],
+            "hint_loss": [100 * v for v in ramp],
             "val_loss": ramp, "val_kd_loss": ramp,
             "accuracy": [1 - v for v in ramp],
             "val_accuracy": [1 - v for v in ramp]}
@@ -33,7 +33,7 @@ def test_plot_history_one_panel_per_loss_term(tmp_path):
     fig = plots.plot_history(_history(), path, title="run")
     _png(path)
     assert [ax.get_title() for ax in fig.axes] == [
-        "loss", "student_loss", "kd_loss", "knowledge_loss", "other metrics"]
+        "loss", "student_loss", "kd_loss", "hint_loss", "other metrics"]
     kd = fig.axes[2]
     labels = [line.get_label() for line in kd.get_lines()]
     assert labels == ["train", "validation"]
