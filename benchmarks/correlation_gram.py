@@ -1,11 +1,11 @@
 """Profile: the correlation loss, direct Gram form vs tfkd's kernel form.
 
 `tfkd.losses.correlation_loss` computes each standardised Gram distance in
-the cheaper of two exact forms (see `tfkd/losses/correlation.py`): the
+the cheaper of two exact forms (see `tfkd/methods/correlation.py`): the
 direct form builds both Grams (`N × N` channel, `M × M` spatial, `M = H·W`);
 the kernel form needs only products of the other side's size (`M × M` for
 the channel loss, `N_T × N_S` for the spatial loss). The direct form, kept
-as `tfkd.losses.correlation._direct_distance`, is what `correlation_loss`
+as `tfkd.methods.correlation._direct_distance`, is what `correlation_loss`
 computed before.
 
 Two parts, each timed in one process, interleaved (`_common.interleaved`),
@@ -60,7 +60,7 @@ def errors(direct, kernel, t, s):
 
 
 def losses(mode):
-    from tfkd.losses import correlation
+    from tfkd.methods import correlation
 
     def direct(t, s):
         return correlation._direct_distance(

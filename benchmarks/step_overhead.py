@@ -54,7 +54,7 @@ def direct_correlation_form():
     """While active, `correlation_loss` takes the direct form (both Grams
     built, as tfkd did before the kernel form) whatever the shapes; a step
     traced inside keeps it. Yields the list of form decisions made."""
-    from tfkd.losses import correlation
+    from tfkd.methods import correlation
 
     original, decisions = correlation._gram_form, []
 
@@ -133,7 +133,7 @@ def build_steps(teacher, student, methods):
 def guard_alone(student, x):
     """The finite guard's own work, without a step: the image check and
     the gradient check on gradients shaped like the student's."""
-    from tfkd.distillers import base
+    from tfkd import optimizers as base
 
     gradients = [tf.random.normal(v.shape)
                  for v in student.trainable_variables]

@@ -7,11 +7,20 @@
   `docs/benchmarks.md` that exists (other contributors add them), and the
   `<!-- tfkd:results-pages -->` marker in results.md becomes a list of links
   to them.
-- The `<!-- tfkd:methods-table -->` marker becomes the method table that
+- The "Methods" section is the methods index plus one page per method
+  module (`docs/methods/<module>.md` for `tfkd/methods/<module>.py`, titled
+  by its first heading), read from the registry: a new method's page needs
+  no mkdocs.yml edit, and a method without a page fails the build. The
+  `<!-- tfkd:methods-table -->` marker becomes the method table that
   `tfkd.distillers.registry.method_table()` derives from the knowledge
-  terms (this imports tfkd, hence TensorFlow). Any other page not listed in
-  the nav goes to a "More" section, so a strict build never fails on an
-  omitted page.
+  terms, each method linked to its page (this imports tfkd, hence
+  TensorFlow). Any other page not listed in the nav goes to a "More"
+  section, so a strict build never fails on an omitted page.
+- Defaults are never retyped: on the method pages, `{{ defaults: METHOD }}`
+  becomes the table of
+  the method's arguments and defaults, `{{ default: METHOD.ARGUMENT }}` (or
+  `FUNCTION.ARGUMENT` for a `tfkd.losses` function) one value, both read
+  from the signatures (`tfkd.distillers.registry.expand_defaults`).
 - Formulas (`pymdownx.arithmatex`, `$$ ... $$` and `\\( ... \\)`) are
   typeset in the browser by MathJax 3, served from the site itself: the
   MathJax component and its fonts are copied at build time from the
@@ -158,12 +167,35 @@ def _replace_section(nav, title, entries):
     return False
 
 
+def method_pages(docs_dir):
+    """The "Methods" nav section: the index, then one page per method
+    module, in the registry's order.
+
+    Raises:
+        ValueError: If a method has no page.
+    """
+    from tfkd.distillers import registry
+
+    pages = []
+    for name in registry.method_names():
+        page = f"methods/{registry.method_page(name)}"
+        if not os.path.exists(os.path.join(docs_dir, page)):
+            raise ValueError(
+                f"Method {name!r} has no docs page: write docs/{page} (its "
+                "module's name), which the site lists by itself.")
+        if page not in pages:
+            pages.append(page)
+    return ["methods/index.md"] + [
+        {_title(docs_dir, page): page} for page in pages]
+
+
 def on_config(config):
     root = _root(config)
     modules = _public_modules(os.path.join(root, PACKAGE))
     _state["modules"] = modules
     nav = config["nav"]
     _replace_section(nav, "API reference", _reference_nav(modules))
+    _replace_section(nav, "Methods", method_pages(config["docs_dir"]))
     listed = _listed(nav)
     on_disk = [p for p in _pages_on_disk(config["docs_dir"])
                if p not in listed and not p.startswith(f"{REFERENCE_DIR}/")]
@@ -241,16 +273,30 @@ def _title(docs_dir, page):
 
 
 def _methods_table():
-    """The method table, derived from the terms by the registry (the only
-    part of the site that imports tfkd)."""
+    """The method table, derived from the terms by the registry (with the
+    nav, the part of the site that imports tfkd); the methods index links
+    each method to its page."""
     from tfkd.distillers import registry
 
-    return registry.method_table()
+    return registry.method_table(links=True)
+
+
+def expand(markdown, path):
+    """The Markdown of the page at `path` (relative to docs/) with the
+    method table and, on the method pages, the defaults generated: what the
+    site shows (the tests read the pages through this). Other pages may
+    quote a placeholder (the tutorial does)."""
+    from tfkd.distillers import registry
+
+    if METHODS_MARKER in markdown:
+        markdown = markdown.replace(METHODS_MARKER, _methods_table())
+    if path.replace(os.sep, "/").startswith("methods/"):
+        markdown = registry.expand_defaults(markdown)
+    return markdown
 
 
 def on_page_markdown(markdown, page, config, files):
-    if METHODS_MARKER in markdown:
-        markdown = markdown.replace(METHODS_MARKER, _methods_table())
+    markdown = expand(markdown, page.file.src_uri)
     if RESULTS_MARKER in markdown:
         results = _state["results"]
         if results:

@@ -8,7 +8,7 @@ import tensorflow as tf
 import tfkd
 from tfkd import testing
 from tfkd.distillers.collaboration import CollaborationDistiller
-from tfkd.losses import kd as kd_losses
+from tfkd.methods import kd as kd_losses
 from tfkd.models import cifar_resnet
 from tfkd.models import split_model
 

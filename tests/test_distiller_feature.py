@@ -56,7 +56,7 @@ def _values(variables):
     return [np.array(v) for v in variables]
 
 
-EXPECTED = ["knowledge_loss", "student_loss", "kd_loss"]
+EXPECTED = ["correlation_loss", "student_loss", "kd_loss"]
 
 
 # ----------------------------------------------------------------------
@@ -121,18 +121,18 @@ def test_loss_is_weighted_sum_per_stage():
     # Eq. 6, L_Know + beta * L_Class, divided by 1 + beta (the engine's
     # convex split of the student loss and the terms; documented).
     assert r["loss"] == pytest.approx(
-        (r["knowledge_loss"] + 0.1 * class_loss) / 1.1, rel=1e-5)
+        (r["correlation_loss"] + 0.1 * class_loss) / 1.1, rel=1e-5)
     distiller.set_stage(1)
     r1 = evaluate()
-    assert r1["loss"] == pytest.approx(r["knowledge_loss"], rel=1e-5)
+    assert r1["loss"] == pytest.approx(r["correlation_loss"], rel=1e-5)
     distiller.stage = 2
     r2 = evaluate()
     assert r2["loss"] == pytest.approx(class_loss, rel=1e-5)
-    # knowledge_loss is the correlation loss of the tapped maps.
+    # correlation_loss is the correlation loss of the tapped maps.
     t = keras.Model(teacher.input, teacher.get_layer("relu2").output)(x)
     s = keras.Model(student.input, student.get_layer("relu2").output)(x)
     expected = correlation_loss(t, distiller.adapters[0](s), mode="both")
-    assert r["knowledge_loss"] == pytest.approx(
+    assert r["correlation_loss"] == pytest.approx(
         float(tf.reduce_mean(expected)), rel=1e-4)
 
 
@@ -148,7 +148,7 @@ def test_stage1_only_front_gets_gradients():
     front_names = {"conv1", "conv2"}
     with tf.GradientTape() as tape:
         terms = distiller.compute_terms(x, training=True)
-        loss = tf.reduce_mean(terms["knowledge_loss"])
+        loss = tf.reduce_mean(terms["correlation_loss"])
     variables = student.trainable_weights + distiller.adapters[0].weights
     grads = tape.gradient(loss, variables)
     for v, g in zip(variables[:len(student.trainable_weights)], grads):
@@ -309,7 +309,7 @@ def test_self_taught_kernels_get_zero_knowledge_gradient():
         assert distiller.knowledge.student_feature(
             0, s_feats[0]).shape[-1] == 4
         terms = distiller.compute_terms(x, training=True)
-        loss = tf.reduce_mean(terms["knowledge_loss"])
+        loss = tf.reduce_mean(terms["correlation_loss"])
     g_guided, g_self, b_self = tape.gradient(
         loss, [layer.guided_kernel, layer.self_taught_kernel,
                layer.self_taught_bias])
@@ -583,7 +583,7 @@ def test_registry_correlation_default_lets_the_labels_train_the_student():
                             feature_layers=registry.digits_taps(
                                 "correlation"))
     report = single.scale_report({"student_loss": 2.3,
-                                  "knowledge_loss": 68.0, "kd_loss": 0.0})
+                                  "correlation_loss": 68.0, "kd_loss": 0.0})
     assert "raise `beta`" in report and '`stage="both"`' in report
 
 

@@ -116,7 +116,7 @@ def _divergence_atol(distiller, batch):
     (30000): 2.6e-5 at b = 16, against rtol 1e-5 of a 0.09 loss. The
     weights (compared below) are not cancelled and keep their tolerance.
     """
-    from tfkd.terms.pkt import ProbabilisticTransferDistillation
+    from tfkd.methods.pkt import ProbabilisticTransferDistillation
 
     u = float(np.finfo(np.float32).eps) / 2
     floor = u * (1 + np.log(batch)) / batch ** 2

@@ -14,7 +14,7 @@ from tfkd.layers import TeacherToStudent
 from tfkd.layers import pretrain_regressor
 from tfkd.layers import regressor_kernel_size
 from tfkd.layers import upsampling_factor
-from tfkd.losses import ktan as ktan_losses
+from tfkd.methods import ktan as ktan_losses
 from tfkd.models import build_discriminator
 
 KTAN_METRICS = ["student_loss", "mse_loss", "adv_loss", "kd_loss", "d_loss",
@@ -562,3 +562,27 @@ def test_default_discriminator_optimizer_is_slower_than_the_students():
     with pytest.raises(ValueError, match="discriminator_learning_rate_scale"):
         _distiller().compile(optimizer="adam",
                              discriminator_learning_rate_scale=0)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_non_finite_discriminator_step_changes_no_weight(jit_compile):
+    # Both of KTAN's optimizers are guarded: a discriminator with a NaN
+    # weight (non-finite `d_loss` and gradients) stops the first step
+    # before the discriminator's or the student's update, naming `d_loss`.
+    # (No regressor pre-training: it trains the regressor, by design.)
+    distiller = _distiller(pretrain_steps=0, regressor_pretrained=True)
+    distiller.compile(optimizer="adam", discriminator_optimizer="adam",
+                      jit_compile=jit_compile)
+    kernel = distiller.discriminator.trainable_variables[0]
+    kernel.assign(np.full(kernel.shape, np.nan, np.float32))
+    x, y = testing.random_images(16)
+    before = [np.array(w) for w in distiller.weights]
+    with pytest.raises(tfkd.callbacks.NonFiniteDataError,
+                       match=r"Non-finite gradients at training batch 0 of "
+                             r"epoch 0.*`d_loss`"):
+        distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert distiller.optimizer.iterations.numpy() == 0
+    assert distiller.discriminator_optimizer.iterations.numpy() == 0
+    for value, variable in zip(before, distiller.weights):
+        np.testing.assert_array_equal(np.array(variable), value,
+                                      err_msg=variable.path)

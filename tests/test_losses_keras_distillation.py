@@ -6,14 +6,14 @@ import pytest
 import tensorflow as tf
 
 from tfkd import testing
-from tfkd.losses.attention import attention_transfer_loss
-from tfkd.losses.correlation import correlation_loss
-from tfkd.losses.hint import hint_loss
+from tfkd.methods.attention import attention_transfer_loss
+from tfkd.methods.correlation import correlation_loss
+from tfkd.methods.fitnet import hint_loss
 from tfkd.losses.distillation import AttentionDistillation
 from tfkd.losses.distillation import CorrelationDistillation
 from tfkd.losses.distillation import HintDistillation
 from tfkd.losses.distillation import LocalityPreservingDistillation
-from tfkd.losses.locality import locality_preserving_loss
+from tfkd.methods.lp import locality_preserving_loss
 
 INPUT_SHAPE = (8, 8, 3)
 

@@ -10,7 +10,7 @@ import tfkd.losses
 import tfkd.terms
 from tfkd import testing
 from tfkd.distillers import registry
-from tfkd.terms.kd import KDDistillation
+from tfkd.methods.kd import KDDistillation
 
 PRESETS = sorted({spec.load() for spec in registry.methods().values()
                   if spec.preset and spec.uses_features},

@@ -195,7 +195,7 @@ def test_exploding_knowledge_term_stops_training_naming_it(jit_compile):
     before = [np.array(w) for w in distiller.weights]
     with pytest.raises(NonFiniteLossError,
                        match=r"Non-finite loss at training batch 0 of epoch "
-                             r"0.*`knowledge_loss`.*check_finite = False"):
+                             r"0.*`hint_loss`.*check_finite = False"):
         distiller.fit(x, y, batch_size=8, epochs=3, verbose=0,
                       callbacks=[StopOnNonFiniteLoss()])
     assert distiller.optimizer.iterations.numpy() == 0
@@ -254,7 +254,7 @@ def test_stop_without_raising_records_the_term():
     callback = StopOnNonFiniteLoss(raise_error=False)
     history = distiller.fit(x, y, batch_size=8, epochs=3, verbose=0,
                             callbacks=[callback])
-    assert "`knowledge_loss` became inf" in callback.message
+    assert "`hint_loss` became inf" in callback.message
     assert distiller.stop_training
     assert len(history.epoch) == 1  # Stopped in the first epoch.
     assert distiller.optimizer.iterations.numpy() == 1
@@ -290,7 +290,7 @@ def test_a_training_forward_pass_writes_no_term_state(case):
     teacher, student = tiny_pair()
     x, y = testing.random_images(8, seed=5)
     if case == "crd_bank":
-        from tfkd.terms.crd import ContrastiveRepresentationDistillation
+        from tfkd.methods.crd import ContrastiveRepresentationDistillation
 
         term = ContrastiveRepresentationDistillation(
             "pool", "pool", dataset_size=8, num_negatives=4,

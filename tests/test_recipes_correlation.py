@@ -158,5 +158,5 @@ def test_a_rows_result_does_not_depend_on_the_other_rows(recipe, tmp_path):
 
     alone = history(tmp_path / "alone", ["channel/single"])
     after = history(tmp_path / "after", ["both/single", "channel/single"])
-    for key in ("loss", "knowledge_loss", "val_loss", "test_accuracy"):
+    for key in ("loss", "correlation_loss", "val_loss", "test_accuracy"):
         assert after[key] == pytest.approx(alone[key], rel=1e-5), key

@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 
 import tfkd
-from tfkd.losses.kd import cross_entropy
-from tfkd.losses.kd import kd_loss
+from tfkd.methods.kd import cross_entropy
+from tfkd.methods.kd import kd_loss
 
 VOCAB, STEPS = 12, 6
 

@@ -3,6 +3,7 @@
 
 import inspect
 import math
+import warnings
 
 import keras
 import numpy as np
@@ -42,7 +43,7 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
 
     Unlike `keras.callbacks.TerminateOnNaN`, which only looks at the total
     `loss`, this checks every reported term (`student_loss`, `kd_loss`,
-    `knowledge_loss`, ...) and names the first one that went bad (a term
+    `hint_loss`, ...) and names the first one that went bad (a term
     rather than the total `loss` it spoils), so you know which part of the
     objective to fix (a learning rate too high for a
     knowledge loss, a temperature too extreme, NaN in the data, ...).
@@ -421,6 +422,45 @@ def linear_warmup(target, epochs, start=0.0):
         return start + (target - start) * fraction
 
     return schedule
+
+
+class _GuardProgress(keras.callbacks.Callback):
+    """Where `fit` is, for the finite guard's messages; raises the named
+    error of a step the guard skipped (under XLA) after each batch (see
+    `tfkd.optimizers.FiniteGuard`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = None
+        self.first_step = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        self.first_step = int(self.model.optimizer.iterations.numpy())
+
+    def on_train_batch_begin(self, batch, logs=None):
+        # A Keras term's temperature assigned by a callback counts.
+        self.model._sync_terms()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.model._raise_recorded(self)
+
+
+class _ScaleCheck(keras.callbacks.Callback):
+    """Warns once, after the first training batch, when a knowledge term
+    dwarfs the student loss (see `Distiller.scale_report`)."""
+
+    def __init__(self):
+        super().__init__()
+        self._done = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._done:
+            return
+        self._done = True
+        message = self.model.scale_report(logs or {})
+        if message:
+            warnings.warn(message, stacklevel=2)
 
 
 def merge_histories(*histories):

@@ -19,6 +19,7 @@ restored with the weights) and checks every assignment:
 import math
 import numbers
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -190,3 +191,289 @@ def hyperparameter_names(obj):
                 names.append(name)
     return [n for n in names
             if getattr(type(obj), n).variable(obj) is not None]
+
+
+class DistillerHyperparameters:
+    """The live hyperparameters of `tfkd.Distiller` (a mixin): the loss
+    weights as variables, Hinton KD's `alpha` / `temperature`, a preset's
+    paper symbols, and `hyperparameters` / `set_hyperparameter` /
+    `get_hyperparameter` over all of them and the terms' own."""
+
+    def _set_up_term_weights(self, weights):
+        count = len(self._terms)
+        if weights is None:
+            weights = [1.0] * count
+        if not isinstance(weights, (list, tuple)) or len(weights) != count:
+            raise ValueError(
+                "`distillation_loss_weights` must be a list with one weight "
+                f"per term ({count}: {self._term_names}). Received: "
+                f"distillation_loss_weights={weights!r}."
+            )
+        variables = []
+        for i, (name, weight) in enumerate(zip(self._term_names, weights)):
+            value = non_negative(weight, f"distillation_loss_weights"
+                                            f"[{name!r}]")
+            variable = self.add_weight(
+                name=f"{name}_weight", shape=(), dtype="float32",
+                initializer=keras.initializers.Constant(value),
+                trainable=False,
+            )
+            # A tracked attribute, for TensorFlow checkpoints (see above).
+            setattr(self, f"_term_weight_{i}", variable)
+            variables.append(variable)
+        object.__setattr__(self, "_term_weight_variables", variables)
+
+    def paper_weights(self):
+        """A preset's objective as `(a, [b_i], s)`, or `None`.
+
+        Presets state their paper's objective `a · L_student + Σ_i b_i L_i`
+        and a normalisation `s >= a`; the engine then uses
+        `w_s = a / s` and `w_i = b_i / (s − a)`, i.e. the total is the
+        paper's objective divided by `s`. The engine itself returns `None`
+        (weights are its own variables).
+        """
+        return None
+
+    def loss_weights(self):
+        """`(w_s, [w_i])` used by the next step (tensors inside a step)."""
+        paper = self.paper_weights()
+        if paper is None:
+            return (self._student_loss_weight,
+                    [self._weight_value(v) for v in
+                     self._term_weight_variables])
+        a, b, s = paper
+        denominator = s - a
+        if isinstance(denominator, (int, float)) and not isinstance(
+            a, tf.Tensor
+        ):
+            weights = [0.0 if denominator == 0 else bi / denominator
+                       for bi in b]
+        else:
+            weights = [tf.math.divide_no_nan(tf.cast(bi, tf.float32),
+                                             tf.cast(denominator, tf.float32))
+                       for bi in b]
+        return a / s, weights
+
+    @staticmethod
+    def _weight_value(variable):
+        if tf.inside_function():
+            return tf.cast(tf.convert_to_tensor(variable.value), tf.float32)
+        return to_python(variable.numpy())
+
+    def _derived(self, what):
+        return ValueError(
+            f"{type(self).__name__} derives `{what}` from its paper's "
+            f"hyperparameters ({', '.join(self._own_hyperparameters())}); "
+            "assign those instead, or build `tfkd.Distiller(teacher, "
+            "student, distillation_losses=[...])` to set the weights "
+            "directly."
+        )
+
+    def _own_hyperparameters(self):
+        return hyperparameter_names(self)
+
+    @property
+    def student_loss_weight(self):
+        """Weight `w_s` of the student loss (a float; live, assignable)."""
+        value = self.loss_weights()[0]
+        return value if tf.inside_function() else float(value)
+
+    @student_loss_weight.setter
+    def student_loss_weight(self, value):
+        if self.paper_weights() is not None:
+            raise self._derived("student_loss_weight")
+        self._student_loss_weight = value
+
+    @property
+    def distillation_loss_weights(self):
+        """The terms' weights `w_i` (floats; assign a list to change them)."""
+        weights = self.loss_weights()[1]
+        if tf.inside_function():
+            return weights
+        return [float(w) for w in weights]
+
+    @distillation_loss_weights.setter
+    def distillation_loss_weights(self, values):
+        if self.paper_weights() is not None:
+            raise self._derived("distillation_loss_weights")
+        if not isinstance(values, (list, tuple)) or len(values) != len(
+            self._terms
+        ):
+            raise ValueError(
+                "`distillation_loss_weights` must be a list with one weight "
+                f"per term ({len(self._terms)}: {self._term_names}). "
+                f"Received: {values!r}."
+            )
+        checked = [non_negative(v, f"distillation_loss_weights[{n!r}]")
+                   for v, n in zip(values, self._term_names)]
+        for variable, value in zip(self._term_weight_variables, checked):
+            variable.assign(value)
+
+    @property
+    def alpha(self):
+        """Hinton KD: weight of the cross entropy (`student_loss_weight`)."""
+        if not self._hinton:
+            raise AttributeError(
+                "`alpha` is Hinton KD's name for `student_loss_weight`; this "
+                "distiller was built with `distillation_losses`. Use "
+                "`student_loss_weight`."
+            )
+        return self.student_loss_weight
+
+    @alpha.setter
+    def alpha(self, value):
+        if not self._hinton:
+            raise AttributeError(
+                "`alpha` is Hinton KD's name for `student_loss_weight`; this "
+                "distiller was built with `distillation_losses`. Use "
+                "`student_loss_weight`."
+            )
+        self._student_loss_weight = unit_interval(value, "alpha")
+
+    @property
+    def temperature(self):
+        """Hinton KD: the KD term's temperature (live, assignable)."""
+        if not self._hinton:
+            raise AttributeError(
+                "`temperature` belongs to a term in this distiller: use "
+                "`distiller.term(name).temperature` or "
+                "`set_hyperparameter('<term>/temperature', value)`."
+            )
+        return self._terms[0].temperature
+
+    @temperature.setter
+    def temperature(self, value):
+        if not self._hinton:
+            raise AttributeError(
+                "`temperature` belongs to a term in this distiller: use "
+                "`distiller.term(name).temperature = value`."
+            )
+        self._terms[0].temperature = value
+
+    @property
+    def hyperparameters(self):
+        """`{path: value}` of every live hyperparameter.
+
+        Paths are the distiller's own (`student_loss_weight`, or a preset's
+        paper symbols such as `alpha`, `beta`), `<term>/weight` for each
+        term's weight, and `<term>/<name>` for a term's own (e.g.
+        `kd/temperature`). `set_hyperparameter(path, value)` assigns one;
+        so does `tfkd.callbacks.HyperparameterScheduler`.
+        """
+        values = {}
+        if self.paper_weights() is None:
+            values["student_loss_weight"] = self.student_loss_weight
+            for name, w in zip(self._term_names,
+                               self.distillation_loss_weights):
+                values[f"{name}/weight"] = w
+        for name in self._own_hyperparameters():
+            values[name] = getattr(self, name)
+        for name, term in zip(self._term_names, self._terms):
+            if not hasattr(term, "sync"):  # tfkd's own term
+                for attr in hyperparameter_names(term):
+                    values[f"{name}/{attr}"] = getattr(term, attr)
+            elif hasattr(term, "_temperature"):
+                values[f"{name}/temperature"] = term.temperature
+        return values
+
+    def _sync_terms(self):
+        """Takes in the temperatures assigned to Keras terms (see
+        `_KerasTerm.sync`)."""
+        for term in self._keras_terms:
+            term.sync()
+
+    def _aliases(self):
+        """Names a preset or Hinton KD accepts besides `hyperparameters`."""
+        return ("alpha", "temperature") if self._hinton else ()
+
+    def set_hyperparameter(self, path, value):
+        """Assigns a live hyperparameter; the next step uses it.
+
+        Args:
+            path: A key of `hyperparameters` (e.g. `"kd/temperature"`,
+                `"student_loss_weight"`, `"beta"`) or a preset alias
+                (`"temperature"`).
+            value: The new value; checked like the constructor's argument.
+
+        Example:
+
+        >>> import tfkd
+        >>> from tfkd import testing
+        >>> d = tfkd.Distiller(testing.tiny_conv_model("t"),
+        ...                    testing.tiny_conv_model("s"))
+        >>> d.set_hyperparameter("kd/temperature", 2.0)
+        >>> d.hyperparameters["kd/temperature"]
+        2.0
+        """
+        known = list(self.hyperparameters) + list(self._aliases())
+        if not isinstance(path, str) or path not in known:
+            raise ValueError(
+                f"Unknown hyperparameter. Received: path={path!r}. This "
+                f"distiller's live hyperparameters: {known}."
+            )
+        if "/" in path:
+            name, attr = path.split("/", 1)
+            if attr == "weight":
+                weights = self.distillation_loss_weights
+                weights[self._term_names.index(name)] = value
+                self.distillation_loss_weights = weights
+            else:
+                setattr(self._terms[self._term_names.index(name)], attr,
+                        value)
+        else:
+            setattr(self, path, value)
+
+    def get_hyperparameter(self, path):
+        """The current value of a live hyperparameter (see
+        `hyperparameters`; aliases accepted)."""
+        if path in self._aliases():
+            return getattr(self, path)
+        values = self.hyperparameters
+        if path not in values:
+            raise ValueError(
+                f"Unknown hyperparameter. Received: path={path!r}. This "
+                f"distiller's live hyperparameters: "
+                f"{list(values) + list(self._aliases())}."
+            )
+        return values[path]
+
+    def weight_hint(self, term_name):
+        """How to shrink term `term_name`'s share of the loss (quoted in the
+        first-step scale warning)."""
+        return (f"lower `{term_name}/weight` (or raise "
+                "`student_loss_weight`)")
+
+    def scale_report(self, logs):
+        """The first-step check: warns when a term's weighted contribution
+        to the loss exceeds the student loss's by more than 100×.
+
+        Args:
+            logs: The metrics of the first training batch.
+
+        Returns:
+            The warning message, or `None`.
+        """
+        if "student_loss" not in logs:
+            return None
+        w_s, weights = self.loss_weights()
+        w_s = float(w_s)
+        student = w_s * float(logs["student_loss"])
+        if student <= 0:
+            return None
+        for name, w in zip(self._term_names, weights):
+            value = logs.get(f"{name}_loss")
+            if value is None:
+                continue
+            contribution = (1.0 - w_s) * float(w) * float(value)
+            if contribution > 100.0 * student:
+                return (
+                    f"At the first step the term `{name}_loss` adds "
+                    f"{contribution:.4g} to the loss (value {float(value):.4g}"
+                    f" × weight {(1.0 - w_s) * float(w):.4g}), "
+                    f"{contribution / student:.0f}× the student loss's "
+                    f"{student:.4g} (value {float(logs['student_loss']):.4g}"
+                    f" × weight {w_s:.4g}). The student may learn the term "
+                    "and ignore the labels, or collapse its features: "
+                    f"{self.weight_hint(name)}."
+                )
+        return None

@@ -15,6 +15,7 @@ of a `zipfile.BadZipFile`, `KeyError`, h5py `OSError` or Keras's misleading
 "File not found" for a cut-short zip archive.
 """
 
+import copy
 import json
 import os
 import zipfile
@@ -224,3 +225,113 @@ def load(path, *, custom_objects=None, compile=True, safe_mode=True):
 
 #: Alias: `tfkd.saving.load_distiller(path)` is `tfkd.load(path)`.
 load_distiller = load
+
+
+def _without_compile_config(model):
+    """`model` serialised without its own compile state.
+
+    A teacher (or student) compiled for its own training carries its
+    optimizer into the config; loaded inside a distiller it would be
+    compiled afresh, and Keras would then warn "Skipping variable loading
+    for optimizer ..." (the fresh optimizer has no slots). The distiller
+    trains with its own optimizer only, so the models load uncompiled.
+    """
+    config = keras.saving.serialize_keras_object(model)
+    if isinstance(config, dict) and config.get("compile_config"):
+        config = dict(config, compile_config=None)
+    return config
+
+
+class DistillerSaving:
+    """How `tfkd.Distiller` saves (a mixin): its config with the teacher
+    and student serialised, its compile config with the student loss, the
+    student alone (`save_student`) and student-only checkpoints."""
+
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config and self._student_loss_config is not None:
+            config["loss"] = keras.saving.serialize_keras_object(
+                self._student_loss_config)
+        return config
+
+    def compile_from_config(self, config):
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+
+    def save_student(self, path, **kwargs):
+        """Saves the student alone to a `.keras` file, atomically.
+
+        The file holds no teacher, adapter, regressor or discriminator
+        weights; a kill or a full disk during the save leaves a previous
+        file at `path` intact (see `tfkd.saving.save`).
+
+        Args:
+            path: The `.keras` path; its directory must exist.
+            **kwargs: Other arguments of `keras.Model.save`.
+
+        Returns:
+            `path`, as a `str`.
+        """
+        return save(self.student, path, **kwargs)
+
+    def save_weights(self, filepath, overwrite=True, **kwargs):
+        """Saves the distiller's weights, or only the student's when
+        `checkpoint_student_only` is set (Keras Tuner's trial
+        checkpoints: no teacher weights in every trial directory).
+        Student-only checkpoints are written atomically."""
+        if self.checkpoint_student_only:
+            from tfkd import io as tfkd_io
+
+            path = os.fspath(filepath)
+            # Atomic: a trial killed mid-save keeps its previous checkpoint.
+            with tfkd_io.atomic_path(path, tfkd_io.keras_suffix(path)) as tmp:
+                return self.student.save_weights(tmp, overwrite=overwrite,
+                                                 **kwargs)
+        return super().save_weights(filepath, overwrite=overwrite, **kwargs)
+
+    def load_weights(self, filepath, **kwargs):
+        """Loads weights saved by `save_weights` (same mode)."""
+        if self.checkpoint_student_only:
+            return self.student.load_weights(filepath, **kwargs)
+        return super().load_weights(filepath, **kwargs)
+
+    def base_config(self):
+        """`keras.Model`'s config plus the serialised teacher and student;
+        presets add their own arguments to it."""
+        config = keras.Model.get_config(self)
+        config.update({
+            "teacher": _without_compile_config(self.teacher),
+            "student": _without_compile_config(self.student),
+        })
+        return config
+
+    def get_config(self):
+        config = self.base_config()
+        if self._hinton:
+            config.update({"alpha": self.alpha,
+                           "temperature": self.temperature})
+        else:
+            config.update({
+                "distillation_losses": [
+                    keras.saving.serialize_keras_object(t)
+                    for t in self.distillation_losses
+                ],
+                "distillation_loss_weights": self.distillation_loss_weights,
+                "student_loss_weight": self.student_loss_weight,
+            })
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        # Keras's deserialisation consumes nested dicts; keep the caller's.
+        config = copy.deepcopy(config)
+        for key in ("teacher", "student"):
+            config[key] = keras.saving.deserialize_keras_object(
+                config[key], custom_objects=custom_objects)
+        if config.get("distillation_losses") is not None:
+            config["distillation_losses"] = [
+                keras.saving.deserialize_keras_object(
+                    t, custom_objects=custom_objects)
+                for t in config["distillation_losses"]
+            ]
+        return cls(**config)

@@ -5,7 +5,7 @@ Agg backend (no `pyplot`, no global state, no display needed), returns the
 figure, and writes a PNG when given `path`:
 
 - `plot_history`: training curves, one panel per loss term (`loss`,
-  `student_loss`, `kd_loss`, `knowledge_loss`, ...), training and validation;
+  `student_loss`, `kd_loss`, `hint_loss`, ...), training and validation;
 - `plot_gram_matrices`: standardised channel Gram matrices of the teacher
   and of students (e.g. before and after distillation), with their
   distance to the teacher's, as the correlation loss measures it;
@@ -147,7 +147,7 @@ def plot_history(history, path=None, *, title=None, terms=None, ncols=3):
     """Training curves, one panel per loss term, training and validation.
 
     Each loss term a distiller reports (`loss`, `student_loss`, `kd_loss`,
-    `knowledge_loss`, `lp_loss`, ...) gets its own panel with its own
+    `hint_loss`, `lp_loss`, ...) gets its own panel with its own
     scale (knowledge losses are often orders of magnitude apart from the
     cross entropy); the validation curve (`val_<term>`) is dashed. Other
     metrics (accuracy, ...) share one last panel.

@@ -10,7 +10,7 @@ import tensorflow as tf
 from tfkd.data.tfds_data import is_deterministic
 from tfkd.data.tfds_data import require_finite
 
-# Kept in sync with tfkd.distillers.base (the distillers read these keys).
+# Kept in sync with tfkd.checks (the distillers read these keys).
 _IMAGES = "images"
 _LOGITS = "teacher_logits"
 _FEATURES = "teacher_features"
@@ -30,7 +30,7 @@ def cache_teacher_outputs(distiller, dataset, *, batch_size=None,
     The returned pipeline yields `({"images", "teacher_logits",
     "teacher_features"}, labels)` batches (plus any per-example entries
     the input's dicts carry beside `"images"`, such as CRD's `"index"`
-    from `tfkd.terms.crd.with_example_index`); every tfkd distiller recognises
+    from `tfkd.methods.crd.with_example_index`); every tfkd distiller recognises
     such batches and skips its teacher forward pass. `predict` on such a
     batch runs the student on the images.
 
@@ -100,7 +100,7 @@ def cache_teacher_outputs(distiller, dataset, *, batch_size=None,
             "`dataset` yields dict inputs without an 'images' entry "
             f"(keys {sorted(spec[0])}). tfkd's dict batches hold the images "
             "under 'images' and per-example data (e.g. CRD's 'index', "
-            "`tfkd.terms.crd.with_example_index`) beside them."
+            "`tfkd.methods.crd.with_example_index`) beside them."
         )
     if batch_size is None:
         batch_size = _images_of(spec[0]).shape[0]

@@ -25,13 +25,14 @@ import tensorflow as tf
 from tfkd import _compat
 from tfkd import hyperparameters as hp
 from tfkd.distillers.base import Distiller
+from tfkd.checks import split_cached_inputs
 from tfkd.distillers.base import reduce_term
 from tfkd.layers.teacher_to_student import pretrain_regressor
-from tfkd.terms.adversarial import AdversarialDistillation
-from tfkd.terms.adversarial import RegressedFeatureDistillation
-from tfkd.terms.adversarial import _single_layer_name
+from tfkd.methods.ktan import AdversarialDistillation
+from tfkd.methods.ktan import RegressedFeatureDistillation
+from tfkd.methods.ktan import _single_layer_name
 from tfkd.terms.base import LOGITS
-from tfkd.terms.kd import KDDistillation
+from tfkd.methods.kd import KDDistillation
 from tfkd.terms.base import layer_name_arguments
 from tfkd.terms.base import default_of
 
@@ -296,6 +297,18 @@ class AdversarialDistiller(Distiller):
         return {"mse": "lower `beta`", "adv": "lower `alpha`",
                 "kd": "lower `kd_weight`"}[term_name]
 
+    def apply_term_state_updates(self):
+        """The terms' state writes and the step counter's, with the
+        student's update (none on a step the finite guard refuses)."""
+        super().apply_term_state_updates()
+        self.step_counter.assign_add(1)
+
+    def guarded_optimizers(self):
+        """The discriminator's and the student's optimizers: the finite
+        guard checks both updates (listed in the step's order, so a step
+        both guards skip under XLA is reported by the first)."""
+        return [self.discriminator_optimizer, self.optimizer]
+
     def step_variables(self):
         """The student's trainable variables (regressor and teacher frozen;
         the discriminator has its own optimizer)."""
@@ -474,27 +487,31 @@ class AdversarialDistiller(Distiller):
         )
         optimizer = self.discriminator_optimizer
 
-        def apply(grads):
-            optimizer.apply_gradients(zip(grads, variables))
+        def apply(grads, loss):
+            # Guarded like the student's update (see `check_finite`).
+            self.apply_checked_gradients(
+                grads, variables, losses={"d_loss": loss},
+                optimizer=optimizer, state_updates=False)
 
         if _compat.strategy_supports_no_merge_call():
-            tf.cond(adversarial, lambda: apply(gradients), lambda: None)
+            tf.cond(adversarial, lambda: apply(gradients, d_loss),
+                    lambda: None)
         else:
             # As keras.optimizers.LossScaleOptimizer does: strategies that
             # synchronise through `merge_call` (MirroredStrategy) forbid it
             # inside a replica-context `cond`, so branch in cross-replica
             # context and apply per replica there.
-            def cross_replica(distribution, flag, grads):
+            def cross_replica(distribution, flag, grads, loss):
                 flag = distribution.experimental_local_results(flag)[0]
                 tf.cond(
                     flag,
                     lambda: distribution.extended.call_for_each_replica(
-                        apply, args=(grads,)),
+                        apply, args=(grads, loss)),
                     lambda: None,
                 )
 
             tf.distribute.get_replica_context().merge_call(
-                cross_replica, args=(adversarial, gradients))
+                cross_replica, args=(adversarial, gradients, d_loss))
         return d_loss, accuracy
 
     def train_step(self, data):
@@ -520,9 +537,9 @@ class AdversarialDistiller(Distiller):
             scaled = self._scaled(total)
         variables = self.step_variables()
         gradients = tape.gradient(scaled, variables)
-        self.optimizer.apply_gradients(zip(gradients, variables))
-        self.apply_term_state_updates()
-        self.step_counter.assign_add(1)
+        self.apply_checked_gradients(
+            gradients, variables, images=split_cached_inputs(x)[0],
+            losses={"loss": total, **values})
         values.update({"d_loss": d_loss, "d_accuracy": d_accuracy})
         batch = tf.cast(tf.shape(outputs[1][LOGITS])[0], tf.float32)
         _compat.loss_tracker(self).update_state(total, sample_weight=batch)

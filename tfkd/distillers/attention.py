@@ -4,10 +4,10 @@ import keras
 
 from tfkd.distillers.feature import FeatureDistiller
 from tfkd.distillers.feature import require_layers
-from tfkd.terms.attention import AttentionDistillation
+from tfkd.methods.attention import AttentionDistillation
 from tfkd.terms.base import layer_name_arguments
 from tfkd.terms.base import default_of
-from tfkd.terms.kd import KDDistillation
+from tfkd.methods.kd import KDDistillation
 
 #: The KD term's default temperature (written once, in the term).
 KD_TEMPERATURE = default_of(KDDistillation, "temperature")
@@ -61,7 +61,7 @@ class AttentionDistiller(FeatureDistiller):
     >>> x, y = testing.random_images(32)
     >>> history = distiller.fit(x, y, epochs=1, verbose=0)
     >>> sorted(history.history)  # doctest: +NORMALIZE_WHITESPACE
-    ['distillation_loss', 'kd_loss', 'knowledge_loss', 'loss', 'student_loss',
+    ['attention_loss', 'distillation_loss', 'kd_loss', 'loss', 'student_loss',
      'total_loss']
 
     Reference:
@@ -97,7 +97,7 @@ class AttentionDistiller(FeatureDistiller):
         return 1.0
 
     def weight_hint(self, term_name):
-        if term_name == "knowledge":
+        if term_name == self._term_names[0]:
             return "lower `beta` (the attention loss's weight)"
         return super().weight_hint(term_name)
 

@@ -15,13 +15,13 @@ import keras
 
 from tfkd import hyperparameters as hp
 from tfkd.distillers.base import Distiller
-from tfkd.terms.collaboration import CollaborationDistillation
-from tfkd.terms.collaboration import get_loss
-from tfkd.terms.collaboration import serialize_loss
-from tfkd.terms.kd import KDDistillation
+from tfkd.methods.stc import CollaborationDistillation
+from tfkd.methods.stc import get_loss
+from tfkd.methods.stc import serialize_loss
+from tfkd.methods.kd import KDDistillation
 
 #: Accepted values of `target` (the paper's Table 5 ablation).
-from tfkd.terms.collaboration import TARGETS  # noqa: F401,E402
+from tfkd.methods.stc import TARGETS  # noqa: F401,E402
 from tfkd.terms.base import layer_name_arguments
 from tfkd.terms.base import default_of
 

@@ -4,11 +4,11 @@ import keras
 
 from tfkd.distillers.feature import FeatureDistiller
 from tfkd.distillers.feature import require_layers
-from tfkd.losses.correlation import DEFAULT_MAX_SPATIAL_POSITIONS
-from tfkd.terms.correlation import CorrelationDistillation
+from tfkd.methods.correlation import DEFAULT_MAX_SPATIAL_POSITIONS
+from tfkd.methods.correlation import CorrelationDistillation
 from tfkd.terms.base import layer_name_arguments
 from tfkd.terms.base import default_of
-from tfkd.terms.kd import KDDistillation
+from tfkd.methods.kd import KDDistillation
 
 #: The KD term's default temperature (written once, in the term).
 KD_TEMPERATURE = default_of(KDDistillation, "temperature")
@@ -77,7 +77,7 @@ class CorrelationDistiller(FeatureDistiller):
     >>> x, y = testing.random_images(32)
     >>> history = distiller.fit(x, y, epochs=2, verbose=0)  # both stages
     >>> sorted(history.history)  # doctest: +NORMALIZE_WHITESPACE
-    ['accuracy', 'distillation_loss', 'kd_loss', 'knowledge_loss', 'loss',
+    ['accuracy', 'correlation_loss', 'distillation_loss', 'kd_loss', 'loss',
      'student_loss', 'total_loss']
     >>> history.epoch
     [0, 1]

@@ -24,7 +24,7 @@ from tfkd import _compat
 from tfkd import hyperparameters as hp
 from tfkd.distillers.base import Distiller
 from tfkd.terms.base import DistillationTerm
-from tfkd.terms.kd import KDDistillation
+from tfkd.methods.kd import KDDistillation
 from tfkd.terms.base import default_of
 
 #: The KD term's default temperature (written once, in the term).
@@ -160,7 +160,8 @@ class FeatureDistiller(Distiller):
     with `kw = 1, cw = beta` here (`AttentionDistiller` swaps the roles, as
     its paper does). `alpha = 1` means no KD term; the paper's "+KD" rows
     use `alpha = 0.3`. In the engine's convention the terms are the
-    knowledge term (metric `knowledge_loss`) and `KDDistillation` (`kd`),
+    knowledge term (reported under its own name, as everywhere: `hint_loss`
+    for `HintDistillation`) and `KDDistillation` (`kd`),
     and the total is `L / (1 + cw)`: `student_loss_weight =
     cw · alpha / (1 + cw)`, the knowledge and KD weights follow (both
     derived live from `alpha`, `beta` and the stage).
@@ -180,7 +181,8 @@ class FeatureDistiller(Distiller):
     by hand with `fit_two_stage`, or switch with `set_stage(n)` between
     `fit` calls; the stage is part of `get_config`.
 
-    Metrics: `loss`, `knowledge_loss` (the unweighted sum over pairs),
+    Metrics: `loss`, `<term>_loss` (the knowledge term's own name, e.g.
+    `hint_loss`; the unweighted sum over pairs),
     `student_loss` (cross entropy with the labels) and `kd_loss`, each also
     as `val_...`, in every stage.
 
@@ -212,7 +214,7 @@ class FeatureDistiller(Distiller):
     >>> stage1, stage2 = distiller.fit_two_stage(
     ...     x, y, stage1_epochs=1, stage2_epochs=1, verbose=0)
     >>> sorted(stage1.history)
-    ['distillation_loss', 'kd_loss', 'knowledge_loss', 'loss', 'student_loss',
+    ['distillation_loss', 'hint_loss', 'kd_loss', 'loss', 'student_loss',
      'total_loss']
 
     Reference:
@@ -259,7 +261,7 @@ class FeatureDistiller(Distiller):
 
     @property
     def knowledge(self):
-        """The knowledge term (metric `knowledge_loss`)."""
+        """The knowledge term (its metric is `<its name>_loss`)."""
         return self._terms[0]
 
     @property
@@ -277,9 +279,6 @@ class FeatureDistiller(Distiller):
         """Leading channels of each tapped student feature the knowledge
         term sees (`None`: all), one per pair."""
         return self.knowledge.guided_channels
-
-    def _unique_names(self):
-        return ["knowledge", "kd"]
 
     def _build_front(self):
         """The student's sub-graph from its inputs to the tapped layers."""
@@ -325,7 +324,7 @@ class FeatureDistiller(Distiller):
         return self.beta
 
     def weight_hint(self, term_name):
-        if term_name == "knowledge":
+        if term_name == self._term_names[0]:
             # A larger beta did not save the single-stage digits runs of
             # FitNets or correlation; their own two stages did.
             return ("raise `beta` (the weight of L_Class), or train two "

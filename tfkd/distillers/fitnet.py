@@ -4,10 +4,10 @@ import keras
 
 from tfkd.distillers.feature import FeatureDistiller
 from tfkd.distillers.feature import require_layers
-from tfkd.terms.hint import HintDistillation
+from tfkd.methods.fitnet import HintDistillation
 from tfkd.terms.base import layer_name_arguments
 from tfkd.terms.base import default_of
-from tfkd.terms.kd import KDDistillation
+from tfkd.methods.kd import KDDistillation
 
 #: The KD term's default temperature (written once, in the term).
 KD_TEMPERATURE = default_of(KDDistillation, "temperature")

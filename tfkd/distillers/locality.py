@@ -4,9 +4,9 @@ import keras
 
 from tfkd import hyperparameters as hp
 from tfkd.distillers.base import Distiller
-from tfkd.terms.kd import SoftTargetDistillation
-from tfkd.terms.locality import LocalityPreservingDistillation
-from tfkd.terms.locality import check_normalize
+from tfkd.methods.kd import SoftTargetDistillation
+from tfkd.methods.lp import LocalityPreservingDistillation
+from tfkd.methods.lp import check_normalize
 from tfkd.terms.base import layer_name_arguments
 
 

@@ -3,14 +3,15 @@
 Every term class that declares a `method` (`tfkd.terms.Method`) is a
 method: `tfkd demo --method`, `tfkd tune`, the recipes, the docs' method
 table and the test battery all read this registry, and the registry reads
-the terms. Every module of the `tfkd.terms` package is imported (a module
+the terms. Every module of the `tfkd.methods` package is imported (a module
 that fails to import fails loudly), so a new method is one new module there
-plus its test.
+plus its test and its docs page.
 """
 
 import dataclasses
 import importlib
 import inspect
+import re
 
 #: Arguments of a method's distiller that are never hyperparameters.
 NOT_HYPERPARAMETERS = frozenset({
@@ -272,9 +273,13 @@ def build(name, teacher, student, feature_layers=None, **overrides):
                      student_loss_weight=student_loss_weight)
 
 
-def method_table():
+def method_table(links=False):
     """The methods as a Markdown table (method, what it does, paper,
     class), for the README and the docs.
+
+    Args:
+        links: Whether each method's name links to its docs page (the
+            docs' methods index: `[kd](kd.md)`).
 
     Example:
 
@@ -288,6 +293,120 @@ def method_table():
         term = spec.term.__name__
         by = f"`tfkd.{built}`" if spec.preset else \
             f"`tfkd.Distiller` + `tfkd.losses.{term}`"
-        rows.append(f"| `{spec.name}` | {spec.description} | {spec.paper} "
+        label = f"`{spec.name}`"
+        if links:
+            label = f"[{label}]({method_page(spec.name)})"
+        rows.append(f"| {label} | {spec.description} | {spec.paper} "
                     f"| {by} |")
     return "\n".join(rows)
+
+
+#: `{{ defaults: METHOD }}` (a table of every argument and its default) and
+#: `{{ default: OWNER.ARGUMENT }}` (one value, e.g. in a table cell; OWNER
+#: is a method, or a `tfkd.losses` or `tfkd` name, possibly dotted:
+#: `AdversarialDistiller.compile`): the docs' placeholders for defaults, so
+#: that no page retypes a value the code holds.
+DEFAULTS_PLACEHOLDER = re.compile(
+    r"\{\{\s*(defaults|default):\s*([A-Za-z_][\w.]*)\s*\}\}")
+
+
+def format_default(value):
+    """How the docs print a default: `4.0`, `30000`, `'code'`, `None`."""
+    if isinstance(value, float) and value.is_integer() and abs(value) >= 1e3:
+        return str(int(value))
+    return repr(value)
+
+
+def defaults_table(name):
+    """The Markdown table of method `name`'s arguments and their defaults,
+    read from its constructor's signature (and its record: `weight`,
+    `student_loss_weight`, the registry's build defaults).
+
+    Example:
+
+    >>> print(defaults_table("kd").splitlines()[0])
+    | argument | default |
+    """
+    rows = ["| argument | default |", "| --- | --- |"]
+    for argument, value in get(name).defaults().items():
+        rows.append(f"| `{argument}` | `{format_default(value)}` |")
+    return "\n".join(rows)
+
+
+def _owner(path):
+    """The function or class a dotted docs path names, or `None`."""
+    import tfkd
+    import tfkd.losses
+
+    head, *rest = path.split(".")
+    owner = getattr(tfkd.losses, head, None)
+    if owner is None and not head.startswith("_"):
+        owner = getattr(tfkd, head, None)
+    for part in rest:
+        owner = getattr(owner, part, None)
+    return owner if callable(owner) else None
+
+
+def default_value(path):
+    """The default `path` (`METHOD.ARGUMENT` or `OWNER.ARGUMENT`) names.
+
+    Raises:
+        ValueError: If `path` names no default.
+
+    Example:
+
+    >>> default_value("pkt.weight"), default_value("kd_loss.temperature")
+    (30000.0, 4.0)
+    """
+    owner, _, argument = path.rpartition(".")
+    if owner in methods():
+        table = get(owner).defaults()
+        if argument not in table:
+            raise ValueError(
+                f"Method {owner!r} has no argument {argument!r}: its "
+                f"arguments are {list(table)}. Fix the docs placeholder "
+                f"`{{{{ default: {path} }}}}`.")
+        return table[argument]
+    function = _owner(owner) if owner else None
+    parameters = (inspect.signature(function).parameters
+                  if function is not None else {})
+    if argument not in parameters or (
+            parameters[argument].default is inspect.Parameter.empty):
+        raise ValueError(
+            f"`{{{{ default: {path} }}}}` names no default: {owner!r} is "
+            f"neither a method ({method_names()}) nor a `tfkd.losses` or "
+            f"`tfkd` function or class with a keyword argument "
+            f"{argument!r}.")
+    return parameters[argument].default
+
+
+def expand_defaults(markdown):
+    """Replaces the docs' default placeholders (`DEFAULTS_PLACEHOLDER`) in
+    `markdown` by the values the code holds.
+
+    Raises:
+        ValueError: If a placeholder names an unknown method, function or
+            argument.
+
+    Example:
+
+    >>> expand_defaults("T = {{ default: kd.temperature }}")
+    'T = 4.0'
+    """
+    def replace(match):
+        kind, path = match.groups()
+        if kind == "defaults":
+            if path not in methods():
+                raise ValueError(
+                    f"`{{{{ defaults: {path} }}}}` takes a method name, "
+                    f"one of {method_names()}.")
+            return defaults_table(path)
+        return format_default(default_value(path))
+
+    return DEFAULTS_PLACEHOLDER.sub(replace, markdown)
+
+
+def method_page(name):
+    """The docs page of method `name`, relative to `docs/methods/`: its
+    module's name (`ktan.md` serves KTAN and DLN)."""
+    return get(name).term.__module__.rsplit(".", 1)[1] + ".md"

@@ -30,6 +30,9 @@ import keras
 import tensorflow as tf
 
 from tfkd import _compat
+from tfkd.checks import IMAGES_KEY
+from tfkd.checks import split_cached_inputs
+from tfkd.optimizers import assert_finite_images
 from tfkd.terms.base import LOGITS
 
 #: Separates the names of a tap path through nested models.
@@ -541,3 +544,107 @@ def _first_line(error):
         if not line.startswith("Exception encountered"):
             return line
     return lines[0] if lines else type(error).__name__
+
+
+class TappedForward:
+    """The forward passes of `tfkd.Distiller` (a mixin): each network once
+    per step through its fused `Extractor`, the teacher frozen (or its
+    outputs cached with the data), the training images asserted finite."""
+
+    def _build_extractors(self):
+        teacher_taps = [n for t in self._terms for n in t.teacher_taps]
+        student_taps = [n for t in self._terms for n in t.student_taps]
+        # Kept out of Keras's attribute tracking: they share every layer
+        # with teacher/student, which already own (and save) those weights.
+        object.__setattr__(self, "_teacher_extractor",
+                           Extractor(self.teacher, teacher_taps, "teacher"))
+        object.__setattr__(self, "_student_extractor",
+                           Extractor(self.student, student_taps, "student"))
+        self._check_logit_widths()
+        for term in self._terms:
+            term.bind(
+                self.teacher, self.student,
+                self._teacher_extractor.symbolic(term.teacher_taps),
+                self._student_extractor.symbolic(term.student_taps),
+            )
+
+    def teacher_forward(self, x):
+        """Runs the frozen teacher once: `(logits, [tapped features])`,
+        the features in the order of `teacher_taps`."""
+        outputs = self._teacher_extractor(x, training=False)
+        outputs = {k: tf.stop_gradient(v) for k, v in outputs.items()}
+        return outputs[LOGITS], [outputs[n] for n in self.teacher_taps]
+
+    def student_forward(self, x, training):
+        """Runs the student once: `(logits, [tapped features])`."""
+        outputs = self._student_extractor(x, training=training)
+        return outputs[LOGITS], [outputs[n] for n in self.student_taps]
+
+    @property
+    def _teacher_feature_extractor(self):
+        """The teacher's extractor when a term taps its layers, else `None`
+        (the name and meaning of Keras's distiller's attribute)."""
+        return self._teacher_extractor if self.teacher_taps else None
+
+    @property
+    def _student_feature_extractor(self):
+        """The student's extractor when a term taps its layers, else
+        `None` (as Keras's distiller's)."""
+        return self._student_extractor if self.student_taps else None
+
+    @property
+    def teacher_taps(self):
+        """Teacher layers tapped by the terms (besides the logits)."""
+        return list(self._teacher_extractor.names)
+
+    @property
+    def student_taps(self):
+        """Student layers tapped by the terms (besides the logits)."""
+        return list(self._student_extractor.names)
+
+    def forward(self, x, training):
+        """Both networks once: `(teacher outputs, student outputs)`, each a
+        `{tap: tensor}` dict (key `None`: the logits)."""
+        if training:
+            x = self._checked_inputs(x)
+        teacher = self._teacher_outputs(x)
+        student = self._student_outputs(x, training)
+        if training:
+            student = self._logits_checked(x, teacher, student)
+        return teacher, student
+
+    def _teacher_outputs(self, x):
+        """The teacher's `{tap: tensor}` (cached with the data, or one
+        frozen forward pass), without gradient."""
+        images, cached = split_cached_inputs(x)
+        if cached is not None:
+            return self._cached_outputs(cached)
+        outputs = self._teacher_extractor(images, training=False)
+        return {k: tf.stop_gradient(v) for k, v in outputs.items()}
+
+    def _student_outputs(self, x, training):
+        return self._student_extractor(split_cached_inputs(x)[0],
+                                       training=training)
+
+    def _checked_inputs(self, x):
+        """`x` with its images asserted finite (see `check_finite`)."""
+        if not self._check_finite or self._guard_in_xla():
+            return x
+        if isinstance(x, dict) and IMAGES_KEY in x:
+            return {**x, IMAGES_KEY: assert_finite_images(
+                x[IMAGES_KEY], self.optimizer)}
+        return assert_finite_images(x, self.optimizer)
+
+    def _cached_outputs(self, cached):
+        logits, features = cached
+        names = self._teacher_extractor.names
+        if len(features) != len(names):
+            raise ValueError(
+                f"The cached teacher outputs hold {len(features)} tapped "
+                f"feature(s) but this distiller taps {len(names)} teacher "
+                f"layer(s) ({names}). Rebuild the cache with "
+                "`tfkd.data.cache_teacher_outputs(distiller, ...)` for this "
+                "distiller."
+            )
+        outputs = {LOGITS: logits, **dict(zip(names, features))}
+        return {k: tf.stop_gradient(v) for k, v in outputs.items()}

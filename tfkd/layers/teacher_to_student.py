@@ -13,8 +13,6 @@ import numbers
 import keras
 from keras import ops
 
-from tfkd.losses import kd as kd_losses
-
 
 def _pair(value, name, minimum):
     """Normalises an int or a pair of ints to a `(h, w)` tuple."""
@@ -308,7 +306,11 @@ class _RegressorProbe(keras.Model):
 
 
 def _probe_cross_entropy(y_true, y_pred):
-    return kd_losses.cross_entropy(y_true, y_pred)
+    # Imported here: `tfkd.methods.kd` builds on `tfkd.terms.base`, which
+    # imports this package's layers.
+    from tfkd.methods.kd import cross_entropy
+
+    return cross_entropy(y_true, y_pred)
 
 
 def _weigh_unlabelled(dataset):

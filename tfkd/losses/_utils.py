@@ -238,3 +238,48 @@ def safe_l2_normalize(x, axis=-1):
     inv = tf.where(positive, tf.math.rsqrt(tf.where(positive, sq, 1.0)),
                    tf.zeros_like(sq))
     return x * inv
+
+
+# Reduction, as Keras's losses reduce (used by the distillers' steps).
+
+def num_replicas():
+    """Replicas of the current `tf.distribute` strategy (1 by default)."""
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def _mean_over_replicas(value):
+    """`value` averaged over the replicas of a `tf.distribute` step (itself
+    on one device or outside a replica context)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.MEAN,
+                              tf.stop_gradient(value))
+
+
+def _batch_size(x):
+    if isinstance(x, dict) and "images" in x:  # cached teacher outputs
+        x = x["images"]
+    first = tf.nest.flatten(x)[0]
+    return tf.shape(first)[0]
+
+
+def reduce_term(value, sample_weight=None):
+    """Reduces a loss term to a scalar the way Keras does.
+
+    Per-example terms of shape `(batch,)` (or more dims, averaged first) are
+    reduced as `sum(value * sample_weight) / batch_size`, Keras's
+    `"sum_over_batch_size"`; scalars (batch-level losses such as LP) pass
+    through unchanged.
+    """
+    value = tf.cast(value, tf.float32)
+    if value.shape.rank == 0:
+        return value
+    if value.shape.rank > 1:
+        value = tf.reduce_mean(value, axis=list(range(1, value.shape.rank)))
+    if sample_weight is not None:
+        sample_weight = tf.cast(tf.reshape(sample_weight, [-1]), tf.float32)
+        value = value * sample_weight
+    count = tf.cast(tf.shape(value)[0], tf.float32)
+    return tf.math.divide_no_nan(tf.reduce_sum(value), count)
+

@@ -1,30 +1,26 @@
 """Knowledge terms: what each distillation method adds to the student's loss.
 
-Every module in this package defines terms (`DistillationTerm` subclasses);
-`tfkd.distillers.registry` imports them all, so a new method is one new
-module here plus its test.
+The term framework (`DistillationTerm`, `Method`, `LOGITS`) lives in
+`tfkd.terms.base`; the terms themselves live with their methods, one module
+per method in `tfkd.methods`, and are served here by name
+(`tfkd.terms.KDDistillation` is `tfkd.losses.KDDistillation`, the public
+spelling). A new method's module adds its terms without editing this file.
 """
 
+import importlib
+import pkgutil
+
+import tfkd.methods as _methods
 from tfkd.terms.base import LOGITS  # noqa: F401
 from tfkd.terms.base import DistillationTerm  # noqa: F401
 from tfkd.terms.base import Method  # noqa: F401
-from tfkd.terms.adversarial import AdversarialDistillation  # noqa: F401
-from tfkd.terms.adversarial import RegressedFeatureDistillation  # noqa: F401
-from tfkd.terms.attention import AttentionDistillation  # noqa: F401
-from tfkd.terms.collaboration import CollaborationDistillation  # noqa: F401
-from tfkd.terms.correlation import CorrelationDistillation  # noqa: F401
-from tfkd.terms.hint import HintDistillation  # noqa: F401
-from tfkd.terms.kd import KDDistillation  # noqa: F401
-from tfkd.terms.kd import SoftTargetDistillation  # noqa: F401
-from tfkd.terms.locality import LocalityPreservingDistillation  # noqa: F401
 
 
 def import_all():
-    """Imports every term module of this package (registering its terms
-    with Keras and the registry); a module that fails to import raises."""
-    import importlib
-    import pkgutil
-
+    """Imports every method module and every module of this package
+    (registering their terms with Keras and the registry); a module that
+    fails to import raises."""
+    _methods.modules()
     for info in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{info.name}")
 
@@ -41,12 +37,18 @@ def public_term_names():
 
 
 def __getattr__(name):
-    # A term module added to this package is reachable as `tfkd.terms.X`
-    # (and `tfkd.losses.X`) without editing this file.
+    # A method module added to `tfkd.methods` serves its terms as
+    # `tfkd.terms.X` (and `tfkd.losses.X`) without editing this file.
     from tfkd.terms.base import term_classes
 
+    if name.startswith("_"):
+        raise AttributeError(
+            f"module 'tfkd.terms' has no attribute {name!r}")
+    module = _methods.old_path_module(__name__, name)
+    if module is not None:
+        return module
     import_all()
     for cls in term_classes():
-        if cls.__name__ == name and not name.startswith("_"):
+        if cls.__name__ == name:
             return cls
     raise AttributeError(f"module 'tfkd.terms' has no attribute {name!r}")

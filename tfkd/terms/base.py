@@ -180,7 +180,7 @@ def default_of(function, name):
 
     Example:
 
-    >>> from tfkd.terms.kd import KDDistillation
+    >>> from tfkd.methods.kd import KDDistillation
     >>> default_of(KDDistillation, "temperature")
     4.0
     """
