@@ -632,8 +632,8 @@ class TappedForward:
             return x
         if isinstance(x, dict) and IMAGES_KEY in x:
             return {**x, IMAGES_KEY: assert_finite_images(
-                x[IMAGES_KEY], self.optimizer)}
-        return assert_finite_images(x, self.optimizer)
+                x[IMAGES_KEY], getattr(self, "optimizer", None))}
+        return assert_finite_images(x, getattr(self, "optimizer", None))
 
     def _cached_outputs(self, cached):
         logits, features = cached
