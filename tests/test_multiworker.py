@@ -28,6 +28,38 @@ WORKERS = 2
 TIMEOUT_S = 120
 
 
+#: How closely the workers' weights follow the single process's.
+WEIGHT_RTOL = 1e-5
+
+
+def _loss_atol(distiller, x, values):
+    """Absolute floor, per epoch, of a loss metric of a feature distiller,
+    implied by the weights' tolerance.
+
+    FitNets' metrics are squared differences of quantities that agree
+    better and better as training goes: the hint loss `mean((r(f_s) -
+    f_t)²)` in its first stage, and in its second a KD term whose KL
+    between nearly equal distributions is, to second order, a squared
+    difference of their logits. rtol cannot bound such a value `L`.
+    Weights that agree to `WEIGHT_RTOL` move the student's outputs by about
+    `WEIGHT_RTOL · s` (`s`: the RMS of what the student approaches, the
+    teacher's tapped features or logits, whichever is larger), so by
+    Cauchy-Schwarz `L` agrees to `2 · WEIGHT_RTOL · s · √L`. (Measured: a
+    1.6e-5 relative difference of stage 2's 0.0033 on an unlucky ordering
+    of the reductions, against rtol 1e-5 alone.) Logit-only distillers
+    (KD) keep the plain rtol.
+    """
+    taps = getattr(distiller, "teacher_layer", None)
+    if not taps:
+        return 0.0
+    teacher = distiller.teacher
+    outputs = [teacher.get_layer(name).output for name in taps]
+    model = keras.Model(teacher.inputs, outputs + list(teacher.outputs))
+    scale = max(float(np.sqrt(np.mean(np.square(a))))
+                for a in model.predict(x, verbose=0))
+    return 2 * WEIGHT_RTOL * scale * np.sqrt(np.abs(np.asarray(values)))
+
+
 def _reference_distillers():
     keras.utils.set_random_seed(0)
     distillers = worker.build_distillers()
@@ -104,13 +136,19 @@ def test_two_workers_match_single_process(tmp_path):
             assert int(got["replicas"]) == WORKERS
             for key, value in expected.items():
                 np.testing.assert_allclose(
-                    got[key], value, rtol=1e-5, atol=1e-5,
+                    got[key], value, rtol=WEIGHT_RTOL, atol=1e-5,
                     err_msg=f"worker {index}, weight {key}")
             for name, history in histories.items():
                 for metric, values in history.items():
-                    np.testing.assert_allclose(
-                        got[f"history/{name}/{metric}"], values, rtol=1e-5,
-                        err_msg=f"worker {index}, {name} {metric}")
+                    floors = _loss_atol(distillers[name], x, values)
+                    for epoch, value in enumerate(values):
+                        np.testing.assert_allclose(
+                            got[f"history/{name}/{metric}"][epoch], value,
+                            rtol=WEIGHT_RTOL,
+                            atol=float(np.broadcast_to(floors,
+                                                       len(values))[epoch]),
+                            err_msg=f"worker {index}, {name} {metric}, "
+                                    f"epoch {epoch}")
     # Training happened: the weights moved away from the initial ones.
     for name in ("kd", "fitnet"):
         assert any(not np.array_equal(expected[k], initial[k])
