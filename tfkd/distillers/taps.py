@@ -648,14 +648,31 @@ class TappedForward:
             student = self._logits_checked(x, teacher, student)
         return teacher, student
 
+    def _outputs_for(self, x, y_pred, training):
+        """`(teacher, student)` outputs for a direct `compute_loss` call:
+        `y_pred` as the student's logits, the student run only when it is
+        missing or a term taps the student's layers."""
+        teacher = self._teacher_outputs(x)
+        if y_pred is None or self._student_extractor.names:
+            student = self._student_outputs(x, training)
+        else:
+            student = {}
+        if y_pred is not None:
+            student[LOGITS] = y_pred
+        return teacher, student
+
     def _teacher_outputs(self, x):
         """The teacher's `{tap: tensor}` (cached with the data, or one
         frozen forward pass), without gradient."""
-        images, cached = split_cached_inputs(x)
-        if cached is not None:
-            return self._cached_outputs(cached)
-        outputs = self._teacher_extractor(images, training=False)
-        return {k: tf.stop_gradient(v) for k, v in outputs.items()}
+        if isinstance(x, dict) and IMAGES_KEY in x:
+            images, cached = split_cached_inputs(x)
+            if cached is not None:
+                return self._cached_outputs(cached)
+            x = images
+        outputs = self._teacher_extractor(x, training=False)
+        for key, value in outputs.items():
+            outputs[key] = tf.stop_gradient(value)
+        return outputs
 
     def _student_outputs(self, x, training):
         return self._student_extractor(split_cached_inputs(x)[0],
@@ -663,12 +680,10 @@ class TappedForward:
 
     def _checked_inputs(self, x):
         """`x` with its images asserted finite (see `check_finite`)."""
-        if not self._check_finite or self._guard_in_xla():
+        if not self._check_finite or (self.jit_compile
+                                      and self._guard_in_xla()):
             return x
-        if isinstance(x, dict) and IMAGES_KEY in x:
-            return {**x, IMAGES_KEY: assert_finite_images(
-                x[IMAGES_KEY], getattr(self, "optimizer", None))}
-        return assert_finite_images(x, getattr(self, "optimizer", None))
+        return assert_finite_images(x, self._iterations)
 
     def _cached_outputs(self, cached):
         logits, features = cached
