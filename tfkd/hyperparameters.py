@@ -8,9 +8,10 @@ non-trainable variable owned by the layer or model (so it is saved and
 restored with the weights) and checks every assignment:
 
 - read eagerly, the attribute is a Python float;
-- read inside a traced function (the training step), it is the variable's
-  current value, so an assignment takes effect at the next step without
-  recompiling;
+- read inside a traced function or a distiller's step (also one run
+  eagerly, see `in_step`), it is the variable's current value as a
+  float32 tensor, so an assignment takes effect at the next step without
+  recompiling, and an eager step computes what the traced one does;
 - an out-of-range assignment raises exactly as the constructor does.
 
 `tfkd.callbacks.HyperparameterScheduler` assigns them per epoch or step.
