@@ -671,8 +671,6 @@ class LabelChecks:
                 raise
             raise _check_error(*parsed, progress) from None
 
-    # (`train_on_batch` inlines `_clear_errors`: it runs every batch.)
-
     def _logits_rank(self):
         """Rank of the student's logits (3 for a sequence model's)."""
         try:
@@ -869,6 +867,7 @@ class LabelChecks:
                     guard.raise_recorded()
             return logs
         except tf.errors.InvalidArgumentError as e:
+            # `_clear_errors`, inline.
             parsed = _parse_check(e.message)
             if parsed is None:
                 raise

@@ -680,8 +680,7 @@ class TappedForward:
 
     def _checked_inputs(self, x):
         """`x` with its images asserted finite (see `check_finite`)."""
-        if not self._check_finite or (self.jit_compile
-                                      and self._guard_in_xla()):
+        if not self._check_finite or self._guard_in_xla():
             return x
         return assert_finite_images(x, self._iterations)
 
