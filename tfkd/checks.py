@@ -418,6 +418,9 @@ class LabelChecks:
     `tfkd.Distiller`: reads its `teacher`, `student`, `_student_loss_fn`
     and extractors)."""
 
+    #: Keras's compiled-metrics container, read once by `compile`.
+    _metrics_container = None
+
     def _check_fit_data(self, x, y, validation):
         """The eager checks `fit` runs before tracing its step."""
         _check_not_empty(x, "x")
@@ -442,6 +445,11 @@ class LabelChecks:
         checks = self._check_logits(None if cached else teacher[LOGITS],
                                     student[LOGITS])
         if not checks:
+            return student
+        if tf.executing_eagerly():
+            # Checked (it raises otherwise): later eager steps skip even
+            # the flag; a step traced later reads the flag, now False.
+            object.__setattr__(self, "_logits_pending", False)
             return student
         with tf.control_dependencies(checks):
             return {k: tf.identity(v) for k, v in student.items()}
@@ -473,7 +481,11 @@ class LabelChecks:
             # A single-output head with its own loss (regression, binary
             # logit): its targets are values, neither class ids nor rows.
             return y, None
-        if not self._sparse_labels(y, logits):
+        # As `_sparse_labels` (inline: it runs every step).
+        if not (y.dtype.is_integer or (
+            y.shape.rank is not None and logits.shape.rank is not None
+            and (y.shape.rank < logits.shape.rank or y.shape[-1] == 1)
+        )):
             return self._check_dense_labels(y, logits)
         checks = []
         if y.dtype.is_floating:
@@ -598,7 +610,8 @@ class LabelChecks:
 
     def _prepare_logits_check(self):
         """Creates, once, the flag of the first-batch probability check
-        (see `_check_logits`), eagerly, before `fit` traces its step."""
+        (see `_check_logits`), eagerly, before `fit` traces its step
+        (`False` once an eager step has checked)."""
         if self.__dict__.get("_logits_pending") is not None:
             return
         # Outside the strategy's scope: a plain variable, which replicas
@@ -620,7 +633,7 @@ class LabelChecks:
         `jit_compile=True`.)
         """
         flag = self.__dict__.get("_logits_pending")
-        if flag is None:
+        if flag is None or flag is False:
             return []
         found = [("student", self.student.name, student_logits)]
         if teacher_logits is not None:
@@ -674,7 +687,7 @@ class LabelChecks:
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         # The compiled metrics see the student's logits only; the loss
         # trackers were updated by the step itself.
-        metrics = _compat.compile_metrics(self)
+        metrics = self._metrics_container
         if metrics is not None and y is not None:
             y = tf.convert_to_tensor(y)
             labelled = None
@@ -702,7 +715,9 @@ class LabelChecks:
             else:
                 metrics.update_state(y, y_pred, sample_weight)
         results = self.get_metrics_result()
-        if _compat.in_multi_worker_mode(tf.distribute.get_strategy()):
+        strategy = tf.distribute.get_strategy()
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) \
+                and _compat.in_multi_worker_mode(strategy):
             # Keras reduces step outputs across workers with
             # `strategy.reduce("MEAN", v, axis=0)`, which rejects scalars
             # (keras-team/keras#20585); the results are global already.
@@ -713,7 +728,7 @@ class LabelChecks:
         """The metrics' values; a compiled metric that has seen no labelled
         example (data without labels, all `-1`) is NaN, not Keras's 0."""
         results = super().get_metrics_result()
-        metrics = _compat.compile_metrics(self)
+        metrics = self._metrics_container
         if metrics is None or not metrics.built:
             return results
         stack = _compat.compiled_metric_list(metrics)
@@ -837,13 +852,26 @@ class LabelChecks:
             return super().evaluate(*args, **kwargs)
 
     def train_on_batch(self, *args, **kwargs):
-        self._prepare_logits_check()
-        self._prepare_guard()
-        self._sync_terms()
-        with self._clear_errors():
+        # Each preparation once, or when it applies: nothing to run on
+        # most batches.
+        if self.__dict__.get("_logits_pending") is None:
+            self._prepare_logits_check()
+        if self._check_finite and self.jit_compile:
+            self._prepare_guard()
+        if self._keras_terms:
+            self._sync_terms()
+        try:
             logs = super().train_on_batch(*args, **kwargs)
-            self._raise_recorded()
+            for guard in self._guards.values():
+                if guard.record is not None:  # Skipped steps, under XLA.
+                    guard.raise_recorded()
             return logs
+        except tf.errors.InvalidArgumentError as e:
+            # `_clear_errors`, inline.
+            parsed = _parse_check(e.message)
+            if parsed is None:
+                raise
+            raise _check_error(*parsed) from None
 
     def test_on_batch(self, *args, **kwargs):
         self._sync_terms()

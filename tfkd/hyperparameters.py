@@ -8,9 +8,10 @@ non-trainable variable owned by the layer or model (so it is saved and
 restored with the weights) and checks every assignment:
 
 - read eagerly, the attribute is a Python float;
-- read inside a traced function (the training step), it is the variable's
-  current value, so an assignment takes effect at the next step without
-  recompiling;
+- read inside a traced function or a distiller's step (also one run
+  eagerly, see `in_step`), it is the variable's current value as a
+  float32 tensor, so an assignment takes effect at the next step without
+  recompiling, and an eager step computes what the traced one does;
 - an out-of-range assignment raises exactly as the constructor does.
 
 `tfkd.callbacks.HyperparameterScheduler` assigns them per epoch or step.
@@ -18,6 +19,7 @@ restored with the weights) and checks every assignment:
 
 import math
 import numbers
+import threading
 
 import keras
 import numpy as np
@@ -92,6 +94,19 @@ def any_finite(value, name):
     return value
 
 
+#: `in_step.active`: whether a distiller's step is running in this thread
+#: (`tf.distribute` replicas run it in threads of their own). The step
+#: reads hyperparameters as their variables' values (float32 tensors),
+#: also when it runs eagerly (`run_eagerly=True`), as a traced step does.
+in_step = threading.local()
+
+
+def live():
+    """Whether hyperparameters read as tensors here (inside a traced
+    function, or a distiller's step, see `in_step`)."""
+    return tf.inside_function() or getattr(in_step, "active", False)
+
+
 def to_python(value):
     """A float32 value as the Python float it was set from (`0.3`, not
     `0.30000001192092896`): NumPy's shortest repr of the float32."""
@@ -144,15 +159,15 @@ class Hyperparameter:
     def __get__(self, obj, objtype=None):
         if obj is None:
             return self
-        variable = self.variable(obj)
+        variable = obj.__dict__.get(self.slot)
         if variable is None:
             raise AttributeError(
                 f"Hyperparameter {self.name!r} of {type(obj).__name__} is "
                 f"not set yet."
             )
-        if tf.inside_function():
-            # The traced step reads the variable, so later assignments
-            # take effect without retracing.
+        if tf.inside_function() or getattr(in_step, "active", False):
+            # The step reads the variable, so later assignments take
+            # effect without retracing.
             return tf.cast(tf.convert_to_tensor(variable.value), tf.float32)
         return to_python(variable.numpy())
 
@@ -238,9 +253,13 @@ class DistillerHyperparameters:
         """`(w_s, [w_i])` used by the next step (tensors inside a step)."""
         paper = self.paper_weights()
         if paper is None:
-            return (self._student_loss_weight,
-                    [self._weight_value(v) for v in
-                     self._term_weight_variables])
+            tensors = tf.inside_function() or getattr(in_step, "active", False)
+            weights = []
+            for variable in self._term_weight_variables:
+                weights.append(
+                    tf.cast(tf.convert_to_tensor(variable.value), tf.float32)
+                    if tensors else to_python(variable.numpy()))
+            return self._student_loss_weight, weights
         a, b, s = paper
         denominator = s - a
         if isinstance(denominator, (int, float)) and not isinstance(
@@ -253,12 +272,6 @@ class DistillerHyperparameters:
                                              tf.cast(denominator, tf.float32))
                        for bi in b]
         return a / s, weights
-
-    @staticmethod
-    def _weight_value(variable):
-        if tf.inside_function():
-            return tf.cast(tf.convert_to_tensor(variable.value), tf.float32)
-        return to_python(variable.numpy())
 
     def _derived(self, what):
         return ValueError(
@@ -276,7 +289,7 @@ class DistillerHyperparameters:
     def student_loss_weight(self):
         """Weight `w_s` of the student loss (a float; live, assignable)."""
         value = self.loss_weights()[0]
-        return value if tf.inside_function() else float(value)
+        return value if live() else float(value)
 
     @student_loss_weight.setter
     def student_loss_weight(self, value):
@@ -288,7 +301,7 @@ class DistillerHyperparameters:
     def distillation_loss_weights(self):
         """The terms' weights `w_i` (floats; assign a list to change them)."""
         weights = self.loss_weights()[1]
-        if tf.inside_function():
+        if live():
             return weights
         return [float(w) for w in weights]
 

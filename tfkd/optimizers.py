@@ -21,10 +21,12 @@ import warnings
 import keras
 import tensorflow as tf
 
+from tfkd.checks import IMAGES_KEY
 from tfkd.checks import _GRADIENTS
 from tfkd.checks import _IMAGES
 from tfkd.checks import _LOSSES
 from tfkd.checks import _check_error
+from tfkd.losses._utils import num_replicas
 
 
 def _finite_examples(images):
@@ -63,50 +65,41 @@ def _non_finite_names(losses):
         tf.boolean_mask(names, tf.logical_not(finite)), separator=", ")
 
 
-def _losses_finite(losses):
-    """`(all finite, int64 bit mask of the non-finite ones)` of the scalars
-    `losses` (`{name: scalar}`, bit `i` for the `i`-th), else `None`."""
-    if not losses:
-        return None
-    finite = tf.stack([tf.reduce_all(tf.math.is_finite(
-        tf.cast(value, tf.float32))) for value in losses.values()])
-    bits = tf.bitwise.left_shift(
-        tf.constant(1, tf.int64), tf.range(len(losses), dtype=tf.int64))
-    mask = tf.reduce_sum(tf.where(finite, tf.zeros_like(bits), bits))
-    return tf.reduce_all(finite), mask
-
-
-def _all_finite(gradients):
-    flags = []
-    for g in gradients:
-        if g is None:
-            continue
-        if isinstance(g, tf.IndexedSlices):
-            g = g.values
-        flags.append(tf.reduce_all(tf.math.is_finite(g)))
-    return tf.reduce_all(tf.stack(flags)) if flags else None
-
-
 def _step_number(optimizer):
-    if optimizer is None:
-        return tf.constant(-1, tf.int64)
     return tf.cast(optimizer.iterations, tf.int64)
 
 
-def assert_finite_images(images, optimizer):
+def assert_finite_images(images, iterations=None):
     """`images`, asserted free of NaN / Inf before the step uses them.
 
-    The assertion names the optimizer step and the first bad example of the
-    batch; the distiller turns it into a `NonFiniteDataError`.
+    The assertion names the optimizer step (`iterations`, the optimizer's
+    step counter; step -1 when `None`, before `compile`) and the first bad
+    example of the batch; the distiller turns it into a
+    `NonFiniteDataError`. A batch carrying cached teacher outputs (a dict
+    with the images under `"images"`) is returned with its images checked.
     """
-    finite = _finite_examples(images)
+    if isinstance(images, dict) and IMAGES_KEY in images:
+        return {**images, IMAGES_KEY: assert_finite_images(
+            images[IMAGES_KEY], iterations)}
+    # As `_finite_examples` (inline: it runs every step).
+    finite = None
+    for leaf in tf.nest.flatten(images):
+        leaf = tf.convert_to_tensor(leaf)
+        if leaf.dtype.is_floating:
+            ok = tf.reduce_all(tf.reshape(tf.math.is_finite(leaf),
+                                          [tf.shape(leaf)[0], -1]), axis=1)
+            finite = ok if finite is None else tf.logical_and(finite, ok)
     if finite is None:
+        return images
+    all_finite = tf.reduce_all(finite)
+    if tf.executing_eagerly() and bool(all_finite):
+        # Nothing to assert, nor to name (run eagerly).
         return images
     first_bad = _global_index(tf.argmin(tf.cast(finite, tf.int32),
                                         output_type=tf.int64), finite)
-    check = tf.debugging.Assert(
-        tf.reduce_all(finite),
-        [_IMAGES, _step_number(optimizer), first_bad])
+    step = tf.constant(-1, tf.int64) if iterations is None else tf.cast(
+        iterations, tf.int64)
+    check = tf.debugging.Assert(all_finite, [_IMAGES, step, first_bad])
     with tf.control_dependencies([check]):
         return tf.nest.map_structure(tf.identity, images)
 
@@ -191,32 +184,50 @@ class FiniteGuard:
             after: Optional callable run right after the update, and
                 skipped with it (e.g. the terms' state writes).
         """
-        pairs = list(grads_and_vars)
-        gradients = [g for g, _ in pairs]
-        variables = [v for _, v in pairs]
+        gradients, variables = [], []
+        for gradient, variable in grads_and_vars:
+            gradients.append(gradient)
+            variables.append(variable)
         optimizer = self.inner_optimizer
         # A loss-scale optimizer skips (and recovers from) overflowing
         # float16 gradients itself; the loss is checked under it too.
-        checked = not isinstance(optimizer,
-                                 keras.optimizers.LossScaleOptimizer)
-        grads_finite = _all_finite(gradients) if checked else None
-        losses_finite = _losses_finite(losses)
-        if self.skips:
+        grads_finite = None
+        if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            flags = []
+            for g in gradients:
+                if g is not None:
+                    values = g.values if isinstance(g, tf.IndexedSlices) else g
+                    flags.append(tf.reduce_all(tf.math.is_finite(values)))
+            if flags:
+                grads_finite = tf.reduce_all(tf.stack(flags))
+        # One flag per loss term, in `losses`' order.
+        loss_flags = []
+        for value in (losses or {}).values():
+            loss_flags.append(tf.reduce_all(tf.math.is_finite(
+                tf.cast(value, tf.float32))))
+        losses_finite = tf.reduce_all(tf.stack(loss_flags)) if loss_flags \
+            else None
+        if self.record is not None:
             self._apply_or_skip(gradients, variables, images, grads_finite,
-                                losses, losses_finite, after)
+                                losses, loss_flags, after)
             return
-        # Gradients first: non-finite ones are reported with the loss
-        # terms that are non-finite too.
-        step = _step_number(optimizer)
         checks = []
-        if grads_finite is not None:
-            checks.append(tf.debugging.Assert(
-                grads_finite, [_GRADIENTS, step, _non_finite_names(losses)]))
-        if losses_finite is not None:
-            with tf.control_dependencies(checks):
+        if not (tf.executing_eagerly()
+                and (grads_finite is None or bool(grads_finite))
+                and (losses_finite is None or bool(losses_finite))):
+            # Gradients first: non-finite ones are reported with the loss
+            # terms that are non-finite too. (Run eagerly, a finite step
+            # has nothing to assert, nor to name.)
+            step = _step_number(optimizer)
+            if grads_finite is not None:
                 checks.append(tf.debugging.Assert(
-                    losses_finite[0],
-                    [_LOSSES, step, _non_finite_names(losses)]))
+                    grads_finite,
+                    [_GRADIENTS, step, _non_finite_names(losses)]))
+            if losses_finite is not None:
+                with tf.control_dependencies(checks):
+                    checks.append(tf.debugging.Assert(
+                        losses_finite,
+                        [_LOSSES, step, _non_finite_names(losses)]))
         # Everything the optimizer does waits for the checks, its step
         # counter included: a failed step leaves no trace.
         with tf.control_dependencies(checks):
@@ -228,17 +239,24 @@ class FiniteGuard:
                 after()
 
     def _apply_or_skip(self, gradients, variables, images, grads_finite,
-                       losses, losses_finite, after):
+                       losses, loss_flags, after):
         optimizer = self.inner_optimizer
         finite = _finite_examples(images) if images is not None else None
         images_finite = tf.constant(True) if finite is None else \
             tf.reduce_all(finite)
         ok = images_finite if grads_finite is None else tf.logical_and(
             images_finite, grads_finite)
-        if losses_finite is None:
+        if not loss_flags:
             loss_ok, bad_losses = tf.constant(True), tf.constant(0, tf.int64)
         else:
-            loss_ok, bad_losses = losses_finite
+            # Bit `i` of `bad_losses` set: the `i`-th loss is not finite.
+            finite = tf.stack(loss_flags)
+            bits = tf.bitwise.left_shift(
+                tf.constant(1, tf.int64),
+                tf.range(len(loss_flags), dtype=tf.int64))
+            loss_ok = tf.reduce_all(finite)
+            bad_losses = tf.reduce_sum(tf.where(finite, tf.zeros_like(bits),
+                                                bits))
             # Read back by `raise_recorded` to name the bad terms.
             self._loss_names = list(losses)
         ok = tf.logical_and(ok, loss_ok)
@@ -302,8 +320,54 @@ class FiniteGuard:
 
 
 class FiniteGuardMixin:
-    """The finite guard of `tfkd.Distiller` (a mixin): `check_finite`, and
-    one `FiniteGuard` per optimizer that updates a step's variables."""
+    """The optimizer's side of `tfkd.Distiller`'s steps (a mixin): the
+    variables it updates, the loss it scales, the finite guard
+    (`check_finite`, one `FiniteGuard` per optimizer that updates a step's
+    variables) and the terms' state writes that go with the update."""
+
+    # ------------------------------------------------------------------
+    # The optimizer's side of a step.
+
+    def step_variables(self):
+        """Variables the optimizer updates: the student plus the terms'
+        trainable parts (adapters, regressors)."""
+        seen, variables = set(), []
+        parts = [self.student.trainable_variables]
+        for term in self._terms:
+            parts.append(term.trainable_weights)
+        for part in parts:
+            for v in part:
+                if id(v) not in seen:
+                    seen.add(id(v))
+                    variables.append(v)
+        return variables
+
+    def _scaled(self, total, optimizer=None):
+        # Per-replica mean -> global mean under tf.distribute, as
+        # keras.src.losses.loss.scale_loss_for_distribution does.
+        replicas = num_replicas()
+        loss = total / replicas if replicas > 1 else total
+        return (optimizer or self.optimizer).scale_loss(loss)
+
+    def apply_term_state_updates(self):
+        """Writes the state the terms computed in this step's forward pass
+        (CRD's memory banks and counters, ...): called right after the
+        optimizer update, so a step the finite guard refuses changes
+        neither weights nor term state."""
+        pending = getattr(self._term_state, "updates", None)
+        if pending:
+            updates = list(pending)
+            pending.clear()
+            for update in updates:
+                update()
+
+    def optimizer_variables(self):
+        """Variables the optimizer is built on (every variable any step may
+        update; by default `step_variables()`)."""
+        return self.step_variables()
+
+    # ------------------------------------------------------------------
+    # The finite guard: nothing non-finite reaches the weights.
 
     @property
     def check_finite(self):
@@ -366,15 +430,25 @@ class FiniteGuardMixin:
             if after is not None:
                 after()
             return
-        self.guard(optimizer).apply_gradients(
+        guard = self._guards.get(id(optimizer))
+        if guard is None or guard.inner_optimizer is not optimizer:
+            guard = self.guard(optimizer)
+        guard.apply_gradients(
             zip(gradients, variables), losses=losses, images=images,
             after=after)
+
+    #: The step counter the image check names (`optimizer.iterations`,
+    #: set by `compile`); `None` before, when a bad image is named at step
+    #: -1.
+    _iterations = None
 
     def _guard_in_xla(self):
         """Whether the guard skips steps instead of asserting (XLA ignores
         `tf.debugging.Assert`)."""
-        guard = self._guards.get(id(getattr(self, "optimizer", None)))
-        return guard is not None and guard.skips and bool(self.jit_compile)
+        if self._iterations is None or not self.jit_compile:
+            return False
+        guard = self._guards.get(id(self.optimizer))
+        return guard is not None and guard.skips
 
     def _prepare_guard(self):
         """Creates the guards' records of skipped steps when the step will

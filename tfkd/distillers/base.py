@@ -11,12 +11,15 @@ Keras's losses as terms in `tfkd.terms.keras_losses`, saving in
 `tfkd.saving`. Presets (`CorrelationDistiller`, ...) are thin subclasses.
 """
 
+import inspect
+import threading
+
 import keras
 import tensorflow as tf
 
 from tfkd import _compat
 from tfkd import hyperparameters as hp
-from tfkd.checks import IMAGES_KEY  # noqa: F401 (public here too)
+from tfkd.checks import IMAGES_KEY
 from tfkd.checks import TEACHER_FEATURES_KEY  # noqa: F401 (public here too)
 from tfkd.checks import TEACHER_LOGITS_KEY  # noqa: F401
 from tfkd.checks import LabelChecks
@@ -26,9 +29,9 @@ from tfkd.checks import split_cached_inputs
 from tfkd.distillers.taps import TappedForward
 from tfkd.losses._utils import _batch_size
 from tfkd.losses._utils import _mean_over_replicas
-from tfkd.losses._utils import num_replicas
 from tfkd.losses._utils import reduce_term
 from tfkd.optimizers import FiniteGuardMixin
+from tfkd.optimizers import assert_finite_images
 from tfkd.saving import DistillerSaving
 from tfkd.terms.base import LOGITS
 from tfkd.terms.base import DistillationTerm
@@ -179,15 +182,23 @@ class Distiller(TappedForward, LabelChecks, hp.DistillerHyperparameters,
             _as_term(t, i) for i, t in enumerate(terms)])
         object.__setattr__(self, "_keras_terms", [
             t for t in self._terms if isinstance(t, _KerasTerm)])
-        # One attribute per term too: TensorFlow checkpoints
-        # (`tf.train.Checkpoint`, multi-worker backups) do not look into
-        # Keras's tracked lists.
+        # The terms' state writes wait for the checked optimizer update
+        # (`apply_term_state_updates`), in one list per thread for all.
+        object.__setattr__(self, "_term_state", threading.local())
         for i, term in enumerate(self._terms):
             if isinstance(term, DistillationTerm):
+                # One attribute per term too: TensorFlow checkpoints
+                # (`tf.train.Checkpoint`, multi-worker backups) do not look
+                # into Keras's tracked lists.
                 setattr(self, f"_term_{i}", term)
-                # Its state writes wait for the checked optimizer update
-                # (`apply_term_state_updates`).
                 object.__setattr__(term, "defer_state_updates", True)
+                object.__setattr__(term, "_state_local", self._term_state)
+        # What each step reads of a term, once: its taps, whether it pairs
+        # several of them, whether it takes the batch's inputs.
+        object.__setattr__(self, "_term_reads", [
+            (tuple(t.teacher_taps), tuple(t.student_taps),
+             getattr(t, "_several", False), getattr(t, "uses_inputs", False))
+            for t in self._terms])
         self._term_names = self._unique_names()
         self._student_loss_weight = student_loss_weight
         self._set_up_term_weights(distillation_loss_weights)
@@ -202,6 +213,10 @@ class Distiller(TappedForward, LabelChecks, hp.DistillerHyperparameters,
         # `compute_loss` and the guard's message (see `train_step`).
         object.__setattr__(self, "_step_outputs", None)
         object.__setattr__(self, "_step_values", {})
+        # As Keras's trainer: an override of `compute_loss` written before
+        # Keras 3.3 takes no `training`.
+        object.__setattr__(self, "_loss_takes_training", "training" in (
+            inspect.signature(self.compute_loss).parameters))
         # Keras's distiller's three metrics first (the order `evaluate`
         # returns them in), then tfkd's per-term ones.
         self._trackers = [keras.metrics.Mean(name=n) for n in (
@@ -211,9 +226,6 @@ class Distiller(TappedForward, LabelChecks, hp.DistillerHyperparameters,
         # Teacher and student arrive built; marking the distiller built lets
         # `.keras` loading restore optimizer state after compile.
         self.built = True
-
-    # ------------------------------------------------------------------
-    # Construction.
 
     # ------------------------------------------------------------------
     # Terms and hyperparameters.
@@ -254,18 +266,25 @@ class Distiller(TappedForward, LabelChecks, hp.DistillerHyperparameters,
         `inputs` (the batch's inputs, e.g. a dict with an example index)
         is passed to the terms that declare `uses_inputs`.
         """
+        # Writes left pending by a trace that did not run are dropped.
+        pending = getattr(self._term_state, "updates", None)
+        if pending:
+            pending.clear()
         values = {}
-        for name, term in zip(self._term_names, self._terms):
-            if isinstance(term, DistillationTerm):
-                term.take_state_updates()  # Drops any left from a trace.
-            t = [teacher[n] for n in term.teacher_taps]
-            s = [student[n] for n in term.student_taps]
-            several = getattr(term, "_several", False)
-            extra = {"inputs": inputs} if getattr(term, "uses_inputs",
-                                                  False) else {}
-            values[name] = term.call(
-                t if several else t[0], s if several else s[0],
-                labels=y, training=training, **extra)
+        for name, term, (t_taps, s_taps, several, uses_inputs) in zip(
+            self._term_names, self._terms, self._term_reads
+        ):
+            if several:
+                t, s = [], []
+                for n in t_taps:
+                    t.append(teacher[n])
+                for n in s_taps:
+                    s.append(student[n])
+            else:
+                t, s = teacher[t_taps[0]], student[s_taps[0]]
+            extra = {"inputs": inputs} if uses_inputs else {}
+            values[name] = term.call(t, s, labels=y, training=training,
+                                     **extra)
         return values
 
     def compute_terms(self, x, y=None, training=False):
@@ -322,22 +341,31 @@ class Distiller(TappedForward, LabelChecks, hp.DistillerHyperparameters,
             metric sample weights)`.
         """
         teacher, student = outputs or self.forward(x, training)
-        teacher, student, y, sample_weight = _tokens(
-            teacher, student, y, sample_weight)
+        rank = student[LOGITS].shape.rank
+        if rank is not None and rank > 2:
+            teacher, student, y, sample_weight = _tokens(
+                teacher, student, y, sample_weight)
         logits = student[LOGITS]
         y, labelled = self._check_labels(y, logits)
-        values = {
-            f"{name}_loss": reduce_term(value, sample_weight)
-            for name, value in self.term_values(
-                teacher, student, y, training, inputs=x).items()
-        }
-        # Any class id for the unlabelled examples: their student loss
-        # carries weight 0 (the returned labels keep their -1, for
-        # `compute_metrics`).
-        per_example = self.student_loss_values(
-            y if labelled is None else tf.maximum(y, 0), logits)
-        weights = sample_weight
-        if labelled is not None:
+        values = {"student_loss": None}
+        for name, value in self.term_values(teacher, student, y, training,
+                                            inputs=x).items():
+            values[f"{name}_loss"] = reduce_term(value, sample_weight)
+        if labelled is None:
+            values["student_loss"] = reduce_term(
+                self.student_loss_values(y, logits), sample_weight)
+        else:
+            # Any class id for the unlabelled examples: their student loss
+            # carries weight 0 (the returned labels keep their -1, for
+            # `compute_metrics`).
+            if self._student_loss_fn is None and y.dtype == tf.int64:
+                # The default loss on the checked class ids.
+                per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(
+                    labels=tf.maximum(y, 0),
+                    logits=tf.cast(logits, tf.float32))
+            else:
+                per_example = self.student_loss_values(tf.maximum(y, 0),
+                                                       logits)
             mask = tf.cast(labelled, tf.float32)
             weights = mask if sample_weight is None else mask * tf.cast(
                 tf.reshape(sample_weight, [-1]), tf.float32)
@@ -350,62 +378,28 @@ class Distiller(TappedForward, LabelChecks, hp.DistillerHyperparameters,
             # the replicas' average (the engine divides by their number
             # and sums their gradients) is the global sum over the global
             # count, however the labels fall on replicas.
-            student_loss = tf.math.divide_no_nan(
-                tf.reduce_sum(value * weights),
-                _mean_over_replicas(tf.reduce_sum(mask)))
-        else:
-            student_loss = reduce_term(per_example, sample_weight)
-        values = {"student_loss": student_loss, **values}
+            count = tf.reduce_sum(mask)
+            context = tf.distribute.get_replica_context()
+            if context is not None and context.num_replicas_in_sync > 1:
+                count = _mean_over_replicas(count)
+            values["student_loss"] = tf.math.divide_no_nan(
+                tf.reduce_sum(value * weights), count)
+            sample_weight = weights
         w_s, w = self.loss_weights()
         w_s = tf.cast(w_s, tf.float32)
-        distillation = tf.add_n([
-            tf.cast(wi, tf.float32) * values[f"{n}_loss"]
-            for n, wi in zip(self._term_names, w)
-        ])
-        values["distillation_loss"] = distillation
-        total = w_s * student_loss + (1.0 - w_s) * distillation
+        weighted = []
+        for name, wi in zip(self._term_names, w):
+            weighted.append(tf.cast(wi, tf.float32) * values[f"{name}_loss"])
+        distillation = values["distillation_loss"] = tf.add_n(weighted)
+        total = w_s * values["student_loss"] + (1.0 - w_s) * distillation
         if training:
-            regularization = list(self.student.losses) + [
-                loss for t in self._terms for loss in t.losses]
+            regularization = list(self.student.losses)
+            for term in self._terms:
+                regularization += term.losses
             if regularization:
                 total += tf.add_n(
                     [tf.cast(r, tf.float32) for r in regularization])
-        return total, values, logits, y, weights
-
-    # ------------------------------------------------------------------
-    # Steps.
-
-    def step_variables(self):
-        """Variables the optimizer updates: the student plus the terms'
-        trainable parts (adapters, regressors)."""
-        seen, variables = set(), []
-        for v in list(self.student.trainable_variables) + [
-            v for t in self._terms for v in t.trainable_weights
-        ]:
-            if id(v) not in seen:
-                seen.add(id(v))
-                variables.append(v)
-        return variables
-
-    def _scaled(self, total, optimizer=None):
-        # Per-replica mean -> global mean under tf.distribute, as
-        # keras.src.losses.loss.scale_loss_for_distribution does.
-        replicas = num_replicas()
-        loss = total / replicas if replicas > 1 else total
-        return (optimizer or self.optimizer).scale_loss(loss)
-
-    # ------------------------------------------------------------------
-    # The finite guard: nothing non-finite reaches the weights.
-
-    def apply_term_state_updates(self):
-        """Writes the state the terms computed in this step's forward pass
-        (CRD's memory banks and counters, ...): called right after the
-        optimizer update, so a step the finite guard refuses changes
-        neither weights nor term state."""
-        for term in self._terms:
-            if isinstance(term, DistillationTerm):
-                for update in term.take_state_updates():
-                    update()
+        return total, values, logits, y, sample_weight
 
     # ------------------------------------------------------------------
     # The objective and the steps, on Keras's trainer.
@@ -446,63 +440,68 @@ class Distiller(TappedForward, LabelChecks, hp.DistillerHyperparameters,
         """
         step = self._step_outputs
         if step is not None and step[0] is y_pred:
-            outputs = step[1:]
+            outputs, batch = step[1:3], step[3]
         else:
             outputs = self._outputs_for(x, y_pred, training)
+            batch = _batch_size(x)
         total, values, _, _, _ = self.compute_losses(
             x, y, sample_weight, training, outputs=outputs)
         object.__setattr__(self, "_step_values", values)
-        self._update_trackers(total, values, x)
+        self._update_trackers(total, values, x, batch=batch)
         return total
-
-    def _outputs_for(self, x, y_pred, training):
-        """`(teacher, student)` outputs for a direct `compute_loss` call:
-        `y_pred` as the student's logits, the student run only when it is
-        missing or a term taps the student's layers."""
-        teacher = self._teacher_outputs(x)
-        if y_pred is None or self._student_extractor.names:
-            student = self._student_outputs(x, training)
-        else:
-            student = {}
-        if y_pred is not None:
-            student[LOGITS] = y_pred
-        return teacher, student
 
     def _run_step(self, x, y, sample_weight, training, teacher=None):
         """The student's forward pass, then `compute_loss` on it (and on
         `teacher`, the teacher's outputs, computed here when `None`):
         `(loss, the student's logits)`."""
+        images = x[IMAGES_KEY] if isinstance(x, dict) and IMAGES_KEY in x \
+            else x
         if teacher is None:
             teacher = self._teacher_outputs(x)
-        student = self._student_outputs(x, training)
-        if training:
+        student = self._student_extractor(images, training=training)
+        if training and self.__dict__.get("_logits_pending") is not False:
             student = self._logits_checked(x, teacher, student)
         y_pred = student[LOGITS]
-        object.__setattr__(self, "_step_outputs", (y_pred, teacher, student))
+        batch = tf.shape(tf.nest.flatten(images)[0])[0]
+        object.__setattr__(self, "_step_outputs",
+                           (y_pred, teacher, student, batch))
+        # Hyperparameters read as tensors in the step, however it runs.
+        outer = getattr(hp.in_step, "active", False)
+        hp.in_step.active = True
         try:
-            loss = _compat.compute_loss(self, x, y, y_pred, sample_weight,
-                                        training)
+            if self._loss_takes_training:
+                loss = self.compute_loss(x, y, y_pred, sample_weight,
+                                         training=training)
+            else:
+                loss = self.compute_loss(x, y, y_pred, sample_weight)
         finally:
+            hp.in_step.active = outer
             object.__setattr__(self, "_step_outputs", None)
-        _compat.loss_tracker(self).update_state(loss,
-                                                sample_weight=_batch_size(x))
+        self._loss_metric.update_state(loss, sample_weight=batch)
         return loss, y_pred
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         object.__setattr__(self, "_step_values", {})
-        x = self._checked_inputs(x)
+        if self._check_finite and not (self.jit_compile
+                                       and self._guard_in_xla()):
+            x = assert_finite_images(x, self._iterations)  # `_checked_inputs`
         # The frozen teacher runs outside the tape: nothing to record.
         teacher = self._teacher_outputs(x)
         with tf.GradientTape() as tape:
             loss, y_pred = self._run_step(x, y, sample_weight, True, teacher)
-            scaled = self._scaled(loss)
+            # Per-replica mean -> global mean under tf.distribute (see
+            # `_scaled`).
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = self.optimizer.scale_loss(
+                loss / replicas if replicas > 1 else loss)
         # Read after the forward pass: a lazily built student has its
         # variables only now.
         variables = self.step_variables()
         gradients = tape.gradient(scaled, variables)
-        self.apply_checked_gradients(gradients, variables,
-                                     images=split_cached_inputs(x)[0],
+        images = x[IMAGES_KEY] if isinstance(x, dict) and IMAGES_KEY in x \
+            else x
+        self.apply_checked_gradients(gradients, variables, images=images,
                                      losses={"loss": loss,
                                              **self._step_values})
         return self.compute_metrics(x, y, y_pred, sample_weight)
@@ -512,10 +511,12 @@ class Distiller(TappedForward, LabelChecks, hp.DistillerHyperparameters,
         _, y_pred = self._run_step(x, y, sample_weight, False)
         return self.compute_metrics(x, y, y_pred, sample_weight)
 
-    def _update_trackers(self, total, values, x, weights=None):
+    def _update_trackers(self, total, values, x, weights=None, batch=None):
         """Updates the loss metrics (not Keras's `loss`, which the steps
-        update) from `values`, `{metric name: scalar}`."""
-        batch = _batch_size(x)
+        update) from `values`, `{metric name: scalar}`, each weighted by
+        `weights[name]` or the batch size (`batch`, default `x`'s)."""
+        if batch is None:
+            batch = _batch_size(x)
         weights = weights or {}
         for tracker in self._trackers:
             value = total if tracker.name == "total_loss" else values.get(
@@ -569,15 +570,17 @@ class Distiller(TappedForward, LabelChecks, hp.DistillerHyperparameters,
         # replicas/workers (each worker would report its own `loss`).
         with self.distribute_strategy.scope():
             super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
+            # Read by every step: Keras's `loss` tracker and compiled
+            # metrics, and the step counter the finite guard names.
+            object.__setattr__(self, "_loss_metric",
+                               _compat.loss_tracker(self))
+            object.__setattr__(self, "_metrics_container",
+                               _compat.compile_metrics(self))
+            object.__setattr__(self, "_iterations", self.optimizer.iterations)
             # Built now over exactly the variables `fit` updates, so a saved
             # optimizer state loads back in the same order.
             if self.student.built:
                 self.optimizer.build(self.optimizer_variables())
-
-    def optimizer_variables(self):
-        """Variables the optimizer is built on (every variable any step may
-        update; by default `step_variables()`)."""
-        return self.step_variables()
 
     def _default_student_loss(self):
         """The student loss when `compile` gets none (a preset may set

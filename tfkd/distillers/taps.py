@@ -326,6 +326,7 @@ class Extractor:
         for name in taps:
             if name is not LOGITS and name not in self.names:
                 self.names.append(name)
+        self._keys = [LOGITS] + self.names
         self.functional = _compat.is_functional(model)
         self.unwrapped = None
         self._runner = None
@@ -347,7 +348,13 @@ class Extractor:
         for name in self.names:
             tensors[name] = self._plan_tap(graph, name)
         if self.names or self.unwrapped:
-            self._runner = _Runner(graph, model)
+            # One multi-output `keras.Model` over the network's own graph
+            # when every tap is a node of it; a walk of the graph (the
+            # `_Runner`) when a tap lies inside a nested model or the
+            # logits need a layer run without its softmax.
+            self._runner = self._graph_model(graph, tensors)
+            if self._runner is None:
+                self._runner = _Runner(graph, model)
         if any(tensors[name] is None for name in self.names):
             # A nested model's own shapes are looser than what this network
             # feeds it (e.g. a backbone built for any image size): trace the
@@ -363,6 +370,32 @@ class Extractor:
                 "unchanged. Build the model without the final softmax (e.g. "
                 "`classifier_activation=None`) to silence this warning.",
                 UserWarning, stacklevel=4)
+
+    def _graph_model(self, graph, tensors):
+        """`keras.Model(inputs, [logits] + tapped outputs)`, built once
+        from the network's own tensors (no layer is called anew), or `None`
+        when a tap or the logits are not a tensor of its graph."""
+        logits = tensors[LOGITS]
+        if graph.nested or any(tensors[n] is None for n in self.names):
+            return None
+        if graph.unwrap is not None:
+            layer, kind = graph.unwrap
+            node = _compat.producer(logits)[1]
+            if kind != "input" or len(node.input_tensors) != 1:
+                return None
+            logits = node.input_tensors[0]
+        for name in self.names:
+            # An input's tap is the batch as fed (not cast to the input's
+            # dtype, as the model's own call does): read by the graph walk.
+            if isinstance(_compat.producer(tensors[name])[0],
+                          keras.layers.InputLayer):
+                return None
+        outputs = [logits] + [tensors[n] for n in self.names]
+        model = self.model
+        # A Sequential's graph is its inner functional model's.
+        inputs = _compat.functional_graph(model).input
+        return keras.Model(inputs, outputs, name=f"{model.name}_taps",
+                           dtype=model.dtype_policy)
 
     @property
     def outputs(self):
@@ -496,6 +529,8 @@ class Extractor:
         """`{tap: tensor}` for the logits (key `None`) and every tap."""
         if self._runner is None:
             return {LOGITS: self._call_model(x, training)}
+        if isinstance(self._runner, keras.Model):
+            return dict(zip(self._keys, self._runner(x, training=training)))
         logits, found = self._runner(x, training=training)
         return {LOGITS: logits, **{n: found[n] for n in self.names}}
 
@@ -613,14 +648,31 @@ class TappedForward:
             student = self._logits_checked(x, teacher, student)
         return teacher, student
 
+    def _outputs_for(self, x, y_pred, training):
+        """`(teacher, student)` outputs for a direct `compute_loss` call:
+        `y_pred` as the student's logits, the student run only when it is
+        missing or a term taps the student's layers."""
+        teacher = self._teacher_outputs(x)
+        if y_pred is None or self._student_extractor.names:
+            student = self._student_outputs(x, training)
+        else:
+            student = {}
+        if y_pred is not None:
+            student[LOGITS] = y_pred
+        return teacher, student
+
     def _teacher_outputs(self, x):
         """The teacher's `{tap: tensor}` (cached with the data, or one
         frozen forward pass), without gradient."""
-        images, cached = split_cached_inputs(x)
-        if cached is not None:
-            return self._cached_outputs(cached)
-        outputs = self._teacher_extractor(images, training=False)
-        return {k: tf.stop_gradient(v) for k, v in outputs.items()}
+        if isinstance(x, dict) and IMAGES_KEY in x:
+            images, cached = split_cached_inputs(x)
+            if cached is not None:
+                return self._cached_outputs(cached)
+            x = images
+        outputs = self._teacher_extractor(x, training=False)
+        for key, value in outputs.items():
+            outputs[key] = tf.stop_gradient(value)
+        return outputs
 
     def _student_outputs(self, x, training):
         return self._student_extractor(split_cached_inputs(x)[0],
@@ -630,10 +682,7 @@ class TappedForward:
         """`x` with its images asserted finite (see `check_finite`)."""
         if not self._check_finite or self._guard_in_xla():
             return x
-        if isinstance(x, dict) and IMAGES_KEY in x:
-            return {**x, IMAGES_KEY: assert_finite_images(
-                x[IMAGES_KEY], getattr(self, "optimizer", None))}
-        return assert_finite_images(x, getattr(self, "optimizer", None))
+        return assert_finite_images(x, self._iterations)
 
     def _cached_outputs(self, cached):
         logits, features = cached

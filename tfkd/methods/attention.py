@@ -124,6 +124,12 @@ def attention_transfer_loss(teacher_features, student_features, p=2,
     check_rank(t, "teacher_features", rank=4, layout=_FEATURES_LAYOUT)
     check_rank(s, "student_features", rank=4, layout=_FEATURES_LAYOUT)
     _check_attention_shapes(t.shape, s.shape)
+    return _attention_transfer_loss(t, s, p, mode)
+
+
+def _attention_transfer_loss(t, s, p, mode):
+    """`attention_transfer_loss` of float32 maps whose arguments are
+    checked."""
     diff = _attention_map(s, p) - _attention_map(t, p)
     if mode == "code":
         return tf.reduce_mean(tf.square(diff), axis=1)
@@ -232,6 +238,10 @@ class AttentionDistillation(DistillationTerm):
         self.mode = check_option(mode, "mode", ATTENTION_MODES)
 
     def pair_loss(self, teacher_feature, student_feature):
+        if self.shapes_checked:  # Checked once, by `bind`.
+            return _attention_transfer_loss(
+                tf.cast(teacher_feature, tf.float32),
+                tf.cast(student_feature, tf.float32), self.p, self.mode)
         return attention_transfer_loss(teacher_feature, student_feature,
                                        p=self.p, mode=self.mode)
 

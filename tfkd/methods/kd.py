@@ -130,6 +130,11 @@ def kd_loss(teacher_logits, student_logits, temperature=4.0, *,
     t = to_float32(teacher_logits, "teacher_logits")
     s = to_float32(student_logits, "student_logits")
     check_same_shape(t, s, "teacher_logits", "student_logits")
+    return _kd_loss(t, s, temperature, standardize)
+
+
+def _kd_loss(t, s, temperature, standardize):
+    """`kd_loss` of float32 logits whose arguments are checked."""
     if standardize:
         t = _standardize(t, "teacher_logits")
         s = _standardize(s, "student_logits")
@@ -422,6 +427,10 @@ class KDDistillation(_LogitTerm):
 
     def call(self, teacher_outputs, student_outputs, labels=None,
              training=False):
+        if self.shapes_checked:  # Checked once, by `bind`.
+            return _kd_loss(tf.cast(teacher_outputs, tf.float32),
+                            tf.cast(student_outputs, tf.float32),
+                            self.temperature, self.standardize_logits)
         return kd_loss(teacher_outputs, student_outputs,
                                  self.temperature,
                                  standardize_logits=self.standardize_logits)

@@ -285,6 +285,11 @@ class DistillationTerm(keras.layers.Layer,
     #: images, or a dict holding them under `"images"` with per-example
     #: data such as an example index).
     uses_inputs = False
+    #: Set by `bind`: every tapped shape was known there (all but the batch
+    #: size), so the term's shape checks ran once, at bind, and its `call`
+    #: may compute without them (a bound term's function need not check
+    #: again on every step).
+    shapes_checked = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -438,6 +443,9 @@ class DistillationTerm(keras.layers.Layer,
             student_shapes.append(shape)
         self.build_parts(teacher, student, teacher_shapes, student_shapes)
         self._bound_to = key
+        self.shapes_checked = all(
+            shape is not None and None not in shape[1:]
+            for shape in teacher_shapes + student_shapes)
 
     def build_parts(self, teacher, student, teacher_shapes, student_shapes):
         """Creates the adapters a pair needs (or raises on a mismatch).
