@@ -30,12 +30,12 @@ TAPS = ("conv2", "conv2")
 _FAST = {
     "lp": {"k": 3, "gamma": 0.1},
     # One `fit` of one epoch: the hint stage alone (their default,
-    # `stage="both"`, needs an epoch per stage; tests/test_method_paths.py
+    # `stage="both"`, needs an epoch per stage; tests/methods/test_method_paths.py
     # runs it).
     "fitnet": {"stage": 1},
     "correlation": {"stage": 1},
     # No regressor pre-training run in `fit` (its own test is
-    # tests/test_method_paths.py): the battery counts the step's passes.
+    # tests/methods/test_method_paths.py): the battery counts the step's passes.
     "ktan": {"pretrain_steps": 1, "discriminator_width": 4,
              "kd_weight": 0.5, "pretrain_epochs": 0},
     "dln": {"pretrain_steps": 1, "discriminator_width": 4,

@@ -1,4 +1,4 @@
-"""One worker of the multi-worker test (`tests/test_multiworker.py`).
+"""One worker of the multi-worker test (`tests/distillers/test_multiworker.py`).
 
 Run as `python tests/_multiworker_worker.py INIT.npz OUT.npz` with
 `TF_CONFIG` set: builds a `tf.distribute.MultiWorkerMirroredStrategy` from

@@ -98,3 +98,26 @@ def test_private_keras_attributes_only_in_compat():
         if names:
             found[module] = names
     assert found == {}
+
+
+def test_the_tests_tree_mirrors_the_package():
+    """Each folder of `tests/` is a subpackage of `tfkd/` (or the recipes),
+    and every method module `tfkd/methods/NAME.py` has its test file
+    `tests/methods/test_NAME.py`: a reader finds a module's tests where the
+    module is."""
+    tests = os.path.join(ROOT, "tests")
+    for entry in sorted(os.listdir(tests)):
+        path = os.path.join(tests, entry)
+        if not os.path.isdir(path) or entry.startswith((".", "_")):
+            continue
+        assert os.path.isdir(os.path.join(PACKAGE, entry)) or (
+            os.path.isdir(os.path.join(ROOT, entry))), (
+            f"tests/{entry}/ mirrors no folder of tfkd/ (nor of the "
+            "repository root): put its tests where their module is.")
+    methods = os.path.join(PACKAGE, "methods")
+    missing = [name for name in sorted(os.listdir(methods))
+               if name.endswith(".py") and not name.startswith("_")
+               and not os.path.exists(os.path.join(tests, "methods",
+                                                   "test_" + name))]
+    assert not missing, (
+        f"Method modules without tests/methods/test_<module>.py: {missing}")

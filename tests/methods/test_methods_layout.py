@@ -34,7 +34,7 @@ from tfkd.distillers import registry
 from tfkd.terms.base import DistillationTerm
 from tfkd.terms.base import term_classes
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DOCS = os.path.join(ROOT, "docs")
 
 

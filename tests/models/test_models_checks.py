@@ -27,7 +27,7 @@ from tfkd.callbacks import NonFiniteDataError
 from tfkd.callbacks import NonFiniteLossError
 from tfkd.callbacks import StopOnNonFiniteLoss
 
-DOCS = os.path.join(os.path.dirname(__file__), os.pardir, "docs")
+DOCS = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "docs")
 
 
 def _init(seed):

@@ -6,7 +6,7 @@ import os
 
 from tfkd.testing import write_fashion_mnist
 
-_RECIPE = os.path.join(os.path.dirname(__file__), os.pardir, "recipes",
+_RECIPE = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "recipes",
                        "lp_mnist.py")
 
 

@@ -19,7 +19,7 @@ from tfkd.tuning import spaces
 
 from _distiller_cases import all_cases
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_every_declared_method_is_registered_once():

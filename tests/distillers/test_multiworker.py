@@ -77,7 +77,8 @@ def _train_reference(distillers, x, y):
 
 def _start_workers(tmp_path, init_path, ports):
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    script = os.path.join(os.path.dirname(__file__), "_multiworker_worker.py")
+    script = os.path.join(os.path.dirname(__file__), os.pardir,
+                          "_multiworker_worker.py")
     procs, logs, outs = [], [], []
     for index in range(WORKERS):
         env = dict(os.environ)

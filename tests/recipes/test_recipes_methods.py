@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-_RECIPE = os.path.join(os.path.dirname(__file__), os.pardir, "recipes",
+_RECIPE = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "recipes",
                        "methods.py")
 
 

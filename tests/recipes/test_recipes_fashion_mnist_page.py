@@ -7,7 +7,7 @@ import os
 from tfkd.app.reporting import ResultsWriter
 from tfkd.app.reporting import RunResult
 
-_RECIPE = os.path.join(os.path.dirname(__file__), os.pardir, "recipes",
+_RECIPE = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "recipes",
                        "fashion_mnist_page.py")
 
 
@@ -74,7 +74,7 @@ def _table_rows(text, start):
 
 
 def test_readme_fashion_mnist_rows_match_the_results_page():
-    root = os.path.join(os.path.dirname(__file__), os.pardir)
+    root = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir)
     with open(os.path.join(root, "README.md"), encoding="utf-8") as f:
         readme = _table_rows(f.read(), "## Fashion-MNIST")
     with open(os.path.join(root, "docs", "results_fashion_mnist.md"),

@@ -25,7 +25,7 @@ from tfkd.distillers import registry
 from _distiller_cases import TAPS
 from _distiller_cases import _FAST
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_cli_exports_every_methods_saved_distiller(tmp_path):

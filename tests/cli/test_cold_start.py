@@ -22,7 +22,7 @@ from tfkd import _lazy
 from tfkd import _tf_startup
 from tfkd import cli
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HEAVY = ("tensorflow", "keras", "keras_tuner", "matplotlib",
          "tensorflow_datasets", "sklearn")
 # Packages whose public names are imported on first use.

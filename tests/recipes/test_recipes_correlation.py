@@ -11,7 +11,7 @@ import pytest
 import tfkd
 from _recipe_outputs import check_outputs
 
-_RECIPES = os.path.join(os.path.dirname(__file__), os.pardir, "recipes")
+_RECIPES = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "recipes")
 
 
 def _load(name):

@@ -7,7 +7,7 @@ import pytest
 
 from tfkd.cli import report as report_cli
 
-_RECIPE = os.path.join(os.path.dirname(__file__), os.pardir, "recipes",
+_RECIPE = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "recipes",
                        "transfer.py")
 
 

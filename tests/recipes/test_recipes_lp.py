@@ -8,7 +8,7 @@ import pytest
 import tfkd
 from _recipe_outputs import check_outputs
 
-_RECIPE = os.path.join(os.path.dirname(__file__), os.pardir, "recipes",
+_RECIPE = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "recipes",
                        "lp.py")
 
 
