@@ -8,7 +8,7 @@ collecting the distinct `(file, function)` pairs whose file lies in the
 
     python benchmarks/step_functions.py
 
-Target: at most 30 (`tests/test_step_functions.py`); 30 in 10 files now,
+Target: at most 30 (`tests/distillers/test_step_functions.py`); 30 in 10 files now,
 95 before the checks moved to bind time and the taps to one multi-output
 model (Keras's own distiller with two losses: 14 in 2 files).
 """

@@ -10,7 +10,7 @@ import numpy as np
 import tfkd
 from tfkd import testing
 
-_SCRIPT = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks",
+_SCRIPT = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "benchmarks",
                        "step_functions.py")
 
 
