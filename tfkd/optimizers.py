@@ -250,13 +250,14 @@ class FiniteGuard:
             loss_ok, bad_losses = tf.constant(True), tf.constant(0, tf.int64)
         else:
             # Bit `i` of `bad_losses` set: the `i`-th loss is not finite.
-            finite = tf.stack(loss_flags)
+            # Not `finite`: that names the images' finite examples.
+            losses_ok = tf.stack(loss_flags)
             bits = tf.bitwise.left_shift(
                 tf.constant(1, tf.int64),
                 tf.range(len(loss_flags), dtype=tf.int64))
-            loss_ok = tf.reduce_all(finite)
-            bad_losses = tf.reduce_sum(tf.where(finite, tf.zeros_like(bits),
-                                                bits))
+            loss_ok = tf.reduce_all(losses_ok)
+            bad_losses = tf.reduce_sum(tf.where(
+                losses_ok, tf.zeros_like(bits), bits))
             # Read back by `raise_recorded` to name the bad terms.
             self._loss_names = list(losses)
         ok = tf.logical_and(ok, loss_ok)

@@ -530,7 +530,12 @@ class Extractor:
         if self._runner is None:
             return {LOGITS: self._call_model(x, training)}
         if isinstance(self._runner, keras.Model):
-            return dict(zip(self._keys, self._runner(x, training=training)))
+            # A one-output model (a softmax teacher's logits alone) returns
+            # its tensor, not a list of one.
+            outputs = self._runner(x, training=training)
+            if not isinstance(outputs, (list, tuple)):
+                outputs = [outputs]
+            return dict(zip(self._keys, outputs))
         logits, found = self._runner(x, training=training)
         return {LOGITS: logits, **{n: found[n] for n in self.names}}
 
