@@ -176,7 +176,7 @@ class AdversarialDistiller(Distiller):
     def __init__(self, teacher, student, *, teacher_layer_name=None,
                  student_layer_name=None, alpha=0.6, beta=0.5,
                  pretrain_steps=100,
-                 kd_weight=0.0, temperature=KD_TEMPERATURE, regressor=None,
+                 kd_weight=3.0, temperature=KD_TEMPERATURE, regressor=None,
                  discriminator_width=64, pretrain_epochs=1,
                  regressor_pretrained=None, **kwargs):
         teacher_layer, student_layer = layer_name_arguments(

@@ -72,7 +72,7 @@ class AttentionDistiller(FeatureDistiller):
     """
 
     def __init__(self, teacher, student, *, teacher_layer_name=None,
-                 student_layer_name=None, beta=500.0, alpha=0.3,
+                 student_layer_name=None, beta=50.0, alpha=0.3,
                  temperature=KD_TEMPERATURE,
                  p=2, mode="code", adapter=False, stage=None,
                  guided_channels=None, **kwargs):

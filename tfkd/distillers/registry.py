@@ -102,6 +102,12 @@ class MethodSpec:
         if not self.preset:
             arguments["weight"] = self.method.weight
             arguments["student_loss_weight"] = self.method.student_loss_weight
+            if self.method.soft_targets:
+                from tfkd.methods.kd import SOFT_TARGETS
+
+                arguments["soft_target_weight"] = SOFT_TARGETS["weight"]
+                arguments["soft_target_temperature"] = (
+                    SOFT_TARGETS["temperature"])
         arguments.update(self.build_defaults)
         return arguments
 
@@ -264,13 +270,58 @@ def build(name, teacher, student, feature_layers=None, **overrides):
     weight = kwargs.pop("weight", spec.method.weight)
     student_loss_weight = kwargs.pop("student_loss_weight",
                                      spec.method.student_loss_weight)
+    soft = _soft_targets(spec, kwargs, overrides)
     if spec.uses_features:
         kwargs.setdefault("teacher_layer_name", feature_layers[0])
         kwargs.setdefault("student_layer_name", feature_layers[1])
-    term = spec.term(**kwargs)
-    return Distiller(teacher, student, [term],
-                     distillation_loss_weights=[weight],
+    terms, weights = [spec.term(**kwargs)], [weight]
+    if soft is not None:
+        terms.append(soft[0])
+        weights.append(soft[1])
+    return Distiller(teacher, student, terms,
+                     distillation_loss_weights=weights,
                      student_loss_weight=student_loss_weight)
+
+
+def _soft_targets(spec, kwargs, overrides):
+    """`(SoftTargetDistillation term, weight)` a method without a preset
+    adds to its objective (its record's `soft_targets`, at
+    `tfkd.methods.kd.SOFT_TARGETS`), or `None`; pops the
+    `soft_target_*` arguments from `kwargs`.
+
+    Raises:
+        ValueError: If the method takes no soft targets and one is given,
+            or if `soft_target_temperature` is given with
+            `soft_target_weight=0` (no term to use it).
+    """
+    from tfkd import hyperparameters as hp
+    from tfkd.methods.kd import SOFT_TARGETS
+    from tfkd.methods.kd import SoftTargetDistillation
+
+    given = [k for k in ("soft_target_weight", "soft_target_temperature")
+             if k in overrides]
+    if not spec.method.soft_targets:
+        if given:
+            raise ValueError(
+                f"Method {spec.name!r} adds no soft targets to its "
+                f"objective, so it takes no `{given[0]}`. Received: "
+                f"{given[0]}={overrides[given[0]]!r}.")
+        return None
+    weight = hp.non_negative(
+        kwargs.pop("soft_target_weight", SOFT_TARGETS["weight"]),
+        "soft_target_weight")
+    temperature = kwargs.pop("soft_target_temperature",
+                             SOFT_TARGETS["temperature"])
+    if weight == 0:
+        if "soft_target_temperature" in overrides:
+            raise ValueError(
+                "`soft_target_temperature` sets the soft-target term, which "
+                "`soft_target_weight=0` leaves out. Received: "
+                f"soft_target_temperature={temperature!r}, "
+                "soft_target_weight=0. Drop one of them.")
+        return None
+    return SoftTargetDistillation(temperature=temperature, name="soft"), \
+        weight
 
 
 def method_table(links=False):
