@@ -128,7 +128,11 @@ class AdversarialDistiller(Distiller):
         beta: Weight of `L_MSE`, `>= 0`.
         pretrain_steps: Phase-1 steps (the paper's `k`, which it does not
             give), an int `>= 0`.
-        kd_weight: Weight of Hinton's KD term, `>= 0` ("+KD" rows).
+        kd_weight: Weight of Hinton's KD term, `>= 0` (default 3, the
+            paper's "KD+KTAN" form; 0 is KTAN alone): without it the
+            student reads none of the teacher's logits, which loses to the
+            student trained alone where labels are few (digits, 6 labels
+            a class, `docs/results_transfer_digits.md`).
         temperature: KD temperature, `> 0`.
         regressor: Optional `TeacherToStudent` (or any layer mapping the
             teacher map to the student map's shape), taken as trained

@@ -247,6 +247,13 @@ def build(name, teacher, student, feature_layers=None, **overrides):
     spec = get(name)
     kwargs = spec.build_defaults
     kwargs.update(overrides)
+    given = [k for k in ("soft_target_weight", "soft_target_temperature")
+             if k in overrides]
+    if given and not spec.method.soft_targets:
+        raise ValueError(
+            f"Method {name!r} adds no soft targets to its objective (a "
+            f"preset carries its own logit term), so it takes no "
+            f"`{given[0]}`. Received: {given[0]}={overrides[given[0]]!r}.")
     if spec.uses_features:
         if feature_layers is None:
             raise ValueError(
@@ -290,22 +297,14 @@ def _soft_targets(spec, kwargs, overrides):
     `soft_target_*` arguments from `kwargs`.
 
     Raises:
-        ValueError: If the method takes no soft targets and one is given,
-            or if `soft_target_temperature` is given with
+        ValueError: If `soft_target_temperature` is given with
             `soft_target_weight=0` (no term to use it).
     """
     from tfkd import hyperparameters as hp
     from tfkd.methods.kd import SOFT_TARGETS
     from tfkd.methods.kd import SoftTargetDistillation
 
-    given = [k for k in ("soft_target_weight", "soft_target_temperature")
-             if k in overrides]
     if not spec.method.soft_targets:
-        if given:
-            raise ValueError(
-                f"Method {spec.name!r} adds no soft targets to its "
-                f"objective, so it takes no `{given[0]}`. Received: "
-                f"{given[0]}={overrides[given[0]]!r}.")
         return None
     weight = hp.non_negative(
         kwargs.pop("soft_target_weight", SOFT_TARGETS["weight"]),
