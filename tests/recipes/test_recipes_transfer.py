@@ -74,18 +74,22 @@ def test_runs_and_writes_the_table(tmp_path, capsys):
 #: as "at least as good" on `docs/results_transfer_digits.md` (its prose
 #: states this margin).
 NOISE_POINTS = 1.0
+#: Rows the page names as below the student alone.
+EXCEPTIONS = ("`fitnet`",)
 
 
 def test_the_results_page_table_backs_its_defaults_claim():
     """`docs/results_transfer_digits.md` says that with its defaults every
-    method is at least as good as the student alone at both label budgets;
-    its first table (the recipe's output) must show that: no gain below
-    `-NOISE_POINTS`, and the student alone's row present."""
+    method is at least as good as the student alone at both label budgets,
+    except FitNets at 20 labels a class; its first table (the recipe's
+    output) must show exactly that: no gain below `-NOISE_POINTS` but the
+    named exception's, and the student alone's row present."""
     path = os.path.join(os.path.dirname(_RECIPE), os.pardir, "docs",
                         "results_transfer_digits.md")
     with open(path, encoding="utf-8") as f:
         text = f.read()
-    assert "at least as good as the student alone" in text
+    prose = " ".join(text.split())
+    assert "every method is at least as good as the student alone" in prose
     lines = text.splitlines()
     start = lines.index(next(line for line in lines
                              if line.startswith("| method | 6 labels")))
@@ -98,6 +102,11 @@ def test_the_results_page_table_backs_its_defaults_claim():
     assert "student alone (its labels only)" in names
     methods = [row for row in rows if row[0].startswith("`")]
     assert len(methods) >= 10
+    below = {}
     for row in methods:
         gains = [float(row[3]), float(row[4])]
-        assert min(gains) >= -NOISE_POINTS, (row[0], gains)
+        if min(gains) < -NOISE_POINTS:
+            below[row[0]] = gains
+    # The one exception the page names: FitNets at 20 labels a class.
+    assert set(below) == set(EXCEPTIONS), below
+    assert "except FitNets at 20 labels a class" in prose
