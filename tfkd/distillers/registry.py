@@ -231,10 +231,17 @@ def build(name, teacher, student, feature_layers=None, **overrides):
             (ignored by methods that read only the logits, so one call
             serves every method).
         **overrides: Arguments replacing the method's defaults (see
-            `get(name).arguments()`).
+            `get(name).arguments()`). A method whose record has
+            `soft_targets` also takes `soft_target_weight` and
+            `soft_target_temperature` (the added
+            `tfkd.losses.SoftTargetDistillation`; weight 0 leaves it out).
 
     Returns:
         The constructed distiller (not compiled).
+
+    Raises:
+        ValueError: If `soft_target_*` is given to a method without soft
+            targets, or `soft_target_temperature` with weight 0.
 
     Example:
 
