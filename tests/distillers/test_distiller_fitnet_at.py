@@ -155,7 +155,7 @@ def test_attention_objective_and_weight():
         teacher, student, teacher_layer_name=["relu1", "relu2"],
         student_layer_name=["relu1", "relu2"], alpha=0.3,
     )
-    assert distiller.beta == 500.0 and distiller.adapters == []
+    assert distiller.beta == 50.0 and distiller.adapters == []
     x, y = testing.random_images(16)
     distiller.compile(optimizer="sgd")
     r = distiller.evaluate(x, y, batch_size=16, return_dict=True, verbose=0)
@@ -169,10 +169,10 @@ def test_attention_objective_and_weight():
     # L_Class + beta * L_AT, divided by 2 (AttentionDistiller's documented
     # normalisation).
     assert r["loss"] == pytest.approx(
-        (class_loss + 500.0 * r["attention_loss"]) / 2, rel=1e-5)
+        (class_loss + 50.0 * r["attention_loss"]) / 2, rel=1e-5)
     distiller.set_stage(1)
     r1 = distiller.evaluate(x, y, batch_size=16, return_dict=True, verbose=0)
-    assert r1["loss"] == pytest.approx(500.0 * expected, rel=1e-4)
+    assert r1["loss"] == pytest.approx(50.0 * expected, rel=1e-4)
 
 
 def test_attention_spatial_mismatch_and_resize_adapter():

@@ -207,7 +207,8 @@ def test_method_is_registered_with_its_weight():
     distiller = registry.build(
         "cc", testing.tiny_conv_model("t"), testing.tiny_conv_model("s"),
         feature_layers=("pool", "pool"))
-    assert distiller.distillation_loss_weights == [100.0]
+    # The paper's weight, then the soft targets (SOFT_TARGETS).
+    assert distiller.distillation_loss_weights == [100.0, 2.0]
     assert distiller.term("cc").batch_level
 
 

@@ -347,7 +347,8 @@ def test_method_is_registered_with_the_code_defaults():
         0.8, 16384, 128, 0.07, 0.5, None)
     distiller = registry.build("crd", *_pair(),
                                feature_layers=("pool", "pool"))
-    assert distiller.distillation_loss_weights == [0.8]
+    # The paper's weight, then the soft targets (SOFT_TARGETS).
+    assert distiller.distillation_loss_weights == [0.8, 2.0]
     assert distiller.student_loss_weight == 0.5
 
 

@@ -267,7 +267,8 @@ def test_method_is_registered_with_the_papers_weights():
             arguments["temperature"]) == (1.0, 8.0, 4.0)
     distiller = registry.build("dkd", testing.tiny_conv_model("t"),
                                testing.tiny_conv_model("s"))
-    assert distiller.distillation_loss_weights == [1.0]
+    # The paper's weight, then the soft targets (SOFT_TARGETS).
+    assert distiller.distillation_loss_weights == [1.0, 2.0]
     assert distiller.student_loss_weight == 0.5
 
 
@@ -279,20 +280,29 @@ def _pair():
 def test_term_unlabelled_examples_give_zero():
     teacher, student = _pair()
     x, y = testing.random_images(8, seed=4)
-    term = DKDDistillation()
+    term = DKDDistillation(unlabelled_target=None)
     t, s = teacher(x), student(x)
     labels = np.where(np.arange(8) % 2 == 0, -1, y)
     values = term(t, s, labels=labels).numpy()
     assert np.all(values[::2] == 0.0)
     assert np.all(values[1::2] > 0.0)
-    distiller = tfkd.Distiller(teacher, student, [DKDDistillation()])
+    distiller = tfkd.Distiller(teacher, student,
+                               [DKDDistillation(unlabelled_target=None)])
     values = distiller.compute_terms(x, labels)["dkd_loss"].numpy()
     assert np.all(values[::2] == 0.0)
+    # By default an unlabelled example is split at the teacher's top class.
+    top = np.argmax(t.numpy(), axis=-1)
+    values = DKDDistillation()(t, s, labels=labels).numpy()
+    np.testing.assert_allclose(values[::2], dkd_loss(t, s, top).numpy()[::2],
+                               rtol=1e-6)
+    np.testing.assert_allclose(values[1::2], dkd_loss(t, s, y).numpy()[1::2],
+                               rtol=1e-6)
 
 
 def test_unlabelled_examples_give_zero_in_training_steps():
     teacher, student = _pair()
-    distiller = tfkd.Distiller(teacher, student, [DKDDistillation()])
+    distiller = tfkd.Distiller(teacher, student,
+                               [DKDDistillation(unlabelled_target=None)])
     distiller.compile(optimizer="sgd")
     x, _ = testing.random_images(8, seed=4)
     y = np.full((8,), -1, dtype="int32")
@@ -336,7 +346,9 @@ def test_hyperparameters_are_live_and_checked():
 
 def test_warmup_of_the_weight_as_the_authors():
     teacher, student = _pair()
-    distiller = registry.build("dkd", teacher, student)
+    # The authors' objective: without the soft targets tfkd adds.
+    distiller = registry.build("dkd", teacher, student,
+                               soft_target_weight=0.0)
     distiller.compile(optimizer="sgd")
     x, y = testing.random_images(16, seed=7)
     warmup = HyperparameterScheduler({"dkd/weight": linear_warmup(1.0, 20)})
@@ -356,10 +368,12 @@ def test_warmup_of_the_weight_as_the_authors():
 def test_one_hot_labels_and_config_round_trip():
     teacher, student = _pair()
     x, y = testing.random_images(8, seed=8)
-    term = DKDDistillation(alpha=0.5, beta=2.0, temperature=2.0)
+    term = DKDDistillation(alpha=0.5, beta=2.0, temperature=2.0,
+                           unlabelled_target=None)
     one_hot = np.eye(10, dtype="float32")[y]
     np.testing.assert_allclose(
         term(teacher(x), student(x), labels=one_hot).numpy(),
         term(teacher(x), student(x), labels=y).numpy(), rtol=1e-6)
     clone = DKDDistillation.from_config(term.get_config())
-    assert (clone.alpha, clone.beta, clone.temperature) == (0.5, 2.0, 2.0)
+    assert (clone.alpha, clone.beta, clone.temperature,
+            clone.unlabelled_target) == (0.5, 2.0, 2.0, None)

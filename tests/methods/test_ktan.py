@@ -249,7 +249,9 @@ def test_phase_switch_at_exactly_pretrain_steps():
         assert not _same(s_before, _np(distiller.student.weights))
         for name in ("adv_loss", "d_loss", "d_accuracy"):
             assert (logs[name] != 0.0) is adversarial or name == "d_accuracy"
-        expected = (logs["student_loss"] + 0.5 * logs["mse_loss"] + (
+        # The default kd_weight = 3 ("KD+KTAN").
+        expected = (logs["student_loss"] + 0.5 * logs["mse_loss"]
+                    + 3.0 * logs["kd_loss"] + (
             0.6 * logs["adv_loss"] if adversarial else 0.0)) / 2
         assert logs["loss"] == pytest.approx(expected, rel=1e-5)
     assert _same(frozen_before, _np(frozen))

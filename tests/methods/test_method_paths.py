@@ -38,7 +38,11 @@ def _student(template):
 
 def _by_class(method, teacher, template):
     """The documented construction: the preset class, or `tfkd.Distiller`
-    with the method's term, with their own defaults."""
+    with the method's term (with its own defaults), its paper's weight and
+    the soft targets each method page documents:
+    `tfkd.Distiller(teacher, student, [term, SoftTargetDistillation(
+    temperature=0.5)], distillation_loss_weights=[weight, 2.0],
+    student_loss_weight=0.5)`."""
     spec = registry.get(method)
     student = _student(template)
     extra = spec.build_defaults
@@ -46,7 +50,14 @@ def _by_class(method, teacher, template):
               "student_layer_name": TAPS[1]} if spec.uses_features else {}
     if spec.preset:
         return spec.load()(teacher, student, **layers, **extra)
-    return tfkd.Distiller(teacher, student, [spec.term(**layers, **extra)])
+    terms = [spec.term(**layers, **extra)]
+    weights = [spec.method.weight]
+    if spec.method.soft_targets:
+        terms.append(tfkd.losses.SoftTargetDistillation(temperature=0.5))
+        weights.append(2.0)
+    return tfkd.Distiller(teacher, student, terms,
+                          distillation_loss_weights=weights,
+                          student_loss_weight=spec.method.student_loss_weight)
 
 
 def _by_registry(method, teacher, template):

@@ -31,6 +31,7 @@ import tfkd
 import tfkd.methods
 from tfkd import testing
 from tfkd.distillers import registry
+from tfkd.methods.kd import SOFT_TARGETS
 from tfkd.terms.base import DistillationTerm
 from tfkd.terms.base import term_classes
 
@@ -222,6 +223,9 @@ def _signature_defaults(name):
     if not spec.preset:
         defaults["weight"] = spec.method.weight
         defaults["student_loss_weight"] = spec.method.student_loss_weight
+        if spec.method.soft_targets:
+            defaults["soft_target_weight"] = SOFT_TARGETS["weight"]
+            defaults["soft_target_temperature"] = SOFT_TARGETS["temperature"]
     defaults.update(spec.method.build_defaults)
     return defaults
 

@@ -167,7 +167,8 @@ def test_method_is_registered_with_its_weight():
     distiller = registry.build(
         "nst", testing.tiny_conv_model("t"), testing.tiny_conv_model("s"),
         feature_layers=("conv2", "conv2"))
-    assert distiller.distillation_loss_weights == [50.0]
+    # The paper's weight, then the soft targets (SOFT_TARGETS).
+    assert distiller.distillation_loss_weights == [50.0, 2.0]
     assert distiller.term("nst").adapters == []  # sizes match
 
 

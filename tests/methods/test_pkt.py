@@ -177,7 +177,8 @@ def test_method_is_registered_with_the_code_weight():
     distiller = registry.build(
         "pkt", testing.tiny_conv_model("t"), testing.tiny_conv_model("s"),
         feature_layers=("pool", "pool"))
-    assert distiller.distillation_loss_weights == [30000.0]
+    # The paper's weight, then the soft targets (SOFT_TARGETS).
+    assert distiller.distillation_loss_weights == [30000.0, 2.0]
     assert distiller.student_loss_weight == 0.5
     assert distiller.term("pkt").batch_level
 

@@ -221,7 +221,8 @@ def test_method_is_registered_with_the_code_weights():
     distiller = registry.build(
         "rkd", testing.tiny_conv_model("t"), testing.tiny_conv_model("s"),
         feature_layers=("pool", "pool"))
-    assert distiller.distillation_loss_weights == [1.0]
+    # The paper's weight, then the soft targets (SOFT_TARGETS).
+    assert distiller.distillation_loss_weights == [1.0, 2.0]
     assert distiller.student_loss_weight == 0.5
     assert distiller.term("rkd").batch_level
 

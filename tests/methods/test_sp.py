@@ -160,7 +160,8 @@ def test_method_is_registered_with_the_papers_weight():
     distiller = registry.build(
         "sp", testing.tiny_conv_model("t"), testing.tiny_conv_model("s"),
         feature_layers=("conv1", "conv2"))
-    assert distiller.distillation_loss_weights == [3000.0]
+    # The paper's weight, then the soft targets (SOFT_TARGETS).
+    assert distiller.distillation_loss_weights == [3000.0, 2.0]
     assert distiller.student_loss_weight == 0.5
 
 

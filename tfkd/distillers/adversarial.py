@@ -128,7 +128,11 @@ class AdversarialDistiller(Distiller):
         beta: Weight of `L_MSE`, `>= 0`.
         pretrain_steps: Phase-1 steps (the paper's `k`, which it does not
             give), an int `>= 0`.
-        kd_weight: Weight of Hinton's KD term, `>= 0` ("+KD" rows).
+        kd_weight: Weight of Hinton's KD term, `>= 0` (default 3, the
+            paper's "KD+KTAN" form; 0 is KTAN alone): without it the
+            student reads none of the teacher's logits, which loses to the
+            student trained alone where labels are few (digits, 6 labels
+            a class, `docs/results_transfer_digits.md`).
         temperature: KD temperature, `> 0`.
         regressor: Optional `TeacherToStudent` (or any layer mapping the
             teacher map to the student map's shape), taken as trained
@@ -176,7 +180,7 @@ class AdversarialDistiller(Distiller):
     def __init__(self, teacher, student, *, teacher_layer_name=None,
                  student_layer_name=None, alpha=0.6, beta=0.5,
                  pretrain_steps=100,
-                 kd_weight=0.0, temperature=KD_TEMPERATURE, regressor=None,
+                 kd_weight=3.0, temperature=KD_TEMPERATURE, regressor=None,
                  discriminator_width=64, pretrain_epochs=1,
                  regressor_pretrained=None, **kwargs):
         teacher_layer, student_layer = layer_name_arguments(

@@ -4,6 +4,7 @@ import keras
 
 from tfkd import hyperparameters as hp
 from tfkd.distillers.base import Distiller
+from tfkd.methods.kd import SOFT_TARGETS
 from tfkd.methods.kd import SoftTargetDistillation
 from tfkd.methods.lp import LocalityPreservingDistillation
 from tfkd.methods.lp import check_normalize
@@ -90,8 +91,9 @@ class LocalityPreservingDistiller(Distiller):
                             doc="Weight of the soft-target term.")
 
     def __init__(self, teacher, student, *, teacher_layer_name=None,
-                 student_layer_name=None, k=5, gamma=1.0, lam=2.0,
-                 temperature=0.5, sigma=None, normalize="l2", **kwargs):
+                 student_layer_name=None, k=5, gamma=1.0,
+                 lam=SOFT_TARGETS["weight"],
+                 temperature=SOFT_TARGETS["temperature"], sigma=None, normalize="l2", **kwargs):
         teacher_layer, student_layer = layer_name_arguments(
             type(self).__name__, teacher_layer_name, student_layer_name,
             kwargs)

@@ -102,6 +102,12 @@ class MethodSpec:
         if not self.preset:
             arguments["weight"] = self.method.weight
             arguments["student_loss_weight"] = self.method.student_loss_weight
+            if self.method.soft_targets:
+                from tfkd.methods.kd import SOFT_TARGETS
+
+                arguments["soft_target_weight"] = SOFT_TARGETS["weight"]
+                arguments["soft_target_temperature"] = (
+                    SOFT_TARGETS["temperature"])
         arguments.update(self.build_defaults)
         return arguments
 
@@ -225,10 +231,17 @@ def build(name, teacher, student, feature_layers=None, **overrides):
             (ignored by methods that read only the logits, so one call
             serves every method).
         **overrides: Arguments replacing the method's defaults (see
-            `get(name).arguments()`).
+            `get(name).arguments()`). A method whose record has
+            `soft_targets` also takes `soft_target_weight` and
+            `soft_target_temperature` (the added
+            `tfkd.losses.SoftTargetDistillation`; weight 0 leaves it out).
 
     Returns:
         The constructed distiller (not compiled).
+
+    Raises:
+        ValueError: If `soft_target_*` is given to a method without soft
+            targets, or `soft_target_temperature` with weight 0.
 
     Example:
 
@@ -241,6 +254,13 @@ def build(name, teacher, student, feature_layers=None, **overrides):
     spec = get(name)
     kwargs = spec.build_defaults
     kwargs.update(overrides)
+    given = [k for k in ("soft_target_weight", "soft_target_temperature")
+             if k in overrides]
+    if given and not spec.method.soft_targets:
+        raise ValueError(
+            f"Method {name!r} adds no soft targets to its objective (a "
+            f"preset carries its own logit term), so it takes no "
+            f"`{given[0]}`. Received: {given[0]}={overrides[given[0]]!r}.")
     if spec.uses_features:
         if feature_layers is None:
             raise ValueError(
@@ -264,13 +284,50 @@ def build(name, teacher, student, feature_layers=None, **overrides):
     weight = kwargs.pop("weight", spec.method.weight)
     student_loss_weight = kwargs.pop("student_loss_weight",
                                      spec.method.student_loss_weight)
+    soft = _soft_targets(spec, kwargs, overrides)
     if spec.uses_features:
         kwargs.setdefault("teacher_layer_name", feature_layers[0])
         kwargs.setdefault("student_layer_name", feature_layers[1])
-    term = spec.term(**kwargs)
-    return Distiller(teacher, student, [term],
-                     distillation_loss_weights=[weight],
+    terms, weights = [spec.term(**kwargs)], [weight]
+    if soft is not None:
+        terms.append(soft[0])
+        weights.append(soft[1])
+    return Distiller(teacher, student, terms,
+                     distillation_loss_weights=weights,
                      student_loss_weight=student_loss_weight)
+
+
+def _soft_targets(spec, kwargs, overrides):
+    """`(SoftTargetDistillation term, weight)` a method without a preset
+    adds to its objective (its record's `soft_targets`, at
+    `tfkd.methods.kd.SOFT_TARGETS`), or `None`; pops the
+    `soft_target_*` arguments from `kwargs`.
+
+    Raises:
+        ValueError: If `soft_target_temperature` is given with
+            `soft_target_weight=0` (no term to use it).
+    """
+    from tfkd import hyperparameters as hp
+    from tfkd.methods.kd import SOFT_TARGETS
+    from tfkd.methods.kd import SoftTargetDistillation
+
+    if not spec.method.soft_targets:
+        return None
+    weight = hp.non_negative(
+        kwargs.pop("soft_target_weight", SOFT_TARGETS["weight"]),
+        "soft_target_weight")
+    temperature = kwargs.pop("soft_target_temperature",
+                             SOFT_TARGETS["temperature"])
+    if weight == 0:
+        if "soft_target_temperature" in overrides:
+            raise ValueError(
+                "`soft_target_temperature` sets the soft-target term, which "
+                "`soft_target_weight=0` leaves out. Received: "
+                f"soft_target_temperature={temperature!r}, "
+                "soft_target_weight=0. Drop one of them.")
+        return None
+    return SoftTargetDistillation(temperature=temperature, name="soft"), \
+        weight
 
 
 def method_table(links=False):

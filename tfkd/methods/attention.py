@@ -217,8 +217,9 @@ class AttentionDistillation(DistillationTerm):
         preset="tfkd.distillers.attention:AttentionDistiller",
         build_defaults={"adapter": True},
         search_space={
-            # The authors' beta = 1000 / 2 per pair with the code form.
-            "beta": {"type": "float", "min_value": 50.0,
+            # The default beta = 50 per pair, a tenth of the authors'
+            # 1000 / 2 with the code form (see AttentionDistiller).
+            "beta": {"type": "float", "min_value": 5.0,
                      "max_value": 5000.0, "sampling": "log"},
             "alpha": {"type": "float", "min_value": 0.3, "max_value": 1.0},
             "temperature": {"type": "float", "min_value": 1.0,

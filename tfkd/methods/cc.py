@@ -164,6 +164,7 @@ class CorrelationCongruenceDistillation(DistillationTerm):
         paper="Peng et al., ICCV 2019",
         weight=100.0,
         student_loss_weight=0.5,
+        soft_targets=True,
         search_space={
             "weight": {"type": "float", "min_value": 10.0,
                        "max_value": 1000.0, "sampling": "log"},

@@ -529,6 +529,7 @@ class ContrastiveRepresentationDistillation(DistillationTerm):
         paper="Tian et al., ICLR 2020",
         weight=0.8,
         student_loss_weight=0.5,
+        soft_targets=True,
         # The paper's ablations: K from 16 to 16384, tau from 0.02 to 0.3;
         # beta 0.8 on CIFAR-100 (0.2 on CIFAR-10 in other codes).
         search_space={

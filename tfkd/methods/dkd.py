@@ -98,8 +98,23 @@ def _split_log_probs(z, mask):
     return log_b, log_p_hat
 
 
+#: Values of `unlabelled_target`: `"teacher"` (an example without a label
+#: is split at the teacher's top class) or `None` (its loss is 0).
+UNLABELLED_TARGETS = ("teacher", None)
+
+
+def check_unlabelled_target(value):
+    """Returns `value` if it is a valid `unlabelled_target`, else raises."""
+    if value not in UNLABELLED_TARGETS or isinstance(value, bool):
+        raise ValueError(
+            "`unlabelled_target` must be 'teacher' (split an unlabelled "
+            "example at the teacher's top class) or None (its loss is 0). "
+            f"Received: unlabelled_target={value!r}.")
+    return value
+
+
 def dkd_loss(teacher_logits, student_logits, labels, *, alpha=1.0, beta=8.0,
-             temperature=4.0):
+             temperature=4.0, unlabelled_target=None):
     """Decoupled knowledge distillation loss, per example.
 
     DKD splits Hinton's KD at the ground-truth class `y`. With
@@ -120,7 +135,10 @@ def dkd_loss(teacher_logits, student_logits, labels, *, alpha=1.0, beta=8.0,
 
     Examples without a target class in `[0, num_classes)` — label `-1`,
     tfkd's mark of an unlabelled example, or an all-zero one-hot row — have
-    no target/non-target split: their loss is 0.
+    no target/non-target split: with `unlabelled_target=None` (the
+    function's default) their loss is 0; with `"teacher"` they are split
+    at the teacher's top class (`argmax` of `teacher_logits`), so every
+    example is distilled.
 
     The authors' code also ramps the whole DKD term up linearly over the
     first 20 epochs (`min(epoch / 20, 1)`) and adds the cross entropy with
@@ -139,6 +157,8 @@ def dkd_loss(teacher_logits, student_logits, labels, *, alpha=1.0, beta=8.0,
             paper tunes it per teacher-student pair, e.g. 0.5 on ImageNet).
         temperature: Softening temperature `T > 0` (CIFAR-100: 4,
             ImageNet: 1).
+        unlabelled_target: `None` (an example without a label gives 0) or
+            `"teacher"` (it is split at the teacher's top class).
 
     Returns:
         Tensor of shape `(batch,)`, float32.
@@ -158,6 +178,16 @@ def dkd_loss(teacher_logits, student_logits, labels, *, alpha=1.0, beta=8.0,
     >>> round(float(dkd_loss(t, s, [0], alpha=0.0, beta=1.0)[0]), 4)
     1.3196
 
+    An unlabelled example (`-1`) gives 0, or, with
+    `unlabelled_target="teacher"`, the loss at the teacher's top class
+    (here class 0, its label above):
+
+    >>> float(dkd_loss(t, s, [-1], alpha=0.0, beta=1.0)[0])
+    0.0
+    >>> round(float(dkd_loss(t, s, [-1], alpha=0.0, beta=1.0,
+    ...                      unlabelled_target="teacher")[0]), 4)
+    1.3196
+
     Reference:
         Zhao, Cui, Song, Qiu, Liang, "Decoupled Knowledge Distillation",
         CVPR 2022. Code: https://github.com/megvii-research/mdistiller
@@ -166,6 +196,7 @@ def dkd_loss(teacher_logits, student_logits, labels, *, alpha=1.0, beta=8.0,
     alpha = check_live(check_non_negative, alpha, "alpha")
     beta = check_live(check_non_negative, beta, "beta")
     temperature = check_live(check_positive, temperature, "temperature")
+    unlabelled_target = check_unlabelled_target(unlabelled_target)
     t = to_float32(teacher_logits, "teacher_logits")
     s = to_float32(student_logits, "student_logits")
     check_rank(t, "teacher_logits", rank=2, layout="(batch, num_classes)")
@@ -174,6 +205,12 @@ def dkd_loss(teacher_logits, student_logits, labels, *, alpha=1.0, beta=8.0,
         t, "teacher_logits", -1, 2, "classes",
         "DKD splits the classes into the target and the others.")
     mask, valid = _target_mask(labels, t)
+    if unlabelled_target == "teacher":
+        top = tf.one_hot(tf.argmax(t, axis=-1, output_type=tf.int32),
+                         tf.shape(t)[-1], on_value=True, off_value=False,
+                         dtype=tf.bool)
+        mask = tf.where(valid[:, None], mask, top)
+        valid = tf.ones_like(valid)
 
     log_b_t, log_p_hat_t = _split_log_probs(t / temperature, mask)
     log_b_s, log_p_hat_s = _split_log_probs(s / temperature, mask)
@@ -204,8 +241,10 @@ class DKDDistillation(_LogitTerm):
 
     The term reads the logits of both networks and the batch's labels
     (integer ids or one-hot). An example without a target class (label
-    `-1`, tfkd's mark of an unlabelled example) has no split: its value is
-    0. `alpha`, `beta` and `temperature` are live hyperparameters
+    `-1`, tfkd's mark of an unlabelled example) is split at the teacher's
+    top class (`unlabelled_target="teacher"`, the default: unlabelled
+    images are distilled too) or gives 0 (`unlabelled_target=None`, the
+    paper's labelled-only setting). `alpha`, `beta` and `temperature` are live hyperparameters
     (`tfkd.hyperparameters.Hyperparameter`): assign them, or schedule them
     with `tfkd.callbacks.HyperparameterScheduler`, during training.
 
@@ -228,6 +267,8 @@ class DKDDistillation(_LogitTerm):
             ImageNet: 1).
         warmup_epochs: Epochs of the linear warm-up of the term's weight,
             an int `>= 0` (the authors' code: 20; 0: no warm-up).
+        unlabelled_target: `"teacher"` (default: an unlabelled example is
+            split at the teacher's top class) or `None` (its value is 0).
         **kwargs: Layer arguments; `name` (default `"dkd"`) names the
             term's metric (`dkd_loss`).
 
@@ -260,6 +301,7 @@ class DKDDistillation(_LogitTerm):
         uses_features=False,
         weight=1.0,
         student_loss_weight=0.5,
+        soft_targets=True,
         # The paper keeps alpha = 1 and varies beta (1-10 on CIFAR-100,
         # 0.5 on ImageNet) and T (4 on CIFAR-100, 1 on ImageNet).
         search_space={
@@ -277,7 +319,7 @@ class DKDDistillation(_LogitTerm):
     temperature = hp.Hyperparameter(hp.positive, doc="Softening temperature.")
 
     def __init__(self, alpha=1.0, beta=8.0, temperature=4.0,
-                 warmup_epochs=20, **kwargs):
+                 warmup_epochs=20, unlabelled_target="teacher", **kwargs):
         kwargs.setdefault("name", "dkd")
         if isinstance(warmup_epochs, bool) or not isinstance(
             warmup_epochs, int
@@ -291,6 +333,7 @@ class DKDDistillation(_LogitTerm):
         self.beta = beta
         self.temperature = temperature
         self.warmup_epochs = warmup_epochs
+        self.unlabelled_target = check_unlabelled_target(unlabelled_target)
         # The weight the warm-up ramps to: read at the first `fit` (a later
         # `fit` continues the same ramp instead of ramping to the value the
         # ramp left).
@@ -318,15 +361,18 @@ class DKDDistillation(_LogitTerm):
                 "and needs the batch's labels. Received: labels=None. Pass "
                 "labels (`fit(x, y)`, `compute_terms(x, y)`, or "
                 "`compute_loss(teacher_logits, student_logits, labels=y)`); "
-                "-1 marks an unlabelled example (its value is 0)."
+                "-1 marks an unlabelled example (split at the teacher's top "
+                "class, or 0 with unlabelled_target=None)."
             )
         return dkd_loss(teacher_outputs, student_outputs, labels,
                         alpha=self.alpha, beta=self.beta,
-                        temperature=self.temperature)
+                        temperature=self.temperature,
+                        unlabelled_target=self.unlabelled_target)
 
     def get_config(self):
         config = super().get_config()
         config.update({"alpha": self.alpha, "beta": self.beta,
                        "temperature": self.temperature,
-                       "warmup_epochs": self.warmup_epochs})
+                       "warmup_epochs": self.warmup_epochs,
+                       "unlabelled_target": self.unlabelled_target})
         return config

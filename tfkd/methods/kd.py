@@ -482,3 +482,12 @@ class SoftTargetDistillation(_LogitTerm):
         config = super().get_config()
         config["temperature"] = self.temperature
         return config
+
+
+#: The teacher's soft targets that the feature-only methods (those whose
+#: record has `soft_targets=True`) add to their default objective, as the
+#: LP paper's eq. 8 adds them to its LP term: `SoftTargetDistillation` at
+#: temperature `τ = 0.5` with weight `λ = 2` in the paper's
+#: `CE + λ · H(P_T^τ, P_S^τ) + ...` (LP's own defaults, `lam` and
+#: `temperature` of `tfkd.LocalityPreservingDistiller`, read these too).
+SOFT_TARGETS = {"temperature": 0.5, "weight": 2.0}

@@ -164,6 +164,7 @@ class NeuronSelectivityDistillation(DistillationTerm):
         build_defaults={"adapter": True},
         weight=50.0,
         student_loss_weight=0.5,
+        soft_targets=True,
         search_space={
             "weight": {"type": "float", "min_value": 5.0,
                        "max_value": 500.0, "sampling": "log"},

@@ -147,6 +147,7 @@ class ProbabilisticTransferDistillation(DistillationTerm):
         paper="Passalis & Tefas, ECCV 2018",
         weight=30000.0,
         student_loss_weight=0.5,
+        soft_targets=True,
         search_space={
             "weight": {"type": "float", "min_value": 3000.0,
                        "max_value": 300000.0, "sampling": "log"},

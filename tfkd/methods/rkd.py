@@ -211,6 +211,7 @@ class RelationalDistillation(DistillationTerm):
         paper="Park et al., CVPR 2019",
         weight=1.0,
         student_loss_weight=0.5,
+        soft_targets=True,
         # RepDistiller's 25 / 50 for the means (ratio 1:2 as the paper's
         # lambda_D = 1, lambda_A = 2 for sums), searched around them.
         search_space={

@@ -130,6 +130,7 @@ class SimilarityPreservingDistillation(DistillationTerm):
                     "similarity matrices",
         paper="Tung & Mori, ICCV 2019",
         weight=3000.0,
+        soft_targets=True,
         search_space={
             "weight": {"type": "float", "min_value": 300.0,
                        "max_value": 30000.0, "sampling": "log"},

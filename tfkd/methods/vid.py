@@ -191,6 +191,7 @@ class VariationalInformationDistillation(DistillationTerm):
         paper="Ahn et al., CVPR 2019",
         weight=1.0,
         student_loss_weight=0.5,
+        soft_targets=True,
         search_space={
             "weight": {"type": "float", "min_value": 0.1, "max_value": 10.0,
                        "sampling": "log"},

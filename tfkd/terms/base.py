@@ -74,6 +74,13 @@ class Method:
             weight in front of the term).
         student_loss_weight: Without a preset: the default student loss
             weight.
+        soft_targets: Without a preset: whether the method's default
+            objective adds the teacher's soft targets
+            (`tfkd.losses.SoftTargetDistillation`, named `soft`, at the
+            temperature and weight of `tfkd.methods.kd.SOFT_TARGETS`, the
+            LP paper's eq. 8 setting) beside its own term. The method then
+            takes `soft_target_weight` and `soft_target_temperature`;
+            `soft_target_weight=0.0` builds its paper's objective alone.
     """
 
     name: str
@@ -87,6 +94,7 @@ class Method:
     embedding: bool = False
     weight: float = 1.0
     student_loss_weight: float = 0.5
+    soft_targets: bool = False
 
 
 _TERM_CLASSES = []
