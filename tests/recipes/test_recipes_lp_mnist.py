@@ -2,8 +2,10 @@
 paper's Table III and Fig. 2 protocols, 1 seed, tiny budgets."""
 
 import importlib.util
+import json
 import os
 
+import tfkd
 from tfkd.testing import write_fashion_mnist
 
 _RECIPE = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "recipes",
@@ -22,10 +24,15 @@ def test_table3_and_fig2_run_and_write(tmp_path):
     write_fashion_mnist(str(data_dir), n_train=120, n_test=40)
     out = tmp_path / "out"
     recipe = _load_recipe()
-    results = recipe.main(["--seeds", "0", "--epochs", "2",
+    # Fig. 2's own budget differs from Table III's in every flag, so each
+    # flag is seen to change the Fig. 2 run (and not Table III's).
+    results = recipe.main(["--part", "fig2", "table3", "--seeds", "0",
+                           "--epochs", "2",
                            "--teacher-epochs", "1", "--batch-size", "32",
-                           "--width", "0.125", "--data-dir", str(data_dir),
-                           "--out", str(out)])
+                           "--fig2-epochs", "1", "--fig2-teacher-epochs", "2",
+                           "--fig2-train-examples", "50",
+                           "--fig2-width", "0.125", "--data-dir",
+                           str(data_dir), "--out", str(out)])
     table3 = {r["method"]: r for r in results["table3"]}
     assert set(table3) == {"lp_mnist_teacher/teacher",
                            "lp_mnist_student/student", "lp_mnist_student/kd",
@@ -35,9 +42,47 @@ def test_table3_and_fig2_run_and_write(tmp_path):
         assert row["n"] == 1
         assert abs(row["last_mean"] / 2.5 - round(row["last_mean"] / 2.5)) \
             < 1e-6
+    # Table III kept its own budget: 1 teacher epoch, 2 student epochs.
+    runs = [json.loads(p.read_text()) for p in (out / "table3").glob("*.json")]
+    epochs = {r["method"].split("/")[-1]: r["hyperparameters"]["epochs"]
+              for r in runs}
+    assert epochs == {"teacher": 1, "student": 2, "kd": 2, "fitnet": 2,
+                      "lp": 2}
     fig2 = results["fig2"][0]
     assert set(fig2) == {"teacher", "student", "fitnet", "lp"}
+    record = results["fig2_records"][0]
+    # --fig2-teacher-epochs 2, --fig2-epochs 1 (FitNets: 1 hint epoch, then
+    # at least 1 of eq. 2), --fig2-train-examples 50, --fig2-width 0.125.
+    assert record["epochs"] == {"teacher": 2, "student": 1, "fitnet": 2,
+                                "lp": 1}
+    assert record["train_examples"] == 50
+    assert record["parameters"]["teacher"] == tfkd.models.lenetpp_teacher(
+        width=0.125).count_params()
+    assert record["parameters"]["lp"] == tfkd.models.lenetpp_student(
+        width=0.125).count_params()
+    # Written as it arrived: the per-seed records and the figure.
+    assert json.loads((out / "fig2.json").read_text()) == json.loads(
+        json.dumps(results["fig2_records"]))
     assert (out / "fig2.png").stat().st_size > 10_000
+    # `--part fig2 table3`: Fig. 2 ran (and was written) first.
+    assert (out / "fig2.png").stat().st_mtime_ns < min(
+        p.stat().st_mtime_ns for p in (out / "table3").glob("*.json"))
     page = (out / "lp_mnist.md").read_text()
     assert "| lp | " in page and "99.52" in page and "99.2" in page
-    assert "Command: `python recipes/lp_mnist.py --seeds 0" in page
+    assert "Command: `python recipes/lp_mnist.py --part fig2 table3 " \
+        "--seeds 0" in page
+    assert "partial" not in page
+
+
+def test_fig2_budget_defaults_to_table3s():
+    recipe = _load_recipe()
+    args = recipe.parse_args(["--epochs", "3", "--teacher-epochs", "4",
+                              "--train-examples", "500", "--width", "0.5"])
+    assert (args.fig2_epochs, args.fig2_teacher_epochs,
+            args.fig2_train_examples, args.fig2_width) == (3, 4, 500, 0.5)
+    args = recipe.parse_args(["--epochs", "3", "--fig2-epochs", "7",
+                              "--fig2-teacher-epochs", "8",
+                              "--fig2-train-examples", "900"])
+    assert (args.epochs, args.fig2_epochs, args.fig2_teacher_epochs,
+            args.fig2_train_examples, args.train_examples) == (3, 7, 8, 900,
+                                                               None)
