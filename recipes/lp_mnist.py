@@ -267,7 +267,7 @@ def parse_args(argv=None):
     return args
 
 
-def _page(args, command, start, seeds_done, table3, fig2):
+def _page(args, command, start, finished, table3, fig2):
     text = []
     if table3 is not None:
         text += ["Table III protocol (maxout pair), test accuracy after the "
@@ -280,8 +280,10 @@ def _page(args, command, start, seeds_done, table3, fig2):
                  f"student, {args.fig2_teacher_epochs} teacher epochs, "
                  f"training pool {args.fig2_train_examples or 'all'}):", "",
                  fig2, f"Figure: {os.path.join(args.out, 'fig2.png')}", ""]
-    done = "" if seeds_done == list(args.seeds) else (
-        f" (partial: seeds {seeds_done} of {args.seeds} done)")
+    parts = list(dict.fromkeys(args.part))
+    done = "" if len(finished) == len(parts) * len(args.seeds) else (
+        " (partial, finished so far: " + (", ".join(finished) or "nothing")
+        + ")")
     text.append(f"Command: `{command.strip()}`; wall time "
                 f"{(time.time() - start) / 60:.1f} min; seeds "
                 f"{args.seeds}{done}.")
@@ -294,7 +296,7 @@ def main(argv=None):
         sys.argv[1:] if argv is None else argv)
     os.makedirs(args.out, exist_ok=True)
     start = time.time()
-    results, table3, fig2, records, done = {}, None, None, [], []
+    results, table3, fig2, records, finished = {}, None, None, [], []
     page = os.path.join(args.out, "lp_mnist.md")
     # Seeds outer: each finished part of a seed is on disk at once.
     for seed in args.seeds:
@@ -305,11 +307,9 @@ def main(argv=None):
                 fig2 = run_fig2(args, seed, args.out, records)
                 results["fig2"] = [r["accuracy"] for r in records]
                 results["fig2_records"] = records
-            tfkd_io.write_text(page, _page(args, command, start, done,
+            finished.append(f"{part} of seed {seed}")
+            tfkd_io.write_text(page, _page(args, command, start, finished,
                                            table3, fig2))
-        done.append(seed)
-        tfkd_io.write_text(page, _page(args, command, start, done, table3,
-                                       fig2))
     text = open(page, encoding="utf-8").read()
     print(text, flush=True)
     return results
