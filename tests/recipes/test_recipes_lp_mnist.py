@@ -86,3 +86,68 @@ def test_fig2_budget_defaults_to_table3s():
     assert (args.epochs, args.fig2_epochs, args.fig2_teacher_epochs,
             args.fig2_train_examples, args.train_examples) == (3, 7, 8, 900,
                                                                None)
+
+
+def _page_table(text, heading):
+    """`{first cell: cells}` of the first Markdown table after `heading`."""
+    lines = text[text.index(heading):].splitlines()
+    i = next(n for n, line in enumerate(lines) if line.startswith("| "))
+    rows = {}
+    for line in lines[i + 2:]:
+        if not line.startswith("| "):
+            break
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        rows[cells[0]] = cells
+    return rows
+
+
+def test_results_page_matches_the_recipe_and_its_command():
+    """docs/results_lp_fashion_mnist.md: the paper's column is the recipe's,
+    its command parses and is the budget its prose states, its figure
+    exists, and its ordering claims are its table's."""
+    root = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir)
+    with open(os.path.join(root, "docs", "results_lp_fashion_mnist.md"),
+              encoding="utf-8") as f:
+        text = f.read()
+    recipe = _load_recipe()
+    fig2 = _page_table(text, "## Fig. 2")
+    table3 = _page_table(text, "## Table III")
+    names = {"teacher (3-d features)": "teacher",
+             "student alone (2-d)": "student", "FitNets (2-d)": "fitnet",
+             "LP (2-d)": "lp"}
+    assert {names[k]: float(v[1]) for k, v in fig2.items()} == \
+        recipe.PAPER_FIG2
+    rows3 = {"teacher": "teacher", "student alone": "student", "KD": "kd",
+             "FitNets": "fitnet", "LP": "lp"}
+    assert {rows3[k]: float(v[1]) for k, v in table3.items()} == \
+        recipe.PAPER_TABLE3
+    command = text[text.index("python recipes/lp_mnist.py"):]
+    command = command[:command.index("```")].replace("\\\n", " ").split()
+    args = recipe.parse_args(command[2:])
+    assert args.seeds == [0] and args.part == ["fig2", "table3"]
+    assert (args.train_examples, args.teacher_epochs, args.epochs) == (
+        24000, 3, 2)
+    assert "a 24,000-image training pool, 3 teacher and 2 student epochs" \
+        in " ".join(text.split())
+    assert (args.fig2_train_examples, args.fig2_teacher_epochs,
+            args.fig2_epochs, args.fig2_width) == (15000, 4, 4, 0.5)
+    assert "a 15,000-image training pool, 4 teacher and 4 student epochs" \
+        in " ".join(text.split())
+    assert "teacher 201,022 parameters, students 50,634" in " ".join(
+        text.split())
+    assert tfkd.models.lenetpp_teacher(width=0.5).count_params() == 201_022
+    assert tfkd.models.lenetpp_student(width=0.5).count_params() == 50_634
+    assert os.path.getsize(os.path.join(
+        root, "docs", "img", "lp_fashion_mnist_fig2.png")) > 10_000
+    ours = {names[k]: float(v[2]) for k, v in fig2.items()}
+    # "LP above FitNets above the student alone" on this seed.
+    assert ours["lp"] > ours["fitnet"] > ours["student"]
+    ours3 = {rows3[k]: float(v[2]) for k, v in table3.items()}
+    # "Every distilled student is above the student alone", "KD (+3.6
+    # points) is above LP (+2.6)", "FitNets gains least (+0.5)".
+    assert min(ours3["kd"], ours3["lp"], ours3["fitnet"]) > ours3["student"]
+    gains = {m: round(ours3[m] - ours3["student"], 1)
+             for m in ("kd", "lp", "fitnet")}
+    assert gains == {"kd": 3.6, "lp": 2.6, "fitnet": 0.5}
+    assert "The teacher itself is at 77.9 %" in " ".join(text.split())
+    assert ours3["teacher"] == 77.88 and ours["teacher"] == 82.07
