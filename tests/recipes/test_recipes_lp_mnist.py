@@ -151,3 +151,17 @@ def test_results_page_matches_the_recipe_and_its_command():
     assert gains == {"kd": 3.6, "lp": 2.6, "fitnet": 0.5}
     assert "The teacher itself is at 77.9 %" in " ".join(text.split())
     assert ours3["teacher"] == 77.88 and ours["teacher"] == 82.07
+    # The second Table III run: its command parses, its table's claims.
+    second = _page_table(text, "A second Table III run")
+    runb = {rows3[k]: float(v[2]) for k, v in second.items()}
+    assert {rows3[k]: float(v[1]) for k, v in second.items()} == \
+        recipe.PAPER_TABLE3
+    cmd = text[text.index("python recipes/lp_mnist.py --part table3"):]
+    cmd = cmd[:cmd.index("```")].replace("\\\n", " ").split()
+    args = recipe.parse_args(cmd[2:])
+    assert (args.train_examples, args.teacher_epochs, args.epochs) == (
+        36000, 4, 2)
+    gains = [runb[m] - runb["student"] for m in ("kd", "fitnet", "lp")]
+    assert (round(min(gains), 1), round(max(gains), 1)) == (12.6, 15.1)
+    assert runb["kd"] > runb["fitnet"] > runb["lp"]
+    assert 82.6 <= runb["teacher"] < 85
