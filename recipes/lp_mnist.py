@@ -27,7 +27,14 @@ the classifier) plotted coloured by class with `tfkd.app.plots.plot_embedding`.
 
 The paper trains 200+ epochs on the 60,000 images; `--epochs`,
 `--teacher-epochs` and `--train-examples` size a shorter run (the results
-page says which was run).
+page says which was run). Fig. 2 takes them too unless `--fig2-epochs`,
+`--fig2-teacher-epochs`, `--fig2-train-examples` give its own budget (its
+LeNet++ pair costs a fraction of the maxout pair's per image), and
+`--fig2-width` scales the LeNet++ widths. The seeds are the outer loop:
+each seed runs the parts in `--part`'s order (`--part fig2 table3`: the
+cheap Fig. 2 first), and the results (`table3/`,
+`fig2.json`, `fig2.png`, `lp_mnist.md`) are rewritten, atomically, as each
+part of a seed finishes, so an interrupted run keeps the seeds it did.
 """
 
 import argparse
@@ -69,7 +76,9 @@ class FashionSetting(lp_recipe.Setting):
             train_examples=self.train_examples)
 
 
-def run_table3(args, out):
+def run_table3(args, seed, out):
+    """Table III's rows for `seed`, added to `out/table3`; returns the
+    markdown table and the summary rows of every seed run so far."""
     setting = FashionSetting(
         dataset="fashion_mnist", epochs=args.epochs,
         teacher_epochs=args.teacher_epochs, batch_size=args.batch_size,
@@ -78,7 +87,7 @@ def run_table3(args, out):
     writer = ResultsWriter(os.path.join(out, "table3"))
     lp_recipe.run_dataset(setting, {"mnist": list(args.methods or
                                                   TABLE3_METHODS)},
-                          args.seeds, writer, verbose=args.verbose,
+                          [seed], writer, verbose=args.verbose,
                           validation_is_test=False)
     rows = writer.write_summary()
     lines = ["| row | ours: Fashion-MNIST (%) | paper: MNIST (%) | s / run |",
@@ -99,27 +108,36 @@ def _adam(epochs, steps):
         1e-3, max(1, epochs * steps)))
 
 
-def run_fig2_seed(args, seed, out):
-    """Teacher, student alone, FitNets and LP on the LeNet++ pair; returns
-    `{row: test accuracy %}` and `{row: test features}` (and the labels)."""
+def run_fig2_seed(args, seed):
+    """Teacher, student alone, FitNets and LP on the LeNet++ pair, with the
+    Fig. 2 budget (`args.fig2_*`).
+
+    Returns:
+        `(record, features, labels)`: `record` holds, per network, the test
+        accuracy (%), the seconds, the epochs run and the parameter count,
+        and the number of training images; `features` maps each network to
+        its test features.
+    """
     guard = [StopOnNonFiniteLoss()]
     keras.utils.set_random_seed(seed)
     data = tfkd.data.load_fashion_mnist(
         batch_size=args.batch_size, seed=seed, data_dir=args.data_dir,
-        train_examples=args.train_examples)
+        train_examples=args.fig2_train_examples)
     steps = steps_per_epoch(data.train)
+    train_examples = sum(int(len(y)) for _, y in data.train)
     # The pipelines shuffle themselves (`shuffle=False` only keeps Keras
     # from warning that it ignores its default `shuffle=True`).
     fit = dict(validation_data=data.validation, verbose=args.verbose,
                callbacks=guard, shuffle=False)
     build = dict(num_classes=data.num_classes, input_shape=data.input_shape,
-                 width=args.width)
-    accuracy, seconds, models = {}, {}, {}
+                 width=args.fig2_width)
+    accuracy, seconds, models, epochs = {}, {}, {}, {}
     start = time.time()
     teacher = tfkd.models.lenetpp_teacher(**build)
-    compile_classifier(teacher, _adam(args.teacher_epochs, steps))
-    teacher.fit(data.train, epochs=args.teacher_epochs, **fit)
+    compile_classifier(teacher, _adam(args.fig2_teacher_epochs, steps))
+    history = teacher.fit(data.train, epochs=args.fig2_teacher_epochs, **fit)
     models["teacher"], seconds["teacher"] = teacher, time.time() - start
+    epochs["teacher"] = len(history.history["loss"])
     keras.utils.set_random_seed(seed + 1000)
     initial = tfkd.models.lenetpp_student(**build).get_weights()
     for method in args.fig2_methods:
@@ -128,18 +146,19 @@ def run_fig2_seed(args, seed, out):
         student.set_weights(initial)
         start = time.time()
         if method == "student":
-            compile_classifier(student, _adam(args.epochs, steps))
-            student.fit(data.train, epochs=args.epochs, **fit)
+            compile_classifier(student, _adam(args.fig2_epochs, steps))
+            histories = [student.fit(data.train, epochs=args.fig2_epochs,
+                                     **fit)]
         elif method == "fitnet":
             distiller = tfkd.FitNetDistiller(
                 teacher, student, teacher_layer_name="pool2",
                 student_layer_name="pool2", alpha=lp_recipe.FITNET_ALPHA,
                 temperature=lp_recipe.TAU, stage=1)
-            distiller.compile(optimizer=_adam(args.epochs, steps))
-            hint = max(1, round(args.epochs / 4))
-            distiller.fit_two_stage(
+            distiller.compile(optimizer=_adam(args.fig2_epochs, steps))
+            hint = max(1, round(args.fig2_epochs / 4))
+            histories = distiller.fit_two_stage(
                 data.train, stage1_epochs=hint,
-                stage2_epochs=max(1, args.epochs - hint),
+                stage2_epochs=max(1, args.fig2_epochs - hint),
                 stage2_optimizer="shared", **fit)
         else:
             distiller = tfkd.LocalityPreservingDistiller(
@@ -148,65 +167,88 @@ def run_fig2_seed(args, seed, out):
                 student_layer_name=tfkd.models.LENETPP_EMBEDDING,
                 k=lp_recipe.K, gamma=lp_recipe.GAMMA, lam=lp_recipe.LAM,
                 temperature=lp_recipe.TAU)
-            distiller.compile(optimizer=_adam(args.epochs, steps))
-            distiller.fit(data.train, epochs=args.epochs, **fit)
+            distiller.compile(optimizer=_adam(args.fig2_epochs, steps))
+            histories = [distiller.fit(data.train, epochs=args.fig2_epochs,
+                                       **fit)]
         models[method], seconds[method] = student, time.time() - start
+        epochs[method] = sum(len(h.history["loss"]) for h in histories)
     labels = np.concatenate([y for _, y in data.test])
     features = {}
     for name, model in models.items():
         accuracy[name] = 100 * test_accuracy(model, data.test)
         features[name] = tfkd.app.plots.layer_features(
             model, tfkd.models.LENETPP_EMBEDDING, data.test)
-    return accuracy, seconds, features, labels
+    record = {"seed": seed, "train_examples": train_examples,
+              "accuracy": accuracy, "seconds": seconds, "epochs": epochs,
+              "parameters": {name: int(model.count_params())
+                             for name, model in models.items()}}
+    return record, features, labels
 
 
-def run_fig2(args, out):
-    per_seed, times = [], []
-    for seed in args.seeds:
-        accuracy, seconds, features, labels = run_fig2_seed(args, seed, out)
-        per_seed.append(accuracy)
-        times.append(seconds)
-        print(f"  fig2 seed {seed}: " + ", ".join(
-            f"{k} {v:.2f} %" for k, v in accuracy.items()), flush=True)
-        if seed == args.seeds[0]:
-            names = {"teacher": "teacher (3-d)",
-                     "student": "student alone (2-d)",
-                     "fitnet": "FitNets (2-d)", "lp": "LP (2-d)"}
-            fig = tfkd.app.plots.plot_embedding(
-                {names[k]: v for k, v in features.items()}, labels,
-                os.path.join(out, "fig2.png"), max_points=2000, seed=seed,
-                title="Fashion-MNIST test features (input of the "
-                      "classifier)",
-                class_names=list(tfkd.data.fashion_mnist.CLASS_NAMES))
-            fig.clear()
+FIG2_NAMES = {"teacher": "teacher (3-d)", "student": "student alone (2-d)",
+              "fitnet": "FitNets (2-d)", "lp": "LP (2-d)"}
+
+
+def run_fig2(args, seed, out, records):
+    """Fig. 2 for `seed`: appends its record to `records`, rewrites
+    `out/fig2.json` (and, for the first seed, `out/fig2.png`); returns the
+    markdown table of every seed run so far."""
+    record, features, labels = run_fig2_seed(args, seed)
+    records.append(record)
+    print(f"  fig2 seed {seed}: " + ", ".join(
+        f"{k} {v:.2f} %" for k, v in record["accuracy"].items()), flush=True)
+    tfkd_io.write_json(os.path.join(out, "fig2.json"), records)
+    if seed == args.seeds[0]:
+        fig = tfkd.app.plots.plot_embedding(
+            {FIG2_NAMES[k]: v for k, v in features.items()}, labels,
+            os.path.join(out, "fig2.png"), max_points=2000, seed=seed,
+            title="Fashion-MNIST test features (input of the classifier)",
+            class_names=list(tfkd.data.fashion_mnist.CLASS_NAMES))
+        fig.clear()
     lines = ["| network | ours: Fashion-MNIST (%) | paper: MNIST (%) | "
              "s / run |", "| --- | ---: | ---: | ---: |"]
-    for name in per_seed[0]:
-        values = [a[name] for a in per_seed]
+    for name in records[0]["accuracy"]:
+        values = [r["accuracy"][name] for r in records]
         cell = f"{statistics.fmean(values):.2f}" + (
             f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else "")
-        wall = statistics.fmean(t[name] for t in times)
+        wall = statistics.fmean(r["seconds"][name] for r in records)
         lines.append(f"| {name} | {cell} | {PAPER_FIG2[name]:.1f} | "
                      f"{wall:.0f} |")
-    return "\n".join(lines) + "\n", per_seed
+    return "\n".join(lines) + "\n"
 
 
-def main(argv=None):
+def parse_args(argv=None):
+    """The recipe's arguments, the Fig. 2 budget defaulting to Table III's."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", nargs="+", choices=("table3", "fig2"),
-                        default=["table3", "fig2"])
+                        default=["table3", "fig2"],
+                        help="parts to run, in this order for each seed")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--teacher-epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=10,
+                        help="student epochs (Fig. 2 too, unless "
+                             "--fig2-epochs)")
+    parser.add_argument("--teacher-epochs", type=int, default=10,
+                        help="teacher epochs (Fig. 2 too, unless "
+                             "--fig2-teacher-epochs)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--train-examples", type=int, default=None,
                         help="stratified training pool (default: all "
-                             "54,000 after validation)")
+                             "54,000 after validation; Fig. 2 too, unless "
+                             "--fig2-train-examples)")
+    parser.add_argument("--fig2-epochs", type=int, default=None,
+                        help="Fig. 2 student epochs (default: --epochs)")
+    parser.add_argument("--fig2-teacher-epochs", type=int, default=None,
+                        help="Fig. 2 teacher epochs (default: "
+                             "--teacher-epochs)")
+    parser.add_argument("--fig2-train-examples", type=int, default=None,
+                        help="Fig. 2 training pool (default: "
+                             "--train-examples)")
     parser.add_argument("--methods", nargs="+", choices=TABLE3_METHODS,
                         default=None, help="Table III rows")
     parser.add_argument("--fig2-methods", nargs="+", choices=FIG2_METHODS,
                         default=list(FIG2_METHODS))
-    parser.add_argument("--width", type=float, default=1.0,
+    parser.add_argument("--fig2-width", "--width", dest="fig2_width",
+                        type=float, default=1.0,
                         help="LeNet++ width multiplier (Fig. 2; 1: the "
                              "paper's)")
     parser.add_argument("--data-dir", default=None,
@@ -215,27 +257,61 @@ def main(argv=None):
                                                       "lp_fashion_mnist"))
     parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2))
     args = parser.parse_args(argv)
+    for name in ("epochs", "teacher_epochs", "train_examples"):
+        if getattr(args, f"fig2_{name}") is None:
+            setattr(args, f"fig2_{name}", getattr(args, name))
+    for name in ("epochs", "teacher_epochs", "fig2_epochs",
+                 "fig2_teacher_epochs"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    return args
+
+
+def _page(args, command, start, finished, table3, fig2):
+    text = []
+    if table3 is not None:
+        text += ["Table III protocol (maxout pair), test accuracy after the "
+                 f"last epoch ({args.epochs} student, {args.teacher_epochs} "
+                 f"teacher epochs, training pool "
+                 f"{args.train_examples or 'all'}):", "", table3]
+    if fig2 is not None:
+        text += ["Fig. 2 protocol (LeNet++ pair, width "
+                 f"{args.fig2_width:g}), test accuracy ({args.fig2_epochs} "
+                 f"student, {args.fig2_teacher_epochs} teacher epochs, "
+                 f"training pool {args.fig2_train_examples or 'all'}):", "",
+                 fig2, f"Figure: {os.path.join(args.out, 'fig2.png')}", ""]
+    parts = list(dict.fromkeys(args.part))
+    done = "" if len(finished) == len(parts) * len(args.seeds) else (
+        " (partial, finished so far: " + (", ".join(finished) or "nothing")
+        + ")")
+    text.append(f"Command: `{command.strip()}`; wall time "
+                f"{(time.time() - start) / 60:.1f} min; seeds "
+                f"{args.seeds}{done}.")
+    return "\n".join(text) + "\n"
+
+
+def main(argv=None):
+    args = parse_args(argv)
     command = "python recipes/lp_mnist.py " + " ".join(
         sys.argv[1:] if argv is None else argv)
     os.makedirs(args.out, exist_ok=True)
-    text = []
     start = time.time()
-    results = {}
-    if "table3" in args.part:
-        table, rows = run_table3(args, args.out)
-        results["table3"] = rows
-        text += ["Table III protocol (maxout pair), test accuracy after the "
-                 "last epoch:", "", table]
-    if "fig2" in args.part:
-        table, per_seed = run_fig2(args, args.out)
-        results["fig2"] = per_seed
-        text += ["Fig. 2 protocol (LeNet++ pair), test accuracy:", "", table,
-                 f"Figure: {os.path.join(args.out, 'fig2.png')}", ""]
-    text.append(f"Command: `{command.strip()}`; wall time "
-                f"{(time.time() - start) / 60:.1f} min; seeds {args.seeds}.")
-    tfkd_io.write_text(os.path.join(args.out, "lp_mnist.md"),
-                       "\n".join(text) + "\n")
-    print("\n".join(text), flush=True)
+    results, table3, fig2, records, finished = {}, None, None, [], []
+    page = os.path.join(args.out, "lp_mnist.md")
+    # Seeds outer: each finished part of a seed is on disk at once.
+    for seed in args.seeds:
+        for part in dict.fromkeys(args.part):  # In the order given.
+            if part == "table3":
+                table3, results["table3"] = run_table3(args, seed, args.out)
+            else:
+                fig2 = run_fig2(args, seed, args.out, records)
+                results["fig2"] = [r["accuracy"] for r in records]
+                results["fig2_records"] = records
+            finished.append(f"{part} of seed {seed}")
+            tfkd_io.write_text(page, _page(args, command, start, finished,
+                                           table3, fig2))
+    text = open(page, encoding="utf-8").read()
+    print(text, flush=True)
     return results
 
 
