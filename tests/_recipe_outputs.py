@@ -74,3 +74,17 @@ def check_outputs(out, rows, methods, *, teacher, min_teacher=3 * CHANCE):
         assert 100 * float(run["test_accuracy_best"]) == pytest.approx(
             row["best_mean"])
         assert os.path.exists(os.path.join(out, run["json_file"]))
+
+
+def page_table(text, start):
+    """`{first cell: cells}` of the first Markdown table after `start` (a
+    results page's heading or table header)."""
+    lines = text[text.index(start):].splitlines()
+    i = next(n for n, line in enumerate(lines) if line.startswith("| "))
+    rows = {}
+    for line in lines[i + 2:]:
+        if not line.startswith("| "):
+            break
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        rows[cells[0]] = cells
+    return rows

@@ -6,6 +6,7 @@ import os
 
 from tfkd.app.reporting import ResultsWriter
 from tfkd.app.reporting import RunResult
+from _recipe_outputs import page_table
 
 _RECIPE = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "recipes",
                        "fashion_mnist_page.py")
@@ -60,26 +61,14 @@ def test_table_combines_settings_gains_and_partial_seeds(tmp_path):
     assert (tmp_path / "table.png").stat().st_size > 5_000
 
 
-def _table_rows(text, start):
-    """`{first cell: cells}` of the first Markdown table after `start`."""
-    rows = {}
-    lines = text[text.index(start):].splitlines()
-    i = next(n for n, line in enumerate(lines) if line.startswith("| "))
-    for line in lines[i + 2:]:
-        if not line.startswith("| "):
-            break
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        rows[cells[0]] = cells
-    return rows
-
 
 def test_readme_fashion_mnist_rows_match_the_results_page():
     root = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir)
     with open(os.path.join(root, "README.md"), encoding="utf-8") as f:
-        readme = _table_rows(f.read(), "## Fashion-MNIST")
+        readme = page_table(f.read(), "## Fashion-MNIST")
     with open(os.path.join(root, "docs", "results_fashion_mnist.md"),
               encoding="utf-8") as f:
-        page = _table_rows(f.read(), "| method | 10 labels/class")
+        page = page_table(f.read(), "| method | 10 labels/class")
     assert readme and set(readme) <= set(page)
     for method, cells in readme.items():
         # Same accuracies (the page adds the gains and times after them).

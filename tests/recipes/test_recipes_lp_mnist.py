@@ -7,6 +7,7 @@ import os
 
 import tfkd
 from tfkd.testing import write_fashion_mnist
+from _recipe_outputs import page_table
 
 _RECIPE = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "recipes",
                        "lp_mnist.py")
@@ -88,18 +89,6 @@ def test_fig2_budget_defaults_to_table3s():
                                                                None)
 
 
-def _page_table(text, heading):
-    """`{first cell: cells}` of the first Markdown table after `heading`."""
-    lines = text[text.index(heading):].splitlines()
-    i = next(n for n, line in enumerate(lines) if line.startswith("| "))
-    rows = {}
-    for line in lines[i + 2:]:
-        if not line.startswith("| "):
-            break
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        rows[cells[0]] = cells
-    return rows
-
 
 def test_results_page_matches_the_recipe_and_its_command():
     """docs/results_lp_fashion_mnist.md: the paper's column is the recipe's,
@@ -110,8 +99,8 @@ def test_results_page_matches_the_recipe_and_its_command():
               encoding="utf-8") as f:
         text = f.read()
     recipe = _load_recipe()
-    fig2 = _page_table(text, "## Fig. 2")
-    table3 = _page_table(text, "## Table III")
+    fig2 = page_table(text, "## Fig. 2")
+    table3 = page_table(text, "## Table III")
     names = {"teacher (3-d features)": "teacher",
              "student alone (2-d)": "student", "FitNets (2-d)": "fitnet",
              "LP (2-d)": "lp"}
@@ -152,7 +141,7 @@ def test_results_page_matches_the_recipe_and_its_command():
     assert "The teacher itself is at 77.9 %" in " ".join(text.split())
     assert ours3["teacher"] == 77.88 and ours["teacher"] == 82.07
     # The second Table III run: its command parses, its table's claims.
-    second = _page_table(text, "A second Table III run")
+    second = page_table(text, "A second Table III run")
     runb = {rows3[k]: float(v[2]) for k, v in second.items()}
     assert {rows3[k]: float(v[1]) for k, v in second.items()} == \
         recipe.PAPER_TABLE3
