@@ -118,7 +118,7 @@ def knowledge_term_fns(distillers, f_t, f_s):
 
     for name, distiller in distillers.items():
         if name.startswith("fitnet"):
-            fns[name] = regressor_fn(distiller.regressors[0])
+            fns[name] = regressor_fn(distiller.knowledge.regressors[0])
 
     @tf.function
     def lp_fn():

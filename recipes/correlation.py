@@ -455,7 +455,7 @@ class Runner:
                         beta=distiller.beta, layer=setting.layer,
                         guided_channels=find_guided_channels(
                             student, setting.layer),
-                        adapters=len(distiller.adapters),
+                        adapters=len(distiller.knowledge.adapters),
                         stage1_epochs=(setting.stage1_epochs
                                        if row.two_stage else 0),
                         two_stage_optimizer=(setting.two_stage_optimizer

@@ -219,12 +219,13 @@ def run_seed(setting, methods, seed, writer, teacher_dir=None, verbose=0):
                               verbose=verbose, callbacks=guard, shuffle=False)
             if isinstance(distiller, tfkd.AdversarialDistiller):
                 # Algorithm 1 once per seed; DLN/KTAN/KD+KTAN share R.
+                regressor = distiller.term("mse").regressor
                 if regressor_weights is None:
                     distiller.pretrain_regressor(
                         data.train, epochs=setting.regressor_epochs(),
                         optimizer=setting.regressor_optimizer())
-                    regressor_weights = distiller.regressor.get_weights()
-                distiller.regressor.set_weights(regressor_weights)
+                    regressor_weights = regressor.get_weights()
+                regressor.set_weights(regressor_weights)
                 distiller.compile(
                     optimizer=optimizer,
                     discriminator_optimizer=(
@@ -236,7 +237,7 @@ def run_seed(setting, methods, seed, writer, teacher_dir=None, verbose=0):
                     alpha=distiller.alpha, beta=distiller.beta,
                     kd_weight=distiller.kd_weight,
                     pretrain_steps=pretrain_steps,
-                    regressor_kernel=list(distiller.regressor.kernel_size))
+                    regressor_kernel=list(regressor.kernel_size))
             elif method == "fitnet":
                 # FitNets' two stages, each with its own optimizer (Adam's
                 # moments from the hint loss, ~1e3, would throttle stage 2).

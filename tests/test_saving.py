@@ -2,6 +2,7 @@
 trip, students save without teacher weights, no Lambda layers anywhere, and
 damaged files give a clear error (`tfkd.load`)."""
 
+import json
 import os
 import re
 import zipfile
@@ -259,3 +260,158 @@ def test_a_compiled_teachers_optimizer_does_not_warn_on_load(tmp_path):
         distiller.optimizer.iterations) > 0
     np.testing.assert_allclose(restored.predict(x, verbose=0),
                                distiller.predict(x, verbose=0), atol=1e-6)
+
+
+# ----------------------------------------------------------------------
+# Preset configs: read from `__init__`'s signature (`tfkd.saving.
+# PresetSaving`), in the format tfkd wrote before (the fixture).
+
+#: One preset each, built with non-default arguments for every parameter
+#: the config holds.
+PRESET_CASES = {
+    "attention": lambda t, s: tfkd.distillers.AttentionDistiller(
+        t, s, teacher_layer_name=["conv1", "conv2"],
+        student_layer_name=["conv1", "conv2"], beta=20.0, alpha=0.4,
+        temperature=3.0, p=3, mode="paper", adapter=True, stage=1,
+        guided_channels=2, name="at"),
+    "correlation": lambda t, s: tfkd.distillers.CorrelationDistiller(
+        t, s, teacher_layer_name="conv2", student_layer_name="conv2",
+        mode="spatial", alpha=0.6, beta=0.2, temperature=2.5, adapter=True,
+        stage=None, pool_to=(4, 4), max_spatial_positions=512),
+    "fitnet": lambda t, s: tfkd.distillers.FitNetDistiller(
+        t, s, teacher_layer_name="conv1", student_layer_name="conv1",
+        alpha=0.5, beta=0.3, temperature=2.0, regressor_activation="relu",
+        stage=2, guided_channels=3),
+    "feature": lambda t, s: tfkd.distillers.FeatureDistiller(
+        t, s, knowledge=tfkd.losses.HintDistillation("conv1", "conv1"),
+        alpha=0.7, beta=0.2, temperature=3.0, stage="both"),
+    "locality": lambda t, s: tfkd.distillers.LocalityPreservingDistiller(
+        t, s, teacher_layer_name="conv2", student_layer_name="conv2", k=3,
+        gamma=0.5, lam=1.5, temperature=0.7, sigma=2.0, normalize=None),
+    "collaboration_soft": lambda t, s: tfkd.distillers.CollaborationDistiller(
+        t, s, teacher_layer_name="conv1", student_layer_name="conv1",
+        alpha=0.3, temperature=2.0, kd_weight=0.5, kd_temperature=3.0,
+        target="soft", adapter=True),
+    "collaboration_heads": lambda t, s: (
+        tfkd.distillers.CollaborationDistiller(
+            t, s, teacher_layer_name="conv1", student_layer_name="conv1",
+            alpha=0.4, temperature=1.5, kd_weight=0.0, kd_temperature=5.0,
+            adapter=True,
+            collaboration_loss=keras.losses.Huber(reduction=None),
+            student_loss=keras.losses.Huber(reduction=None))),
+    "adversarial": lambda t, s: tfkd.distillers.AdversarialDistiller(
+        t, s, teacher_layer_name="conv2", student_layer_name="conv2",
+        alpha=0.2, beta=0.7, pretrain_steps=5, kd_weight=1.0,
+        temperature=2.0, discriminator_width=8, pretrain_epochs=0,
+        regressor_pretrained=False),
+}
+
+PRESET_FIXTURE = os.path.join(os.path.dirname(__file__),
+                              "preset_configs_v1.json")
+
+
+def _own(config):
+    """A config without the networks, as JSON would give it back."""
+    return json.loads(json.dumps(
+        {k: v for k, v in config.items() if k not in ("teacher", "student")},
+        default=lambda x: keras.ops.convert_to_numpy(x).tolist()))
+
+
+def _objective(distiller):
+    """What a distiller trains: its terms' configs and its weights."""
+    return _own({
+        "terms": [t.get_config() for t in distiller._terms],
+        "names": list(distiller._term_names),
+        "hyperparameters": distiller.hyperparameters,
+        "weights": distiller.paper_weights(),
+    })
+
+
+def test_the_fixture_covers_every_preset():
+    with open(PRESET_FIXTURE, encoding="utf-8") as f:
+        fixture = json.load(f)
+    presets = {c.__name__ for c in vars(tfkd.distillers).values()
+               if isinstance(c, type) and issubclass(c, tfkd.Distiller)
+               and c is not tfkd.Distiller}
+    assert {v["class"] for k, v in fixture.items() if k != "_about"} \
+        == presets
+    assert set(fixture) - {"_about"} == set(PRESET_CASES)
+
+
+@pytest.mark.parametrize("case", sorted(PRESET_CASES))
+def test_preset_configs_keep_their_format_and_old_ones_load(case):
+    with open(PRESET_FIXTURE, encoding="utf-8") as f:
+        old = json.load(f)[case]
+    teacher, student = tiny_pair(teacher_width=8, student_width=4)
+    distiller = PRESET_CASES[case](teacher, student)
+    assert type(distiller).__name__ == old["class"]
+    config = distiller.get_config()
+    # Today's `get_config` writes what tfkd wrote before (the model's name,
+    # unless given, is numbered by Keras per process).
+    assert _own(config) == dict(old["config"], name=distiller.name)
+    # A config in the old format loads, and rebuilds the same objective.
+    networks = {k: config[k] for k in ("teacher", "student")}
+    loaded = type(distiller).from_config(dict(old["config"], **networks))
+    assert type(loaded) is type(distiller)
+    assert _objective(loaded) == _objective(distiller)
+    assert _own(loaded.get_config()) == old["config"]
+    # And so does `from_config(get_config())`.
+    again = type(distiller).from_config(json.loads(json.dumps(config)))
+    assert _objective(again) == _objective(distiller)
+
+
+class _Extra(tfkd.distillers.LocalityPreservingDistiller):
+    """An LP preset with one more argument, kept as `self.kept` if
+    `keep`."""
+
+    def __init__(self, teacher, student, *, extra=1, keep=True, **kwargs):
+        super().__init__(teacher, student, **kwargs)
+        if keep:
+            self.kept = extra
+        self.keep = keep
+
+
+def test_a_preset_argument_nothing_holds_is_refused_by_name():
+    teacher, student = tiny_pair()
+    distiller = _Extra(teacher, student, teacher_layer_name="conv2",
+                       student_layer_name="conv2", extra=7, keep=False)
+    with pytest.raises(TypeError, match=r"`extra`.*attribute 'extra'"):
+        distiller.get_config()
+
+
+def test_a_declared_source_saves_an_argument_under_another_name():
+    class Declared(_Extra):
+        config_sources = {"extra": "kept"}
+
+    teacher, student = tiny_pair()
+    distiller = Declared(teacher, student, teacher_layer_name="conv2",
+                         student_layer_name="conv2", extra=7, k=2)
+    config = distiller.get_config()
+    assert (config["extra"], config["keep"], config["k"]) == (7, True, 2)
+    assert Declared.from_config(config).kept == 7
+
+    class Missing(_Extra):
+        config_sources = {"extra": "lp/no_such_key"}
+
+    distiller = Missing(teacher, student, teacher_layer_name="conv2",
+                        student_layer_name="conv2")
+    with pytest.raises(ValueError, match=r"'lp/no_such_key'"):
+        distiller.get_config()
+
+
+def test_terms_holding_an_argument_with_different_values_must_be_told():
+    # `FeatureDistiller` saves the KD term's temperature; without the
+    # declaration a knowledge term with its own `temperature` is ambiguous.
+    class Undeclared(tfkd.distillers.FeatureDistiller):
+        config_sources = {"stage": "_stage_argument"}
+
+    teacher, student = tiny_pair()
+    knowledge = tfkd.losses.ContrastiveRepresentationDistillation(
+        "pool", "pool", dataset_size=32, num_negatives=8, embedding_dim=4,
+        temperature=0.5)
+    with pytest.raises(ValueError, match=r"`temperature`.*config_sources"):
+        Undeclared(teacher, student, knowledge=knowledge,
+                   temperature=3.0).get_config()
+    declared = tfkd.distillers.FeatureDistiller(
+        teacher, student, knowledge=knowledge, temperature=3.0)
+    assert declared.get_config()["temperature"] == 3.0

@@ -16,6 +16,7 @@ of a `zipfile.BadZipFile`, `KeyError`, h5py `OSError` or Keras's misleading
 """
 
 import copy
+import inspect
 import json
 import os
 import zipfile
@@ -335,3 +336,102 @@ class DistillerSaving:
                 for t in config["distillation_losses"]
             ]
         return cls(**config)
+
+
+#: Values a config holds as they are; anything else is a Keras object.
+_PLAIN = (type(None), bool, int, float, str, list, tuple, dict)
+
+
+def _preset_parameters(cls):
+    """The keyword parameters of `cls.__init__` (`teacher`, `student` and
+    `*args`/`**kwargs` aside). A subclass's `__init__` that forwards
+    `**kwargs` adds its own to its parent's, up to a tfkd preset (whose
+    signature lists all of its arguments)."""
+    names = []
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        parameters = inspect.signature(klass.__init__).parameters.values()
+        for p in parameters:
+            if p.name not in ("self", "teacher", "student", *names) and (
+                    p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)):
+                names.append(p.name)
+        if klass.__module__.startswith("tfkd.") or not any(
+                p.kind == p.VAR_KEYWORD for p in parameters):
+            break
+    return names
+
+
+class PresetSaving:
+    """`get_config` of a preset, read from its `__init__` signature (a mixin).
+
+    A preset (`FitNetDistiller`, `LocalityPreservingDistiller`, ...) builds
+    its terms from its arguments; the terms hold the values. Its config is
+    `base_config()` plus one entry per keyword parameter of `__init__`
+    (`teacher`, `student` and `**kwargs` aside; a subclass forwarding
+    `**kwargs` to a tfkd preset adds its own), found, in order:
+
+    1. where `config_sources[parameter]` says: `"<term name>/<key>"` (that
+       term's config entry) or `"<attribute>"` (the distiller's attribute);
+    2. in the terms' configs under the parameter's own name (the term's
+       value: terms hold the presets' defaults);
+    3. as the distiller's attribute of that name (the preset's own
+       hyperparameters, e.g. `alpha`).
+
+    A Keras object found as an attribute is serialised. `from_config`
+    passes the entries back to `__init__`, so `from_config(get_config())`
+    rebuilds an equal distiller and a new argument is saved as soon as its
+    term (or the preset) holds it.
+    """
+
+    #: `{parameter: source}` for the arguments saved under another name
+    #: (see the class docstring); everything else is found by its name.
+    config_sources = {}
+
+    def get_config(self):
+        config = self.base_config()
+        terms = {name: term.get_config() for name, term in zip(
+            self._term_names, self._terms) if hasattr(term, "get_config")}
+        cls = type(self).__name__
+        for name in _preset_parameters(type(self)):
+            config[name] = self._preset_argument(name, terms, cls)
+        return config
+
+    def _preset_argument(self, name, terms, cls):
+        """The value of `__init__`'s argument `name` that rebuilds this
+        distiller (see the class docstring)."""
+        source = self.config_sources.get(name)
+        keys = {term: sorted(c) for term, c in terms.items()}
+        if source is not None and "/" in source:
+            term, key = source.split("/", 1)
+            if term not in terms or key not in terms[term]:
+                raise ValueError(
+                    f"{cls}.config_sources[{name!r}]={source!r} names no "
+                    f"entry of a term's config. Terms' config keys: "
+                    f"{keys}."
+                )
+            return terms[term][key]
+        if source is None:
+            held = {t: c[name] for t, c in terms.items() if name in c}
+            values = list(held.values())
+            if values and all(v == values[0] for v in values):
+                return values[0]
+            if values:
+                # Two terms disagree: the preset must say which one it is.
+                raise ValueError(
+                    f"{cls}'s argument `{name}` is held by several terms "
+                    f"with different values ({held}); declare its source "
+                    f"in `{cls}.config_sources`."
+                )
+            source = name
+        if not hasattr(self, source):
+            raise TypeError(
+                f"{cls}.get_config cannot save the argument `{name}`: no "
+                f"term's config holds it and the distiller has no attribute "
+                f"{source!r}. Terms' config keys: {keys}. Declare its "
+                f"source in `{cls}.config_sources`."
+            )
+        value = getattr(self, source)
+        if not isinstance(value, _PLAIN):
+            value = keras.saving.serialize_keras_object(value)
+        return value

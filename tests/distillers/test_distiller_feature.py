@@ -131,7 +131,8 @@ def test_loss_is_weighted_sum_per_stage():
     # correlation_loss is the correlation loss of the tapped maps.
     t = keras.Model(teacher.input, teacher.get_layer("relu2").output)(x)
     s = keras.Model(student.input, student.get_layer("relu2").output)(x)
-    expected = correlation_loss(t, distiller.adapters[0](s), mode="both")
+    expected = correlation_loss(t, distiller.knowledge.adapters[0](s),
+                                mode="both")
     assert r["correlation_loss"] == pytest.approx(
         float(tf.reduce_mean(expected)), rel=1e-4)
 
@@ -149,7 +150,8 @@ def test_stage1_only_front_gets_gradients():
     with tf.GradientTape() as tape:
         terms = distiller.compute_terms(x, training=True)
         loss = tf.reduce_mean(terms["correlation_loss"])
-    variables = student.trainable_weights + distiller.adapters[0].weights
+    variables = (student.trainable_weights
+                 + distiller.knowledge.adapters[0].weights)
     grads = tape.gradient(loss, variables)
     for v, g in zip(variables[:len(student.trainable_weights)], grads):
         layer = v.path.split("/")[0]
@@ -162,7 +164,7 @@ def test_stage1_only_front_gets_gradients():
     stage1 = {id(v) for v in distiller.stage_variables(1)}
     expected = {id(v) for v in student.get_layer("conv1").weights
                 + student.get_layer("conv2").weights
-                + distiller.adapters[0].trainable_weights}
+                + distiller.knowledge.adapters[0].trainable_weights}
     assert stage1 == expected
     assert {id(v) for v in distiller.stage_variables(2)} == {
         id(v) for v in student.trainable_weights}
@@ -194,21 +196,22 @@ def test_two_stage_freezes_then_trains_later_layers():
                        for a, b in zip(before[n], now[n])) for n in names}
 
     before_later, before_front = snapshot(later), snapshot(front)
-    adapter_before = _values(distiller.adapters[0].weights)
+    adapter_before = _values(distiller.knowledge.adapters[0].weights)
     distiller.set_stage(1)
     distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
     assert not any(changed(before_later, later).values())
     assert all(changed(before_front, front).values())
     assert any(not np.array_equal(a, b) for a, b in zip(
-        adapter_before, _values(distiller.adapters[0].weights)))
+        adapter_before, _values(distiller.knowledge.adapters[0].weights)))
     # The frozen flags were restored.
     assert all(layer.trainable for layer in student.layers)
 
-    adapter_before = _values(distiller.adapters[0].weights)
+    adapter_before = _values(distiller.knowledge.adapters[0].weights)
     distiller.set_stage(2)
     distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
     assert all(changed(before_later, later).values())
-    for a, b in zip(adapter_before, _values(distiller.adapters[0].weights)):
+    after = _values(distiller.knowledge.adapters[0].weights)
+    for a, b in zip(adapter_before, after):
         np.testing.assert_array_equal(a, b)
 
 
@@ -224,15 +227,15 @@ def test_stage_survives_config_and_save():
     assert config["stage"] == 1 and config["mode"] == "channel"
     assert config["guided_channels"] == [3]
     clone = tfkd.CorrelationDistiller.from_config(config)
-    assert clone.stage == 1 and clone.pool_to == (2, 2)
+    assert clone.stage == 1 and clone.knowledge.pool_to == (2, 2)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "d.keras")
         distiller.save(path)
         restored = keras.models.load_model(path)
     assert restored.stage == 1
-    assert restored.guided_channels == [3]
-    for a, b in zip(distiller.adapters[0].weights,
-                    restored.adapters[0].weights):
+    assert restored.knowledge.guided_channels == [3]
+    for a, b in zip(distiller.knowledge.adapters[0].weights,
+                    restored.knowledge.adapters[0].weights):
         np.testing.assert_array_equal(np.array(a), np.array(b))
 
 
@@ -300,7 +303,8 @@ def test_self_taught_kernels_get_zero_knowledge_gradient():
         student_layer_name="relu1",
         stage=1,
     )
-    assert distiller.guided_channels == [4]  # found through bn1 and relu1
+    # Found through bn1 and relu1.
+    assert distiller.knowledge.guided_channels == [4]
     x, _ = testing.random_images(16)
     layer = student.get_layer("conv1")
     with tf.GradientTape() as tape:
@@ -330,7 +334,7 @@ def test_explicit_guided_channels():
         student_layer_name="relu2",
         mode="channel", guided_channels=3,
     )
-    assert distiller.guided_channels == [3]
+    assert distiller.knowledge.guided_channels == [3]
     with pytest.raises(ValueError, match="exceeds"):
         tfkd.CorrelationDistiller(
             teacher, student, teacher_layer_name="relu2",
@@ -351,7 +355,7 @@ def test_adapters_are_owned_by_the_distiller():
         student_layer_name="relu2",
         mode="both", adapter=True,
     )
-    adapter = distiller.adapters[0]
+    adapter = distiller.knowledge.adapters[0]
     assert isinstance(adapter, FeatureAdapter)
     assert adapter.target_size == (8, 8) and adapter.filters == 8
     assert adapter.built and adapter.trainable_weights
@@ -372,11 +376,11 @@ def test_adapters_are_owned_by_the_distiller():
     channel = tfkd.CorrelationDistiller(
         teacher, student, teacher_layer_name="relu2",
         student_layer_name="relu2",
-        mode="channel", adapter=True).adapters[0]
+        mode="channel", adapter=True).knowledge.adapters[0]
     spatial = tfkd.CorrelationDistiller(
         teacher, student, teacher_layer_name="relu2",
         student_layer_name="relu2",
-        mode="spatial", adapter=True).adapters[0]
+        mode="spatial", adapter=True).knowledge.adapters[0]
     assert (channel.filters, channel.target_size) == (8, None)
     assert (spatial.filters, spatial.target_size) == (None, (8, 8))
     assert not spatial.trainable_weights
@@ -388,7 +392,7 @@ def test_no_adapter_when_shapes_match():
         teacher, student, teacher_layer_name="relu2",
         student_layer_name="relu2",
         adapter=True)
-    assert distiller.adapters == []
+    assert distiller.knowledge.adapters == []
 
 
 def test_pool_to_pools_before_spatial_gram():
@@ -518,7 +522,7 @@ def test_correlation_mixed_precision_step():
         student_layer_name="relu2",
         alpha=0.3, adapter=True, stage=None,
     )
-    assert distiller.adapters[0].dtype_policy.name == "mixed_float16"
+    assert distiller.knowledge.adapters[0].dtype_policy.name == "mixed_float16"
     distiller.compile(optimizer="adam")
     assert isinstance(distiller.optimizer, keras.optimizers.LossScaleOptimizer)
     x, y = testing.random_images(16)
@@ -536,7 +540,8 @@ def test_paper_vgg_pair_needs_no_adapter():
     distiller = tfkd.CorrelationDistiller(
         teacher, student, teacher_layer_name=layer, student_layer_name=layer,
         mode="both", alpha=0.3)
-    assert distiller.guided_channels == [512] and distiller.adapters == []
+    assert distiller.knowledge.guided_channels == [512]
+    assert distiller.knowledge.adapters == []
     front = {layer.name for layer in distiller._front.layers}
     assert "block4_conv1" in front and "logits" not in front
 

@@ -46,25 +46,27 @@ def test_fitnet_regressor_follows_fitnets():
     distiller = tfkd.FitNetDistiller(teacher, student,
                                      teacher_layer_name="relu2",
                                      student_layer_name="relu2")
-    regressor = distiller.regressors[0]
+    regressor = distiller.knowledge.regressors[0]
     # 'valid' kernel of (8 − 4 + 1): output 4x4x8, as in FitNets.
     assert tuple(regressor.conv.kernel.shape) == (5, 5, 4, 8)
     assert regressor.target_size is None
     # A smaller guided map: 1x1 conv, then upsampling to the hint's size.
-    up = tfkd.FitNetDistiller(student, teacher, teacher_layer_name="relu2",
-                              student_layer_name="relu2").regressors[0]
+    up = tfkd.FitNetDistiller(
+        student, teacher, teacher_layer_name="relu2",
+        student_layer_name="relu2").knowledge.regressors[0]
     assert tuple(up.conv.kernel.shape) == (1, 1, 8, 4)
     assert up.target_size == (8, 8)
     # Matching shapes still get a (1x1) regressor unless regressor=False.
     same_t, same_s = _pair((8, 8), (8, 8))
-    assert len(tfkd.FitNetDistiller(same_t, same_s, teacher_layer_name="relu2",
-                                    student_layer_name="relu2").regressors) == 1
+    same = tfkd.FitNetDistiller(same_t, same_s, teacher_layer_name="relu2",
+                                student_layer_name="relu2")
+    assert len(same.knowledge.regressors) == 1
     plain = tfkd.FitNetDistiller(same_t, same_s, teacher_layer_name="relu2",
                                  student_layer_name="relu2", regressor=False)
-    assert plain.regressors == []
+    assert plain.knowledge.regressors == []
     config = plain.get_config()
     assert config["regressor"] is False and "adapter" not in config
-    assert tfkd.FitNetDistiller.from_config(config).regressors == []
+    assert tfkd.FitNetDistiller.from_config(config).knowledge.regressors == []
 
 
 def test_fitnet_knowledge_is_hint_loss_of_regressed_features():
@@ -78,7 +80,7 @@ def test_fitnet_knowledge_is_hint_loss_of_regressed_features():
     r = distiller.evaluate(x, y, batch_size=16, return_dict=True, verbose=0)
     t = keras.Model(teacher.input, teacher.get_layer("relu2").output)(x)
     s = keras.Model(student.input, student.get_layer("relu2").output)(x)
-    expected = hint_loss(t, distiller.regressors[0](s))
+    expected = hint_loss(t, distiller.knowledge.regressors[0](s))
     assert r["hint_loss"] == pytest.approx(
         float(tf.reduce_mean(expected)), rel=1e-4)
     # L_hint + beta * CE, divided by 1 + beta (FitNetDistiller's documented
@@ -96,7 +98,8 @@ def test_fitnet_hint_stage_then_kd_stage():
     x, y = testing.random_images(32)
     later = [np.array(w) for name in ("conv2", "logits")
              for w in student.get_layer(name).weights]
-    regressor = [np.array(w) for w in distiller.regressors[0].weights]
+    regressor = [np.array(w)
+                 for w in distiller.knowledge.regressors[0].weights]
     h1, h2 = distiller.fit_two_stage(x, y, batch_size=16, stage1_epochs=1,
                                      stage2_epochs=1, verbose=0)
     after = [np.array(w) for name in ("conv2", "logits")
@@ -105,7 +108,7 @@ def test_fitnet_hint_stage_then_kd_stage():
         h1.history["hint_loss"][0], rel=1e-6)
     assert all(not np.array_equal(a, b) for a, b in zip(later, after))
     assert any(not np.array_equal(a, np.array(b)) for a, b in zip(
-        regressor, distiller.regressors[0].weights))
+        regressor, distiller.knowledge.regressors[0].weights))
 
 
 def test_fitnet_mismatch_without_regressor():
@@ -155,7 +158,7 @@ def test_attention_objective_and_weight():
         teacher, student, teacher_layer_name=["relu1", "relu2"],
         student_layer_name=["relu1", "relu2"], alpha=0.3,
     )
-    assert distiller.beta == 50.0 and distiller.adapters == []
+    assert distiller.beta == 50.0 and distiller.knowledge.adapters == []
     x, y = testing.random_images(16)
     distiller.compile(optimizer="sgd")
     r = distiller.evaluate(x, y, batch_size=16, return_dict=True, verbose=0)
@@ -188,7 +191,7 @@ def test_attention_spatial_mismatch_and_resize_adapter():
                                         teacher_layer_name="relu2",
                                         student_layer_name="relu2",
                                         adapter=True)
-    adapter = distiller.adapters[0]
+    adapter = distiller.knowledge.adapters[0]
     assert adapter.filters is None and adapter.target_size == (8, 8)
     with pytest.raises(ValueError, match="mode"):
         tfkd.AttentionDistiller(teacher, student, teacher_layer_name="relu2",
@@ -247,7 +250,7 @@ def test_mixed_precision_steps():
     teacher, student = _pair()
     fitnet = tfkd.FitNetDistiller(teacher, student, teacher_layer_name="relu2",
                                   student_layer_name="relu2", alpha=0.3)
-    assert fitnet.regressors[0].dtype_policy.name == "mixed_float16"
+    assert fitnet.knowledge.regressors[0].dtype_policy.name == "mixed_float16"
     # Small batches: the loss scale starts at 2**15 and halves on each
     # overflowing (skipped) step before the weights move.
     _fit_one_step(fitnet, batch_size=1)

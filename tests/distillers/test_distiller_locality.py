@@ -76,11 +76,11 @@ def test_registry_builds_lp_with_paper_defaults():
     distiller = registry.build("lp", teacher, student,
                                feature_layers=("conv2", "conv2"))
     assert isinstance(distiller, tfkd.LocalityPreservingDistiller)
-    assert (distiller.k, distiller.gamma, distiller.lam,
-            distiller.temperature, distiller.sigma) == (5, 1.0, 2.0, 0.5,
-                                                        None)
+    lp = distiller.term("lp")
+    assert (lp.k, distiller.gamma, distiller.lam, distiller.temperature,
+            lp.sigma) == (5, 1.0, 2.0, 0.5, None)
     # tfkd's one departure, documented beside the paper's form.
-    assert distiller.normalize == "l2"
+    assert lp.normalize == "l2"
 
 
 def test_config_keeps_hyperparameters():
@@ -94,10 +94,11 @@ def test_config_keeps_hyperparameters():
     config = distiller.get_config()
     assert "alpha" not in config
     clone = tfkd.LocalityPreservingDistiller.from_config(config)
-    assert (clone.k, clone.gamma, clone.lam, clone.temperature,
-            clone.sigma, clone.normalize) == (4, 0.5, 1.5, 2.0, 3.0, None)
-    assert clone.teacher_layer == ["conv2"]
-    assert clone.student_layer == ["conv1"]
+    lp = clone.term("lp")
+    assert (lp.k, clone.gamma, clone.lam, clone.temperature,
+            lp.sigma, lp.normalize) == (4, 0.5, 1.5, 2.0, 3.0, None)
+    assert clone.teacher_taps == ["conv2"]
+    assert clone.student_taps == ["conv1"]
 
 
 # --------------------------------------------------------------------------

@@ -210,22 +210,23 @@ def test_fit_battery():
 def test_owned_parts_and_default_regressor():
     distiller = _distiller()
     student_ids = {id(v) for v in distiller.student.weights}
-    for part in (distiller.regressor, distiller.discriminator):
+    for part in (distiller.term("mse").regressor,
+                 distiller.term("adv").discriminator):
         assert part.weights and all(id(v) in {id(w) for w in
                                               distiller.weights}
                                     for v in part.weights)
         assert not any(id(v) in student_ids for v in part.weights)
     assert {id(v) for v in distiller.step_variables()} == {
         id(v) for v in distiller.student.trainable_weights}
-    assert not distiller.regressor.trainable
+    assert not distiller.term("mse").regressor.trainable
     # The student's conv2 is a ReLU output, so the default regressor is too.
-    assert distiller.regressor.activation is keras.activations.relu
-    assert distiller.regressor.kernel_size == (1, 1)
+    assert distiller.term("mse").regressor.activation is keras.activations.relu
+    assert distiller.term("mse").regressor.kernel_size == (1, 1)
     # A smaller teacher map takes the upsampling path.
     up = _distiller(teacher=_pooled_teacher(), teacher_layer_name="pool1")
-    assert up.regressor.upsampling == (2, 2)
-    assert up.teacher_map_shape == (4, 4, 16)
-    assert up.student_map_shape == (8, 8, 4)
+    assert up.term("mse").regressor.upsampling == (2, 2)
+    assert up.term("mse").teacher_map_shape == (4, 4, 16)
+    assert up.term("mse").student_map_shape == (8, 8, 4)
 
 
 def test_phase_switch_at_exactly_pretrain_steps():
@@ -233,10 +234,11 @@ def test_phase_switch_at_exactly_pretrain_steps():
     distiller.compile(optimizer=keras.optimizers.Adam(0.01),
                       discriminator_optimizer=keras.optimizers.Adam(0.01))
     x, y = testing.random_images(16)
-    frozen = distiller.teacher.weights + distiller.regressor.weights
+    frozen = (distiller.teacher.weights
+              + distiller.term("mse").regressor.weights)
     frozen_before = _np(frozen)
     for step in range(1, 5):
-        d_before = _np(distiller.discriminator.weights)
+        d_before = _np(distiller.term("adv").discriminator.weights)
         s_before = _np(distiller.student.weights)
         logs = distiller.train_on_batch(x, y, return_dict=True)
         adversarial = step > 2
@@ -244,8 +246,8 @@ def test_phase_switch_at_exactly_pretrain_steps():
         assert distiller.optimizer.iterations.numpy() == step
         assert distiller.discriminator_optimizer.iterations.numpy() == \
             max(0, step - 2)
-        assert _same(d_before, _np(distiller.discriminator.weights)) \
-            is not adversarial
+        d_after = _np(distiller.term("adv").discriminator.weights)
+        assert _same(d_before, d_after) is not adversarial
         assert not _same(s_before, _np(distiller.student.weights))
         for name in ("adv_loss", "d_loss", "d_accuracy"):
             assert (logs[name] != 0.0) is adversarial or name == "d_accuracy"
@@ -270,7 +272,7 @@ def test_one_phase2_step_is_a_discriminator_then_a_student_step(alpha):
     distiller.compile(optimizer=keras.optimizers.SGD(lr_s),
                       discriminator_optimizer=keras.optimizers.SGD(lr_d))
     x, y = testing.random_images(16, seed=4)
-    student, disc = distiller.student, distiller.discriminator
+    student, disc = distiller.student, distiller.term("adv").discriminator
     s0, d0 = _np(student.trainable_weights), _np(disc.trainable_weights)
 
     _, (t_map,) = distiller.teacher_forward(x)
@@ -318,11 +320,11 @@ def test_keras_round_trip_resumes_in_the_right_phase(tmp_path):
     assert int(restored.step_counter.numpy()) == 2
     assert isinstance(restored.discriminator_optimizer, keras.optimizers.Adam)
     assert restored.discriminator_optimizer is not restored.optimizer
-    d_before = _np(restored.discriminator.weights)
+    d_before = _np(restored.term("adv").discriminator.weights)
     restored.train_on_batch(x[:16], y[:16])   # step 3: still phase 1
-    assert _same(d_before, _np(restored.discriminator.weights))
+    assert _same(d_before, _np(restored.term("adv").discriminator.weights))
     restored.train_on_batch(x[:16], y[:16])   # step 4: phase 2
-    assert not _same(d_before, _np(restored.discriminator.weights))
+    assert not _same(d_before, _np(restored.term("adv").discriminator.weights))
     # Mid phase 2: the round trip carries both optimizers' states.
     distiller.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
     distiller.save(path)
@@ -464,12 +466,13 @@ def test_mixed_precision(policy):
     for optimizer in (distiller.optimizer, distiller.discriminator_optimizer):
         assert isinstance(optimizer,
                           keras.optimizers.LossScaleOptimizer) is scaled
-    d_before = _np(distiller.discriminator.weights)
+    d_before = _np(distiller.term("adv").discriminator.weights)
     x, y = testing.random_images(32)
     history = distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
     assert all(np.isfinite(v[0]) for v in history.history.values())
-    assert not _same(d_before, _np(distiller.discriminator.weights))
-    assert distiller.discriminator.weights[0].dtype == "float32"
+    assert not _same(d_before,
+                     _np(distiller.term("adv").discriminator.weights))
+    assert distiller.term("adv").discriminator.weights[0].dtype == "float32"
 
 
 def test_jit_compile():
@@ -490,9 +493,9 @@ def test_config_round_trip():
     clone = tfkd.AdversarialDistiller.from_config(config)
     assert (clone.alpha, clone.beta, clone.pretrain_steps, clone.kd_weight,
             clone.temperature) == (0.0, 0.5, 7, 0.2, 2.0)
-    assert clone.teacher_layer == ["conv2"]
-    assert clone.regressor.name == "my_r"
-    assert clone.regressor.activation is keras.activations.linear
+    assert clone.teacher_taps == ["conv2"]
+    assert clone.term("mse").regressor.name == "my_r"
+    assert clone.term("mse").regressor.activation is keras.activations.linear
     assert json.loads(json.dumps(clone.get_config())) == json.loads(
         json.dumps(config))
 
@@ -575,7 +578,7 @@ def test_non_finite_discriminator_step_changes_no_weight(jit_compile):
     distiller = _distiller(pretrain_steps=0, regressor_pretrained=True)
     distiller.compile(optimizer="adam", discriminator_optimizer="adam",
                       jit_compile=jit_compile)
-    kernel = distiller.discriminator.trainable_variables[0]
+    kernel = distiller.term("adv").discriminator.trainable_variables[0]
     kernel.assign(np.full(kernel.shape, np.nan, np.float32))
     x, y = testing.random_images(16)
     before = [np.array(w) for w in distiller.weights]

@@ -157,10 +157,10 @@ def test_ktan_fit_pretrains_its_regressor_once(monkeypatch):
     distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
     assert distiller.regressor_pretrained and len(calls) == 1
     assert calls[0]["epochs"] == distiller.pretrain_epochs == 1
-    frozen = [np.array(w) for w in distiller.regressor.weights]
+    frozen = [np.array(w) for w in distiller.term("mse").regressor.weights]
     distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
     assert len(calls) == 1
-    for before, after in zip(frozen, distiller.regressor.weights):
+    for before, after in zip(frozen, distiller.term("mse").regressor.weights):
         np.testing.assert_array_equal(before, np.array(after))
     # The flag is saved: a reloaded distiller does not pre-train again.
     config = distiller.get_config()

@@ -73,8 +73,8 @@ def test_fit_battery_resnet20_pair_without_adapter():
     distiller = CollaborationDistiller(
         teacher, student, teacher_layer_name="stage2_block3_out",
         student_layer_name="block2_out", alpha=0.3)
-    assert distiller.adapter_layer is None
-    back = distiller.teacher_back
+    assert distiller.stc.adapter_layer is None
+    back = distiller.stc.teacher_back
     # The back reuses the teacher's variables: frozen, not copies.
     teacher_ids = {id(v) for v in teacher.weights}
     assert back.weights and all(id(v) in teacher_ids for v in back.weights)
@@ -97,7 +97,7 @@ def test_loss_terms_match_formulas(target):
     teacher, student = distiller.teacher, distiller.student
     front = split_model(student, "block1_out")[0]
     back = split_model(teacher, "stage2_block1_out")[1]
-    o_c = back(distiller.adapter_layer(front(x)), training=False)
+    o_c = back(distiller.stc.adapter_layer(front(x)), training=False)
     o_t = teacher(x, training=False)
     s = student(x, training=False)
     expected_stc = {
@@ -129,10 +129,10 @@ def test_stc_loss_trains_the_front_only_through_the_frozen_back():
     with tf.GradientTape() as tape:
         terms = distiller.compute_terms(x, y, training=True)
         stc = tf.reduce_mean(terms["stc_loss"])
-    back_ids = {id(v) for v in distiller.teacher_back.weights}
+    back_ids = {id(v) for v in distiller.stc.teacher_back.weights}
     teacher_front = [v for v in distiller.teacher.weights
                      if id(v) not in back_ids]
-    adapter_vars = distiller.adapter_layer.trainable_weights
+    adapter_vars = distiller.stc.adapter_layer.trainable_weights
     groups = [front.trainable_weights, back_vars, adapter_vars,
               teacher_front]
     grads = tape.gradient(stc, [v for group in groups for v in group])
@@ -165,7 +165,7 @@ def test_stc_loss_trains_the_front_only_through_the_frozen_back():
 
 def test_adapter_is_owned_trained_and_saved(tmp_path):
     distiller = _adapter_pair()
-    adapter = distiller.adapter_layer
+    adapter = distiller.stc.adapter_layer
     assert [layer.name for layer in adapter.layers] == [
         "stc_adapter_resize", "stc_adapter_conv"]
     assert adapter.output_shape == (None, 4, 4, 32)
@@ -181,7 +181,7 @@ def test_adapter_is_owned_trained_and_saved(tmp_path):
     distiller.save(path)
     restored = keras.models.load_model(path, safe_mode=True)
     assert isinstance(restored, CollaborationDistiller)
-    for a, b in zip(adapter.weights, restored.adapter_layer.weights):
+    for a, b in zip(adapter.weights, restored.stc.adapter_layer.weights):
         np.testing.assert_array_equal(np.array(a), np.array(b))
     r1 = distiller.evaluate(x, y, return_dict=True, verbose=0)
     restored.compile(optimizer="sgd")
@@ -194,7 +194,7 @@ def test_channel_only_adapter_has_no_resize():
     distiller = CollaborationDistiller(
         teacher, student, teacher_layer_name="stage1_block1_out",
         student_layer_name="block1_out", adapter=True)
-    assert [layer.name for layer in distiller.adapter_layer.layers] == [
+    assert [layer.name for layer in distiller.stc.adapter_layer.layers] == [
         "stc_adapter_conv"]
 
 
@@ -233,7 +233,7 @@ def test_regression_head_with_huber(tmp_path):
         "student_loss"][0]
     r = distiller.evaluate(x, y, batch_size=32, return_dict=True, verbose=0)
     front = split_model(student, "block2_out")[0]
-    o_c = distiller.teacher_back(front(x), training=False)
+    o_c = distiller.stc.teacher_back(front(x), training=False)
     huber = keras.losses.Huber(reduction=None)
     assert r["stc_loss"] == pytest.approx(
         float(np.mean(huber(teacher(x), o_c))), rel=1e-4)
@@ -243,8 +243,8 @@ def test_regression_head_with_huber(tmp_path):
     config = distiller.get_config()
     assert config["collaboration_loss"]["class_name"] == "Huber"
     clone = CollaborationDistiller.from_config(config)
-    assert isinstance(clone.collaboration_loss, keras.losses.Huber)
-    assert clone.collaboration_loss.reduction is None
+    assert isinstance(clone.stc.collaboration_loss, keras.losses.Huber)
+    assert clone.stc.collaboration_loss.reduction is None
     path = str(tmp_path / "regression.keras")
     distiller.save(path)
     restored = keras.models.load_model(path, safe_mode=True)
@@ -254,7 +254,7 @@ def test_regression_head_with_huber(tmp_path):
 
 def test_jit_compile_step_with_resize_adapter():
     distiller = _small_adapter_pair(kd_weight=0.5)
-    assert distiller.adapter_layer.layers[0].name == "stc_adapter_resize"
+    assert distiller.stc.adapter_layer.layers[0].name == "stc_adapter_resize"
     distiller.compile(optimizer="adam", jit_compile=True)
     x, y = testing.random_images(32, SHAPE)
     history = distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
@@ -264,7 +264,7 @@ def test_jit_compile_step_with_resize_adapter():
 def test_mixed_float16_step():
     keras.mixed_precision.set_dtype_policy("mixed_float16")
     distiller = _small_adapter_pair()
-    assert distiller.adapter_layer.layers[-1].compute_dtype == "float16"
+    assert distiller.stc.adapter_layer.layers[-1].compute_dtype == "float16"
     distiller.compile(optimizer="adam")
     assert isinstance(distiller.optimizer,
                       keras.optimizers.LossScaleOptimizer)
@@ -329,4 +329,4 @@ def test_registered_for_the_demo():
     distiller = registry.build("stc", teacher, student,
                                feature_layers=registry.digits_taps())
     assert isinstance(distiller, CollaborationDistiller)
-    assert distiller.adapter_layer is not None
+    assert distiller.stc.adapter_layer is not None

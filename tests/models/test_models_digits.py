@@ -115,7 +115,8 @@ def test_distiller_slices_the_guided_channels(method):
             teacher, student, mode="channel", adapter=True, **common)
     else:
         distiller = tfkd.FitNetDistiller(teacher, student, **common)
-    kernels = [tuple(w.shape) for w in distiller.adapters[0].trainable_weights]
+    adapter = distiller.knowledge.adapters[0]
+    kernels = [tuple(w.shape) for w in adapter.trainable_weights]
     assert kernels[0] == (1, 1, 16, 64)
     conv = student.get_layer("block2_conv1")
     bn = student.get_layer("block2_bn1")
@@ -140,5 +141,5 @@ def test_augmented_pair_builds_with_adapter():
         digits_teacher(augmented=True), digits_student(augmented=True),
         teacher_layer_name=DIGITS_FEATURE_LAYER,
         student_layer_name=DIGITS_FEATURE_LAYER, mode="channel", adapter=True)
-    kernel = distiller.adapters[0].trainable_weights[0]
+    kernel = distiller.knowledge.adapters[0].trainable_weights[0]
     assert tuple(kernel.shape) == (1, 1, 32, 128)

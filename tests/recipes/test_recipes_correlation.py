@@ -126,8 +126,8 @@ def test_cifar_networks_and_schedule(recipe):
     distiller = recipe.build_distiller(row, teacher, student, setting.layer)
     # 512 guided channels against the teacher's 512: no adapter.
     assert setting.layer == "block4_relu1"
-    assert distiller.adapters == []
-    assert distiller.guided_channels == [512]
+    assert distiller.knowledge.adapters == []
+    assert distiller.knowledge.guided_channels == [512]
     optimizer = setting.optimizer(200, 391)
     config = optimizer.get_config()
     assert type(optimizer).__name__ == "SGD"

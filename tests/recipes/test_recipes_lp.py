@@ -48,7 +48,7 @@ def test_quick_distillers_build():
             method, teacher, tfkd.models.digits_student(), pair)
         assert distiller.teacher is teacher
     assert isinstance(distiller, tfkd.FitNetDistiller)
-    assert distiller.teacher_layer == [tfkd.models.DIGITS_FEATURE_LAYER]
+    assert distiller.teacher_taps == [tfkd.models.DIGITS_FEATURE_LAYER]
     assert distiller.alpha == pytest.approx(1 / 9)
 
 

@@ -46,4 +46,4 @@ def test_cifar_pairs_and_paper_numbers():
     teacher = recipe.build_model(pair.teacher, small)
     student = recipe.build_model(pair.student, small)
     distiller = recipe.build_distiller("stc", teacher, student, pair, 0.3)
-    assert distiller.adapter_layer is not None
+    assert distiller.stc.adapter_layer is not None

@@ -25,6 +25,7 @@ import tensorflow as tf
 from tfkd import _compat
 from tfkd import hyperparameters as hp
 from tfkd.distillers.base import Distiller
+from tfkd.saving import PresetSaving
 from tfkd.checks import split_cached_inputs
 from tfkd.distillers.base import reduce_term
 from tfkd.layers.teacher_to_student import pretrain_regressor
@@ -68,7 +69,7 @@ def _scaled_copy(optimizer, scale):
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
-class AdversarialDistiller(Distiller):
+class AdversarialDistiller(PresetSaving, Distiller):
     """KTAN: feature-map MSE plus an adversarial discriminator (and DLN).
 
     A preset over two terms: `tfkd.losses.RegressedFeatureDistillation`
@@ -246,38 +247,6 @@ class AdversarialDistiller(Distiller):
     # Parts.
 
     @property
-    def teacher_layer(self):
-        """The tapped teacher layer(s), as a list."""
-        return list(self._terms[0].teacher_taps)
-
-    @property
-    def student_layer(self):
-        """The tapped student layer(s), as a list."""
-        return list(self._terms[0].student_taps)
-
-    @property
-    def regressor(self):
-        """The frozen teacher-to-student regressor `R`."""
-        return self._terms[0].regressor
-
-    @property
-    def discriminator(self):
-        """The discriminator `D` (trained by its own optimizer)."""
-        return self._terms[1].discriminator
-
-    @property
-    def teacher_map_shape(self):
-        return self._terms[0].teacher_map_shape
-
-    @property
-    def student_map_shape(self):
-        return self._terms[0].student_map_shape
-
-    @property
-    def discriminator_width(self):
-        return self._terms[1].discriminator_width
-
-    @property
     def temperature(self):
         """The KD temperature (live, assignable)."""
         return self._terms[2].temperature
@@ -347,7 +316,8 @@ class AdversarialDistiller(Distiller):
         if num_classes is None:
             num_classes = int(self.teacher.outputs[0].shape[-1])
         history = pretrain_regressor(
-            self.teacher, self._terms[0].teacher_layer_name, self.regressor,
+            self.teacher, self._terms[0].teacher_layer_name,
+            self._terms[0].regressor,
             data, num_classes, epochs=epochs, optimizer=optimizer,
             batch_size=batch_size, steps_per_epoch=steps_per_epoch,
             verbose=verbose,
@@ -427,7 +397,7 @@ class AdversarialDistiller(Distiller):
         # (a) saved optimizer states load back and (b) no variable is
         # created inside the phase-2 `tf.cond`.
         self.discriminator_optimizer.build(
-            self.discriminator.trainable_variables)
+            self._terms[1].discriminator.trainable_variables)
 
     def get_compile_config(self):
         config = super().get_compile_config()
@@ -464,15 +434,16 @@ class AdversarialDistiller(Distiller):
 
     def _discriminator_gradients(self, real, fake, sample_weight):
         """One discriminator loss and its (scaled) gradients, no update."""
-        variables = self.discriminator.trainable_variables
+        discriminator = self._terms[1].discriminator
+        variables = discriminator.trainable_variables
         with tf.GradientTape() as tape:
             per_example, accuracy = self._terms[1].discriminator_terms(
                 real, fake)
             d_loss = reduce_term(per_example, sample_weight)
             total = d_loss
-            if self.discriminator.losses:
+            if discriminator.losses:
                 total += tf.add_n([tf.cast(r, tf.float32)
-                                   for r in self.discriminator.losses])
+                                   for r in discriminator.losses])
             scaled = self._scaled(total, self.discriminator_optimizer)
         gradients = tape.gradient(scaled, variables)
         gradients = [tf.zeros_like(v) if g is None else g
@@ -482,7 +453,7 @@ class AdversarialDistiller(Distiller):
     def _discriminator_step(self, adversarial, real, fake, sample_weight):
         """The phase-2 discriminator step; a no-op while `adversarial` is
         False (no weight, slot or iteration of its optimizer changes)."""
-        variables = self.discriminator.trainable_variables
+        variables = self._terms[1].discriminator.trainable_variables
         d_loss, accuracy, gradients = tf.cond(
             adversarial,
             lambda: self._discriminator_gradients(real, fake, sample_weight),
@@ -554,23 +525,8 @@ class AdversarialDistiller(Distiller):
     # ------------------------------------------------------------------
     # Serialisation.
 
-    def get_config(self):
-        config = self.base_config()
-        mse = self._terms[0]
-        config.update({
-            "teacher_layer_name": mse.teacher_layer_name,
-            "student_layer_name": mse.student_layer_name,
-            "alpha": self.alpha,
-            "beta": self.beta,
-            "pretrain_steps": self.pretrain_steps,
-            "kd_weight": self.kd_weight,
-            "temperature": self.temperature,
-            "regressor": keras.saving.serialize_keras_object(self.regressor),
-            "discriminator_width": self.discriminator_width,
-            "pretrain_epochs": self.pretrain_epochs,
-            "regressor_pretrained": self.regressor_pretrained,
-        })
-        return config
+    # `get_config` is `PresetSaving`'s: layer names, `regressor` and
+    # `discriminator_width` from the terms, the rest from the distiller.
 
     @classmethod
     def from_config(cls, config, custom_objects=None):

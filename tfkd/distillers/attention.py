@@ -104,30 +104,3 @@ class AttentionDistiller(FeatureDistiller):
         if term_name == self._term_names[0]:
             return "lower `beta` (the attention loss's weight)"
         return super().weight_hint(term_name)
-
-    @property
-    def p(self):
-        """Exponent of the attention map."""
-        return self.knowledge.p
-
-    @property
-    def mode(self):
-        """`"code"` or `"paper"`."""
-        return self.knowledge.mode
-
-    @property
-    def adapters(self):
-        return list(self.knowledge.adapters)
-
-    def get_config(self):
-        config = super().get_config()
-        term = config.pop("knowledge")["config"]
-        config.update({
-            "teacher_layer_name": term["teacher_layer_name"],
-            "student_layer_name": term["student_layer_name"],
-            "p": term["p"],
-            "mode": term["mode"],
-            "adapter": term["adapter"],
-            "guided_channels": term["guided_channels"],
-        })
-        return config

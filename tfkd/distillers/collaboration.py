@@ -15,9 +15,9 @@ import keras
 
 from tfkd import hyperparameters as hp
 from tfkd.distillers.base import Distiller
+from tfkd.saving import PresetSaving
 from tfkd.methods.stc import CollaborationDistillation
 from tfkd.methods.stc import get_loss
-from tfkd.methods.stc import serialize_loss
 from tfkd.methods.kd import KDDistillation
 
 #: Accepted values of `target` (the paper's Table 5 ablation).
@@ -30,7 +30,7 @@ KD_TEMPERATURE = default_of(KDDistillation, "temperature")
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
-class CollaborationDistiller(Distiller):
+class CollaborationDistiller(PresetSaving, Distiller):
     """Student-teacher collaboration (STC) distillation.
 
     A preset over `tfkd.losses.CollaborationDistillation` (metric
@@ -167,29 +167,10 @@ class CollaborationDistiller(Distiller):
         return ["stc", "kd"][:len(self._terms)]
 
     @property
-    def teacher_layer(self):
-        """The tapped teacher layer(s), as a list."""
-        return list([self._terms[0].teacher_layer_name])
-
-    @property
-    def student_layer(self):
-        """The tapped student layer(s), as a list."""
-        return list(self._terms[0].student_taps)
-
-    @property
     def stc(self):
-        """The STC term."""
+        """The STC term (its teacher's back `teacher_back`, its adapter
+        `adapter_layer`, its `target`, ...)."""
         return self._terms[0]
-
-    @property
-    def teacher_back(self):
-        """The teacher's frozen back `T_back` (shares the teacher's layers)."""
-        return self.stc.teacher_back
-
-    @property
-    def adapter_layer(self):
-        """The term's trainable adapter, or `None`."""
-        return self.stc.adapter_layer
 
     def collaboration_output(self, student_front):
         """The collaboration network's output `O_c = T_back(S_front(x))`."""
@@ -262,34 +243,10 @@ class CollaborationDistiller(Distiller):
         return ("temperature", "kd_temperature")
 
     @property
-    def target(self):
-        return self.stc.target
-
-    @property
-    def adapter(self):
-        return self.stc.adapter
-
-    @property
-    def collaboration_loss(self):
-        return self.stc.collaboration_loss
-
-    @property
     def student_loss(self):
+        """The custom student loss (`None`: the class cross entropy)."""
         return self._own_student_loss
 
-    def get_config(self):
-        config = self.base_config()
-        config.update({
-            "teacher_layer_name": self.stc.teacher_layer_name,
-            "student_layer_name": self.stc.student_layer_name,
-            "alpha": self.alpha,
-            "temperature": self._stc_temperature if self.target == "soft"
-            else self.temperature,
-            "kd_weight": self.kd_weight,
-            "kd_temperature": self.kd_temperature,
-            "target": self.target,
-            "adapter": self.adapter,
-            "collaboration_loss": serialize_loss(self.collaboration_loss),
-            "student_loss": serialize_loss(self._own_student_loss),
-        })
-        return config
+    # `get_config` is `PresetSaving`'s. `temperature` is the distiller's:
+    # with `target="soft"` the STC term's runs at `kd_temperature`.
+    config_sources = {"temperature": "temperature"}

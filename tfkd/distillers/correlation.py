@@ -105,38 +105,3 @@ class CorrelationDistiller(FeatureDistiller):
         super().__init__(teacher, student, knowledge=knowledge, alpha=alpha,
                          beta=beta, temperature=temperature, stage=stage,
                          **kwargs)
-
-    @property
-    def mode(self):
-        """`"channel"`, `"spatial"` or `"both"`."""
-        return self.knowledge.mode
-
-    @property
-    def pool_to(self):
-        """`(h, w)` the maps are pooled to before the spatial Gram, or
-        `None`."""
-        return self.knowledge.pool_to
-
-    @property
-    def max_spatial_positions(self):
-        """Largest `H · W` the spatial Gram accepts."""
-        return self.knowledge.max_spatial_positions
-
-    @property
-    def adapters(self):
-        """The student-side adapters (one per mismatched pair)."""
-        return list(self.knowledge.adapters)
-
-    def get_config(self):
-        config = super().get_config()
-        term = config.pop("knowledge")["config"]
-        config.update({
-            "teacher_layer_name": term["teacher_layer_name"],
-            "student_layer_name": term["student_layer_name"],
-            "mode": term["mode"],
-            "adapter": term["adapter"],
-            "guided_channels": term["guided_channels"],
-            "pool_to": term["pool_to"],
-            "max_spatial_positions": term["max_spatial_positions"],
-        })
-        return config

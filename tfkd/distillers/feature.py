@@ -23,6 +23,7 @@ import tensorflow as tf
 from tfkd import _compat
 from tfkd import hyperparameters as hp
 from tfkd.distillers.base import Distiller
+from tfkd.saving import PresetSaving
 from tfkd.terms.base import DistillationTerm
 from tfkd.methods.kd import KDDistillation
 from tfkd.terms.base import default_of
@@ -148,7 +149,7 @@ def _frozen(layers):
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
-class FeatureDistiller(Distiller):
+class FeatureDistiller(PresetSaving, Distiller):
     """The correlation paper's objective and two-stage training, for any
     feature term.
 
@@ -263,22 +264,6 @@ class FeatureDistiller(Distiller):
     def knowledge(self):
         """The knowledge term (its metric is `<its name>_loss`)."""
         return self._terms[0]
-
-    @property
-    def teacher_layer(self):
-        """The tapped teacher layer(s), as a list."""
-        return list(self.knowledge.teacher_taps)
-
-    @property
-    def student_layer(self):
-        """The tapped student layer(s), as a list."""
-        return list(self.knowledge.student_taps)
-
-    @property
-    def guided_channels(self):
-        """Leading channels of each tapped student feature the knowledge
-        term sees (`None`: all), one per pair."""
-        return self.knowledge.guided_channels
 
     def _build_front(self):
         """The student's sub-graph from its inputs to the tapped layers."""
@@ -617,16 +602,19 @@ class FeatureDistiller(Distiller):
     # ------------------------------------------------------------------
     # Serialisation.
 
-    def get_config(self):
-        config = self.base_config()
-        config.update({
-            "knowledge": keras.saving.serialize_keras_object(self.knowledge),
-            "alpha": self.alpha,
-            "beta": self.beta,
-            "temperature": self.temperature,
-            "stage": BOTH if self._schedule else self._stage,
-        })
-        return config
+    # `get_config` is `PresetSaving`'s: the arguments of `__init__`, read
+    # from the terms (a preset's layer names, `p`, `mode`, ...) and from the
+    # distiller (`alpha`, `beta`, `knowledge`).
+
+    #: `temperature` is the KD term's (a knowledge term may have its own),
+    #: `stage` may be `"both"` (the `stage` attribute is the current one).
+    config_sources = {"temperature": "temperature",
+                      "stage": "_stage_argument"}
+
+    @property
+    def _stage_argument(self):
+        """The `stage` argument that rebuilds this distiller."""
+        return BOTH if self._schedule else self._stage
 
     @classmethod
     def from_config(cls, config, custom_objects=None):

@@ -62,7 +62,8 @@ class FitNetDistiller(FeatureDistiller):
     >>> distiller = FitNetDistiller(teacher, student,
     ...                             teacher_layer_name="conv1",
     ...                             student_layer_name="conv1", alpha=0.3)
-    >>> [tuple(w.shape) for w in distiller.regressors[0].trainable_weights]
+    >>> regressor = distiller.knowledge.regressors[0]
+    >>> [tuple(w.shape) for w in regressor.trainable_weights]
     [(1, 1, 4, 8), (8,)]
     >>> distiller.compile(optimizer="adam")
     >>> x, y = testing.random_images(32)
@@ -90,24 +91,3 @@ class FitNetDistiller(FeatureDistiller):
         super().__init__(teacher, student, knowledge=knowledge, alpha=alpha,
                          beta=beta, temperature=temperature, stage=stage,
                          **kwargs)
-
-    @property
-    def regressors(self):
-        """The distiller-owned regressors, one per tapped pair."""
-        return self.knowledge.regressors
-
-    @property
-    def adapters(self):
-        return self.regressors
-
-    def get_config(self):
-        config = super().get_config()
-        term = config.pop("knowledge")["config"]
-        config.update({
-            "teacher_layer_name": term["teacher_layer_name"],
-            "student_layer_name": term["student_layer_name"],
-            "regressor": term["regressor"],
-            "regressor_activation": term["regressor_activation"],
-            "guided_channels": term["guided_channels"],
-        })
-        return config

@@ -4,6 +4,7 @@ import keras
 
 from tfkd import hyperparameters as hp
 from tfkd.distillers.base import Distiller
+from tfkd.saving import PresetSaving
 from tfkd.methods.kd import SOFT_TARGETS
 from tfkd.methods.kd import SoftTargetDistillation
 from tfkd.methods.lp import LocalityPreservingDistillation
@@ -12,7 +13,7 @@ from tfkd.terms.base import layer_name_arguments
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
-class LocalityPreservingDistiller(Distiller):
+class LocalityPreservingDistiller(PresetSaving, Distiller):
     """Locality-preserving distillation: keep the teacher's neighbourhoods.
 
     The LP paper's eq. 8 (its `H(y, P_T)` typo read as `H(y, P_S)`, see
@@ -143,45 +144,5 @@ class LocalityPreservingDistiller(Distiller):
     def temperature(self, value):
         self._terms[0].temperature = value
 
-    @property
-    def teacher_layer(self):
-        """The tapped teacher layer(s), as a list."""
-        return list(self._terms[1].teacher_taps)
-
-    @property
-    def student_layer(self):
-        """The tapped student layer(s), as a list."""
-        return list(self._terms[1].student_taps)
-
-    @property
-    def k(self):
-        """Neighbours per example."""
-        return self._terms[1].k
-
-    @property
-    def sigma(self):
-        """Gaussian width, or `None` for the per-batch estimate."""
-        return self._terms[1].sigma
-
-    @property
-    def normalize(self):
-        """`"l2"` (unit-length features) or `None` (the paper's raw ones)."""
-        return self._terms[1].normalize
-
     def _aliases(self):
         return ("temperature",)
-
-    def get_config(self):
-        config = self.base_config()
-        term = self._terms[1]
-        config.update({
-            "teacher_layer_name": term.teacher_layer_name,
-            "student_layer_name": term.student_layer_name,
-            "k": self.k,
-            "gamma": self.gamma,
-            "lam": self.lam,
-            "temperature": self.temperature,
-            "sigma": self.sigma,
-            "normalize": self.normalize,
-        })
-        return config
