@@ -49,7 +49,7 @@ def _loss_atol(distiller, x, values):
     of the reductions, against rtol 1e-5 alone.) Logit-only distillers
     (KD) keep the plain rtol.
     """
-    taps = getattr(distiller, "teacher_layer", None)
+    taps = distiller.teacher_taps  # [] for logit-only distillers
     if not taps:
         return 0.0
     teacher = distiller.teacher
