@@ -181,7 +181,7 @@ def test_keras_wrapper():
     restored = keras.losses.deserialize(keras.losses.serialize(loss))
     assert isinstance(restored, AttentionTransferLoss)
     assert restored.get_config() == loss.get_config()
-    assert (restored.knowledge.p, restored.knowledge.mode) == (1.0, "paper")
+    assert (restored.p, restored.mode) == (1.0, "paper")
 
 
 # ---------------------------------------------------------------- bad input

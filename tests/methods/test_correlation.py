@@ -569,7 +569,7 @@ def test_keras_wrapper_reduction_and_config():
     restored = keras.losses.deserialize(keras.losses.serialize(loss))
     assert isinstance(restored, CorrelationLoss)
     assert restored.get_config() == loss.get_config()
-    assert restored.knowledge.mode == "channel"
+    assert restored.mode == "channel"
     with pytest.raises(ValueError, match="mode"):
         CorrelationLoss(mode="gram")
 
