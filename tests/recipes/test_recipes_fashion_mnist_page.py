@@ -73,3 +73,25 @@ def test_readme_fashion_mnist_rows_match_the_results_page():
     for method, cells in readme.items():
         # Same accuracies (the page adds the gains and times after them).
         assert page[method][:len(cells)] == cells, method
+
+
+def test_the_pages_and_readmes_counts_of_winners_and_losers_hold():
+    """'nine methods beat the student alone' at 10 labels a class, 'eight
+    methods ... still lose' (below it at every label budget): the README's
+    and the page's words, checked against the page's gains columns."""
+    root = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir)
+    with open(os.path.join(root, "docs", "results_fashion_mnist.md"),
+              encoding="utf-8") as f:
+        page = page_table(f.read(), "| method | 10 labels/class")
+    gains = {method: [float(g) for g in cells[4:7]]
+             for method, cells in page.items() if cells[4]}
+    assert len(gains) == 17  # every registry method has its 3 gains
+    winners = [m for m, g in gains.items() if g[0] > 0]
+    losers = [m for m, g in gains.items() if max(g) < 0]
+    assert len(winners) == 9, winners
+    assert len(losers) == 8, losers
+    assert {"`kd`", "`fitnet`"} <= set(losers)
+    with open(os.path.join(root, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    assert "nine methods beat the student alone" in readme
+    assert "Eight methods, Hinton KD and FitNets among" in readme
