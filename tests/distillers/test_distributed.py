@@ -70,7 +70,10 @@ def _train(case, strategy, initial_weights, x, y, reference=False,
             _per_replica_reference(distiller, batch_level, REPLICAS)
         if initial_weights is not None:
             distiller.set_weights(initial_weights)
-        case.compile(distiller, optimizer=keras.optimizers.SGD(0.01))
+        # The one-device reference runs eagerly: the same arithmetic
+        # without a traced step (the mirrored run is the traced one).
+        case.compile(distiller, optimizer=keras.optimizers.SGD(0.01),
+                     run_eagerly=reference)
     weights = distiller.get_weights()
     student = [np.array(w) for w in distiller.student.weights]
     teacher = [np.array(w) for w in distiller.teacher.weights]
