@@ -48,8 +48,9 @@ def _freeze_earlier_objects():
     Keras and TensorFlow keep a few thousand objects alive per `fit`
     (function caches, not tfkd's), so a worker running half the suite
     holds millions; every full collection walked them all again (up to
-    14 s each, 5 % of a run). Frozen objects are not collected, so garbage
-    is collected first.
+    14 s each). With this (and three small cuts) the README's test
+    command went from 1,092 s to 720 s. Frozen objects are never
+    collected, so garbage is collected first.
     """
     gc.collect()
     gc.freeze()
