@@ -383,7 +383,7 @@ def test_default_lp_does_not_collapse_a_student_on_a_wide_map():
     ({"temperature": 0.0}, ValueError, "temperature=0.0"),
     ({"sigma": 0.0}, ValueError, "sigma=0.0"),
     ({"sigma": "wide"}, TypeError, "sigma='wide'"),
-    ({"normalize": "l1"}, ValueError, r"`normalize` must be 'l2'.*"
+    ({"normalize": "l1"}, ValueError, r"`normalize` must be one of 'l2' \(unit-length.*"
                                       r"normalize='l1'"),
     ({"normalize": True}, ValueError, "normalize=True"),
     ({"teacher_layer_name": None}, ValueError, "teacher_layer_name=None"),

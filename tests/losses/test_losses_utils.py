@@ -89,3 +89,41 @@ def test_losses_take_numpy_hyperparameters():
         losses.locality_preserving_loss(features, features[..., :2],
                                         k=np.int64(3)),
         losses.locality_preserving_loss(features, features[..., :2], k=3))
+
+
+OPTIONS = ("l2", None)
+MEANINGS = {"l2": "unit length", None: "raw"}
+
+
+@pytest.mark.parametrize("value", ["l2", None])
+def test_option_accepted(value):
+    assert _utils.check_option(value, "normalize", OPTIONS, MEANINGS) is value
+
+
+@pytest.mark.parametrize("value", ["l1", "L2", "none", "None", False, 0, b"l2",
+                                   ["l2"]])
+def test_option_refused_naming_each_choice_and_its_meaning(value):
+    with pytest.raises(ValueError) as info:
+        _utils.check_option(value, "normalize", OPTIONS, MEANINGS)
+    message = str(info.value)
+    assert "`normalize` must be one of 'l2' (unit length), None (raw)" in (
+        message)
+    assert f"Received: normalize={value!r}." in message
+
+
+@pytest.mark.parametrize("make, name, value", [
+    (lambda: losses.DKDDistillation(unlabelled_target="zero"),
+     "unlabelled_target", "'zero'"),
+    (lambda: losses.DKDDistillation(unlabelled_target=True),
+     "unlabelled_target", "True"),
+    (lambda: losses.LocalityPreservingDistillation(
+        teacher_layer_name="t", student_layer_name="s", normalize="l1"),
+     "normalize", "'l1'"),
+    (lambda: losses.CollaborationDistillation(
+        teacher_layer_name="t", student_layer_name="s", target="logits"),
+     "target", "'logits'"),
+])
+def test_method_options_explain_every_choice(make, name, value):
+    with pytest.raises(ValueError, match=rf"`{name}` must be one of .*\(.*\)"
+                                         rf".*Received: {name}={value}\."):
+        make()

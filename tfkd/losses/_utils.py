@@ -128,10 +128,39 @@ def check_positive_int(value, name):
     return number
 
 
-def check_option(value, name, options):
-    """Raises a `ValueError` unless `value` is one of the strings `options`."""
-    if not isinstance(value, str) or value not in options:
-        allowed = ", ".join(repr(o) for o in options)
+def check_option(value, name, options, meanings=None):
+    """Returns `value` if it is one of `options`, else raises a `ValueError`.
+
+    Args:
+        value: The argument received.
+        name: The argument's name, quoted in the message.
+        options: The accepted values: strings, and `None` where "none" is
+            an option (`True`/`False` are never accepted for it).
+        meanings: Optional `{option: what it does}`, quoted next to each
+            option so that the message says which one to pick.
+
+    Returns:
+        `value`.
+
+    Example:
+
+    >>> check_option(None, "normalize", ("l2", None))
+    >>> check_option("l1", "normalize", ("l2", None),
+    ...              {"l2": "unit-length features", None: "raw features"})
+    Traceback (most recent call last):
+    ...
+    ValueError: `normalize` must be one of 'l2' (unit-length features), None (raw features). Received: normalize='l1'.
+    """
+    def matches(option):
+        if option is None:
+            return value is None
+        return isinstance(value, str) and value == option
+
+    if not any(matches(option) for option in options):
+        meanings = meanings or {}
+        allowed = ", ".join(
+            repr(o) + (f" ({meanings[o]})" if o in meanings else "")
+            for o in options)
         raise ValueError(
             f"`{name}` must be one of {allowed}. Received: {name}={value!r}."
         )

@@ -7,6 +7,7 @@ term(s) and the term's `method` record (see `tfkd.methods`).
 import keras
 import tensorflow as tf
 
+from tfkd.losses._utils import check_option
 from tfkd.losses._utils import check_live
 from tfkd.losses._utils import check_min_size
 from tfkd.losses._utils import check_non_negative
@@ -105,12 +106,9 @@ UNLABELLED_TARGETS = ("teacher", None)
 
 def check_unlabelled_target(value):
     """Returns `value` if it is a valid `unlabelled_target`, else raises."""
-    if value not in UNLABELLED_TARGETS or isinstance(value, bool):
-        raise ValueError(
-            "`unlabelled_target` must be 'teacher' (split an unlabelled "
-            "example at the teacher's top class) or None (its loss is 0). "
-            f"Received: unlabelled_target={value!r}.")
-    return value
+    return check_option(value, "unlabelled_target", UNLABELLED_TARGETS, {
+        "teacher": "split an unlabelled example at the teacher's top class",
+        None: "its loss is 0"})
 
 
 def dkd_loss(teacher_logits, student_logits, labels, *, alpha=1.0, beta=8.0,

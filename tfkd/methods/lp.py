@@ -7,6 +7,7 @@ term(s) and the term's `method` record (see `tfkd.methods`).
 import keras
 import tensorflow as tf
 
+from tfkd.losses._utils import check_option
 from tfkd.losses._utils import check_positive
 from tfkd.losses._utils import check_positive_int
 from tfkd.losses._utils import check_rank
@@ -131,13 +132,9 @@ NORMALIZE_MODES = ("l2", None)
 
 def check_normalize(value):
     """Returns `value` if it is a valid `normalize`, else raises."""
-    if value not in NORMALIZE_MODES or isinstance(value, bool):
-        raise ValueError(
-            "`normalize` must be 'l2' (unit-length features, tfkd's "
-            "default) or None (the paper's raw features). Received: "
-            f"normalize={value!r}."
-        )
-    return value
+    return check_option(value, "normalize", NORMALIZE_MODES, {
+        "l2": "unit-length features, tfkd's default",
+        None: "the paper's raw features"})
 
 
 def l2_normalize_per_example(features):

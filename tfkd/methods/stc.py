@@ -11,6 +11,7 @@ import tensorflow as tf
 from tfkd import hyperparameters as hp
 from tfkd.methods import kd as kd_losses
 from tfkd.models.surgery import split_model
+from tfkd.losses._utils import check_option
 from tfkd.terms.base import LOGITS
 from tfkd.terms.base import DistillationTerm
 from tfkd.terms.base import Method
@@ -161,11 +162,10 @@ class CollaborationDistillation(DistillationTerm):
                     "single layer name, e.g. a block boundary from "
                     "`tfkd.models.block_boundaries`."
                 )
-        if target not in TARGETS:
-            raise ValueError(
-                f"`target` must be one of {list(TARGETS)}. Received: "
-                f"target={target!r}."
-            )
+        check_option(target, "target", TARGETS, {
+            "teacher": "the teacher's logits, the default",
+            "soft": "its softened probabilities",
+            "labels": "the labels"})
         collaboration_loss = get_loss(collaboration_loss,
                                       "collaboration_loss")
         if target == "soft" and collaboration_loss is not None:
