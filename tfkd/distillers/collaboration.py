@@ -172,10 +172,6 @@ class CollaborationDistiller(PresetSaving, Distiller):
         `adapter_layer`, its `target`, ...)."""
         return self._terms[0]
 
-    def collaboration_output(self, student_front):
-        """The collaboration network's output `O_c = T_back(S_front(x))`."""
-        return self.stc.collaboration_output(student_front)
-
     def paper_weights(self):
         alpha = self.alpha
         if len(self._terms) == 1:
