@@ -1,11 +1,17 @@
 """Test configuration: two logical CPUs (for MirroredStrategy tests), quiet TF,
-and distinct collective keys for every `MirroredStrategy` of the session."""
+XLA compiled without LLVM's optimisation passes, and distinct collective
+keys for every `MirroredStrategy` of the session."""
 
 import gc
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# XLA's CPU back end without LLVM's optimisation passes: the tests compile
+# hundreds of tiny XLA clusters and run each a few times, so compilation
+# is most of their cost (about half of it is these passes). The arithmetic
+# is the same IEEE float32; only the generated code is slower.
+os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 
 import keras  # noqa: E402
 import pytest  # noqa: E402

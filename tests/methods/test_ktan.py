@@ -428,35 +428,6 @@ def test_trains_nan_free_on_digits():
     assert history.history["val_accuracy"][-1] > 0.4
 
 
-def test_mirrored_strategy_matches_single_device():
-    devices = tf.config.list_logical_devices("CPU")
-    if len(devices) < 2:
-        pytest.skip("needs 2 logical CPU devices (set up in conftest)")
-    x, y = testing.random_images(64, seed=3)
-    results = []
-    for strategy in (tf.distribute.get_strategy(),
-                     tf.distribute.MirroredStrategy(
-                         [d.name for d in devices[:2]])):
-        with strategy.scope():
-            keras.utils.set_random_seed(0)
-            # The regressor stays as initialised: this compares the
-            # distillation steps (pre-training under a strategy is not
-            # supported yet).
-            distiller = _distiller(pretrain_steps=1, pretrain_epochs=0)
-            distiller.compile(
-                optimizer=keras.optimizers.SGD(0.1),
-                discriminator_optimizer=keras.optimizers.SGD(0.1))
-        history = distiller.fit(x, y, batch_size=32, epochs=2, verbose=0,
-                                shuffle=False)
-        assert distiller.discriminator_optimizer.iterations.numpy() == 3
-        results.append((history.history, _np(distiller.weights)))
-    (h1, w1), (h2, w2) = results
-    for name in h1:
-        np.testing.assert_allclose(h1[name], h2[name], rtol=1e-5, atol=1e-6)
-    for a, b in zip(w1, w2):
-        np.testing.assert_allclose(a, b, atol=1e-5)
-
-
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision(policy):
     keras.mixed_precision.set_dtype_policy(policy)
