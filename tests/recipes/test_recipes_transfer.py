@@ -6,6 +6,7 @@ import os
 import pytest
 
 from tfkd.cli import report as report_cli
+from tfkd.distillers import registry
 
 _RECIPE = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "recipes",
                        "transfer.py")
@@ -74,16 +75,14 @@ def test_runs_and_writes_the_table(tmp_path, capsys):
 #: as "at least as good" on `docs/results_transfer_digits.md` (its prose
 #: states this margin).
 NOISE_POINTS = 1.0
-#: Rows the page names as below the student alone.
-EXCEPTIONS = ("`fitnet`",)
 
 
 def test_the_results_page_table_backs_its_defaults_claim():
     """`docs/results_transfer_digits.md` says that with its defaults every
-    method is at least as good as the student alone at both label budgets,
-    except FitNets at 20 labels a class; its first table (the recipe's
-    output) must show exactly that: no gain below `-NOISE_POINTS` but the
-    named exception's, and the student alone's row present."""
+    method is at least as good as the student alone at both label budgets
+    (within a point); its first table (the recipe's output) must show
+    exactly that: no gain below `-NOISE_POINTS`, every method of the
+    registry a row, and the student alone's row present."""
     path = os.path.join(os.path.dirname(_RECIPE), os.pardir, "docs",
                         "results_transfer_digits.md")
     with open(path, encoding="utf-8") as f:
@@ -101,12 +100,11 @@ def test_the_results_page_table_backs_its_defaults_claim():
     names = [row[0] for row in rows]
     assert "student alone (its labels only)" in names
     methods = [row for row in rows if row[0].startswith("`")]
-    assert len(methods) >= 10
     below = {}
     for row in methods:
         gains = [float(row[3]), float(row[4])]
         if min(gains) < -NOISE_POINTS:
             below[row[0]] = gains
-    # The one exception the page names: FitNets at 20 labels a class.
-    assert set(below) == set(EXCEPTIONS), below
-    assert "except FitNets at 20 labels a class" in prose
+    assert not below, below
+    listed = {row[0].split("`")[1] for row in methods}
+    assert listed == set(registry.method_names()), listed
