@@ -63,8 +63,9 @@ NOTES = (
     "- The methods that compare embeddings (LP, RKD, PKT, CC, CRD: "
     "`Method.embedding`) tap the pooled `gap` layer, every other feature "
     "method the last conv block `block2_relu` (`registry.digits_taps`).",
-    "- `fitnet` and `correlation` train their papers' two stages (half "
-    "the epochs each); KTAN's discriminator runs at 1/100 of the "
+    "- `fitnet` and `correlation` train their papers' two stages "
+    "(FitNets' hint stage a sixth of the epochs, correlation's stage 1 "
+    "half); KTAN's discriminator runs at 1/100 of the "
     "student's learning rate (each method's page says why).",
     "- `crd` runs its default build, the queue (`dataset_size=None`): "
     "`load_digits`' pipeline carries no example index for the authors' "

@@ -259,6 +259,24 @@ def test_mixed_precision_steps():
         student_layer_name=["relu1", "relu2"], alpha=0.3), batch_size=1)
 
 
+def test_split_epochs_gives_each_stage_its_share():
+    from fractions import Fraction
+
+    from tfkd.distillers.feature import split_epochs
+
+    assert split_epochs(30) == (15, 15)
+    assert split_epochs(5) == (2, 3)
+    sixth = tfkd.FitNetDistiller.stage1_share
+    assert sixth == Fraction(1, 6)
+    assert tfkd.CorrelationDistiller.stage1_share == Fraction(1, 2)
+    assert [split_epochs(n, sixth) for n in (2, 6, 11, 12, 30)] == [
+        (1, 1), (1, 5), (1, 10), (2, 10), (5, 25)]
+    assert split_epochs(2, 0.99) == (1, 1)
+    for bad in (0, 1, 1.5, -0.1, True, "1/6"):
+        with pytest.raises(ValueError, match="stage1_share"):
+            split_epochs(10, bad)
+
+
 def test_registry_fitnet_trains_both_stages_in_the_budget():
     # Single-stage FitNets (the old registry default) let the summed hint
     # (thousands) swamp the class loss at beta = 0.1: 13 % on the digits
@@ -272,17 +290,19 @@ def test_registry_fitnet_trains_both_stages_in_the_budget():
     assert registry.get("fitnet").defaults()["stage"] == "both"
     distiller.compile(optimizer=keras.optimizers.Adam(0.01))
     x, y = testing.random_images(32)
-    history = distiller.fit(x, y, batch_size=16, epochs=3, verbose=0)
+    history = distiller.fit(x, y, batch_size=16, epochs=7, verbose=0)
     assert distiller.stage == 2
-    assert history.epoch == [0, 1, 2]
-    assert len(history.history["loss"]) == 3
-    # Stage 1 (1 epoch) minimises the hint alone, stage 2 (2 epochs)
-    # L_Class = 0.3 CE + 0.7 KD (the default alpha: FitNets' KD stage).
+    assert history.epoch == list(range(7))
+    assert len(history.history["loss"]) == 7
+    # Stage 1 (a sixth of 7 epochs: 1) minimises the hint alone, stage 2
+    # (6 epochs) L_Class = 0.3 CE + 0.7 KD (the default alpha: FitNets' KD
+    # stage); half and half would still be hinting at epoch 1.
     assert history.history["loss"][0] == pytest.approx(
         history.history["hint_loss"][0], rel=1e-6)
-    assert history.history["loss"][2] == pytest.approx(
-        0.3 * history.history["student_loss"][2]
-        + 0.7 * history.history["kd_loss"][2], rel=1e-5)
+    for epoch in (1, 6):
+        assert history.history["loss"][epoch] == pytest.approx(
+            0.3 * history.history["student_loss"][epoch]
+            + 0.7 * history.history["kd_loss"][epoch], rel=1e-5)
     with pytest.raises(ValueError, match="epochs >= 2"):
         registry.build("fitnet", teacher, student,
                        feature_layers=("relu1", "relu1")).fit(

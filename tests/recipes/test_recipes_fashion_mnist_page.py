@@ -76,9 +76,10 @@ def test_readme_fashion_mnist_rows_match_the_results_page():
 
 
 def test_the_pages_and_readmes_counts_of_winners_and_losers_hold():
-    """'nine methods beat the student alone' at 10 labels a class, 'eight
-    methods ... still lose' (below it at every label budget): the README's
-    and the page's words, checked against the page's gains columns."""
+    """'nine methods beat the student alone' at 10 labels a class, 'seven
+    methods ... still lose' (below it at every label budget), FitNets
+    below it with few labels only: the README's and the page's words,
+    checked against the page's gains columns."""
     root = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir)
     with open(os.path.join(root, "docs", "results_fashion_mnist.md"),
               encoding="utf-8") as f:
@@ -89,9 +90,13 @@ def test_the_pages_and_readmes_counts_of_winners_and_losers_hold():
     winners = [m for m, g in gains.items() if g[0] > 0]
     losers = [m for m, g in gains.items() if max(g) < 0]
     assert len(winners) == 9, winners
-    assert len(losers) == 8, losers
-    assert {"`kd`", "`fitnet`"} <= set(losers)
+    assert len(losers) == 7, losers
+    assert "`kd`" in losers
+    fitnet = gains["`fitnet`"]
+    assert max(fitnet[:2]) < 0 <= fitnet[2], fitnet
     with open(os.path.join(root, "README.md"), encoding="utf-8") as f:
         readme = f.read()
     assert "nine methods beat the student alone" in readme
-    assert "Eight methods, Hinton KD and FitNets among" in readme
+    prose = " ".join(readme.split())
+    assert "Seven methods, Hinton KD among them, still lose" in prose
+    assert "FitNets with few labels (it ties with every label" in prose

@@ -13,6 +13,8 @@ stage). The method presets (`CorrelationDistiller`, `FitNetDistiller`,
 """
 
 import contextlib
+import fractions
+import math
 import shutil
 import types
 
@@ -86,15 +88,18 @@ def _check_epochs(value, name):
     return value
 
 
-def split_epochs(epochs):
+def split_epochs(epochs, stage1_share=fractions.Fraction(1, 2)):
     """`(stage1_epochs, stage2_epochs)` of a two-stage run of `epochs`.
 
-    Half (rounded down) for the hint stage, the rest for the class stage:
-    how `fit` of a `stage="both"` distiller gives a two-stage method the
-    same budget as a single-stage one.
+    Stage 1 gets `stage1_share` of the epochs (rounded down, at least one),
+    stage 2 the rest (at least one): how `fit` of a `stage="both"`
+    distiller gives a two-stage method the same budget as a single-stage
+    one. Each method sets its share (`FeatureDistiller.stage1_share`).
 
     Args:
         epochs: Total epochs, an int `>= 2` (one per stage at least).
+        stage1_share: Share of the epochs for stage 1, a number in
+            `(0, 1)` (default one half).
 
     Returns:
         A pair of ints summing to `epochs`.
@@ -103,6 +108,9 @@ def split_epochs(epochs):
 
     >>> split_epochs(30), split_epochs(5)
     ((15, 15), (2, 3))
+    >>> from fractions import Fraction
+    >>> split_epochs(30, Fraction(1, 6)), split_epochs(2, Fraction(1, 6))
+    ((5, 25), (1, 1))
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 2:
         raise ValueError(
@@ -111,7 +119,19 @@ def split_epochs(epochs):
             "build the distiller with `stage=None` for single-stage "
             "training."
         )
-    return epochs // 2, epochs - epochs // 2
+    if isinstance(stage1_share, bool) or not (
+        isinstance(stage1_share, (int, float, fractions.Fraction))
+        and 0 < stage1_share < 1
+    ):
+        raise ValueError(
+            "`stage1_share` must be a number strictly between 0 and 1 (the "
+            "share of the epochs that goes to stage 1). Received: "
+            f"stage1_share={stage1_share!r}."
+        )
+    # A `Fraction` share splits exactly (no float rounding down).
+    stage1 = math.floor(epochs * fractions.Fraction(stage1_share))
+    stage1 = min(max(stage1, 1), epochs - 1)
+    return stage1, epochs - stage1
 
 
 def require_layers(cls_name, teacher_layer, student_layer):
@@ -175,8 +195,8 @@ class FeatureDistiller(PresetSaving, Distiller):
     student (not the adapters) with `L_Class` alone (exactly Hinton's
     form). `stage=None` (default) is single-stage training. `stage="both"`
     makes every `fit(..., epochs=n)` run both stages within its `n` epochs
-    (`split_epochs`: half for stage 1, the rest for stage 2, stage 2 with a
-    fresh optimizer) and return one history of `n` epochs: the method's
+    (`split_epochs`: the class attribute `stage1_share` of them for stage 1,
+    half by default, the rest for stage 2, stage 2 with a fresh optimizer) and return one history of `n` epochs: the method's
     schedule, the same whichever way the distiller was built
     (class, `tfkd.distillers.registry.build`, the tuner). Run the stages
     by hand with `fit_two_stage`, or switch with `set_stage(n)` between
@@ -229,6 +249,10 @@ class FeatureDistiller(PresetSaving, Distiller):
         hp.unit_interval, doc="Weight of the cross entropy in L_Class.")
     beta = hp.Hyperparameter(
         hp.non_negative, doc="Weight of L_Class (correlation paper eq. 6).")
+
+    #: Share of a `stage="both"` `fit`'s epochs that goes to stage 1 (the
+    #: method's schedule: a subclass sets its own).
+    stage1_share = fractions.Fraction(1, 2)
 
     def __init__(self, teacher, student, *, knowledge=None, alpha=1.0,
                  beta=0.1, temperature=KD_TEMPERATURE, stage=None, **kwargs):
@@ -425,7 +449,8 @@ class FeatureDistiller(PresetSaving, Distiller):
                 f"initial_epoch={kwargs['initial_epoch']!r}."
             )
         kwargs.pop("initial_epoch", None)
-        stage1, stage2 = split_epochs(kwargs.pop("epochs", 1))
+        stage1, stage2 = split_epochs(kwargs.pop("epochs", 1),
+                                      self.stage1_share)
         first, second = self.fit_two_stage(
             x, y, stage1_epochs=stage1, stage2_epochs=stage2, **kwargs)
         from tfkd.callbacks import merge_histories
