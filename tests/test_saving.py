@@ -348,14 +348,19 @@ def test_preset_configs_keep_their_format_and_old_ones_load(case):
     assert type(distiller).__name__ == old["class"]
     config = distiller.get_config()
     # Today's `get_config` writes what tfkd wrote before (the model's name,
-    # unless given, is numbered by Keras per process).
-    assert _own(config) == dict(old["config"], name=distiller.name)
+    # unless given, is numbered by Keras per process), plus the key added
+    # since: `unlabelled_weight`, which an old config lacks and loads as
+    # "share", what it trained with.
+    assert _own(config) == dict(old["config"], name=distiller.name,
+                                unlabelled_weight=distiller.unlabelled_weight)
     # A config in the old format loads, and rebuilds the same objective.
     networks = {k: config[k] for k in ("teacher", "student")}
     loaded = type(distiller).from_config(dict(old["config"], **networks))
     assert type(loaded) is type(distiller)
     assert _objective(loaded) == _objective(distiller)
-    assert _own(loaded.get_config()) == old["config"]
+    assert loaded.unlabelled_weight == "share"
+    assert _own(loaded.get_config()) == dict(old["config"],
+                                             unlabelled_weight="share")
     # And so does `from_config(get_config())`.
     again = type(distiller).from_config(json.loads(json.dumps(config)))
     assert _objective(again) == _objective(distiller)

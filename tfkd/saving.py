@@ -303,6 +303,7 @@ class DistillerSaving:
         config.update({
             "teacher": _without_compile_config(self.teacher),
             "student": _without_compile_config(self.student),
+            "unlabelled_weight": self.unlabelled_weight,
         })
         return config
 
@@ -335,6 +336,8 @@ class DistillerSaving:
                     t, custom_objects=custom_objects)
                 for t in config["distillation_losses"]
             ]
+        # Configs written before the option existed trained with "share".
+        config.setdefault("unlabelled_weight", "share")
         return cls(**config)
 
 

@@ -153,3 +153,23 @@ def test_mirrored_matches_single_device(case):
     for a, b in zip(w1, w2):
         np.testing.assert_allclose(np.array(b), np.array(a), rtol=1e-5,
                                    atol=1e-5, err_msg=a.path)
+
+
+def test_mirrored_matches_single_device_with_unlabelled_weight_whole():
+    """`unlabelled_weight="whole"` adds the unlabelled examples' knowledge,
+    summed per replica over the local batch: replicas averaged equal one
+    device's sum over the global batch, however the labels fall."""
+    from _distiller_cases import Case
+
+    import tfkd
+
+    def make(teacher, student):
+        return tfkd.Distiller(
+            teacher, student,
+            [tfkd.losses.KDDistillation(temperature=2.0),
+             tfkd.losses.AttentionDistillation(teacher_layer_name="conv2",
+                                               student_layer_name="conv2")],
+            distillation_loss_weights=[1.0, 50.0], student_loss_weight=0.3,
+            unlabelled_weight="whole")
+
+    test_mirrored_matches_single_device(Case("kd_at_whole", make=make))

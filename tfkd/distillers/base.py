@@ -29,7 +29,9 @@ from tfkd.checks import split_cached_inputs
 from tfkd.distillers.taps import TappedForward
 from tfkd.losses._utils import _batch_size
 from tfkd.losses._utils import _mean_over_replicas
+from tfkd.losses._utils import check_unlabelled_weight
 from tfkd.losses._utils import reduce_term
+from tfkd.losses._utils import unlabelled_knowledge
 from tfkd.optimizers import FiniteGuardMixin
 from tfkd.optimizers import assert_finite_images
 from tfkd.saving import DistillerSaving
@@ -117,6 +119,8 @@ class Distiller(TappedForward, LabelChecks, hp.DistillerHyperparameters,
             cross entropy with the labels, in `[0, 1]`, i.e.
             `student_loss_weight` (default 0.5).
         temperature: Hinton KD only: the KD temperature `> 0` (default 4).
+        unlabelled_weight: `"share"` (default) or `"whole"`: the knowledge
+            weighs `1 − w_s` or 1 on an example labelled `-1`.
         **kwargs: Passed to `keras.Model` (e.g. `name`).
 
     Example:
@@ -160,7 +164,8 @@ class Distiller(TappedForward, LabelChecks, hp.DistillerHyperparameters,
 
     def __init__(self, teacher, student, distillation_losses=None,
                  distillation_loss_weights=None, student_loss_weight=None,
-                 *, alpha=None, temperature=None, **kwargs):
+                 *, alpha=None, temperature=None, unlabelled_weight="share",
+                 **kwargs):
         hinton, terms, student_loss_weight = checked_arguments(
             teacher, student, distillation_losses, distillation_loss_weights,
             student_loss_weight, alpha, temperature, kwargs,
@@ -173,6 +178,7 @@ class Distiller(TappedForward, LabelChecks, hp.DistillerHyperparameters,
             kwargs["dtype"] = student.dtype_policy
         super().__init__(**kwargs)
         self._hinton = hinton
+        self.unlabelled_weight = check_unlabelled_weight(unlabelled_weight)
         self.teacher = teacher
         self.student = student
         self.teacher.trainable = False
@@ -347,9 +353,9 @@ class Distiller(TappedForward, LabelChecks, hp.DistillerHyperparameters,
                 teacher, student, y, sample_weight)
         logits = student[LOGITS]
         y, labelled = self._check_labels(y, logits)
-        values = {"student_loss": None}
-        for name, value in self.term_values(teacher, student, y, training,
-                                            inputs=x).items():
+        values, given = {"student_loss": None}, sample_weight
+        raw = self.term_values(teacher, student, y, training, inputs=x)
+        for name, value in raw.items():
             values[f"{name}_loss"] = reduce_term(value, sample_weight)
         if labelled is None:
             values["student_loss"] = reduce_term(
@@ -392,6 +398,8 @@ class Distiller(TappedForward, LabelChecks, hp.DistillerHyperparameters,
             weighted.append(tf.cast(wi, tf.float32) * values[f"{name}_loss"])
         distillation = values["distillation_loss"] = tf.add_n(weighted)
         total = w_s * values["student_loss"] + (1.0 - w_s) * distillation
+        if self.unlabelled_weight == "whole" and labelled is not None:
+            total += w_s * unlabelled_knowledge(raw, w, labelled, given)
         if training:
             regularization = list(self.student.losses)
             for term in self._terms:

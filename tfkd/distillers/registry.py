@@ -21,6 +21,8 @@ NOT_HYPERPARAMETERS = frozenset({
     "collaboration_loss", "student_loss", "distillation_losses",
     "distillation_loss_weights", "student_loss_weight",
     "regressor_pretrained",
+    # An option of the engine (`tfkd.Distiller`), not of a method.
+    "unlabelled_weight",
 })
 
 _EXTRA_TERMS = []
@@ -235,6 +237,7 @@ def build(name, teacher, student, feature_layers=None, **overrides):
             `soft_targets` also takes `soft_target_weight` and
             `soft_target_temperature` (the added
             `tfkd.losses.SoftTargetDistillation`; weight 0 leaves it out).
+            Every method also takes `tfkd.Distiller`'s `unlabelled_weight`.
 
     Returns:
         The constructed distiller (not compiled).
@@ -281,6 +284,9 @@ def build(name, teacher, student, feature_layers=None, **overrides):
         return spec.load()(teacher, student, **kwargs)
     from tfkd.distillers.base import Distiller
 
+    # Options of the engine every method takes (presets pass them on).
+    engine_options = {k: kwargs.pop(k) for k in ("unlabelled_weight",)
+                      if k in kwargs}
     weight = kwargs.pop("weight", spec.method.weight)
     student_loss_weight = kwargs.pop("student_loss_weight",
                                      spec.method.student_loss_weight)
@@ -294,7 +300,8 @@ def build(name, teacher, student, feature_layers=None, **overrides):
         weights.append(soft[1])
     return Distiller(teacher, student, terms,
                      distillation_loss_weights=weights,
-                     student_loss_weight=student_loss_weight)
+                     student_loss_weight=student_loss_weight,
+                     **engine_options)
 
 
 def _soft_targets(spec, kwargs, overrides):

@@ -293,6 +293,48 @@ def _batch_size(x):
     return tf.shape(first)[0]
 
 
+def check_unlabelled_weight(value):
+    """`Distiller(unlabelled_weight=...)`: returns it if valid, else raises."""
+    return check_option(value, "unlabelled_weight", ("share", "whole"), {
+        "share": "the knowledge weighs 1 - w_s on an unlabelled example, "
+                 "as on a labelled one",
+        "whole": "it weighs 1 there: the absent student loss's share goes "
+                 "to the knowledge",
+    })
+
+
+def unlabelled_knowledge(values, weights, labelled, sample_weight=None):
+    """`Σ_i w_i L_i` over the unlabelled examples, per example of the batch.
+
+    What `Distiller(unlabelled_weight="whole")` adds to the objective,
+    times `w_s`: each term's per-example values times the unlabelled mask
+    (and `sample_weight`), summed and divided by the batch size, as
+    `reduce_term` does; a batch-level (scalar) term's value times the
+    batch's (weighted) unlabelled fraction.
+
+    Args:
+        values: `{term name: unreduced value}` (`Distiller.term_values`).
+        weights: The terms' weights `w_i`, in the same order.
+        labelled: Boolean `(batch,)`, `False` for label `-1`.
+        sample_weight: Optional per-example weights.
+
+    Returns:
+        A float32 scalar.
+    """
+    unlabelled = 1.0 - tf.cast(labelled, tf.float32)
+    if sample_weight is not None:
+        unlabelled *= tf.cast(tf.reshape(sample_weight, [-1]), tf.float32)
+    total = []
+    for value, weight in zip(values.values(), weights):
+        value = tf.cast(value, tf.float32)
+        if value.shape.rank == 0:
+            value = value * tf.reduce_mean(unlabelled)
+        else:
+            value = reduce_term(value, unlabelled)
+        total.append(tf.cast(weight, tf.float32) * value)
+    return tf.add_n(total)
+
+
 def reduce_term(value, sample_weight=None):
     """Reduces a loss term to a scalar the way Keras does.
 
