@@ -212,7 +212,15 @@ def test_unlabelled_examples_count_in_knowledge_terms_only():
     none = distiller.evaluate(x, np.full(8, -1, "int32"), batch_size=8,
                               return_dict=True, verbose=0)
     assert none["student_loss"] == 0.0
-    assert none["loss"] == pytest.approx(0.5 * r["kd_loss"], rel=1e-5)
+    # No example labelled: the knowledge takes the whole weight (the
+    # default `unlabelled_weight="whole"`); "share" keeps `1 - w_s`.
+    assert none["loss"] == pytest.approx(r["kd_loss"], rel=1e-5)
+    share = tfkd.Distiller(teacher, student, alpha=0.5,
+                           unlabelled_weight="share")
+    share.compile(optimizer="sgd")
+    shared = share.evaluate(x, np.full(8, -1, "int32"), batch_size=8,
+                            return_dict=True, verbose=0)
+    assert shared["loss"] == pytest.approx(0.5 * r["kd_loss"], rel=1e-5)
     history = distiller.fit(x, np.full(8, -1, "int32"), epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
 

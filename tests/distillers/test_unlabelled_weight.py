@@ -1,5 +1,6 @@
-"""`Distiller(unlabelled_weight="whole")`: an unlabelled example's knowledge
-gets the absent student loss's share (weight 1 instead of `1 - w_s`).
+"""`Distiller(unlabelled_weight="whole")`, the default: an unlabelled
+example's knowledge gets the absent student loss's share (weight 1 instead
+of `1 - w_s`, which `unlabelled_weight="share"` keeps).
 
 Checked against a NumPy reference of the objective: per example,
 `w_s · CE` averaged over the labelled examples, plus the knowledge terms
@@ -74,9 +75,9 @@ def test_whole_differs_only_with_unlabelled_examples_and_jit():
     teacher, student = _pair()
     x, y = testing.random_images(8, seed=1)
     y = np.array(y).astype(np.int64)
-    share = tfkd.Distiller(teacher, student, alpha=0.3)
-    whole = tfkd.Distiller(teacher, student, alpha=0.3,
-                           unlabelled_weight="whole")
+    share = tfkd.Distiller(teacher, student, alpha=0.3,
+                           unlabelled_weight="share")
+    whole = tfkd.Distiller(teacher, student, alpha=0.3)  # the default
     labelled = [float(d.compute_losses(tf.constant(x), tf.constant(y))[0])
                 for d in (share, whole)]
     assert labelled[0] == pytest.approx(labelled[1], rel=1e-6)
@@ -114,11 +115,13 @@ def test_batch_level_term_weighs_the_unlabelled_fraction():
 
 def test_fit_saves_and_refuses_bad_values(tmp_path):
     teacher, student = _pair()
-    with pytest.raises(ValueError, match=r"unlabelled_weight.*'share'.*"
-                                         r"'whole'.*Received: "
+    with pytest.raises(ValueError, match=r"unlabelled_weight.*'whole'.*"
+                                         r"'share'.*Received: "
                                          r"unlabelled_weight='all'"):
         tfkd.Distiller(teacher, student, unlabelled_weight="all")
-    distiller = tfkd.Distiller(teacher, student, unlabelled_weight="whole")
+    assert tfkd.Distiller(teacher, student).unlabelled_weight == "whole"
+    # The non-default value survives saving (a lost key would load "whole").
+    distiller = tfkd.Distiller(teacher, student, unlabelled_weight="share")
     distiller.compile(optimizer="adam")
     x, y = testing.random_images(16)
     y = np.array(y).astype(np.int64)
@@ -127,12 +130,12 @@ def test_fit_saves_and_refuses_bad_values(tmp_path):
     path = str(tmp_path / "d.keras")
     distiller.save(path)
     loaded = keras.saving.load_model(path)
-    assert loaded.unlabelled_weight == "whole"
+    assert loaded.unlabelled_weight == "share"
     preset = tfkd.FitNetDistiller(teacher, student, teacher_layer_name="conv2",
                                   student_layer_name="conv2",
-                                  unlabelled_weight="whole")
+                                  unlabelled_weight="share")
     clone = type(preset).from_config(preset.get_config())
-    assert clone.unlabelled_weight == "whole"
+    assert clone.unlabelled_weight == "share"
 
 
 @pytest.mark.parametrize("method", tfkd.distillers.registry.method_names())
@@ -140,8 +143,8 @@ def test_every_registry_method_takes_the_option(method):
     teacher, student = _pair()
     distiller = tfkd.distillers.registry.build(
         method, teacher, student, feature_layers=("conv2", "conv2"),
-        unlabelled_weight="whole")
-    assert distiller.unlabelled_weight == "whole"
+        unlabelled_weight="share")
+    assert distiller.unlabelled_weight == "share"
     # An engine option, not a hyperparameter of the method.
     assert "unlabelled_weight" not in \
         tfkd.distillers.registry.get(method).arguments()

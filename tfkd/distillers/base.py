@@ -119,8 +119,8 @@ class Distiller(TappedForward, LabelChecks, hp.DistillerHyperparameters,
             cross entropy with the labels, in `[0, 1]`, i.e.
             `student_loss_weight` (default 0.5).
         temperature: Hinton KD only: the KD temperature `> 0` (default 4).
-        unlabelled_weight: `"share"` (default) or `"whole"`: the knowledge
-            weighs `1 − w_s` or 1 on an example labelled `-1`.
+        unlabelled_weight: `"whole"` (default) or `"share"`: the knowledge
+            weighs 1 or `1 − w_s` on an example labelled `-1`.
         **kwargs: Passed to `keras.Model` (e.g. `name`).
 
     Example:
@@ -164,7 +164,7 @@ class Distiller(TappedForward, LabelChecks, hp.DistillerHyperparameters,
 
     def __init__(self, teacher, student, distillation_losses=None,
                  distillation_loss_weights=None, student_loss_weight=None,
-                 *, alpha=None, temperature=None, unlabelled_weight="share",
+                 *, alpha=None, temperature=None, unlabelled_weight="whole",
                  **kwargs):
         hinton, terms, student_loss_weight = checked_arguments(
             teacher, student, distillation_losses, distillation_loss_weights,

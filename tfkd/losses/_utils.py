@@ -295,11 +295,10 @@ def _batch_size(x):
 
 def check_unlabelled_weight(value):
     """`Distiller(unlabelled_weight=...)`: returns it if valid, else raises."""
-    return check_option(value, "unlabelled_weight", ("share", "whole"), {
-        "share": "the knowledge weighs 1 - w_s on an unlabelled example, "
-                 "as on a labelled one",
-        "whole": "it weighs 1 there: the absent student loss's share goes "
-                 "to the knowledge",
+    return check_option(value, "unlabelled_weight", ("whole", "share"), {
+        "whole": "the knowledge weighs 1 on an unlabelled example: the "
+                 "absent student loss's share goes to it (default)",
+        "share": "it weighs 1 - w_s there, as on a labelled example",
     })
 
 
@@ -310,7 +309,9 @@ def unlabelled_knowledge(values, weights, labelled, sample_weight=None):
     times `w_s`: each term's per-example values times the unlabelled mask
     (and `sample_weight`), summed and divided by the batch size, as
     `reduce_term` does; a batch-level (scalar) term's value times the
-    batch's (weighted) unlabelled fraction.
+    global batch's (weighted) unlabelled fraction: under `tf.distribute`
+    averaged over the replicas, so that the replicas' mean of the term
+    times it is one device's.
 
     Args:
         values: `{term name: unreduced value}` (`Distiller.term_values`).
@@ -328,7 +329,7 @@ def unlabelled_knowledge(values, weights, labelled, sample_weight=None):
     for value, weight in zip(values.values(), weights):
         value = tf.cast(value, tf.float32)
         if value.shape.rank == 0:
-            value = value * tf.reduce_mean(unlabelled)
+            value = value * _mean_over_replicas(tf.reduce_mean(unlabelled))
         else:
             value = reduce_term(value, unlabelled)
         total.append(tf.cast(weight, tf.float32) * value)

@@ -22,19 +22,17 @@ ATTENTION_MODES = ("code", "paper")
 _FEATURES_LAYOUT = "(batch, H, W, C)"
 
 
-def _abs_pow(x, p):
-    """`|x|^p` with a zero (not NaN) gradient at `x = 0` for every `p`."""
-    if p == 2.0:
-        return tf.square(x)
-    ax = tf.abs(x)
-    nonzero = ax > 0.0
-    safe = tf.where(nonzero, ax, tf.ones_like(ax))
-    return tf.where(nonzero, tf.pow(safe, p), tf.zeros_like(ax))
-
-
 def _attention_map(f, p):
     """Float32 `(batch, H, W, C)` -> L2-normalised `(batch, H · W)`."""
-    q = tf.reduce_sum(_abs_pow(f, p), axis=-1)
+    if p == 2.0:
+        powered = tf.square(f)
+    else:
+        # `|f|^p` with a zero (not NaN) gradient at `f = 0` for every `p`.
+        af = tf.abs(f)
+        nonzero = af > 0.0
+        safe = tf.where(nonzero, af, tf.ones_like(af))
+        powered = tf.where(nonzero, tf.pow(safe, p), tf.zeros_like(af))
+    q = tf.reduce_sum(powered, axis=-1)
     q = tf.reshape(q, [tf.shape(q)[0], -1])
     # Floor the norm at 1e-12 as the authors' `F.normalize` does, so an
     # all-zero map gives q = 0 rather than NaN.
