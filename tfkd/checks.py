@@ -23,6 +23,7 @@ from tfkd.callbacks import _ScaleCheck
 from tfkd.callbacks import NonFiniteDataError
 from tfkd.callbacks import NonFiniteLossError
 from tfkd.hyperparameters import unit_interval
+from tfkd.losses._utils import check_unlabelled_weight
 from tfkd.terms.base import LOGITS
 from tfkd.terms.keras_losses import _KerasTerm
 from tfkd.terms.keras_losses import _term_name
@@ -420,6 +421,22 @@ class LabelChecks:
 
     #: Keras's compiled-metrics container, read once by `compile`.
     _metrics_container = None
+
+    @property
+    def unlabelled_weight(self):
+        """`"whole"` or `"share"`: what an unlabelled example's knowledge
+        weighs (see `tfkd.Distiller`); an assignment holds from the next
+        step on."""
+        return self._unlabelled_weight
+
+    @unlabelled_weight.setter
+    def unlabelled_weight(self, value):
+        value = check_unlabelled_weight(value)
+        if value != getattr(self, "_unlabelled_weight", value):
+            # The traced steps hold the old objective.
+            self.train_function = None
+            self.test_function = None
+        self._unlabelled_weight = value
 
     def _check_fit_data(self, x, y, validation):
         """The eager checks `fit` runs before tracing its step."""

@@ -148,3 +148,26 @@ def test_every_registry_method_takes_the_option(method):
     # An engine option, not a hyperparameter of the method.
     assert "unlabelled_weight" not in \
         tfkd.distillers.registry.get(method).arguments()
+
+
+def test_an_assignment_changes_the_next_steps_objective():
+    teacher, student = _pair()
+    distiller = tfkd.Distiller(teacher, student, alpha=0.3)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.0))
+    x, y = testing.random_images(8, seed=4)
+    y = np.array(y).astype(np.int64)
+    y[:4] = -1
+
+    def evaluated():
+        return distiller.evaluate(x, y, batch_size=8, return_dict=True,
+                                  verbose=0)["loss"]
+
+    whole = evaluated()  # traces the test step with "whole"
+    distiller.unlabelled_weight = "share"
+    share = evaluated()
+    assert share < whole
+    assert share == pytest.approx(float(distiller.compute_losses(
+        tf.constant(x), tf.constant(y))[0]), rel=1e-5)
+    with pytest.raises(ValueError, match="unlabelled_weight.*'half'"):
+        distiller.unlabelled_weight = "half"
+    assert distiller.unlabelled_weight == "share"

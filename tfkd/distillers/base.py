@@ -29,7 +29,6 @@ from tfkd.checks import split_cached_inputs
 from tfkd.distillers.taps import TappedForward
 from tfkd.losses._utils import _batch_size
 from tfkd.losses._utils import _mean_over_replicas
-from tfkd.losses._utils import check_unlabelled_weight
 from tfkd.losses._utils import reduce_term
 from tfkd.losses._utils import unlabelled_knowledge
 from tfkd.optimizers import FiniteGuardMixin
@@ -178,7 +177,7 @@ class Distiller(TappedForward, LabelChecks, hp.DistillerHyperparameters,
             kwargs["dtype"] = student.dtype_policy
         super().__init__(**kwargs)
         self._hinton = hinton
-        self.unlabelled_weight = check_unlabelled_weight(unlabelled_weight)
+        self.unlabelled_weight = unlabelled_weight  # checked by its setter
         self.teacher = teacher
         self.student = student
         self.teacher.trainable = False
