@@ -397,7 +397,7 @@ class Distiller(TappedForward, LabelChecks, hp.DistillerHyperparameters,
             weighted.append(tf.cast(wi, tf.float32) * values[f"{name}_loss"])
         distillation = values["distillation_loss"] = tf.add_n(weighted)
         total = w_s * values["student_loss"] + (1.0 - w_s) * distillation
-        if self.unlabelled_weight == "whole" and labelled is not None:
+        if self._unlabelled_weight == "whole" and labelled is not None:
             total += w_s * unlabelled_knowledge(raw, w, labelled, given)
         if training:
             regularization = list(self.student.losses)
