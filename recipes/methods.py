@@ -23,6 +23,10 @@ pool, batch 128, 5 student and 10 teacher epochs; page
 `docs/results_methods_fashion_mnist.md`):
 
     python recipes/methods.py --data fashion_mnist --seeds 0 1 2
+
+`--set METHOD.NAME=VALUE ...` replaces methods' defaults (e.g. `--set
+kd.temperature=1`); such a variant writes its page into the run folder
+unless `--doc` says otherwise.
 """
 
 import argparse
@@ -41,6 +45,7 @@ from tfkd.distillers import registry
 from tfkd.app.experiment import compile_classifier
 from tfkd.app.experiment import data_setting
 from tfkd.app.experiment import load_data
+from tfkd.app.experiment import method_overrides
 from tfkd.app.experiment import record_run
 from tfkd.app.experiment import steps_per_epoch
 from tfkd.app.reporting import ResultsWriter
@@ -123,13 +128,15 @@ def run_seed(seed, methods, args, writer):
         else:
             taps = registry.digits_taps(method)
             distiller = registry.build(method, teacher, student,
-                                       feature_layers=taps)
+                                       feature_layers=taps,
+                                       **args.overrides.get(method, {}))
             distiller.compile(optimizer=adam(args.epochs, data),
                               metrics=["accuracy"])
             history = distiller.fit(data.train, epochs=args.epochs, **fit)
             settings = {"taps": list(taps) if registry.get(
                 method).uses_features else None,
-                **registry.get(method).defaults()}
+                **registry.get(method).defaults(),
+                **args.overrides.get(method, {})}
         record("student", method, history, student, time.time() - start,
                settings)
 
@@ -145,8 +152,10 @@ def _cell(mean, std):
 
 
 def results_page(rows, command, seconds, seeds, epochs, teacher_epochs,
-                 data="digits", batch_size=BATCH_SIZE, partial=""):
-    """The results page: the table, the command and its wall time."""
+                 data="digits", batch_size=BATCH_SIZE, partial="",
+                 overrides=None):
+    """The results page: the table, the command and its wall time (and
+    the `--set` overrides of methods' defaults, if any)."""
     by_method = {row["method"]: row for row in rows}
     scratch = by_method.get("student", {}).get("last_mean")
     kwargs = data_setting(data)["kwargs"]
@@ -186,6 +195,15 @@ def results_page(rows, command, seconds, seeds, epochs, teacher_epochs,
         "`registry.digits_taps(method)`, trained by the distiller's `fit`. No "
         "tuning.",
         "",
+    ]
+    if overrides:
+        lines += [
+            "Defaults replaced (`--set`): " + ", ".join(
+                f"`{m}.{k}={v!r}`" for m, values in overrides.items()
+                for k, v in values.items()) + ".",
+            "",
+        ]
+    lines += [
         f"Test accuracy (%) after the last epoch, mean ± sample std over "
         f"seeds {', '.join(map(str, seeds))}:",
         "",
@@ -230,18 +248,26 @@ def main(argv=None):
     parser.add_argument("--doc", default=None,
                         help=f"results page to write (default: {DOC}, "
                              f"{FASHION_DOC} with --data fashion_mnist)")
+    parser.add_argument("--set", nargs="+", default=[], dest="overrides",
+                        metavar="METHOD.NAME=VALUE",
+                        help="replace a method's default, e.g. --set "
+                             "kd.temperature=1 (registry.build's overrides)")
     parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2))
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     setting = data_setting(args.data)
     args.epochs = args.epochs or setting["epochs"]
     args.teacher_epochs = args.teacher_epochs or setting["teacher_epochs"]
     args.batch_size = args.batch_size or setting["batch_size"]
-    args.doc = args.doc or (DOC if args.data == "digits" else FASHION_DOC)
     methods = args.methods or registry.method_names()
+    args.overrides = method_overrides(args.overrides, methods)
     out = args.out or os.path.join(
         "tfkd_runs", f"methods_{args.data}",
         datetime.datetime.now(datetime.timezone.utc).strftime(
             "%Y%m%d-%H%M%S"))
+    # A variant (`--set`) never replaces the defaults' page unless asked.
+    args.doc = args.doc or (
+        os.path.join(out, "methods.md") if args.overrides
+        else DOC if args.data == "digits" else FASHION_DOC)
     writer = ResultsWriter(out)
     command = "python recipes/methods.py " + shlex.join(
         sys.argv[1:] if argv is None else argv)
@@ -262,7 +288,7 @@ def main(argv=None):
             f"; partial: seeds {done} of {args.seeds}")
         page = results_page(rows, command.strip(), seconds, done,
                             args.epochs, args.teacher_epochs, args.data,
-                            args.batch_size, partial)
+                            args.batch_size, partial, args.overrides)
         tfkd_io.write_text(args.doc, page)
     print("\n" + page, flush=True)
     return rows

@@ -39,6 +39,8 @@ validation split (270 images, labelled) is only logged, never used to pick
 anything. Results go to a new folder (`tfkd_runs/transfer-N`, or `--out`),
 as `tfkd.app.reporting` records (`tfkd report DIR` reads them), plus
 `transfer.md` (the table) and `transfer.png` (`tfkd.app.plots`).
+`--set METHOD.NAME=VALUE ...` replaces methods' defaults (e.g. `--set
+kd.temperature=1`; `registry.build`'s overrides, recorded with each run).
 """
 
 import argparse
@@ -57,6 +59,7 @@ from tfkd.app.experiment import compile_classifier
 from tfkd.app.experiment import data_setting
 from tfkd.app.experiment import labelled_repeated
 from tfkd.app.experiment import load_data
+from tfkd.app.experiment import method_overrides
 from tfkd.callbacks import merge_histories
 from tfkd.app.experiment import steps_per_epoch
 from tfkd.app.experiment import train_or_load_teacher
@@ -90,10 +93,13 @@ def adam(total_steps):
 
 
 def run_seed(seed, labels, methods, writer, *, epochs, teacher_epochs,
-             batch_size, teacher_path, verbose=0, data="digits"):
+             batch_size, teacher_path, verbose=0, data="digits",
+             overrides=None):
     """Trains, for one seed, the teacher and every student of each budget,
     and records each run with `writer` (a
-    `tfkd.app.reporting.ResultsWriter`)."""
+    `tfkd.app.reporting.ResultsWriter`); `overrides` (`{method: {name:
+    value}}`, from `--set`) replace methods' defaults."""
+    overrides = overrides or {}
     guard = [StopOnNonFiniteLoss()]
     keras.utils.set_random_seed(seed)
     full = load_data(data, batch_size=batch_size, seed=seed)
@@ -138,7 +144,8 @@ def run_seed(seed, labels, methods, writer, *, epochs, teacher_epochs,
         compile_classifier(student, adam(steps * epochs))
         history = student.fit(labelled, steps_per_epoch=steps,
                               epochs=epochs, validation_data=few.validation,
-                              verbose=verbose, callbacks=guard)
+                              verbose=verbose, callbacks=guard,
+                              shuffle=False)  # the pipeline shuffles itself
         record(history, label=f"student alone ({n}/class)",
                method=BASELINE, seed=seed, model=student, teacher=teacher,
                test_data=few.test, seconds=time.time() - start,
@@ -149,7 +156,8 @@ def run_seed(seed, labels, methods, writer, *, epochs, teacher_epochs,
             start = time.time()
             distiller = registry.build(
                 method, teacher, student,
-                feature_layers=registry.digits_taps(method))
+                feature_layers=registry.digits_taps(method),
+                **overrides.get(method, {}))
             distiller.compile(optimizer=adam(steps * epochs),
                               metrics=["accuracy"])
             history = distiller.fit(few.train,
@@ -164,7 +172,8 @@ def run_seed(seed, labels, methods, writer, *, epochs, teacher_epochs,
                    hyperparameters=dict(
                        common, data="labelled + unlabelled images",
                        taps=list(registry.digits_taps(method)),
-                       **registry.get(method).defaults()))
+                       **registry.get(method).defaults(),
+                       **overrides.get(method, {})))
 
 
 def comparison(rows, labels, data="digits"):
@@ -282,6 +291,10 @@ def main(argv=None):
                              "(teacher_seed<N>.keras, as a run folder holds "
                              "them; default: the run folder)")
     parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--set", nargs="+", default=[], dest="overrides",
+                        metavar="METHOD.NAME=VALUE",
+                        help="replace a method's default, e.g. --set "
+                             "kd.temperature=1 (registry.build's overrides)")
     parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2))
     args = parser.parse_args(argv)
     setting = data_setting(args.data)
@@ -292,6 +305,7 @@ def main(argv=None):
     methods = args.methods or registry.method_names()
     for method in methods:
         registry.get(method)  # A clear error before any training.
+    overrides = method_overrides(args.overrides, methods)
     if BASELINE in methods:
         raise ValueError(f"{BASELINE!r} is the baseline, always run; not a "
                          "method.")
@@ -312,7 +326,8 @@ def main(argv=None):
                  batch_size=batch_size,
                  teacher_path=f"{args.teacher_dir or out}/"
                               f"teacher_seed{seed}.keras",
-                 verbose=args.verbose, data=args.data)
+                 verbose=args.verbose, data=args.data,
+                 overrides=overrides)
         # The table after every seed: an interrupted run leaves the seeds
         # it finished.
         wall = time.time() - start

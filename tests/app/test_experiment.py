@@ -1,6 +1,7 @@
 """Tests of the recipe building blocks in `tfkd.app.experiment`."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tfkd.app import experiment
@@ -75,3 +76,31 @@ def test_test_accuracy_skips_unlabelled_examples():
     assert experiment.test_accuracy(model, dataset) == 1.0
     assert np.isnan(experiment.test_accuracy(
         model, [(x, np.full(8, -1, "int32"))]))
+
+
+def test_method_overrides_parse_values_per_method():
+    from tfkd.app.experiment import method_overrides
+
+    assert method_overrides(
+        ["kd.temperature=1", "kd.alpha=0.7", "vid.soft_target_weight=0",
+         "dist.unlabelled_weight=share"], ["kd", "vid", "dist"]) == {
+        "kd": {"temperature": 1, "alpha": 0.7},
+        "vid": {"soft_target_weight": 0},
+        "dist": {"unlabelled_weight": "share"}}
+    assert method_overrides([], ["kd"]) == {}
+
+
+@pytest.mark.parametrize("item, methods, message", [
+    ("temperature=1", ["kd"], "METHOD.NAME=VALUE"),
+    ("kd.temperature=", ["kd"], "METHOD.NAME=VALUE"),
+    ("kd.temperature=1", ["lp"], "does not build"),
+    ("kd.beta=1", ["kd"], "takes no argument 'beta'"),
+    # KD carries its own logit term: no added soft targets.
+    ("kd.soft_target_weight=1", ["kd"], "takes no argument"),
+])
+def test_method_overrides_refuse_what_no_build_takes(item, methods, message):
+    from tfkd.app.experiment import method_overrides
+
+    with pytest.raises(ValueError, match=message) as error:
+        method_overrides([item], methods)
+    assert repr(item) in str(error.value) or item in str(error.value)

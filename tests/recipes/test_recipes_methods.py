@@ -54,3 +54,36 @@ def test_recipe_writes_a_row_per_method(tmp_path):
 def test_unknown_method_is_refused(tmp_path):
     with pytest.raises(SystemExit):
         _load_recipe().main(["--methods", "bogus", "--out", str(tmp_path)])
+
+
+class _Built(Exception):
+    """Raised by a stand-in `registry.build`: what the recipe passed."""
+
+
+def test_set_reaches_the_build_and_keeps_the_defaults_page(tmp_path,
+                                                           monkeypatch):
+    recipe = _load_recipe()
+
+    def build(method, teacher, student, **kwargs):
+        raise _Built(method, kwargs)
+
+    monkeypatch.setattr(recipe.registry, "build", build)
+    with pytest.raises(_Built) as built:
+        recipe.main(["--seeds", "0", "--epochs", "1", "--teacher-epochs",
+                     "1", "--methods", "kd", "--set", "kd.temperature=1",
+                     "kd.alpha=0.7", "--out", str(tmp_path / "runs")])
+    assert built.value.args[0] == "kd"
+    assert built.value.args[1]["temperature"] == 1
+    assert built.value.args[1]["alpha"] == 0.7
+    # The variant's page goes to its run folder, and says what it changed.
+    page = recipe.results_page([], "cmd", 1.0, [0], 1, 1,
+                               overrides={"kd": {"temperature": 1}})
+    assert "`kd.temperature=1`" in page
+
+
+def test_a_bad_set_is_refused_before_any_training(tmp_path, monkeypatch):
+    recipe = _load_recipe()
+    monkeypatch.setattr(recipe, "run_seed", lambda *a: pytest.fail("ran"))
+    with pytest.raises(ValueError, match="takes no argument 'beta'"):
+        recipe.main(["--methods", "kd", "--set", "kd.beta=2",
+                     "--out", str(tmp_path)])

@@ -298,3 +298,57 @@ def labelled_repeated(train, batch_size, *, cache_seed=None):
     return (examples.shuffle(count, seed=cache_seed,
                              reshuffle_each_iteration=True)
             .repeat().batch(batch_size))
+
+
+def method_overrides(items, methods):
+    """Parses a recipe's `--set METHOD.NAME=VALUE` entries.
+
+    Each entry replaces one default of one method's build
+    (`registry.build`'s overrides), so a recipe can measure a variant
+    with the command that documents it. Checked before any training.
+
+    Args:
+        items: Strings `"METHOD.NAME=VALUE"` (a value is parsed as a
+            bool, int or float where it is one, else kept as text).
+        methods: The methods the run builds.
+
+    Returns:
+        `{method: {name: value}}`.
+
+    Raises:
+        ValueError: If an entry is malformed, names a method the run does
+            not build, or an argument the method does not take.
+
+    Example:
+
+    >>> method_overrides(["kd.temperature=1"], ["kd", "lp"])
+    {'kd': {'temperature': 1}}
+    """
+    # The `tfkd tune --fix` parser: one meaning of a value on every
+    # command line.
+    from tfkd.cli.tune import _parse_scalar as parse_scalar
+    from tfkd.distillers import registry
+
+    overrides = {}
+    for item in items:
+        target, sep, value = item.partition("=")
+        method, dot, name = target.strip().partition(".")
+        if not (sep and dot and method and name and value.strip()):
+            raise ValueError(
+                "`--set` takes METHOD.NAME=VALUE, e.g. "
+                f"`--set kd.temperature=1`. Received: --set {item!r}.")
+        if method not in methods:
+            raise ValueError(
+                f"`--set {item}` names method {method!r}, which this run "
+                f"does not build. Received: methods={list(methods)}; add it "
+                "to `--methods` or drop the entry.")
+        record = registry.get(method)
+        allowed = set(record.arguments()) | {"unlabelled_weight"}
+        if record.method.soft_targets:
+            allowed |= {"soft_target_weight", "soft_target_temperature"}
+        if name not in allowed:
+            raise ValueError(
+                f"Method {method!r} takes no argument {name!r}. Received: "
+                f"--set {item!r}. Its arguments: {sorted(allowed)}.")
+        overrides.setdefault(method, {})[name] = parse_scalar(value)
+    return overrides
