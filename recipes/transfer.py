@@ -172,8 +172,8 @@ def run_seed(seed, labels, methods, writer, *, epochs, teacher_epochs,
                    hyperparameters=dict(
                        common, data="labelled + unlabelled images",
                        taps=list(registry.digits_taps(method)),
-                       **registry.get(method).defaults(),
-                       **overrides.get(method, {})))
+                       **{**registry.get(method).defaults(),
+                          **overrides.get(method, {})}))
 
 
 def comparison(rows, labels, data="digits"):

@@ -19,12 +19,24 @@ def _load_recipe():
     return module
 
 
-def test_runs_and_writes_the_table(tmp_path, capsys):
+def test_runs_and_writes_the_table(tmp_path, capsys, monkeypatch):
     recipe = _load_recipe()
     out = tmp_path / "transfer"
+    built = []
+    build = recipe.registry.build
+
+    def recording_build(method, *args, **kwargs):
+        built.append((method, kwargs))
+        return build(method, *args, **kwargs)
+
+    monkeypatch.setattr(recipe.registry, "build", recording_build)
     rows = recipe.main(["--seeds", "0", "--labels-per-class", "6", "20",
                         "--methods", "kd", "lp", "--epochs", "1",
-                        "--teacher-epochs", "1", "--out", str(out)])
+                        "--teacher-epochs", "1", "--out", str(out),
+                        "--set", "kd.temperature=2"])
+    # `--set` reaches kd's build (both budgets), and only kd's.
+    assert [(m, kw.get("temperature")) for m, kw in built] == [
+        ("kd", 2), ("lp", None), ("kd", 2), ("lp", None)]
     printed = capsys.readouterr().out
     # One teacher, then per budget the student alone and each method.
     assert [(r["dataset"], r["method"]) for r in rows] == [
@@ -62,6 +74,8 @@ def test_runs_and_writes_the_table(tmp_path, capsys):
                for r in report_cli.collect_runs(out)}
     baseline = records[("digits, 6 labels/class", "student")]
     assert baseline.hyperparameters["data"] == "labelled images only"
+    assert records[("digits, 6 labels/class",
+                    "kd")].hyperparameters["temperature"] == 2
     # `tfkd report` reads the folder.
     written = report_cli.write_report(out, plots=False)
     assert os.path.exists(written["summary.md"])
