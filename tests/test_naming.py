@@ -66,14 +66,18 @@ def _default(function, name):
     return inspect.signature(function).parameters[name].default
 
 
-def test_presets_read_the_kd_temperature_from_the_term():
-    # Written once, in the term; the presets' KD temperature reads it.
-    # FitNets is the one documented exception: its class stage's KD runs
-    # at its own module constant (docs/methods/fitnet.md says why).
+def test_presets_read_the_kd_temperature_from_one_constant():
+    # Written once: Hinton KD's in the term, the feature presets' added KD
+    # term in `PRESET_KD_TEMPERATURE` (docs/methods/kd.md says why they
+    # differ); FitNets' class stage is that constant too.
+    from tfkd.distillers.feature import PRESET_KD_TEMPERATURE
     from tfkd.distillers.fitnet import KD_STAGE_TEMPERATURE
 
     term_default = _default(KDDistillation.__init__, "temperature")
-    assert KD_STAGE_TEMPERATURE != term_default
+    assert term_default == 4.0 and PRESET_KD_TEMPERATURE == 1.0
+    assert KD_STAGE_TEMPERATURE == PRESET_KD_TEMPERATURE
+    assert _default(tfkd.Distiller.__init__, "temperature") is None
+    assert tfkd.Distiller(*_pair()).temperature == term_default
     presets = {tfkd.CorrelationDistiller: "temperature",
                tfkd.FitNetDistiller: "temperature",
                tfkd.AttentionDistiller: "temperature",
@@ -81,8 +85,7 @@ def test_presets_read_the_kd_temperature_from_the_term():
                tfkd.distillers.AdversarialDistiller: "temperature",
                tfkd.CollaborationDistiller: "kd_temperature"}
     for cls, name in presets.items():
-        kd = (KD_STAGE_TEMPERATURE if cls is tfkd.FitNetDistiller
-              else term_default)
+        kd = PRESET_KD_TEMPERATURE
         assert _default(cls.__init__, name) == kd, (cls, name)
         if cls is tfkd.distillers.FeatureDistiller:
             taps = {"knowledge": tfkd.losses.HintDistillation("conv2",

@@ -35,10 +35,8 @@ from tfkd.methods.ktan import _single_layer_name
 from tfkd.terms.base import LOGITS
 from tfkd.methods.kd import KDDistillation
 from tfkd.terms.base import layer_name_arguments
-from tfkd.terms.base import default_of
+from tfkd.distillers.feature import PRESET_KD_TEMPERATURE
 
-#: The KD term's default temperature (written once, in the term).
-KD_TEMPERATURE = default_of(KDDistillation, "temperature")
 
 
 def _scaled_copy(optimizer, scale):
@@ -181,7 +179,7 @@ class AdversarialDistiller(PresetSaving, Distiller):
     def __init__(self, teacher, student, *, teacher_layer_name=None,
                  student_layer_name=None, alpha=0.6, beta=0.5,
                  pretrain_steps=100,
-                 kd_weight=3.0, temperature=KD_TEMPERATURE, regressor=None,
+                 kd_weight=3.0, temperature=PRESET_KD_TEMPERATURE, regressor=None,
                  discriminator_width=64, pretrain_epochs=1,
                  regressor_pretrained=None, **kwargs):
         teacher_layer, student_layer = layer_name_arguments(

@@ -6,11 +6,8 @@ from tfkd.distillers.feature import FeatureDistiller
 from tfkd.distillers.feature import require_layers
 from tfkd.methods.attention import AttentionDistillation
 from tfkd.terms.base import layer_name_arguments
-from tfkd.terms.base import default_of
-from tfkd.methods.kd import KDDistillation
+from tfkd.distillers.feature import PRESET_KD_TEMPERATURE
 
-#: The KD term's default temperature (written once, in the term).
-KD_TEMPERATURE = default_of(KDDistillation, "temperature")
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
@@ -77,7 +74,7 @@ class AttentionDistiller(FeatureDistiller):
 
     def __init__(self, teacher, student, *, teacher_layer_name=None,
                  student_layer_name=None, beta=50.0, alpha=0.3,
-                 temperature=KD_TEMPERATURE,
+                 temperature=PRESET_KD_TEMPERATURE,
                  p=2, mode="code", adapter=False, stage=None,
                  guided_channels=None, **kwargs):
         teacher_layer, student_layer = layer_name_arguments(

@@ -23,10 +23,8 @@ from tfkd.methods.kd import KDDistillation
 #: Accepted values of `target` (the paper's Table 5 ablation).
 from tfkd.methods.stc import TARGETS  # noqa: F401,E402
 from tfkd.terms.base import layer_name_arguments
-from tfkd.terms.base import default_of
+from tfkd.distillers.feature import PRESET_KD_TEMPERATURE
 
-#: The KD term's default temperature (written once, in the term).
-KD_TEMPERATURE = default_of(KDDistillation, "temperature")
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
@@ -111,7 +109,7 @@ class CollaborationDistiller(PresetSaving, Distiller):
 
     def __init__(self, teacher, student, *, teacher_layer_name=None,
                  student_layer_name=None, alpha=0.5, temperature=1.0,
-                 kd_weight=None, kd_temperature=KD_TEMPERATURE,
+                 kd_weight=None, kd_temperature=PRESET_KD_TEMPERATURE,
                  target="teacher",
                  adapter=False, collaboration_loss=None, student_loss=None,
                  **kwargs):

@@ -7,11 +7,8 @@ from tfkd.distillers.feature import require_layers
 from tfkd.methods.correlation import DEFAULT_MAX_SPATIAL_POSITIONS
 from tfkd.methods.correlation import CorrelationDistillation
 from tfkd.terms.base import layer_name_arguments
-from tfkd.terms.base import default_of
-from tfkd.methods.kd import KDDistillation
+from tfkd.distillers.feature import PRESET_KD_TEMPERATURE
 
-#: The KD term's default temperature (written once, in the term).
-KD_TEMPERATURE = default_of(KDDistillation, "temperature")
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
@@ -89,7 +86,7 @@ class CorrelationDistiller(FeatureDistiller):
 
     def __init__(self, teacher, student, *, teacher_layer_name=None,
                  student_layer_name=None, mode="both", alpha=0.3, beta=0.1,
-                 temperature=KD_TEMPERATURE, adapter=False, stage="both",
+                 temperature=PRESET_KD_TEMPERATURE, adapter=False, stage="both",
                  guided_channels=None, pool_to=None,
                  max_spatial_positions=DEFAULT_MAX_SPATIAL_POSITIONS,
                  **kwargs):
