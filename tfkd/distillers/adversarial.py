@@ -132,7 +132,8 @@ class AdversarialDistiller(PresetSaving, Distiller):
             student reads none of the teacher's logits, which loses to the
             student trained alone where labels are few (digits, 6 labels
             a class, `docs/results_transfer_digits.md`).
-        temperature: KD temperature, `> 0`.
+        temperature: KD temperature, `> 0` (default 1, the
+            feature presets' `PRESET_KD_TEMPERATURE`, not Hinton KD's 4).
         regressor: Optional `TeacherToStudent` (or any layer mapping the
             teacher map to the student map's shape), taken as trained
             unless `regressor_pretrained=False`.

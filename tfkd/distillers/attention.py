@@ -41,7 +41,8 @@ class AttentionDistiller(FeatureDistiller):
         beta: Weight of each pair's attention loss, `>= 0` (default 50;
             the authors' code: 500).
         alpha: Weight of the cross entropy in `L_Class`, in `[0, 1]`.
-        temperature: KD temperature, `> 0`.
+        temperature: KD temperature, `> 0` (default 1, the
+            feature presets' `PRESET_KD_TEMPERATURE`, not Hinton KD's 4).
         p: Exponent of the attention map, `> 0` (default 2).
         mode: `"code"` (default) or `"paper"`.
         adapter: If `True`, resize a student map whose spatial size differs.

@@ -70,7 +70,8 @@ class CollaborationDistiller(PresetSaving, Distiller):
             default 1.0 with the default student loss (the class cross
             entropy), 0 with a custom `student_loss`.
         kd_temperature: Temperature `> 0` of the KD term and of the
-            `"soft"` target.
+            `"soft"` target (default 1, the feature presets'
+            `PRESET_KD_TEMPERATURE`, not Hinton KD's 4).
         target: `"teacher"`, `"soft"` or `"labels"`.
         adapter: Bridge a front/back shape mismatch with a trainable
             adapter.

@@ -48,7 +48,8 @@ class CorrelationDistiller(FeatureDistiller):
         alpha: Weight of the cross entropy in `L_Class`, in `[0, 1]`
             (1: no KD; the paper's "+KD" is 0.3).
         beta: Weight of `L_Class` in single-stage training (paper: 0.1).
-        temperature: KD temperature, `> 0`.
+        temperature: KD temperature, `> 0` (default 1, the
+            feature presets' `PRESET_KD_TEMPERATURE`, not Hinton KD's 4).
         adapter: Insert trainable student-side adapters on a shape
             mismatch.
         stage: `"both"` (default: `fit` trains both stages), `None`

@@ -224,7 +224,8 @@ class FeatureDistiller(PresetSaving, Distiller):
             `1 − alpha` weighs KD.
         beta: Weight of `L_Class` in the single-stage objective, `>= 0`
             (paper: 0.1).
-        temperature: KD temperature, `> 0`.
+        temperature: KD temperature, `> 0` (default 1, the
+            feature presets' `PRESET_KD_TEMPERATURE`, not Hinton KD's 4).
         stage: `None` (single-stage), `1`, `2` or `"both"` (each `fit`
             trains both stages).
         **kwargs: Passed to `keras.Model` (e.g. `name`).
