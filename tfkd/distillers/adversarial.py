@@ -38,7 +38,6 @@ from tfkd.terms.base import layer_name_arguments
 from tfkd.distillers.feature import PRESET_KD_TEMPERATURE
 
 
-
 def _scaled_copy(optimizer, scale):
     """A fresh optimizer of `optimizer`'s configuration, its learning rate
     (or a schedule's `initial_learning_rate`) times `scale`."""
@@ -180,7 +179,8 @@ class AdversarialDistiller(PresetSaving, Distiller):
     def __init__(self, teacher, student, *, teacher_layer_name=None,
                  student_layer_name=None, alpha=0.6, beta=0.5,
                  pretrain_steps=100,
-                 kd_weight=3.0, temperature=PRESET_KD_TEMPERATURE, regressor=None,
+                 kd_weight=3.0, temperature=PRESET_KD_TEMPERATURE,
+                 regressor=None,
                  discriminator_width=64, pretrain_epochs=1,
                  regressor_pretrained=None, **kwargs):
         teacher_layer, student_layer = layer_name_arguments(

@@ -9,7 +9,6 @@ from tfkd.terms.base import layer_name_arguments
 from tfkd.distillers.feature import PRESET_KD_TEMPERATURE
 
 
-
 @keras.saving.register_keras_serializable(package="tfkd")
 class AttentionDistiller(FeatureDistiller):
     """Attention transfer: match the spatial attention maps of tapped layers.

@@ -26,7 +26,6 @@ from tfkd.terms.base import layer_name_arguments
 from tfkd.distillers.feature import PRESET_KD_TEMPERATURE
 
 
-
 @keras.saving.register_keras_serializable(package="tfkd")
 class CollaborationDistiller(PresetSaving, Distiller):
     """Student-teacher collaboration (STC) distillation.

@@ -10,7 +10,6 @@ from tfkd.terms.base import layer_name_arguments
 from tfkd.distillers.feature import PRESET_KD_TEMPERATURE
 
 
-
 @keras.saving.register_keras_serializable(package="tfkd")
 class CorrelationDistiller(FeatureDistiller):
     """Correlation-based learning: match channel and/or spatial Gram matrices.
@@ -87,7 +86,8 @@ class CorrelationDistiller(FeatureDistiller):
 
     def __init__(self, teacher, student, *, teacher_layer_name=None,
                  student_layer_name=None, mode="both", alpha=0.3, beta=0.1,
-                 temperature=PRESET_KD_TEMPERATURE, adapter=False, stage="both",
+                 temperature=PRESET_KD_TEMPERATURE, adapter=False,
+                 stage="both",
                  guided_channels=None, pool_to=None,
                  max_spatial_positions=DEFAULT_MAX_SPATIAL_POSITIONS,
                  **kwargs):
