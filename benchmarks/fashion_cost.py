@@ -2,7 +2,13 @@
 
 The recipes' Fashion-MNIST setting (`tfkd.app.experiment.DATA_SETTINGS`: 14×14
 images, a stratified pool of `--examples` training images, batch 128) and
-pair (`tfkd.models.digits_teacher` → `digits_student`). One process; for each
+pair (`tfkd.models.digits_teacher` → `digits_student`, 1,490 parameters).
+`--pair resnet` times the CIFAR zoo's pair instead, ResNet-56 → ResNet-20
+(270K parameters) on the images at 32×32×3 (`load_fashion_mnist(
+image_size=32, channels=3)`), tapping `pool` for the embedding methods
+and the last block (`stage3_block9_out` / `stage3_block3_out`) for the
+others: a student of a size people ship, whose step is not dwarfed by a
+method's own term. One process; for each
 method the rounds interleave (see `benchmarks/_common.py`) one epoch
 (`fit(..., epochs=1)`) of:
 
@@ -25,6 +31,7 @@ KD (live) on the pipeline vs on one batch already in memory (no decoding,
 scaling or shuffling).
 
     python benchmarks/fashion_cost.py --rounds 3
+    python benchmarks/fashion_cost.py --pair resnet --examples 1280 --rounds 3
 """
 
 import argparse
@@ -43,15 +50,34 @@ def main():
     from tfkd.app.experiment import load_data
 
     print(_common.environment(), flush=True)
+    image = {"image_size": 32, "channels": 3} if ARGS.pair == "resnet" \
+        else {}
     data = load_data("fashion_mnist", batch_size=ARGS.batch, seed=0,
-                     train_examples=ARGS.examples)
+                     train_examples=ARGS.examples, **image)
     steps = int(sum(1 for _ in data.train))
     keras.utils.set_random_seed(0)
-    teacher = tfkd.models.digits_teacher(data.num_classes, data.input_shape)
-    teacher.trainable = False
+    if ARGS.pair == "resnet":
+        teacher = tfkd.models.resnet56(input_shape=data.input_shape,
+                                       num_classes=data.num_classes)
 
-    def student():
-        return tfkd.models.digits_student(data.num_classes, data.input_shape)
+        def student():
+            return tfkd.models.resnet20(input_shape=data.input_shape,
+                                        num_classes=data.num_classes)
+
+        def taps(method):
+            if registry.get(method).method.embedding:
+                return ("pool", "pool")
+            return ("stage3_block9_out", "stage3_block3_out")
+    else:
+        teacher = tfkd.models.digits_teacher(data.num_classes,
+                                             data.input_shape)
+
+        def student():
+            return tfkd.models.digits_student(data.num_classes,
+                                              data.input_shape)
+
+        taps = registry.digits_taps
+    teacher.trainable = False
 
     alone = compile_classifier(student(), keras.optimizers.Adam(1e-3))
 
@@ -61,12 +87,15 @@ def main():
     methods = ARGS.methods or registry.method_names()
     rows = []
     for method in methods:
+        # A two-stage method's one-epoch `fit` times its first stage.
+        stage = {"stage": 1} if registry.get(method).defaults().get(
+            "stage") == "both" else {}
         distiller = registry.build(method, teacher, student(),
-                                   feature_layers=registry.digits_taps(method))
+                                   feature_layers=taps(method), **stage)
         distiller.compile(optimizer=keras.optimizers.Adam(1e-3))
         cached_distiller = registry.build(
-            method, teacher, student(),
-            feature_layers=registry.digits_taps(method))
+            method, teacher, student(), feature_layers=taps(method),
+            **stage)
         cached_distiller.compile(optimizer=keras.optimizers.Adam(1e-3))
         start = time.perf_counter()
         try:
@@ -98,7 +127,8 @@ def main():
         rows.append(row)
         print(_common.table(HEADER, rows[-1:]), flush=True)
 
-    print(f"\nFashion-MNIST at {data.input_shape[0]}×{data.input_shape[1]}, "
+    print(f"\nFashion-MNIST at {data.input_shape[0]}×{data.input_shape[1]}"
+          f"×{data.input_shape[2]}, {teacher.name} → {student().name}, "
           f"{ARGS.examples} training images ({steps} steps of "
           f"{ARGS.batch}), {ARGS.rounds} rounds of one epoch each (median, "
           "25th–75th percentile of per-round ratios)")
@@ -130,6 +160,11 @@ HEADER = ["method", "student alone ms", "live ms", "live / alone",
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pair", choices=["digits", "resnet"],
+                        default="digits",
+                        help="teacher → student (default: the recipes' "
+                             "digits pair; resnet: ResNet-56 → ResNet-20 "
+                             "at 32×32×3)")
     parser.add_argument("--examples", type=int, default=6000)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
