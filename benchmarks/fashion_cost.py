@@ -31,7 +31,8 @@ KD (live) on the pipeline vs on one batch already in memory (no decoding,
 scaling or shuffling).
 
     python benchmarks/fashion_cost.py --rounds 3
-    python benchmarks/fashion_cost.py --pair resnet --examples 1280 --rounds 3
+    python benchmarks/fashion_cost.py --pair resnet --examples 1280 \
+        --rounds 5 --threads 1
 """
 
 import argparse
@@ -49,6 +50,12 @@ def main():
     from tfkd.app.experiment import compile_classifier
     from tfkd.app.experiment import load_data
 
+    if ARGS.threads:
+        # One op thread: each epoch's time is its work on one core, not
+        # whether the shared machine's second core was free for it (with
+        # two threads, epochs here took either 1× or 2× their time).
+        tf.config.threading.set_intra_op_parallelism_threads(ARGS.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(ARGS.threads)
     print(_common.environment(), flush=True)
     image = {"image_size": 32, "channels": 3} if ARGS.pair == "resnet" \
         else {}
@@ -165,6 +172,9 @@ def parse_args():
                         help="teacher → student (default: the recipes' "
                              "digits pair; resnet: ResNet-56 → ResNet-20 "
                              "at 32×32×3)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="TensorFlow op threads (default 0: "
+                             "TensorFlow's choice, every core)")
     parser.add_argument("--examples", type=int, default=6000)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)

@@ -191,3 +191,41 @@ def test_method_pages_state_their_objective_as_math():
         assert "$$" in section, f"{source}: the objective is not a formula"
         assert "```" not in section, (
             f"{source}: the objective has a code block; write it as $$ math")
+
+
+def _section_table(page, heading):
+    """The rows (lists of cells) of the first table under `heading`."""
+    with open(os.path.join(DOCS, page), encoding="utf-8") as f:
+        lines = f.read().split(heading, 1)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| "))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+def test_benchmarks_caching_claims_for_the_resnet_pair_hold():
+    """docs/benchmarks.md: with ResNet-56 → ResNet-20, cached epochs meet
+    the 1.10× target for 15 of the 17 methods (CRD and KTAN miss it),
+    live epochs cost 1.8–2.0× and cached ones 0.95–1.08× for those 15;
+    every "met" / "MISSED" cell agrees with its ratio."""
+    from tfkd.distillers import registry
+
+    rows = _section_table("benchmarks.md",
+                          "### A student of a size people ship")
+    ratios = {row[0].strip("`"): (float(row[3].split()[0]),
+                                  float(row[5].split()[0]), row[7])
+              for row in rows}
+    assert set(ratios) == set(registry.method_names())
+    for method, (_, cached, verdict) in ratios.items():
+        assert verdict == ("met" if cached <= 1.10 else "MISSED"), method
+    met = {m for m, (_, cached, _) in ratios.items() if cached <= 1.10}
+    assert set(ratios) - met == {"crd", "ktan"}
+    assert len(met) == 15
+    live = [ratios[m][0] for m in met]
+    cached = [ratios[m][1] for m in met]
+    assert 1.8 <= min(live) and max(live) <= 2.0, live
+    assert 0.95 <= min(cached) and max(cached) <= 1.08, cached
+    assert ratios["crd"][1] == 1.22 and ratios["ktan"][1] == 1.17
