@@ -30,7 +30,7 @@ Then the input pipeline: milliseconds per step of the student alone and of
 KD (live) on the pipeline vs on one batch already in memory (no decoding,
 scaling or shuffling).
 
-    python benchmarks/fashion_cost.py --rounds 3
+    python benchmarks/fashion_cost.py --rounds 5 --threads 1
     python benchmarks/fashion_cost.py --pair resnet --examples 1280 \
         --rounds 5 --threads 1
 """
