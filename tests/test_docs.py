@@ -14,6 +14,8 @@ import sys
 
 import pytest
 
+from _recipe_outputs import page_table
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(ROOT, "docs")
 # `mathjax` is django-static-mathjax (MathJax served by the site), `black`
@@ -196,14 +198,7 @@ def test_method_pages_state_their_objective_as_math():
 def _section_table(page, heading):
     """The rows (lists of cells) of the first table under `heading`."""
     with open(os.path.join(DOCS, page), encoding="utf-8") as f:
-        lines = f.read().split(heading, 1)[1].splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("| "))
-    rows = []
-    for line in lines[start + 2:]:
-        if not line.startswith("|"):
-            break
-        rows.append([cell.strip() for cell in line.strip("|").split("|")])
-    return rows
+        return list(page_table(f.read(), heading).values())
 
 
 def test_benchmarks_caching_claims_for_the_resnet_pair_hold():

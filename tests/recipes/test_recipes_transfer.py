@@ -7,6 +7,7 @@ import pytest
 
 from tfkd.cli import report as report_cli
 from tfkd.distillers import registry
+from _recipe_outputs import page_table
 
 _RECIPE = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "recipes",
                        "transfer.py")
@@ -98,21 +99,10 @@ def _results_page():
         return f.read()
 
 
-def _gain_tables(text):
-    """Every `| method | 6 labels ...` table of the page, in order, as
-    lists of its rows' cells."""
-    lines = text.splitlines()
-    tables = []
-    for start, line in enumerate(lines):
-        if not line.startswith("| method | 6 labels"):
-            continue
-        rows = []
-        for row in lines[start + 2:]:
-            if not row.startswith("|"):
-                break
-            rows.append([cell.strip() for cell in row.strip("|").split("|")])
-        tables.append(rows)
-    return tables
+def _gain_rows(text, start):
+    """The rows (lists of cells) of the page's first gains table after
+    `start`."""
+    return list(page_table(text, start).values())
 
 
 def test_the_results_page_table_backs_its_defaults_claim():
@@ -125,7 +115,7 @@ def test_the_results_page_table_backs_its_defaults_claim():
     prose = " ".join(text.split())
     assert "every method is at least as good as the student alone" in prose
     assert "no gain below 0" in prose
-    rows = _gain_tables(text)[0]
+    rows = _gain_rows(text, "| method | 6 labels")
     names = [row[0] for row in rows]
     assert "student alone (its labels only)" in names
     methods = [row for row in rows if row[0].startswith("`")]
@@ -154,7 +144,8 @@ def test_the_results_pages_whole_versus_share_numbers_hold():
     assert "from +0.6 (CC) to +3.9 (Hinton KD) points over `\"share\"`" \
         in prose
     assert "from −1.0 (SP) to +2.3 (DIST)" in prose
-    whole, share = _gain_tables(text)[:2]
+    whole = _gain_rows(text, "| method | 6 labels")
+    share = _gain_rows(text, '## With `unlabelled_weight="share"`')
 
     def gains(rows):
         return {row[0].strip("`"): (float(row[3]), float(row[4]))
