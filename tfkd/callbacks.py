@@ -393,8 +393,10 @@ class HyperparameterScheduler(keras.callbacks.Callback):
 def linear_warmup(target, epochs, start=0.0):
     """A schedule rising linearly from `start` to `target` over `epochs`.
 
-    For `HyperparameterScheduler`: e.g. DKD's warm-up of its weight over the
-    first 20 epochs, `{"dkd/weight": linear_warmup(1.0, 20)}`.
+    For `HyperparameterScheduler`: e.g. a term's weight warmed up over the
+    first 20 epochs, `{"kd/weight": linear_warmup(1.0, 20)}` (DKD's
+    `warmup_epochs` schedules its own weight so; `fit` refuses a second
+    schedule of the same path).
 
     Args:
         target: The value from epoch (or step) `epochs` on.

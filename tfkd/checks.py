@@ -188,6 +188,30 @@ def _warn_unknown_monitors(callbacks, names):
                 "`<term>_loss`.", UserWarning, stacklevel=3)
 
 
+def _check_schedule_clash(callbacks, own):
+    """Refuses a user's `HyperparameterScheduler` of a path that a term's
+    own schedule (`own`, e.g. DKD's warm-up of `dkd/weight`) also sets:
+    the term's runs after it and would silently overwrite it."""
+    from tfkd.callbacks import HyperparameterScheduler
+
+    def paths(group):
+        return {path for callback in group
+                if isinstance(callback, HyperparameterScheduler)
+                for path in callback.schedules}
+
+    clash = sorted(paths(callbacks) & paths(own))
+    if clash:
+        raise ValueError(
+            f"A `HyperparameterScheduler` passed to `fit` schedules {clash}, "
+            "which a term of this distiller already schedules itself (e.g. "
+            "DKD's warm-up of its weight): the term's schedule would "
+            "overwrite yours every epoch. Turn the term's own schedule off "
+            "(e.g. `DKDDistillation(..., warmup_epochs=0)`, or "
+            "`--set dkd.warmup_epochs=0` in the recipes) or drop that path "
+            "from your scheduler."
+        )
+
+
 def _check_arrays(x, y, num_classes, x_name, y_name, logits_rank=2):
     """Eager checks of in-memory arrays, before any graph is traced.
 
@@ -834,11 +858,12 @@ class LabelChecks:
         self._prepare_logits_check()
         progress = _GuardProgress()
         if len(args) < 4:  # `callbacks` not given positionally
+            own = self._schedule_callbacks()
+            _check_schedule_clash(kwargs.get("callbacks") or [], own)
             # Progress first: under XLA it raises a skipped bad step before
             # any other callback sees the batch.
             kwargs["callbacks"] = [progress] + list(
-                kwargs.get("callbacks") or []) + self._schedule_callbacks(
-            ) + [_ScaleCheck()]
+                kwargs.get("callbacks") or []) + own + [_ScaleCheck()]
         _warn_unknown_monitors(kwargs.get("callbacks") or [],
                                self._loss_metric_names())
         if isinstance(x, tf.data.Dataset) and len(args) < 7:

@@ -351,9 +351,8 @@ def test_warmup_of_the_weight_as_the_authors():
                                soft_target_weight=0.0)
     distiller.compile(optimizer="sgd")
     x, y = testing.random_images(16, seed=7)
-    warmup = HyperparameterScheduler({"dkd/weight": linear_warmup(1.0, 20)})
-    history = distiller.fit(x, y, epochs=3, batch_size=16, verbose=0,
-                            callbacks=[warmup]).history
+    # The term's own warm-up (`warmup_epochs=20`, its default).
+    history = distiller.fit(x, y, epochs=3, batch_size=16, verbose=0).history
     assert history["dkd/weight"] == [0.0, 0.05, 0.1]
     # Epoch 1: the DKD term has weight 0, the total is 0.5 · CE.
     np.testing.assert_allclose(history["loss"][0],
@@ -363,6 +362,25 @@ def test_warmup_of_the_weight_as_the_authors():
         history["loss"][2],
         0.5 * (history["student_loss"][2] + 0.1 * history["dkd_loss"][2]),
         rtol=1e-5)
+
+
+def test_a_users_schedule_of_the_warmed_up_weight_is_refused():
+    """DKD's warm-up schedules `dkd/weight` after the user's callbacks: a
+    user's scheduler of the same path would be overwritten silently, so
+    `fit` refuses it and names the fix; with `warmup_epochs=0` it runs."""
+    teacher, student = _pair()
+    x, y = testing.random_images(16, seed=7)
+    mine = HyperparameterScheduler({"dkd/weight": linear_warmup(1.0, 2)})
+    distiller = registry.build("dkd", teacher, student)
+    distiller.compile(optimizer="sgd")
+    with pytest.raises(ValueError, match=r"schedules \['dkd/weight'\].*"
+                                         r"warmup_epochs=0"):
+        distiller.fit(x, y, epochs=1, verbose=0, callbacks=[mine])
+    distiller = registry.build("dkd", teacher, student, warmup_epochs=0)
+    distiller.compile(optimizer="sgd")
+    history = distiller.fit(x, y, epochs=3, verbose=0,
+                            callbacks=[mine]).history
+    assert history["dkd/weight"] == [0.0, 0.5, 1.0]
 
 
 def test_one_hot_labels_and_config_round_trip():
