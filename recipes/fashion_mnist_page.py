@@ -10,6 +10,11 @@ the student alone (on the seeds both ran) and the mean wall time of a run -- and
     python recipes/fashion_mnist_page.py --transfer RUN_DIR [RUN_DIR ...] \\
         --methods-dir RUN_DIR --table out.md --figure out.png
 
+With `--budget RUN_DIR [RUN_DIR ...]` (folders of `recipes/transfer.py
+--epochs E` runs of some methods), it also writes the gain of those methods
+at every epoch count, the `--transfer` folders' runs giving the default
+budget's column (`--budget-table`, `--budget-figure`).
+
 A cell computed from fewer seeds than the others says so (`n = 1`).
 """
 
@@ -25,8 +30,14 @@ TITLE = "Fashion-MNIST"
 ALL = "all labels"
 
 
-def unique_runs(runs):
-    """The runs with one record per (data set, method, seed): the first.
+def _epochs(run):
+    """The student epochs a run was given (its recorded setting)."""
+    return int(run.hyperparameters.get("epochs", run.epochs or 0))
+
+
+def unique_runs(runs, *, by_epochs=False):
+    """The runs with one record per (data set, method, seed): the first
+    (per epoch count too with `by_epochs`).
 
     Folders of runs made in parallel can hold the same run twice (the
     student alone of a seed, re-run beside a subset of methods); counted
@@ -35,6 +46,8 @@ def unique_runs(runs):
     seen, kept = set(), []
     for run in runs:
         key = (run.dataset, run.method, run.seed)
+        if by_epochs:
+            key += (_epochs(run),)
         if key not in seen:
             seen.add(key)
             kept.append(run)
@@ -89,6 +102,84 @@ def settings_table(transfer_dirs, methods_dir):
     if ALL in table:
         order.append(ALL)
     return {s: table[s] for s in order}, teacher
+
+
+def budget_table(transfer_dirs, budget_dirs):
+    """`{setting: {method: {epochs: {seed: accuracy %}}}}` for the methods
+    of the `budget_dirs` runs (and the student alone), at every epoch count
+    the `transfer_dirs` and `budget_dirs` runs hold."""
+    runs = []
+    for folder in list(budget_dirs) + list(transfer_dirs):
+        runs += load_runs(folder)
+    runs = unique_runs(runs, by_epochs=True)
+    few = [r for r in runs if r.dataset != f"{TITLE}, all labels"]
+    methods = {r.method for folder in budget_dirs
+               for r in load_runs(folder)} | {"student"}
+    table = {}
+    for run in few:
+        if run.method not in methods:
+            continue
+        setting = run.dataset.split(", ", 1)[1]
+        table.setdefault(setting, {}).setdefault(run.method, {}).setdefault(
+            _epochs(run), {})[run.seed] = 100 * run.test_accuracy_last
+    order = sorted(table, key=lambda s: int(s.split()[0]))
+    return {s: table[s] for s in order}
+
+
+def budget_gains(table):
+    """`{setting: {method: {epochs: (mean gain, std)}}}`: each method's gain
+    over the student alone of the same epochs and seed, on the seeds both
+    ran."""
+    gains = {}
+    for setting, methods in table.items():
+        base = methods.get("student", {})
+        for method, by_epochs in methods.items():
+            if method == "student":
+                continue
+            for epochs, seeds in by_epochs.items():
+                common = sorted(set(seeds) & set(base.get(epochs, {})))
+                if not common:
+                    continue
+                values = [seeds[s] - base[epochs][s] for s in common]
+                std = statistics.stdev(values) if len(values) > 1 else None
+                gains.setdefault(setting, {}).setdefault(method, {})[
+                    epochs] = (statistics.fmean(values), std)
+    return gains
+
+
+def budget_markdown(table):
+    """One row per (setting, method), one column per epoch count: the test
+    accuracy, mean ± std over seeds, and the gain over the student alone
+    of the same epochs."""
+    gains = budget_gains(table)
+    budgets = sorted({e for t in table.values() for c in t.values()
+                      for e in c})
+    lines = ["| labels | method | " + " | ".join(
+                 f"{e} epochs (%)" for e in budgets) + " |",
+             "| --- | --- |" + " ---: |" * len(budgets)]
+    for setting, methods in table.items():
+        for method in ["student"] + sorted(m for m in methods
+                                           if m != "student"):
+            if method not in methods:
+                continue
+            cells = []
+            for e in budgets:
+                seeds = methods[method].get(e)
+                if not seeds:
+                    cells.append("—")
+                    continue
+                values = list(seeds.values())
+                text = f"{statistics.fmean(values):.1f}"
+                if len(values) > 1:
+                    text += f" ± {statistics.stdev(values):.1f}"
+                gain = gains.get(setting, {}).get(method, {}).get(e)
+                if gain is not None:
+                    text += f" ({gain[0]:+.1f})"
+                cells.append(text)
+            name = "student alone" if method == "student" else f"`{method}`"
+            lines.append(f"| {setting.split()[0]}/class | {name} | "
+                         + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _cell(row, seeds):
@@ -158,7 +249,16 @@ def main(argv=None):
                         help="run folder of recipes/methods.py")
     parser.add_argument("--table", required=True, help="Markdown to write")
     parser.add_argument("--figure", default=None, help=".png to write")
+    parser.add_argument("--budget", nargs="+", default=(),
+                        help="run folders of recipes/transfer.py --epochs E")
+    parser.add_argument("--budget-table", default=None,
+                        help="Markdown to write: gains by epoch count")
+    parser.add_argument("--budget-figure", default=None,
+                        help=".png to write: gains by epoch count")
     args = parser.parse_args(argv)
+    if (args.budget_table or args.budget_figure) and not args.budget:
+        parser.error("--budget-table and --budget-figure need --budget "
+                     "RUN_DIR [RUN_DIR ...]")
     table, teacher = settings_table(args.transfer, args.methods_dir)
     text = markdown(table, teacher)
     tfkd.io.write_text(args.table, text)
@@ -171,6 +271,17 @@ def main(argv=None):
                   "labels")
         fig.clear()
     print(text)
+    if args.budget:
+        budget = budget_table(args.transfer, args.budget)
+        budget_text = budget_markdown(budget)
+        if args.budget_table:
+            tfkd.io.write_text(args.budget_table, budget_text)
+        if args.budget_figure:
+            tfkd.app.plots.plot_gain_by_budget(
+                budget_gains(budget), args.budget_figure,
+                title="Fashion-MNIST: gain over the student alone by "
+                      "student epochs").clear()
+        print(budget_text)
     return table, teacher
 
 

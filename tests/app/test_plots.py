@@ -173,6 +173,27 @@ def test_plot_accuracy_vs_params(tmp_path):
         plots.plot_accuracy_vs_params([])
 
 
+def test_plot_gain_by_budget(tmp_path):
+    gains = {"10 labels/class": {"kd": {5: (-8.5, 5.0), 20: (5.3, None)},
+                                 "dist": {5: (6.1, 1.0), 20: (4.0, 1.0)}},
+             "100 labels/class": {"kd": {5: (-5.7, 2.6)}}}
+    path = tmp_path / "budget.png"
+    fig = plots.plot_gain_by_budget(gains, path)
+    _png(path)
+    left, right = fig.axes[:2]
+    assert left.get_title() == "10 labels/class"
+    assert left.get_xscale() == "log"
+    # One line per method, through its gains in budget order.
+    kd = left.get_lines()[0]
+    assert list(kd.get_xdata()) == [5, 20]
+    assert list(kd.get_ydata()) == [-8.5, 5.3]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [
+        "kd", "dist"]
+    for bad in ({}, {"s": {}}, {"s": {"kd": {5: 1.0}}}):
+        with pytest.raises(ValueError, match="gains"):
+            plots.plot_gain_by_budget(bad)
+
+
 def test_layer_features_arrays_and_datasets():
     model = testing.tiny_conv_model("net", width=4, seed=0)
     x, y = testing.random_images(10)

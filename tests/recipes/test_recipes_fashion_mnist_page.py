@@ -62,6 +62,44 @@ def test_table_combines_settings_gains_and_partial_seeds(tmp_path):
 
 
 
+def _add_epochs(writer, setting, method, seed, accuracy, epochs):
+    writer.add(RunResult(method=method, dataset=f"Fashion-MNIST, {setting}",
+                         seed=seed, test_accuracy_last=accuracy,
+                         hyperparameters={"epochs": epochs}))
+
+
+def test_budget_table_gains_against_the_student_of_the_same_epochs(tmp_path):
+    transfer = ResultsWriter(str(tmp_path / "transfer"))  # 5 epochs
+    longer = ResultsWriter(str(tmp_path / "epochs20"))
+    for seed in (0, 1):
+        _add_epochs(transfer, "10 labels/class", "student", seed,
+                    0.60 + seed / 100, 5)
+        _add_epochs(transfer, "10 labels/class", "kd", seed, 0.55, 5)
+        # A method the budget runs do not hold stays out of the table.
+        _add_epochs(transfer, "10 labels/class", "lp", seed, 0.70, 5)
+        _add_epochs(longer, "10 labels/class", "student", seed, 0.65, 20)
+        _add_epochs(longer, "10 labels/class", "kd", seed,
+                    0.70 + seed / 50, 20)
+    recipe = _load_recipe()
+    table = recipe.budget_table([str(tmp_path / "transfer")],
+                                [str(tmp_path / "epochs20")])
+    assert set(table["10 labels/class"]) == {"student", "kd"}
+    gains = recipe.budget_gains(table)["10 labels/class"]["kd"]
+    # 5 epochs: 55 − (60, 61); 20 epochs: (70, 72) − 65, each seed's own.
+    assert abs(gains[5][0] + 5.5) < 1e-9 and abs(gains[20][0] - 6.0) < 1e-9
+    out, figure = tmp_path / "budget.md", tmp_path / "budget.png"
+    recipe.main(["--transfer", str(tmp_path / "transfer"), "--budget",
+                 str(tmp_path / "epochs20"), "--table",
+                 str(tmp_path / "t.md"), "--budget-table", str(out),
+                 "--budget-figure", str(figure)])
+    lines = out.read_text().splitlines()
+    assert lines[0] == "| labels | method | 5 epochs (%) | 20 epochs (%) |"
+    assert lines[2] == "| 10/class | student alone | 60.5 ± 0.7 | 65.0 ± 0.0 |"
+    assert lines[3] == ("| 10/class | `kd` | 55.0 ± 0.0 (-5.5) | "
+                        "71.0 ± 1.4 (+6.0) |")
+    assert figure.stat().st_size > 5_000
+
+
 def test_readme_fashion_mnist_rows_match_the_results_page():
     root = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir)
     with open(os.path.join(root, "README.md"), encoding="utf-8") as f:

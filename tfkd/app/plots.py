@@ -795,6 +795,74 @@ def plot_method_comparison(results, path=None, *, baseline="student",
     return fig
 
 
+def plot_gain_by_budget(gains, path=None, *, title=None,
+                        xlabel="student epochs"):
+    """Lines: each method's gain over the student alone against the
+    training budget, one panel per setting.
+
+    The student alone is trained for the same number of steps at each
+    budget, so a line above 0 is a method that pays at that budget.
+
+    Args:
+        gains: Dict `{setting: {method: {budget: (mean, std)}}}`, gains in
+            points; `std` may be `None` (one seed). Budgets are numbers
+            (e.g. epochs), drawn on a log-2 axis.
+        path: Optional `.png` path to write.
+        title: Figure title.
+        xlabel: Label of the budget axis.
+
+    Returns:
+        The `matplotlib.figure.Figure`.
+
+    Example:
+
+    >>> fig = plot_gain_by_budget({"10 labels/class": {
+    ...     "kd": {5: (-8.0, 2.0), 20: (5.0, 1.0)}}})
+    >>> fig.axes[0].get_ylabel()
+    'gain over the student alone (points)'
+    """
+    if not isinstance(gains, dict) or not gains or not all(
+        isinstance(t, dict) and t and all(
+            isinstance(c, dict) and c and all(
+                isinstance(v, (tuple, list)) and len(v) == 2
+                for v in c.values())
+            for c in t.values())
+        for t in gains.values()
+    ):
+        raise ValueError(
+            "`gains` must be a non-empty dict {setting: {method: {budget: "
+            f"(mean, std)}}}}}}. Received: gains={gains!r}."
+        )
+    settings = list(gains)
+    fig = _figure(4.2 * len(settings) + 1.6, 3.6)
+    axes = np.atleast_1d(fig.subplots(1, len(settings), sharey=True))
+    methods = []
+    for table in gains.values():
+        methods += [m for m in table if m not in methods]
+    for ax, setting in zip(axes, settings):
+        for method, curve in gains[setting].items():
+            budgets = sorted(curve)
+            means = [float(curve[b][0]) for b in budgets]
+            stds = [0.0 if curve[b][1] is None else float(curve[b][1])
+                    for b in budgets]
+            ax.errorbar(budgets, means, yerr=stds, marker="o", capsize=3,
+                        color=f"C{methods.index(method) % 10}", label=method)
+        ax.axhline(0.0, color="black", linestyle="--", linewidth=1)
+        ax.set_xscale("log", base=2)
+        ticks = sorted({b for c in gains[setting].values() for b in c})
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([f"{b:g}" for b in ticks])
+        ax.set_xlabel(xlabel)
+        ax.set_title(str(setting), fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("gain over the student alone (points)")
+    fig.legend(*axes[0].get_legend_handles_labels(),
+               loc="outside right upper", fontsize=9, frameon=False)
+    fig.suptitle(title or "Gain by training budget", fontsize=12)
+    _save(fig, path)
+    return fig
+
+
 def _format_count(value, _position=None):
     if value >= 1e6:
         return f"{value / 1e6:.3g}M"
