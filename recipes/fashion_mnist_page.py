@@ -104,26 +104,31 @@ def settings_table(transfer_dirs, methods_dir):
     return {s: table[s] for s in order}, teacher
 
 
-def budget_table(transfer_dirs, budget_dirs):
+def budget_table(transfer_dirs, budget_dirs, methods_dir=None):
     """`{setting: {method: {epochs: {seed: accuracy %}}}}` for the methods
     of the `budget_dirs` runs (and the student alone), at every epoch count
-    the `transfer_dirs` and `budget_dirs` runs hold."""
+    the `transfer_dirs`, `budget_dirs` and `methods_dir` runs hold;
+    `budget_dirs` may also be run folders of `recipes/methods.py` (the "all
+    labels" setting, as `methods_dir`)."""
     runs = []
-    for folder in list(budget_dirs) + list(transfer_dirs):
+    for folder in (list(budget_dirs) + list(transfer_dirs)
+                   + ([methods_dir] if methods_dir else [])):
         runs += load_runs(folder)
     runs = unique_runs(runs, by_epochs=True)
-    few = [r for r in runs if r.dataset != f"{TITLE}, all labels"]
     methods = {r.method for folder in budget_dirs
-               for r in load_runs(folder)} | {"student"}
+               for r in load_runs(folder)} - {"teacher"} | {"student"}
     table = {}
-    for run in few:
+    for run in runs:
         if run.method not in methods:
             continue
-        setting = run.dataset.split(", ", 1)[1]
+        # `recipes/methods.py` records all labels under the bare title.
+        setting = (ALL if run.dataset == TITLE
+                   else run.dataset.split(", ", 1)[1])
         table.setdefault(setting, {}).setdefault(run.method, {}).setdefault(
             _epochs(run), {})[run.seed] = 100 * run.test_accuracy_last
-    order = sorted(table, key=lambda s: int(s.split()[0]))
-    return {s: table[s] for s in order}
+    order = sorted((s for s in table if s != ALL),
+                   key=lambda s: int(s.split()[0]))
+    return {s: table[s] for s in order + ([ALL] if ALL in table else [])}
 
 
 def budget_gains(table):
@@ -177,8 +182,10 @@ def budget_markdown(table):
                     text += f" ({gain[0]:+.1f})"
                 cells.append(text)
             name = "student alone" if method == "student" else f"`{method}`"
-            lines.append(f"| {setting.split()[0]}/class | {name} | "
-                         + " | ".join(cells) + " |")
+            labels = (setting if setting == ALL
+                      else f"{setting.split()[0]}/class")
+            lines.append(f"| {labels} | {name} | " + " | ".join(cells)
+                         + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -250,7 +257,8 @@ def main(argv=None):
     parser.add_argument("--table", required=True, help="Markdown to write")
     parser.add_argument("--figure", default=None, help=".png to write")
     parser.add_argument("--budget", nargs="+", default=(),
-                        help="run folders of recipes/transfer.py --epochs E")
+                        help="run folders of recipes/transfer.py (or "
+                             "methods.py) --epochs E")
     parser.add_argument("--budget-table", default=None,
                         help="Markdown to write: gains by epoch count")
     parser.add_argument("--budget-figure", default=None,
@@ -272,7 +280,7 @@ def main(argv=None):
         fig.clear()
     print(text)
     if args.budget:
-        budget = budget_table(args.transfer, args.budget)
+        budget = budget_table(args.transfer, args.budget, args.methods_dir)
         budget_text = budget_markdown(budget)
         if args.budget_table:
             tfkd.io.write_text(args.budget_table, budget_text)

@@ -80,16 +80,27 @@ def test_budget_table_gains_against_the_student_of_the_same_epochs(tmp_path):
         _add_epochs(longer, "10 labels/class", "student", seed, 0.65, 20)
         _add_epochs(longer, "10 labels/class", "kd", seed,
                     0.70 + seed / 50, 20)
+    # All labels, from a `recipes/methods.py` run (its bare title).
+    methods20 = ResultsWriter(str(tmp_path / "methods20"))
+    for method, accuracy in (("teacher", 0.85), ("student", 0.70),
+                             ("kd", 0.74)):
+        methods20.add(RunResult(method=method, dataset="Fashion-MNIST",
+                                seed=0, test_accuracy_last=accuracy,
+                                hyperparameters={"epochs": 20}))
     recipe = _load_recipe()
     table = recipe.budget_table([str(tmp_path / "transfer")],
-                                [str(tmp_path / "epochs20")])
+                                [str(tmp_path / "epochs20"),
+                                 str(tmp_path / "methods20")])
+    assert list(table) == ["10 labels/class", "all labels"]
     assert set(table["10 labels/class"]) == {"student", "kd"}
+    assert table["all labels"]["kd"] == {20: {0: 74.0}}
     gains = recipe.budget_gains(table)["10 labels/class"]["kd"]
     # 5 epochs: 55 − (60, 61); 20 epochs: (70, 72) − 65, each seed's own.
     assert abs(gains[5][0] + 5.5) < 1e-9 and abs(gains[20][0] - 6.0) < 1e-9
     out, figure = tmp_path / "budget.md", tmp_path / "budget.png"
     recipe.main(["--transfer", str(tmp_path / "transfer"), "--budget",
-                 str(tmp_path / "epochs20"), "--table",
+                 str(tmp_path / "epochs20"), str(tmp_path / "methods20"),
+                 "--table",
                  str(tmp_path / "t.md"), "--budget-table", str(out),
                  "--budget-figure", str(figure)])
     lines = out.read_text().splitlines()
@@ -97,6 +108,19 @@ def test_budget_table_gains_against_the_student_of_the_same_epochs(tmp_path):
     assert lines[2] == "| 10/class | student alone | 60.5 ± 0.7 | 65.0 ± 0.0 |"
     assert lines[3] == ("| 10/class | `kd` | 55.0 ± 0.0 (-5.5) | "
                         "71.0 ± 1.4 (+6.0) |")
+    # One seed: no std, and no run at 5 epochs.
+    assert lines[5] == "| all labels | `kd` | — | 74.0 (+4.0) |"
+    # The 5-epoch all-labels runs come from --methods-dir.
+    methods5 = ResultsWriter(str(tmp_path / "methods5"))
+    for method, accuracy in (("student", 0.70), ("kd", 0.67), ("lp", 0.7)):
+        methods5.add(RunResult(method=method, dataset="Fashion-MNIST",
+                               seed=0, test_accuracy_last=accuracy,
+                               hyperparameters={"epochs": 5}))
+    table = recipe.budget_table([str(tmp_path / "transfer")],
+                                [str(tmp_path / "methods20")],
+                                str(tmp_path / "methods5"))
+    assert table["all labels"]["kd"] == {5: {0: 67.0}, 20: {0: 74.0}}
+    assert "lp" not in table["all labels"]
     assert figure.stat().st_size > 5_000
 
 
