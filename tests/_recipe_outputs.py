@@ -76,9 +76,10 @@ def check_outputs(out, rows, methods, *, teacher, min_teacher=3 * CHANCE):
         assert os.path.exists(os.path.join(out, run["json_file"]))
 
 
-def page_table(text, start):
+def page_table(text, start, key_cells=1):
     """`{first cell: cells}` of the first Markdown table after `start` (a
-    results page's heading or table header)."""
+    results page's heading or table header); with `key_cells=n`, keyed by
+    the tuple of the first `n` cells."""
     lines = text[text.index(start):].splitlines()
     i = next(n for n, line in enumerate(lines) if line.startswith("| "))
     rows = {}
@@ -86,5 +87,6 @@ def page_table(text, start):
         if not line.startswith("| "):
             break
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        rows[cells[0]] = cells
+        rows[cells[0] if key_cells == 1 else tuple(cells[:key_cells])] = (
+            cells)
     return rows
