@@ -330,3 +330,38 @@ def test_kd_few_label_budget_table_matches_the_fashion_page():
             if k.endswith(" 5 epochs")}
     winners = [k for k, v in five.items() if min(v) > 0]
     assert winners == ["T = 1, `alpha=0.1`, 5 epochs"], five
+
+
+def test_readme_every_label_digits_rows_and_words_match_the_page():
+    """The README's every-label digits table copies the methods page's
+    rows, and its words hold on that page: "only RKD and DIST end above
+    the student alone, the other 15 ... 0.1–2.8 points below it"; the
+    rules section's "up to 1.0 point (SP ...)" between two runs holds."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        readme_text = f.read()
+    readme = page_table(readme_text, "With every label (`--labels-per-class")
+    top = {row[0]: row for row in _section_table(
+        "results_methods_digits.md", "| method | test accuracy")}
+    names = {"teacher": "teacher", "student alone": "student",
+             "student distilled, DIST (`--method dist`)": "dist",
+             "student distilled, LP (default)": "lp",
+             "student distilled, Hinton KD (`--method kd`)": "kd"}
+    assert set(readme) == set(names)
+    for label, method in names.items():
+        assert readme[label][2] == top[method][1], label
+    gains = {m: float(row[2]) for m, row in top.items() if row[2]}
+    assert len(gains) == 17
+    assert sorted(m for m, g in gains.items() if g > 0) == ["dist", "rkd"]
+    losses = [-g for g in gains.values() if g < 0]
+    assert (round(min(losses), 1), round(max(losses), 1)) == (0.1, 2.8)
+    prose = " ".join(readme_text.split())
+    assert ("only RKD and DIST end above the student alone, the other 15 "
+            "methods' defaults 0.1–2.8 points below it") in prose
+    rules = {row[0]: row[1] for row in _section_table(
+        "results_methods_digits.md", "## Two more rules tried with every")}
+    differences = {
+        m: abs(gains[m] - float(re.search(r"\(([−+-]?\d+\.\d+)\)", cell)
+                                .group(1).replace("−", "-")))
+        for m, cell in rules.items()}
+    assert max(differences, key=differences.get) == "sp"
+    assert round(differences["sp"], 1) == 1.0
