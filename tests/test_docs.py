@@ -365,3 +365,18 @@ def test_readme_every_label_digits_rows_and_words_match_the_page():
         for m, cell in rules.items()}
     assert max(differences, key=differences.get) == "sp"
     assert round(differences["sp"], 1) == 1.0
+
+
+def test_kd_page_search_space_sentence_matches_the_record():
+    """docs/methods/kd.md: "The tuner's search space for `kd` covers both
+    (`alpha` 0.1–0.9, `temperature` 1–6)", the record's ranges."""
+    from tfkd.distillers import registry
+
+    space = registry.get("kd").search_space
+    alpha, temperature = space["alpha"], space["temperature"]
+    with open(os.path.join(DOCS, "methods", "kd.md"), encoding="utf-8") as f:
+        prose = " ".join(f.read().split())
+    assert (f"(`alpha` {alpha['min_value']:g}–{alpha['max_value']:g}, "
+            f"`temperature` {temperature['min_value']:g}–"
+            f"{temperature['max_value']:g})") in prose
+    assert alpha["min_value"] <= 0.1  # the few-label starting point
