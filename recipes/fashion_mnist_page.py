@@ -97,11 +97,15 @@ def settings_table(transfer_dirs, methods_dir):
             common = sorted(set(mine) & set(base))
             row["gain"] = (statistics.fmean(mine[s] - base[s] for s in common)
                            if common and method != "student" else None)
+    return _in_order(table), teacher
+
+
+def _in_order(table):
+    """`table` with its settings in order: the label budgets, smallest
+    first, then all labels."""
     order = sorted((s for s in table if s != ALL),
                    key=lambda s: int(s.split()[0]))
-    if ALL in table:
-        order.append(ALL)
-    return {s: table[s] for s in order}, teacher
+    return {s: table[s] for s in order + ([ALL] if ALL in table else [])}
 
 
 def budget_table(transfer_dirs, budget_dirs, methods_dir=None):
@@ -110,13 +114,13 @@ def budget_table(transfer_dirs, budget_dirs, methods_dir=None):
     the `transfer_dirs`, `budget_dirs` and `methods_dir` runs hold;
     `budget_dirs` may also be run folders of `recipes/methods.py` (the "all
     labels" setting, as `methods_dir`)."""
-    runs = []
-    for folder in (list(budget_dirs) + list(transfer_dirs)
-                   + ([methods_dir] if methods_dir else [])):
+    budget_runs = [r for folder in budget_dirs for r in load_runs(folder)]
+    runs = list(budget_runs)
+    for folder in list(transfer_dirs) + ([methods_dir] if methods_dir
+                                         else []):
         runs += load_runs(folder)
     runs = unique_runs(runs, by_epochs=True)
-    methods = {r.method for folder in budget_dirs
-               for r in load_runs(folder)} - {"teacher"} | {"student"}
+    methods = {r.method for r in budget_runs} - {"teacher"} | {"student"}
     table = {}
     for run in runs:
         if run.method not in methods:
@@ -126,9 +130,7 @@ def budget_table(transfer_dirs, budget_dirs, methods_dir=None):
                    else run.dataset.split(", ", 1)[1])
         table.setdefault(setting, {}).setdefault(run.method, {}).setdefault(
             _epochs(run), {})[run.seed] = 100 * run.test_accuracy_last
-    order = sorted((s for s in table if s != ALL),
-                   key=lambda s: int(s.split()[0]))
-    return {s: table[s] for s in order + ([ALL] if ALL in table else [])}
+    return _in_order(table)
 
 
 def budget_gains(table):
