@@ -203,8 +203,9 @@ def _section_table(page, heading):
 
 def test_benchmarks_caching_claims_for_the_resnet_pair_hold():
     """docs/benchmarks.md: with ResNet-56 → ResNet-20, cached epochs meet
-    the 1.10× target for 15 of the 17 methods (CRD and KTAN miss it),
-    live epochs cost 1.8–2.0× and cached ones 0.95–1.08× for those 15;
+    the 1.10× target for 15 of the 17 methods (KTAN and DLN miss it in
+    their phase 2), live epochs cost 1.8–2.0× and cached ones 0.95–1.10×
+    for those 15;
     every "met" / "MISSED" cell agrees with its ratio."""
     from tfkd.distillers import registry
 
@@ -217,13 +218,14 @@ def test_benchmarks_caching_claims_for_the_resnet_pair_hold():
     for method, (_, cached, verdict) in ratios.items():
         assert verdict == ("met" if cached <= 1.10 else "MISSED"), method
     met = {m for m, (_, cached, _) in ratios.items() if cached <= 1.10}
-    assert set(ratios) - met == {"crd", "ktan"}
+    assert set(ratios) - met == {"ktan", "dln"}
     assert len(met) == 15
     live = [ratios[m][0] for m in met]
     cached = [ratios[m][1] for m in met]
     assert 1.8 <= min(live) and max(live) <= 2.0, live
-    assert 0.95 <= min(cached) and max(cached) <= 1.08, cached
-    assert ratios["crd"][1] == 1.22 and ratios["ktan"][1] == 1.17
+    assert 0.95 <= min(cached) and max(cached) <= 1.10, cached
+    assert ratios["crd"][1] == 1.10
+    assert ratios["ktan"][1] == 1.22 and ratios["dln"][1] == 1.19
 
 
 def test_every_label_rules_section_backs_its_numbers():

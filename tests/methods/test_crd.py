@@ -382,6 +382,66 @@ def test_memory_bank_value_is_the_authors_loss():
     assert counts.min() > 0.8 * counts.mean()
 
 
+@pytest.mark.parametrize("normalizers", [None, (5.0, 7.0)])
+@pytest.mark.parametrize("temperature", [0.02, 0.3])
+@pytest.mark.parametrize("dataset_size", [None, 40])
+def test_term_value_and_gradients_are_the_reference_loss(
+        dataset_size, temperature, normalizers):
+    """The term scores the positive and the negatives apart, divides the
+    anchors (not the scores) by τ and reads a stored `Z` without a pass
+    over the scores: value and gradients (heads and student) stay those of
+    `contrastive_representation_loss` on the same rows, at both ends of
+    the tuner's τ range, for the queue and the memory bank."""
+    teacher, student = _pair()
+    term = CRD("pool", "pool", dataset_size=dataset_size,
+               temperature=temperature, **SMALL)
+    distiller = tfkd.Distiller(teacher, student, [term])
+    x, y = testing.random_images(8, seed=3)
+    index = np.arange(30, 38)
+    inputs = x if dataset_size is None else {"images": x, "index": index}
+    if normalizers is not None:
+        term.teacher_normalizer.assign(normalizers[0])
+        term.student_normalizer.assign(normalizers[1])
+    variables = (term.teacher_head.trainable_variables
+                 + term.student_head.trainable_variables
+                 + student.trainable_variables)
+    with tf.GradientTape(persistent=True) as tape:
+        got = tf.reduce_mean(distiller.compute_terms(inputs, y)["crd_loss"])
+        e_t, e_s = _embeddings(term, distiller, x)
+        if dataset_size is None:
+            def rows(e, memory):
+                bank = tf.broadcast_to(
+                    tf.convert_to_tensor(memory)[None],
+                    (e.shape[0],) + tuple(memory.shape))
+                return tf.concat([e[:, None], bank], axis=1)
+
+            t_rows = rows(e_t, term.teacher_memory)
+            s_rows = rows(e_s, term.student_memory)
+            size = SMALL["num_negatives"]
+        else:
+            drawn = tf.concat([index[:, None], term._negatives(
+                tf.constant(index, tf.int64))], axis=1)
+            t_rows = tf.gather(term.teacher_memory, drawn)
+            s_rows = tf.gather(term.student_memory, drawn)
+            size = dataset_size
+        z_t, z_s = normalizers or (None, None)
+        want = contrastive_representation_loss(
+            e_t, e_s, t_rows, s_rows, dataset_size=size,
+            temperature=temperature, teacher_normalizer=z_t,
+            student_normalizer=z_s)
+    np.testing.assert_allclose(float(got), float(want), rtol=1e-5)
+    reached = 0
+    for g, w in zip(tape.gradient(got, variables),
+                    tape.gradient(want, variables)):
+        # Layers after the tapped one (the student's logits) get none.
+        assert (g is None) == (w is None)
+        if g is not None:
+            reached += 1
+            np.testing.assert_allclose(np.asarray(g), np.asarray(w),
+                                       rtol=1e-4, atol=1e-6)
+    assert reached >= 4
+
+
 def _bank_distiller(dataset_size=32, **kwargs):
     teacher, student = _pair()
     term = CRD("pool", "pool", dataset_size=dataset_size,

@@ -386,22 +386,25 @@ def _low32(x):
     return tf.bitwise.bitwise_and(x, _MASK32)
 
 
-def _nce_per_example(scores, log_z, dataset_size):
+def _nce_per_example(positive, negatives, log_z, dataset_size):
     """The authors' `ContrastLoss` per anchor, in log space.
 
-    `scores`: `(b, K + 1)` values `⟨r, a⟩ / τ`, the positive first;
-    `P = exp(scores) / Z`, `c = K / N`; returns `(b,)`: `−log P_0 / (P_0 +
-    c + ε) − Σ_k log c / (P_k + c + ε)`. Its batch mean is
-    `tfkd.losses.contrastive_representation_loss`'s value for one side.
+    `positive`: `(b,)` scores `⟨r_0, a⟩ / τ`; `negatives`: `(b, K)` scores
+    `⟨r_k, a⟩ / τ`; `P = exp(score) / Z`, `c = K / N`; returns `(b,)`:
+    `−log P_0 / (P_0 + c + ε) − Σ_k log c / (P_k + c + ε)`. Its batch mean
+    is `tfkd.losses.contrastive_representation_loss`'s value for one side.
+    The positive and the negatives stay apart, and the constant part of
+    each negative is added once per anchor: with `K = 16384` every pass
+    over the `(b, K)` scores is a sizeable share of a student's step.
     """
-    k = tf.cast(tf.shape(scores)[1] - 1, tf.float32)
-    c = k / float(dataset_size)
+    k = tf.shape(negatives)[1]
+    c = tf.cast(k, tf.float32) / float(dataset_size)
     log_c_eps = tf.math.log(c + _NCE_EPSILON)
-    log_p = scores - log_z
-    positive = tf.nn.softplus(log_c_eps - log_p[:, 0])
-    negatives = (tf.nn.softplus(log_p[:, 1:] - log_c_eps)
-                 - (tf.math.log(c) - log_c_eps))
-    return positive + tf.reduce_sum(negatives, axis=1)
+    shift = tf.stop_gradient(log_z + log_c_eps)
+    positive = tf.nn.softplus(shift - positive)
+    negatives = tf.reduce_sum(tf.nn.softplus(negatives - shift), axis=1)
+    constant = tf.cast(k, tf.float32) * (tf.math.log(c) - log_c_eps)
+    return positive + negatives - constant
 
 
 def _gather_replicas(value):
@@ -701,19 +704,33 @@ class ContrastiveRepresentationDistillation(DistillationTerm):
         draws = _mix32(_low32(base + k[None, :] * 0x9E3779B9))
         return draws % self.dataset_size
 
-    def _log_normalizer(self, variable, scores, training):
+    def _log_normalizer(self, variable, positive, negatives, training):
         """`log Z`: the stored value, or (first training step, or evaluation
         before any training) `N · mean exp(scores)` over the global
         batch, stored when training."""
-        lse = tf.reshape(tf.reduce_logsumexp(scores), [1])
-        count = tf.reshape(tf.cast(tf.size(scores), tf.float32), [1])
-        lse, count = _gather_replicas(lse), _gather_replicas(count)
+        stored = tf.convert_to_tensor(variable)
+        known = stored > 0.0
+
+        def local_sums():
+            # log Σ exp over this replica's scores, and their count.
+            lse = tf.reduce_logsumexp(tf.stack([
+                tf.reduce_logsumexp(positive),
+                tf.reduce_logsumexp(negatives)]))
+            return lse, tf.cast(tf.size(positive) + tf.size(negatives),
+                                tf.float32)
+
+        # The estimate is needed once: later steps skip the pass over the
+        # scores (the branch holds no collective; the gathers below
+        # run on every replica whichever branch is taken).
+        lse, count = tf.cond(
+            known, lambda: (tf.constant(0.0), tf.constant(1.0)), local_sums)
+        lse = _gather_replicas(tf.reshape(lse, [1]))
+        count = _gather_replicas(tf.reshape(count, [1]))
         estimate = tf.stop_gradient(
             tf.reduce_logsumexp(lse) - tf.math.log(tf.reduce_sum(count))
             + math.log(self._noise_size))
-        stored = tf.convert_to_tensor(variable)
-        log_z = tf.where(stored > 0.0,
-                         tf.math.log(tf.maximum(stored, 1e-30)), estimate)
+        log_z = tf.where(known, tf.math.log(tf.maximum(stored, 1e-30)),
+                         estimate)
         if training:
             value = tf.exp(log_z)
             self.update_state_later(lambda: variable.assign(value))
@@ -736,20 +753,24 @@ class ContrastiveRepresentationDistillation(DistillationTerm):
         e_t = self.embed(self.teacher_head, teacher_outputs)
         e_s = self.embed(self.student_head,
                          self.student_feature(0, student_outputs))
-        tau = self.temperature
+        # Dividing the (b, dim) anchors by τ rather than the (b, N) scores.
+        inverse_tau = 1.0 / tf.cast(self.temperature, tf.float32)
+        a_t, a_s = e_t * inverse_tau, e_s * inverse_tau
         memory_t = tf.stop_gradient(tf.convert_to_tensor(self.teacher_memory))
         memory_s = tf.stop_gradient(tf.convert_to_tensor(self.student_memory))
         # Teacher anchors against the student's bank, and the reverse.
-        full_t = tf.matmul(e_t, memory_s, transpose_b=True) / tau
-        full_s = tf.matmul(e_s, memory_t, transpose_b=True) / tau
+        full_t = tf.matmul(a_t, memory_s, transpose_b=True)
+        full_s = tf.matmul(a_s, memory_t, transpose_b=True)
         if self.dataset_size is not None and index is not None:
-            rows = tf.concat([index[:, None], self._negatives(index)], 1)
-            scores_t = tf.gather(full_t, rows, batch_dims=1)
-            scores_s = tf.gather(full_s, rows, batch_dims=1)
+            positive_t = tf.gather(full_t, index[:, None], batch_dims=1)[:, 0]
+            positive_s = tf.gather(full_s, index[:, None], batch_dims=1)[:, 0]
+            drawn = self._negatives(index)
+            negatives_t = tf.gather(full_t, drawn, batch_dims=1)
+            negatives_s = tf.gather(full_s, drawn, batch_dims=1)
         else:
             # The paper's positive: the other network's embedding.
-            positive_t = tf.reduce_sum(e_t * tf.stop_gradient(e_s), -1) / tau
-            positive_s = tf.reduce_sum(e_s * tf.stop_gradient(e_t), -1) / tau
+            positive_t = tf.reduce_sum(a_t * tf.stop_gradient(e_s), -1)
+            positive_s = tf.reduce_sum(a_s * tf.stop_gradient(e_t), -1)
             if self.dataset_size is None:
                 negatives_t, negatives_s = full_t, full_s
             else:
@@ -757,14 +778,14 @@ class ContrastiveRepresentationDistillation(DistillationTerm):
                     tf.zeros_like(positive_t, dtype=tf.int64))
                 negatives_t = tf.gather(full_t, shared, batch_dims=1)
                 negatives_s = tf.gather(full_s, shared, batch_dims=1)
-            scores_t = tf.concat([positive_t[:, None], negatives_t], 1)
-            scores_s = tf.concat([positive_s[:, None], negatives_s], 1)
-        log_z_t = self._log_normalizer(self.teacher_normalizer, scores_t,
-                                       training)
-        log_z_s = self._log_normalizer(self.student_normalizer, scores_s,
-                                       training)
-        value = (_nce_per_example(scores_t, log_z_t, self._noise_size)
-                 + _nce_per_example(scores_s, log_z_s, self._noise_size))
+        log_z_t = self._log_normalizer(self.teacher_normalizer, positive_t,
+                                       negatives_t, training)
+        log_z_s = self._log_normalizer(self.student_normalizer, positive_s,
+                                       negatives_s, training)
+        value = (_nce_per_example(positive_t, negatives_t, log_z_t,
+                                  self._noise_size)
+                 + _nce_per_example(positive_s, negatives_s, log_z_s,
+                                    self._noise_size))
         if training:
             self._update(index, e_t, e_s)
         return value
