@@ -99,3 +99,14 @@ def test_bad_arguments(kwargs, received):
 def test_bad_batch_size(batch_size):
     with pytest.raises(ValueError, match="batch_size"):
         load_digits(batch_size=batch_size)
+
+
+@pytest.mark.parametrize("seed, error", [
+    ("0", TypeError), (1.5, TypeError), (True, TypeError), (None, TypeError),
+    (-1, ValueError), (2 ** 32, ValueError)])
+def test_bad_seed_is_named(seed, error):
+    # scikit-learn's own message would name `random_state`, not `seed`.
+    for load in (digits_arrays, load_digits):
+        with pytest.raises(error, match=re.escape(f"seed={seed!r}")
+                           if error is TypeError else "seed"):
+            load(seed=seed)

@@ -182,3 +182,12 @@ def test_labelled_repeated_keeps_each_labelled_example_once_a_pass(
         np.testing.assert_array_equal(np.floor(
             images.mean(axis=(1, 2, 3)) * 255 / 20 + 0.01).astype(int),
             labels)
+
+
+@pytest.mark.parametrize("seed, error", [
+    ("0", TypeError), (True, TypeError), (-1, ValueError),
+    (2 ** 32, ValueError)])
+def test_bad_seed_is_named(fashion_dir, seed, error):
+    for load in (fashion_mnist_arrays, load_fashion_mnist):
+        with pytest.raises(error, match=r"`seed` must be"):
+            load(data_dir=fashion_dir, seed=seed)

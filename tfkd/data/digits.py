@@ -88,6 +88,9 @@ def digits_arrays(image_size=16, channels=1, validation_fraction=0.15,
         raise ValueError(
             f"`channels` must be 1 or 3. Received: channels={channels!r}."
         )
+    from tfkd.data.few_labels import _check_seed
+
+    seed = _check_seed(seed)
     _check_fraction(validation_fraction, "validation_fraction")
     _check_fraction(test_fraction, "test_fraction")
     if validation_fraction + test_fraction >= 1.0:

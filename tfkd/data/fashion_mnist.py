@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from tfkd.data.digits import DataSplits
 from tfkd.data.digits import _check_fraction
+from tfkd.data.few_labels import _check_seed
 
 #: The four files, by split and kind (each may also end in `.gz`).
 FILES = {
@@ -203,6 +204,7 @@ def _split(data_dir, validation_fraction, seed, labels_per_class,
     from sklearn.model_selection import train_test_split
 
     _check_fraction(validation_fraction, "validation_fraction")
+    seed = _check_seed(seed)
     raw = _read_all(data_dir)
     x, y = raw["train"]
     x_train, x_val, y_train, y_val = train_test_split(

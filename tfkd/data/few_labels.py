@@ -34,8 +34,16 @@ def _check_labels_per_class(value):
 
 
 def _check_seed(seed):
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"`seed` must be an int. Received: seed={seed!r}.")
+    """`seed` as an int in [0, 2³²), the range of NumPy's and
+    scikit-learn's seeds: the same seed, the same split and labels kept."""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(
+            seed, (int, np.integer)):
+        raise TypeError(
+            f"`seed` must be an int. Received: seed={seed!r} of type "
+            f"{type(seed).__name__}.")
+    if not 0 <= seed < 2 ** 32:
+        raise ValueError(
+            f"`seed` must be in [0, 2**32). Received: seed={seed}.")
     return int(seed)
 
 
