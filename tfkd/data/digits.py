@@ -61,7 +61,8 @@ def digits_arrays(image_size=16, channels=1, validation_fraction=0.15,
         channels: 1 (grey) or 3 (grey repeated, for RGB models).
         validation_fraction: Fraction of all images held out for validation.
         test_fraction: Fraction of all images held out for the final test.
-        seed: Seed of the split (and of the labels kept).
+        seed: Seed of the split (and of the labels kept), an int in
+            `[0, 2**32)`.
         labels_per_class: `None` (every training label), or the number of
             training labels kept in each class, a positive int (the
             training split holds 109-120 images a class).
@@ -147,7 +148,8 @@ def load_digits(image_size=16, channels=1, batch_size=64,
         batch_size: Batch size, a positive int.
         validation_fraction: Fraction of all images held out for validation.
         test_fraction: Fraction of all images held out for the final test.
-        seed: Seed of the split, of the labels kept and of the shuffling.
+        seed: Seed of the split, of the labels kept and of the shuffling,
+            an int in `[0, 2**32)`.
         labels_per_class: `None` (every training label) or the training
             labels kept per class (a positive int); the rest are `-1`.
 

@@ -261,7 +261,8 @@ def fashion_mnist_arrays(image_size=28, channels=1, validation_fraction=0.1,
         channels: 1 (grey) or 3 (grey repeated, for RGB models).
         validation_fraction: Fraction of the training images held out for
             validation.
-        seed: Seed of the split (and of the labels kept).
+        seed: Seed of the split (and of the labels kept), an int in
+            `[0, 2**32)`.
         labels_per_class: `None` (every training label) or the training
             labels kept per class (stratified, chosen with `seed`); the
             others become `-1` (unlabelled).
@@ -312,7 +313,8 @@ def load_fashion_mnist(image_size=28, channels=1, batch_size=64,
         batch_size: Batch size, a positive int.
         validation_fraction: Fraction of the 60,000 training images held
             out for validation (stratified, with `seed`).
-        seed: Seed of the split, of the labels kept and of the shuffling.
+        seed: Seed of the split, of the labels kept and of the shuffling,
+            an int in `[0, 2**32)`.
         labels_per_class: `None` (every training label) or the training
             labels kept per class; the rest are `-1`.
         data_dir: Folder of the four IDX files, gzipped or not (default:

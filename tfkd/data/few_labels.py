@@ -56,7 +56,7 @@ def keep_mask(labels, labels_per_class, *, seed=0):
     Args:
         labels: Integer class ids, shape `(n,)` (`-1` allowed).
         labels_per_class: Labels to keep in each class, a positive int.
-        seed: Seed of the choice.
+        seed: Seed of the choice, an int in `[0, 2**32)`.
 
     Returns:
         A boolean NumPy array of shape `(n,)`.
@@ -124,7 +124,7 @@ def unlabel(data, labels_per_class, *, seed=0):
               to choose, and checks each element's label as it goes, so a
               pipeline whose order changed fails instead of mislabelling.
         labels_per_class: Labels kept per class, a positive int.
-        seed: Seed of the choice.
+        seed: Seed of the choice, an int in `[0, 2**32)`.
 
     Returns:
         `data` with every label but `labels_per_class` per class set to
