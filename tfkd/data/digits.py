@@ -9,6 +9,9 @@ import collections
 import numpy as np
 import tensorflow as tf
 
+from tfkd.data.few_labels import _check_seed
+from tfkd.data.few_labels import unlabel
+
 DataSplits = collections.namedtuple(
     "DataSplits", ["train", "validation", "test", "num_classes", "input_shape"]
 )
@@ -89,8 +92,6 @@ def digits_arrays(image_size=16, channels=1, validation_fraction=0.15,
         raise ValueError(
             f"`channels` must be 1 or 3. Received: channels={channels!r}."
         )
-    from tfkd.data.few_labels import _check_seed
-
     seed = _check_seed(seed)
     _check_fraction(validation_fraction, "validation_fraction")
     _check_fraction(test_fraction, "test_fraction")
@@ -115,8 +116,6 @@ def digits_arrays(image_size=16, channels=1, validation_fraction=0.15,
         x_rest, y_rest, test_size=val_share, random_state=seed, stratify=y_rest
     )
     if labels_per_class is not None:
-        from tfkd.data.few_labels import unlabel
-
         y_train = unlabel(y_train, labels_per_class, seed=seed)
     return DataSplits(
         train=(x_train, y_train),

@@ -102,25 +102,38 @@ def _normalizer_log(normalizer, name):
     return tf.stop_gradient(tf.math.log(z))
 
 
-def _nce_loss(scores, log_z, dataset_size):
-    """The code's `ContrastLoss` on `P = exp(scores) / Z`, in log space.
+def _nce_per_example(positive, negatives, log_z, dataset_size):
+    """The authors' `ContrastLoss` per anchor, in log space.
 
-    With `c = K / N`, the noise term: `log D1 = log(P_0 / (P_0 + c + eps))`
-    for the positive and `log D0 = log(c / (P_k + c + eps))` for each
-    negative; returns `−(Σ_b log D1 + Σ_{b,k} log D0) / b`.
+    `positive`: `(b,)` scores `⟨r_0, a⟩ / τ`; `negatives`: `(b, K)` scores
+    `⟨r_k, a⟩ / τ`; `P = exp(score) / Z`, `c = K / N`; returns `(b,)`:
+    `−log P_0 / (P_0 + c + ε) − Σ_k log c / (P_k + c + ε)`. Its batch mean
+    is `tfkd.losses.contrastive_representation_loss`'s value for one side.
+    The positive and the negatives stay apart, and the constant part of
+    each negative is added once per anchor: with `K = 16384` every pass
+    over the `(b, K)` scores is a sizeable share of a student's step.
     """
-    k = tf.cast(tf.shape(scores)[1] - 1, tf.float32)
-    c = k / float(dataset_size)
+    k = tf.shape(negatives)[1]
+    c = tf.cast(k, tf.float32) / float(dataset_size)
     log_c_eps = tf.math.log(c + _NCE_EPSILON)
-    log_p = scores - log_z
-    # log(P / (P + c + eps)) = −softplus(log(c + eps) − log P), and
-    # log(c / (P + c + eps)) = log(c / (c + eps)) − softplus(log P −
-    # log(c + eps)): finite and exact for any score.
-    positive = tf.nn.softplus(log_c_eps - log_p[:, 0])
-    negatives = (tf.nn.softplus(log_p[:, 1:] - log_c_eps)
-                 - (tf.math.log(c) - log_c_eps))
-    b = tf.cast(tf.shape(scores)[0], tf.float32)
-    return (tf.reduce_sum(positive) + tf.reduce_sum(negatives)) / b
+    # log(P / (P + c + ε)) = −softplus(log(c + ε) − log P), and
+    # log(c / (P + c + ε)) = log(c / (c + ε)) − softplus(log P −
+    # log(c + ε)): finite and exact for any score.
+    shift = tf.stop_gradient(log_z + log_c_eps)
+    positive = tf.nn.softplus(shift - positive)
+    negatives = tf.reduce_sum(tf.nn.softplus(negatives - shift), axis=1)
+    constant = tf.cast(k, tf.float32) * (tf.math.log(c) - log_c_eps)
+    return positive + negatives - constant
+
+
+def _nce_loss(scores, log_z, dataset_size):
+    """The code's `ContrastLoss` on `P = exp(scores) / Z`, in log space:
+    `scores` `(b, K + 1)`, the positive first; the batch mean of
+    `_nce_per_example`."""
+    per_example = _nce_per_example(scores[:, 0], scores[:, 1:], log_z,
+                                   dataset_size)
+    return tf.reduce_sum(per_example) / tf.cast(tf.shape(scores)[0],
+                                                tf.float32)
 
 
 def contrastive_normalizer(anchor_embeddings, bank_rows, *, dataset_size,
@@ -296,9 +309,6 @@ def contrastive_representation_loss(teacher_embeddings, student_embeddings,
 #: `"images"`, see `tfkd.checks.split_cached_inputs`).
 INDEX_KEY = "index"
 
-# Added to the NCE denominators, as in the authors' code (and
-# `tfkd.losses.contrastive_representation_loss`).
-_NCE_EPSILON = 1e-7
 _MASK32 = 0xFFFFFFFF
 
 
@@ -384,27 +394,6 @@ def _mix32(x):
 
 def _low32(x):
     return tf.bitwise.bitwise_and(x, _MASK32)
-
-
-def _nce_per_example(positive, negatives, log_z, dataset_size):
-    """The authors' `ContrastLoss` per anchor, in log space.
-
-    `positive`: `(b,)` scores `⟨r_0, a⟩ / τ`; `negatives`: `(b, K)` scores
-    `⟨r_k, a⟩ / τ`; `P = exp(score) / Z`, `c = K / N`; returns `(b,)`:
-    `−log P_0 / (P_0 + c + ε) − Σ_k log c / (P_k + c + ε)`. Its batch mean
-    is `tfkd.losses.contrastive_representation_loss`'s value for one side.
-    The positive and the negatives stay apart, and the constant part of
-    each negative is added once per anchor: with `K = 16384` every pass
-    over the `(b, K)` scores is a sizeable share of a student's step.
-    """
-    k = tf.shape(negatives)[1]
-    c = tf.cast(k, tf.float32) / float(dataset_size)
-    log_c_eps = tf.math.log(c + _NCE_EPSILON)
-    shift = tf.stop_gradient(log_z + log_c_eps)
-    positive = tf.nn.softplus(shift - positive)
-    negatives = tf.reduce_sum(tf.nn.softplus(negatives - shift), axis=1)
-    constant = tf.cast(k, tf.float32) * (tf.math.log(c) - log_c_eps)
-    return positive + negatives - constant
 
 
 def _gather_replicas(value):
